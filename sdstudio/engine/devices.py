@@ -1,0 +1,74 @@
+"""Choosing the device and number format a pipeline runs in.
+
+The order is CUDA, then Apple's MPS, then the CPU. Half precision is used
+where it is safe and fast (CUDA and MPS); the CPU runs in float32, where half
+precision is slow and poorly supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sdstudio.engine.errors import DeviceError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    """Where and in which number format a pipeline runs."""
+
+    device: str
+    precision: str
+    attention_slicing: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch dtype for :attr:`precision`."""
+        import torch
+
+        dtype: torch.dtype = getattr(torch, self.precision)
+        return dtype
+
+    def describe(self) -> str:
+        """A short human-readable form, such as ``cuda (float16)``."""
+        return f"{self.device} ({self.precision})"
+
+
+def choose_device(device: str = "auto", precision: str = "auto") -> DeviceConfig:
+    """Pick the device and precision, honouring explicit choices.
+
+    Raises :class:`DeviceError` when an explicitly requested device is not
+    available here, or the names are unknown.
+    """
+    import torch
+
+    if device not in DEVICES:
+        raise DeviceError(f"Unknown device {device!r}; choose one of: {', '.join(DEVICES)}.")
+    if precision not in PRECISIONS:
+        raise DeviceError(
+            f"Unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}."
+        )
+    cuda = torch.cuda.is_available()
+    mps = _mps_available()
+    if device == "auto":
+        device = "cuda" if cuda else "mps" if mps else "cpu"
+    elif device == "cuda" and not cuda:
+        raise DeviceError("CUDA was requested but no CUDA GPU is available to this torch build.")
+    elif device == "mps" and not mps:
+        raise DeviceError("MPS was requested but Apple's Metal backend is not available here.")
+    if precision == "auto":
+        precision = "float32" if device == "cpu" else "float16"
+    return DeviceConfig(device=device, precision=precision, attention_slicing=device == "mps")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())

@@ -1,0 +1,90 @@
+"""Writing files so that a crash, a kill or a full disk never leaves half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from sdstudio.engine.errors import StorageError
+
+
+def write_atomically(path: Path, data: bytes, *, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder.
+
+    The file appears whole or not at all. With ``overwrite=False`` an existing
+    file is never replaced, even by another process racing for the same name
+    (:class:`FileExistsError` is raised). Disk and permission errors become a
+    :class:`StorageError` with a clear message, and no temporary file is left.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as error:
+        raise StorageError(_describe(error, path)) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            _publish_without_overwrite(temporary, path)
+    except FileExistsError:
+        _remove(temporary)
+        raise
+    except OSError as error:
+        _remove(temporary)
+        raise StorageError(_describe(error, path)) from None
+    except BaseException:
+        _remove(temporary)
+        raise
+    _sync_folder(path.parent)
+    return path
+
+
+def _publish_without_overwrite(temporary: str, path: Path) -> None:
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        # Filesystems without hard links (FAT, some network shares): a check
+        # and a rename, which can only lose a race against another writer.
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        os.replace(temporary, path)
+        return
+    os.unlink(temporary)
+
+
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
+
+
+def _describe(error: OSError, path: Path) -> str:
+    if error.errno == errno.ENOSPC:
+        return f"The disk is full: could not write {path}."
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"No permission to write {path}."
+    return f"Could not write {path}: {error.strerror or error}."
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _sync_folder(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

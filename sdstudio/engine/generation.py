@@ -1,0 +1,251 @@
+"""Running a :class:`GenerationRequest` through the diffusers pipelines.
+
+The engine reports every denoising step with a cheap preview, stops within
+one step when cancelled from another thread (skipping the VAE decode), and
+hands back each image with the record that re-creates it. It writes nothing;
+:mod:`sdstudio.engine.outputs` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+import sdstudio
+from sdstudio.engine import samplers
+from sdstudio.engine.errors import GenerationCancelled, OutOfMemory, SdStudioError
+from sdstudio.engine.images import open_image, open_mask, store_input
+from sdstudio.engine.metadata.record import ImageRecord
+from sdstudio.engine.pipelines import PipelineManager
+from sdstudio.engine.previews import latent_preview
+from sdstudio.engine.request import GenerationRequest, Mode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One denoising step done."""
+
+    step: int
+    """1-based step within the current image."""
+    total: int
+    """Steps the current image takes (fewer than requested for image-to-image)."""
+    image_index: int
+    batch_size: int
+    preview: Image.Image | None
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """A finished image and the record that re-creates it."""
+
+    image: Image.Image
+    record: ImageRecord
+
+
+class CancelToken:
+    """Set from any thread to stop a running generation."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the generation to stop at the end of the current step."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`GenerationCancelled` if cancelled."""
+        if self._event.is_set():
+            raise GenerationCancelled()
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    request: GenerationRequest
+    image: Image.Image | None
+    mask: Image.Image | None
+
+
+class Engine:
+    """Turns requests into images with the pipelines of a :class:`PipelineManager`."""
+
+    def __init__(
+        self, pipelines: PipelineManager, inputs_dir: Path, *, previews: bool = True
+    ) -> None:
+        self.pipelines = pipelines
+        self.inputs_dir = inputs_dir
+        self.previews = previews
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[GeneratedImage]:
+        """Generate the request's images one by one.
+
+        Image *i* of a batch uses seed ``seed + i`` and is generated on its
+        own, so its record re-creates it exactly. Raises
+        :class:`GenerationCancelled` when cancelled (images already yielded
+        stay valid) and :class:`SdStudioError` subclasses for user errors.
+        """
+        cancel = cancel or CancelToken()
+        request = request.with_seed_resolved()
+        samplers.check_combination(request.sampler, request.schedule)
+        inputs = self._prepare_inputs(request, on_status)
+        cancel.raise_if_cancelled()
+        pipe = self.pipelines.pipeline(request.model, request.mode, on_status)
+        model = self.pipelines.model
+        assert model is not None
+        for index, seed in enumerate(request.seeds()):
+            cancel.raise_if_cancelled()
+            started = time.perf_counter()
+            image = self._run_one(pipe, inputs, seed, index, on_progress, cancel)
+            record = ImageRecord(
+                request=inputs.request.replace(seed=seed, batch_size=1),
+                model_name=model.name,
+                model_hash=self.pipelines.model_hash(),
+                device=self.pipelines.device.describe(),
+                duration_s=time.perf_counter() - started,
+                created=datetime.now().astimezone().isoformat(timespec="milliseconds"),
+                app_version=sdstudio.__version__,
+            )
+            yield GeneratedImage(image, record)
+
+    def _prepare_inputs(
+        self, request: GenerationRequest, on_status: Callable[[str], None] | None
+    ) -> _Inputs:
+        if request.mode is Mode.TXT2IMG:
+            return _Inputs(request, None, None)
+        assert request.init_image is not None
+        size = (request.width, request.height)
+        image = open_image(request.init_image, what="init image")
+        original_size = image.size
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        mask = None
+        if request.mode is Mode.INPAINT:
+            assert request.mask is not None
+            mask, mask_size = open_mask(request.mask, size)
+            if mask_size != original_size and on_status:
+                on_status(
+                    f"The mask ({mask_size[0]}x{mask_size[1]}) was resized to match the "
+                    f"init image ({original_size[0]}x{original_size[1]})."
+                )
+        stored = {"init_image": str(store_input(image, self.inputs_dir))}
+        if mask is not None:
+            stored["mask"] = str(store_input(mask, self.inputs_dir))
+        return _Inputs(request.replace(**stored), image, mask)
+
+    def _run_one(
+        self,
+        pipe: Any,
+        inputs: _Inputs,
+        seed: int,
+        index: int,
+        on_progress: Callable[[Progress], None] | None,
+        cancel: CancelToken,
+    ) -> Image.Image:
+        import torch
+
+        request = inputs.request
+        pipe.scheduler = samplers.make_scheduler(
+            request.sampler, request.schedule, self.pipelines.scheduler_config, seed=seed
+        )
+        step = 0
+
+        def on_step_end(p: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            nonlocal step
+            step += 1
+            if on_progress is not None:
+                preview = None
+                if self.previews and "latents" in tensors:
+                    preview = latent_preview(tensors["latents"])
+                on_progress(Progress(step, p.num_timesteps, index, request.batch_size, preview))
+            cancel.raise_if_cancelled()
+            return {}
+
+        kwargs: dict[str, Any] = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or None,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.guidance_scale,
+            "generator": torch.Generator("cpu").manual_seed(seed),
+            "callback_on_step_end": on_step_end,
+            "output_type": "pil",
+        }
+        kwargs.update(self._mode_arguments(request, inputs))
+        try:
+            result = pipe(**kwargs)
+        except (GenerationCancelled, SdStudioError):
+            raise
+        except torch.OutOfMemoryError:
+            self._recover_memory()
+            raise OutOfMemory(
+                f"The {self.pipelines.device.device.upper()} device ran out of memory at "
+                f"{request.width}x{request.height}; try a smaller size."
+            ) from None
+        except RuntimeError as error:
+            if "out of memory" in str(error).lower():
+                self._recover_memory()
+                raise OutOfMemory(f"Out of memory: {error}.") from None
+            raise
+        image: Image.Image = result.images[0]
+        return image
+
+    def _mode_arguments(self, request: GenerationRequest, inputs: _Inputs) -> dict[str, Any]:
+        model = self.pipelines.model
+        assert model is not None
+        size = (request.width, request.height)
+        if model.inpainting:
+            # A 9-channel model takes every job as inpainting; outside
+            # inpainting the whole picture is repainted.
+            image = inputs.image or Image.new("RGB", size, (127, 127, 127))
+            mask = inputs.mask or Image.new("L", size, 255)
+            strength = 1.0 if request.mode is Mode.TXT2IMG else request.strength
+            return {
+                "image": image,
+                "mask_image": mask,
+                "strength": strength,
+                "width": request.width,
+                "height": request.height,
+            }
+        if request.mode is Mode.TXT2IMG:
+            return {"width": request.width, "height": request.height}
+        if request.mode is Mode.IMG2IMG:
+            return {"image": inputs.image, "strength": request.strength}
+        return {
+            "image": inputs.image,
+            "mask_image": inputs.mask,
+            "strength": request.strength,
+            "width": request.width,
+            "height": request.height,
+        }
+
+    def _recover_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort only
+            log.debug("Could not empty the device cache", exc_info=True)

@@ -1,0 +1,175 @@
+"""AUTOMATIC1111's ``parameters`` text, which most tools read and write.
+
+Layout::
+
+    <prompt, may span lines>
+    Negative prompt: <negative prompt, may span lines>
+    Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 512x768
+
+A value holding ``,``, ``:`` or a newline is JSON-quoted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from sdstudio.engine import samplers
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.request import GenerationRequest, Mode
+
+PARAMETERS_KEY = "parameters"
+_NEGATIVE = "Negative prompt:"
+# The pattern A1111's own reader uses for the last line.
+_PAIR = re.compile(r"""\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)""")
+
+
+@dataclass(frozen=True, slots=True)
+class A1111Parameters:
+    """The parts of a ``parameters`` text."""
+
+    prompt: str
+    negative_prompt: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def format_parameters(
+    request: GenerationRequest,
+    *,
+    model_name: str = "",
+    model_hash: str = "",
+    version: str = "",
+) -> str:
+    """Write a request as A1111 ``parameters`` text (the seed must be resolved)."""
+    settings: list[tuple[str, object]] = [
+        ("Steps", request.steps),
+        ("Sampler", request.sampler),
+    ]
+    if request.schedule != samplers.AUTOMATIC:
+        settings.append(("Schedule type", request.schedule))
+    settings += [
+        ("CFG scale", f"{request.guidance_scale:g}"),
+        ("Seed", request.seed),
+        ("Size", f"{request.width}x{request.height}"),
+        ("Model hash", model_hash),
+        ("Model", model_name),
+    ]
+    if request.mode is not Mode.TXT2IMG:
+        settings.append(("Denoising strength", f"{request.strength:g}"))
+    settings.append(("Version", version))
+    line = ", ".join(f"{key}: {_quote(str(value))}" for key, value in settings if value != "")
+    lines = [request.prompt]
+    if request.negative_prompt:
+        lines.append(f"{_NEGATIVE} {request.negative_prompt}")
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def split_parameters(text: str) -> A1111Parameters:
+    """Split a ``parameters`` text into prompt, negative prompt and settings.
+
+    Never raises on odd input: text that is not in this format is read as a
+    prompt with no settings.
+    """
+    lines = text.strip().split("\n")
+    settings: dict[str, str] = {}
+    last = lines[-1] if lines else ""
+    pairs = _PAIR.findall(last)
+    if len(pairs) >= 3:
+        settings = {key.strip(): _unquote(value.strip()) for key, value in pairs}
+        lines = lines[:-1]
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    target = prompt_lines
+    for line in lines:
+        if line.startswith(_NEGATIVE) and target is prompt_lines:
+            target = negative_lines
+            line = line[len(_NEGATIVE) :].lstrip()
+        target.append(line)
+    return A1111Parameters(
+        prompt="\n".join(prompt_lines).strip(),
+        negative_prompt="\n".join(negative_lines).strip(),
+        settings=settings,
+    )
+
+
+def parse_parameters(text: str, *, model: str = "") -> GenerationRequest:
+    """Read a ``parameters`` text into a request.
+
+    ``model`` is used when the text names no model. Raises
+    :class:`InvalidRequest` when the text holds no generation settings.
+    """
+    parts = split_parameters(text)
+    s = parts.settings
+    if not s:
+        raise InvalidRequest("The parameters text holds no generation settings.")
+    sampler, schedule = _sampler_and_schedule(s.get("Sampler", ""), s.get("Schedule type", ""))
+    values: dict[str, object] = {
+        "model": s.get("Model") or model or "unknown",
+        "prompt": parts.prompt,
+        "negative_prompt": parts.negative_prompt,
+        "sampler": sampler,
+        "schedule": schedule,
+    }
+    _take_int(values, "steps", s.get("Steps"))
+    _take_int(values, "seed", s.get("Seed"))
+    _take_float(values, "guidance_scale", s.get("CFG scale"))
+    size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", s.get("Size", ""))
+    if size:
+        values["width"], values["height"] = int(size.group(1)), int(size.group(2))
+    _take_float(values, "strength", s.get("Denoising strength"))
+    try:
+        return GenerationRequest(**values)  # type: ignore[arg-type]
+    except InvalidRequest as error:
+        raise InvalidRequest(f"The parameters text has an unusable setting: {error}") from None
+
+
+def _sampler_and_schedule(sampler: str, schedule: str) -> tuple[str, str]:
+    if not sampler:
+        return GenerationRequest.__dataclass_fields__["sampler"].default, samplers.AUTOMATIC
+    try:
+        name, implied = samplers.split_sampler_name(sampler)
+    except InvalidRequest:
+        # A sampler sdstudio lacks: keep its name so the user sees what it was.
+        return sampler, schedule or samplers.AUTOMATIC
+    if schedule:
+        try:
+            return name, samplers.get_schedule(schedule)
+        except InvalidRequest:
+            return name, schedule
+    return name, implied
+
+
+def _take_int(values: dict[str, object], key: str, text: str | None) -> None:
+    if text is None:
+        return
+    try:
+        values[key] = int(text.strip())
+    except ValueError:
+        return
+
+
+def _take_float(values: dict[str, object], key: str, text: str | None) -> None:
+    if text is None:
+        return
+    try:
+        values[key] = float(text.strip())
+    except ValueError:
+        return
+
+
+def _quote(value: str) -> str:
+    if any(c in value for c in ",:\n") or value.startswith('"'):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        return decoded if isinstance(decoded, str) else value
+    return value

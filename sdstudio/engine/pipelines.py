@@ -1,0 +1,218 @@
+"""Loading models and keeping one in memory.
+
+One model is loaded at a time. Text-to-image, image-to-image and inpainting
+share its weights through ``from_pipe``; loading another model frees the old
+weights first, so memory does not grow as users switch.
+
+A manager is used from one thread at a time (the worker that owns it).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdstudio.engine.devices import DeviceConfig
+from sdstudio.engine.errors import ModelError
+from sdstudio.engine.hashing import HashCache
+from sdstudio.engine.request import Mode
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """The model in memory."""
+
+    path: Path
+    name: str
+    single_file: bool
+    inpainting: bool
+
+
+class PipelineManager:
+    """Loads models and hands out pipelines for each mode, sharing weights."""
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        *,
+        single_file_config: Path | None = None,
+        hash_cache: HashCache | None = None,
+    ) -> None:
+        self.device = device
+        self.single_file_config = single_file_config
+        self._hashes = hash_cache or HashCache(None)
+        self._model: LoadedModel | None = None
+        self._pipes: dict[str, Any] = {}
+        self._scheduler_config: dict[str, Any] = {}
+        self._hash: str | None = None
+
+    @property
+    def model(self) -> LoadedModel | None:
+        """The model in memory, if any."""
+        return self._model
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        """The loaded model's own scheduler config (its training schedule)."""
+        return dict(self._scheduler_config)
+
+    def model_hash(self) -> str:
+        """A1111's hash of the loaded single-file model; empty for folders."""
+        if self._model is None or not self._model.single_file:
+            return ""
+        if self._hash is None:
+            self._hash = self._hashes.short_hash(self._model.path)
+        return self._hash
+
+    def pipeline(self, model: str, mode: Mode, on_status: Callable[[str], None] | None = None) -> Any:
+        """The pipeline for ``mode`` on ``model``, loading the model if needed.
+
+        An inpainting model (9-channel UNet) serves every mode through its
+        inpainting pipeline; the engine then masks the whole image.
+        """
+        path = resolve_model_path(model)
+        if self._model is None or self._model.path != path:
+            self.unload()
+            if on_status:
+                on_status(f"Loading {path.name}…")
+            self._load(path)
+        assert self._model is not None
+        task = "inpaint" if self._model.inpainting else _TASKS[mode]
+        if task not in self._pipes:
+            self._pipes[task] = self._derive(task)
+        return self._pipes[task]
+
+    def unload(self) -> None:
+        """Free the loaded model's weights."""
+        if self._model is None:
+            return
+        log.info("Unloading %s", self._model.path)
+        self._pipes.clear()
+        self._model = None
+        self._hash = None
+        self._scheduler_config = {}
+        gc.collect()
+        _empty_device_cache(self.device.device)
+
+    def _load(self, path: Path) -> None:
+        log.info("Loading %s on %s", path, self.device.describe())
+        _disable_library_progress_bars()
+        try:
+            if path.is_dir():
+                pipe = self._load_folder(path)
+                single_file = False
+            else:
+                pipe = self._load_single_file(path)
+                single_file = True
+            pipe.to(self.device.device)
+        except ModelError:
+            raise
+        except MemoryError:
+            raise ModelError(f"Not enough memory to load {path.name}.") from None
+        except Exception as error:  # diffusers raises many types for a bad model
+            log.exception("Loading %s failed", path)
+            raise ModelError(f"Could not load the model {path.name}: {_first_line(error)}") from None
+        if self.device.attention_slicing:
+            pipe.enable_attention_slicing()
+        pipe.set_progress_bar_config(disable=True)
+        unet = getattr(pipe, "unet", None)
+        inpainting = bool(unet is not None and unet.config.in_channels == 9)
+        self._model = LoadedModel(path, model_display_name(path), single_file, inpainting)
+        self._scheduler_config = dict(pipe.scheduler.config)
+        self._pipes = {"inpaint" if inpainting else "txt2img": pipe}
+
+    def _load_folder(self, path: Path) -> Any:
+        from diffusers import DiffusionPipeline
+
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ModelError(
+                f"{path} is not a diffusers model folder (it has no model_index.json)."
+            )
+        options: dict[str, Any] = {"dtype": self.device.dtype, "local_files_only": True}
+        if '"safety_checker"' in index.read_text("utf-8", errors="replace"):
+            options.update(safety_checker=None, requires_safety_checker=False)
+        return DiffusionPipeline.from_pretrained(path, **options)
+
+    def _load_single_file(self, path: Path) -> Any:
+        from diffusers import StableDiffusionPipeline
+
+        suffix = path.suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            raise ModelError(
+                f"{path.name} is a pickle checkpoint, which can run code when loaded; "
+                "sdstudio loads .safetensors files. Convert it to .safetensors first."
+            )
+        if suffix != ".safetensors":
+            raise ModelError(
+                f"{path.name} is not a model: give a diffusers folder or a .safetensors file."
+            )
+        config = self.single_file_config
+        if config is None or not (config / "model_index.json").is_file():
+            raise ModelError(
+                f"Loading the checkpoint {path.name} needs the diffusers config of its model "
+                "family: give a diffusers folder of the same family as its config."
+            )
+        return StableDiffusionPipeline.from_single_file(
+            str(path),
+            config=str(config),
+            dtype=self.device.dtype,
+            local_files_only=True,
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
+
+    def _derive(self, task: str) -> Any:
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+        base = next(iter(self._pipes.values()))
+        factory = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForInpainting
+        pipe = factory.from_pipe(base)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+_TASKS = {Mode.TXT2IMG: "txt2img", Mode.IMG2IMG: "img2img", Mode.INPAINT: "inpaint"}
+
+
+def resolve_model_path(model: str) -> Path:
+    """The model's path on disk, or :class:`ModelError` with what is wrong."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ModelError(f"The model {model} does not exist.")
+    return path.resolve()
+
+
+def model_display_name(path: Path) -> str:
+    """The name users see: the file name without extension, or the folder name."""
+    return path.stem if path.is_file() else path.name
+
+
+def _disable_library_progress_bars() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _empty_device_cache(device: str) -> None:
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()

@@ -1,0 +1,196 @@
+"""The one type that defines a generation.
+
+A :class:`GenerationRequest` holds everything needed to reproduce an image.
+Metadata, history and re-runs all read and write this type, so nothing can be
+forgotten on the way. Its JSON form is lossless: ``from_json(r.to_json()) == r``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from sdstudio.engine.errors import InvalidRequest
+
+REQUEST_SCHEMA_VERSION = 1
+MAX_SEED = 2**32 - 1
+RANDOM_SEED = -1
+MIN_SIZE = 64
+MAX_SIZE = 4096
+MAX_STEPS = 500
+MAX_BATCH = 64
+
+
+class Mode(enum.StrEnum):
+    """What a generation starts from."""
+
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """Everything needed to reproduce a generation.
+
+    ``init_image`` and ``mask`` are paths to image files; in the mask, white
+    marks what is repainted. ``seed`` -1 asks for a random seed; the seed
+    actually used is recorded with every image.
+    """
+
+    model: str
+    prompt: str
+    negative_prompt: str = ""
+    mode: Mode = Mode.TXT2IMG
+    sampler: str = "DPM++ 2M"
+    schedule: str = "Karras"
+    steps: int = 20
+    guidance_scale: float = 7.0
+    seed: int = RANDOM_SEED
+    width: int = 512
+    height: int = 512
+    batch_size: int = 1
+    init_image: str | None = None
+    mask: str | None = None
+    strength: float = 0.75
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+        object.__setattr__(self, "strength", float(self.strength))
+
+    def replace(self, **changes: Any) -> GenerationRequest:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_seed_resolved(self, rng: random.Random | None = None) -> GenerationRequest:
+        """Return this request with a random seed drawn if the seed is -1."""
+        if self.seed != RANDOM_SEED:
+            return self
+        return self.replace(seed=(rng or random.SystemRandom()).randint(0, MAX_SEED))
+
+    def seeds(self) -> list[int]:
+        """The seed of each image of the batch: s, s+1, ... (wrapping at 2**32)."""
+        if self.seed == RANDOM_SEED:
+            raise InvalidRequest("The seed must be resolved before the batch seeds are known.")
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.batch_size)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with a schema version."""
+        data = dataclasses.asdict(self)
+        data["mode"] = self.mode.value
+        return {"schema": REQUEST_SCHEMA_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """Rebuild a request from :meth:`to_dict` output.
+
+        Unknown keys are ignored so that records written by newer versions
+        still load; a schema newer than this version knows is refused.
+        """
+        if not isinstance(data, dict):
+            raise InvalidRequest("A generation request must be a JSON object.")
+        schema = data.get("schema", REQUEST_SCHEMA_VERSION)
+        if not isinstance(schema, int) or schema > REQUEST_SCHEMA_VERSION:
+            raise InvalidRequest(
+                f"This request was written by a newer sdstudio (schema {schema}); please update."
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if "mode" in values:
+            try:
+                values["mode"] = Mode(values["mode"])
+            except ValueError:
+                valid = ", ".join(m.value for m in Mode)
+                raise InvalidRequest(
+                    f"Unknown mode {values['mode']!r}; valid modes: {valid}."
+                ) from None
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise InvalidRequest(f"Incomplete generation request: {error}.") from None
+
+    def to_json(self) -> str:
+        """The lossless JSON form."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GenerationRequest:
+        """Parse :meth:`to_json` output."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as error:
+            raise InvalidRequest(f"Not a valid generation request: {error}.") from None
+        return cls.from_dict(data)
+
+
+def round_to_multiple_of_8(value: int) -> int:
+    """The nearest multiple of 8, at least :data:`MIN_SIZE`."""
+    return max(MIN_SIZE, (value + 4) // 8 * 8)
+
+
+def _validate(r: GenerationRequest) -> None:
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            raise InvalidRequest(message)
+
+    for name in ("model", "prompt", "negative_prompt", "sampler", "schedule"):
+        check(isinstance(getattr(r, name), str), f"{name} must be text.")
+    check(isinstance(r.mode, Mode), f"Unknown mode {r.mode!r}.")
+    check(bool(r.model.strip()), "No model was given.")
+    for name in ("steps", "seed", "width", "height", "batch_size"):
+        value = getattr(r, name)
+        check(
+            isinstance(value, int) and not isinstance(value, bool),
+            f"{name} must be a whole number, not {value!r}.",
+        )
+    for name in ("guidance_scale", "strength"):
+        value = getattr(r, name)
+        check(
+            isinstance(value, int | float) and not isinstance(value, bool),
+            f"{name} must be a number, not {value!r}.",
+        )
+    check(1 <= r.steps <= MAX_STEPS, f"Steps must be between 1 and {MAX_STEPS}, not {r.steps}.")
+    check(
+        0.0 <= r.guidance_scale <= 50.0,
+        f"Guidance scale must be between 0 and 50, not {r.guidance_scale}.",
+    )
+    check(
+        r.seed == RANDOM_SEED or 0 <= r.seed <= MAX_SEED,
+        f"Seed must be -1 (random) or between 0 and {MAX_SEED}, not {r.seed}.",
+    )
+    for name in ("width", "height"):
+        value = getattr(r, name)
+        check(
+            MIN_SIZE <= value <= MAX_SIZE,
+            f"{name.capitalize()} must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {value}.",
+        )
+        check(
+            value % 8 == 0,
+            f"{name.capitalize()} must be a multiple of 8, not {value} "
+            f"(the nearest is {round_to_multiple_of_8(value)}).",
+        )
+    check(
+        1 <= r.batch_size <= MAX_BATCH,
+        f"Batch size must be between 1 and {MAX_BATCH}, not {r.batch_size}.",
+    )
+    check(0.0 <= r.strength <= 1.0, f"Strength must be between 0 and 1, not {r.strength}.")
+    if r.mode is Mode.TXT2IMG:
+        check(r.init_image is None, "A text-to-image request takes no init image.")
+        check(r.mask is None, "A text-to-image request takes no mask.")
+    else:
+        check(bool(r.init_image), f"{r.mode.value} needs an init image.")
+    if r.mode is Mode.IMG2IMG:
+        check(r.mask is None, "Image-to-image takes no mask; with a mask it is inpainting.")
+    if r.mode is Mode.INPAINT:
+        check(bool(r.mask), "Inpainting needs a mask (white marks what is repainted).")
+    if r.mode is not Mode.TXT2IMG:
+        check(
+            int(r.steps * r.strength) >= 1,
+            f"Strength {r.strength:g} with {r.steps} steps leaves no denoising step; "
+            "raise the strength or the number of steps.",
+        )

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny models built once per session, a private data folder per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def sdstudio_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own SDSTUDIO_HOME, so nothing touches real user data."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SDSTUDIO_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SD 1.x model saved as a diffusers folder."""
+    from sdstudio.testing import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_inpainting_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random 9-channel inpainting model saved as a diffusers folder."""
+    from sdstudio.testing import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-inpaint", inpainting=True)
+
+
+@pytest.fixture(scope="session")
+def manager():
+    """One pipeline manager for the session: loading is the slow part."""
+    from sdstudio.engine.devices import choose_device
+    from sdstudio.engine.pipelines import PipelineManager
+
+    return PipelineManager(choose_device("cpu"))
+
+
+@pytest.fixture
+def engine(manager, tmp_path: Path):
+    """An engine over the shared pipeline manager, with its own inputs folder."""
+    from sdstudio.engine.generation import Engine
+
+    return Engine(manager, tmp_path / "inputs")
+
+
+@pytest.fixture
+def init_image(tmp_path: Path) -> Path:
+    """An 80x72 RGB image with a pattern."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (80, 72), (30, 90, 200))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((10, 10, 60, 60), fill=(240, 200, 40))
+    path = tmp_path / "init.png"
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def mask_image(tmp_path: Path) -> Path:
+    """An 80x72 mask whose centre is white (repaint)."""
+    from PIL import Image
+
+    mask = Image.new("L", (80, 72), 0)
+    mask.paste(255, (20, 16, 60, 56))
+    path = tmp_path / "mask.png"
+    mask.save(path)
+    return path
