@@ -32,10 +32,10 @@ EXIT_CANCELLED = 130
 class Reporter:
     """Prints progress and results as text or as one JSON object per line."""
 
-    def __init__(self, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+    def __init__(self, as_json: bool, out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.as_json = as_json
-        self.out = out
-        self.err = err
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
 
     def event(self, kind: str, text: str | None = None, **fields: Any) -> None:
         """Report an event: JSON on stdout, or ``text`` (if any) on stderr."""
@@ -159,7 +159,8 @@ def _request_from_arguments(args: argparse.Namespace, reporter: Reporter) -> Gen
     width = _multiple_of_8("width", width, reporter)
     height = _multiple_of_8("height", height, reporter)
     return GenerationRequest(
-        model=str(Path(args.model).expanduser().resolve()) if os.path.exists(args.model)
+        model=str(Path(args.model).expanduser().resolve())
+        if os.path.exists(args.model)
         else args.model,
         prompt=args.prompt,
         negative_prompt=args.negative,
@@ -235,11 +236,15 @@ def _run(
     def on_progress(progress: Progress) -> None:
         text = None
         if not reporter.as_json:
-            prefix = f"image {progress.image_index + 1}/{progress.batch_size} " \
-                if progress.batch_size > 1 else ""
+            prefix = (
+                f"image {progress.image_index + 1}/{progress.batch_size} "
+                if progress.batch_size > 1
+                else ""
+            )
             text = f"{prefix}step {progress.step}/{progress.total}"
-        reporter.event("step", text, step=progress.step, total=progress.total,
-                       index=progress.image_index)
+        reporter.event(
+            "step", text, step=progress.step, total=progress.total, index=progress.image_index
+        )
 
     def on_status(message: str) -> None:
         reporter.event("notice", message, message=message)

@@ -129,6 +129,8 @@ def test_hash_cache_gives_a1111_hash_and_notices_changes(tmp_path: Path) -> None
     import hashlib
 
     assert cache.short_hash(model) == hashlib.sha256(b"weights").hexdigest()[:10]
-    assert HashCache(tmp_path / "hashes.json").sha256(model) == hashlib.sha256(b"weights").hexdigest()
+    assert (
+        HashCache(tmp_path / "hashes.json").sha256(model) == hashlib.sha256(b"weights").hexdigest()
+    )
     model.write_bytes(b"other weights")
     assert cache.sha256(model) == hashlib.sha256(b"other weights").hexdigest()

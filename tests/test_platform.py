@@ -15,9 +15,17 @@ from sdstudio.engine.paths import AppPaths
 
 def test_sdstudio_home_moves_every_location(tmp_path: Path) -> None:
     paths = AppPaths.default({"SDSTUDIO_HOME": str(tmp_path)})
-    for folder in (paths.config_dir, paths.data_dir, paths.cache_dir, paths.log_dir,
-                   paths.outputs_dir, paths.models_dir, paths.inputs_dir, paths.history_db,
-                   paths.settings_file):
+    for folder in (
+        paths.config_dir,
+        paths.data_dir,
+        paths.cache_dir,
+        paths.log_dir,
+        paths.outputs_dir,
+        paths.models_dir,
+        paths.inputs_dir,
+        paths.history_db,
+        paths.settings_file,
+    ):
         assert folder.is_relative_to(tmp_path)
 
 
@@ -68,8 +76,9 @@ ENGINE_MODULES = [
 
 def _modules_after_import(code: str) -> set[str]:
     script = f"import sys\n{code}\nprint('\\n'.join(sys.modules))"
-    output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
-                            text=True).stdout
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
     return set(output.split())
 
 

@@ -31,14 +31,20 @@ def test_is_frozen() -> None:
         ({"steps": 0}, "Steps must be between 1 and 500, not 0"),
         ({"width": 500}, "Width must be a multiple of 8, not 500 (the nearest is 504)"),
         ({"height": 30}, "Height must be between 64 and 4096 pixels, not 30"),
-        ({"strength": 1.5, "mode": Mode.IMG2IMG, "init_image": "x.png"}, "Strength must be between 0 and 1, not 1.5"),
+        (
+            {"strength": 1.5, "mode": Mode.IMG2IMG, "init_image": "x.png"},
+            "Strength must be between 0 and 1, not 1.5",
+        ),
         ({"seed": -2}, "Seed must be -1 (random)"),
         ({"batch_size": 0}, "Batch size must be between 1 and 64"),
         ({"guidance_scale": -1}, "Guidance scale must be between 0 and 50"),
         ({"mode": Mode.IMG2IMG}, "img2img needs an init image"),
         ({"mode": Mode.INPAINT, "init_image": "x.png"}, "Inpainting needs a mask"),
         ({"init_image": "x.png"}, "A text-to-image request takes no init image"),
-        ({"mode": Mode.IMG2IMG, "init_image": "x", "steps": 4, "strength": 0.1}, "leaves no denoising step"),
+        (
+            {"mode": Mode.IMG2IMG, "init_image": "x", "steps": 4, "strength": 0.1},
+            "leaves no denoising step",
+        ),
         ({"steps": 2.5}, "steps must be a whole number"),
     ],
 )
@@ -67,7 +73,13 @@ def test_unresolved_seed_has_no_batch_seeds() -> None:
 
 
 def test_round_to_multiple_of_8() -> None:
-    assert [round_to_multiple_of_8(v) for v in (500, 503, 504, 10, 1000)] == [504, 504, 504, 64, 1000]
+    assert [round_to_multiple_of_8(v) for v in (500, 503, 504, 10, 1000)] == [
+        504,
+        504,
+        504,
+        64,
+        1000,
+    ]
 
 
 requests = st.builds(

@@ -34,8 +34,11 @@ def test_every_supported_combination_builds(sampler: str, schedule: str) -> None
     entry = samplers.get_sampler(sampler)
     assert type(scheduler).__name__ == entry.scheduler
     config = scheduler.config
-    for name, flag in (("Karras", "use_karras_sigmas"), ("Exponential", "use_exponential_sigmas"),
-                       ("Beta", "use_beta_sigmas")):
+    for name, flag in (
+        ("Karras", "use_karras_sigmas"),
+        ("Exponential", "use_exponential_sigmas"),
+        ("Beta", "use_beta_sigmas"),
+    ):
         if entry.sigma_schedules:
             assert config[flag] is (schedule == name), (flag, config[flag])
     if schedule == "SGM Uniform":
@@ -55,8 +58,21 @@ def test_table_matches_the_schedulers_diffusers_has() -> None:
 
 def test_formats_table_names_are_all_present() -> None:
     names = set(samplers.sampler_names())
-    expected = {"Euler", "Euler a", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2M", "DPM++ 2M SDE",
-                "DPM++ SDE", "DDIM", "PLMS", "UniPC", "LCM"}
+    expected = {
+        "Euler",
+        "Euler a",
+        "LMS",
+        "Heun",
+        "DPM2",
+        "DPM2 a",
+        "DPM++ 2M",
+        "DPM++ 2M SDE",
+        "DPM++ SDE",
+        "DDIM",
+        "PLMS",
+        "UniPC",
+        "LCM",
+    }
     assert expected <= names
 
 
@@ -78,7 +94,10 @@ def test_unknown_names_list_the_valid_ones() -> None:
 def test_names_ignore_case_and_legacy_spellings_split() -> None:
     assert samplers.get_sampler("euler A").name == "Euler a"
     assert samplers.split_sampler_name("DPM++ 2M Karras") == ("DPM++ 2M", "Karras")
-    assert samplers.split_sampler_name("DPM++ 2M SDE Exponential") == ("DPM++ 2M SDE", "Exponential")
+    assert samplers.split_sampler_name("DPM++ 2M SDE Exponential") == (
+        "DPM++ 2M SDE",
+        "Exponential",
+    )
     assert samplers.split_sampler_name("DPM++ 2M SDE") == ("DPM++ 2M SDE", "Automatic")
     assert samplers.split_sampler_name("Euler a") == ("Euler a", "Automatic")
     with pytest.raises(InvalidRequest):

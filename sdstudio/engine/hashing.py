@@ -46,7 +46,11 @@ class HashCache:
         key = str(path)
         with self._lock:
             entry = self._entries.get(key)
-            if entry and entry.get("size") == stat.st_size and entry.get("mtime") == stat.st_mtime_ns:
+            if (
+                entry
+                and entry.get("size") == stat.st_size
+                and entry.get("mtime") == stat.st_mtime_ns
+            ):
                 return str(entry["sha256"])
         digest = file_sha256(path)
         with self._lock:

@@ -33,7 +33,7 @@ def open_mask(path: str | Path, size: tuple[int, int]) -> tuple[Image.Image, tup
     """
     mask = _open(path, "mask")
     mask = ImageOps.exif_transpose(mask) or mask
-    if mask.mode in ("RGBA", "LA") and mask.getextrema()[-1][0] < 255:
+    if mask.mode in ("RGBA", "LA") and _has_transparency(mask):
         # A mask painted on a transparent layer: what was painted is repainted.
         mask = mask.getchannel("A")
     elif mask.mode != "L":
@@ -42,6 +42,11 @@ def open_mask(path: str | Path, size: tuple[int, int]) -> tuple[Image.Image, tup
     if mask.size != size:
         mask = mask.resize(size, Image.Resampling.NEAREST)
     return mask, original_size
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    lowest, _ = image.getchannel("A").getextrema()
+    return bool(lowest < 255)  # type: ignore[operator]
 
 
 def store_input(image: Image.Image, directory: Path) -> Path:
@@ -89,7 +94,9 @@ def _open(path: str | Path, what: str) -> Image.Image:
             f"{MAX_PIXELS // 1_000_000} megapixels)."
         ) from None
     except UnidentifiedImageError:
-        raise ImageInputError(f"The {what} {path} is not an image file sdstudio can read.") from None
+        raise ImageInputError(
+            f"The {what} {path} is not an image file sdstudio can read."
+        ) from None
     except (OSError, SyntaxError, ValueError) as error:
         _close(image)
         raise ImageInputError(f"The {what} {path} is damaged or truncated ({error}).") from None

@@ -72,7 +72,9 @@ class PipelineManager:
             self._hash = self._hashes.short_hash(self._model.path)
         return self._hash
 
-    def pipeline(self, model: str, mode: Mode, on_status: Callable[[str], None] | None = None) -> Any:
+    def pipeline(
+        self, model: str, mode: Mode, on_status: Callable[[str], None] | None = None
+    ) -> Any:
         """The pipeline for ``mode`` on ``model``, loading the model if needed.
 
         An inpainting model (9-channel UNet) serves every mode through its
@@ -119,7 +121,9 @@ class PipelineManager:
             raise ModelError(f"Not enough memory to load {path.name}.") from None
         except Exception as error:  # diffusers raises many types for a bad model
             log.exception("Loading %s failed", path)
-            raise ModelError(f"Could not load the model {path.name}: {_first_line(error)}") from None
+            raise ModelError(
+                f"Could not load the model {path.name}: {_first_line(error)}"
+            ) from None
         if self.device.attention_slicing:
             pipe.enable_attention_slicing()
         pipe.set_progress_bar_config(disable=True)

@@ -26,9 +26,7 @@ def build_tiny_pipeline(*, inpainting: bool = False, seed: int = 0) -> StableDif
         return _build(Path(tmp), inpainting=inpainting, seed=seed)
 
 
-def save_tiny_model(
-    directory: str | Path, *, inpainting: bool = False, seed: int = 0
-) -> Path:
+def save_tiny_model(directory: str | Path, *, inpainting: bool = False, seed: int = 0) -> Path:
     """Build a tiny random SD 1.x model and save it as a diffusers folder.
 
     Returns the folder, which loads with
@@ -119,4 +117,3 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-

@@ -21,6 +21,8 @@ from sdstudio.engine.request import GenerationRequest, Mode
 
 PARAMETERS_KEY = "parameters"
 _NEGATIVE = "Negative prompt:"
+# A1111's own default when a text names no sampler.
+DEFAULT_SAMPLER = "Euler a"
 # The pattern A1111's own reader uses for the last line.
 _PAIR = re.compile(r"""\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)""")
 
@@ -127,7 +129,7 @@ def parse_parameters(text: str, *, model: str = "") -> GenerationRequest:
 
 def _sampler_and_schedule(sampler: str, schedule: str) -> tuple[str, str]:
     if not sampler:
-        return GenerationRequest.__dataclass_fields__["sampler"].default, samplers.AUTOMATIC
+        return DEFAULT_SAMPLER, samplers.AUTOMATIC
     try:
         name, implied = samplers.split_sampler_name(sampler)
     except InvalidRequest:
