@@ -8,18 +8,18 @@ app's self-test.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from sdstudio.testing.vocab import write_tiny_clip_tokenizer
-
-if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
 
 TINY_TEXT_HIDDEN = 32
 
 
-def build_tiny_pipeline(*, inpainting: bool = False, seed: int = 0) -> StableDiffusionPipeline:
-    """Build a tiny SD 1.x pipeline (or a 9-channel inpainting one) in memory."""
+def build_tiny_pipeline(*, inpainting: bool = False, seed: int = 0) -> Any:
+    """Build a tiny SD 1.x pipeline (or a 9-channel inpainting one) in memory.
+
+    Returns a ``StableDiffusionPipeline`` or ``StableDiffusionInpaintPipeline``.
+    """
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="sdstudio-tiny-") as tmp:
@@ -42,7 +42,7 @@ def save_tiny_model(directory: str | Path, *, inpainting: bool = False, seed: in
     return directory
 
 
-def _build(tokenizer_dir: Path, *, inpainting: bool, seed: int) -> StableDiffusionPipeline:
+def _build(tokenizer_dir: Path, *, inpainting: bool, seed: int) -> Any:
     import torch
     from diffusers import (
         AutoencoderKL,

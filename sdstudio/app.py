@@ -1,0 +1,116 @@
+"""Start the desktop app: the one place where the engine is wired to the UI.
+
+torch and diffusers are not imported here; the worker imports them on its own
+thread when the first job runs, so the window is interactive at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import sdstudio
+from sdstudio.engine.errors import SdStudioError
+from sdstudio.engine.fileio import write_atomically
+from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.logs import configure_logging
+
+if TYPE_CHECKING:
+    from sdstudio.ui.main_window import MainWindow
+
+log = logging.getLogger("sdstudio.app")
+
+LAST_REQUEST_FILE = "last-request.json"
+
+
+def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    """The app's command line: images to open, and device choice."""
+    parser = argparse.ArgumentParser(prog="sdstudio", description="Stable Diffusion studio")
+    parser.add_argument("images", nargs="*", help="images to open (their settings are offered)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--version", action="version", version=f"sdstudio {sdstudio.__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the app until its window closes."""
+    args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    from PySide6.QtWidgets import QApplication
+
+    from sdstudio.ui.controller import GenerationController
+    from sdstudio.ui.main_window import MainWindow
+    from sdstudio.ui.worker import GenerationWorker
+
+    paths = AppPaths.default()
+    log_file = configure_logging(paths.log_dir / "sdstudio.log")
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationName("sdstudio")
+    app.setApplicationVersion(sdstudio.__version__)
+    app.setOrganizationName("sdstudio")
+
+    controller = GenerationController(GenerationWorker(paths, args.device))
+    window = MainWindow(controller, paths.outputs_dir)
+    install_excepthook(window, log_file)
+    restore_last_request(window, paths)
+    for image in args.images:
+        open_image_file(window, Path(image))
+    app.aboutToQuit.connect(lambda: save_last_request(window, paths))
+    app.aboutToQuit.connect(controller.shutdown)
+    window.show()
+    return int(app.exec())
+
+
+def open_image_file(window: MainWindow, path: Path) -> None:
+    """Show an image and load its generation settings into the panel, if it has any."""
+    from sdstudio.engine.images import open_image
+    from sdstudio.engine.metadata import read_image_settings
+
+    try:
+        image = open_image(path)
+    except SdStudioError as error:
+        window.show_error(str(error))
+        return
+    window.canvas.show_image(image)
+    window.stack.setCurrentWidget(window.canvas)
+    try:
+        settings = read_image_settings(path)
+    except SdStudioError as error:
+        window.statusBar().showMessage(str(error), 10_000)
+        return
+    window.panel.load(settings.request)
+    window.statusBar().showMessage(f"Loaded the settings of {path.name} ({settings.source})")
+
+
+def restore_last_request(window: MainWindow, paths: AppPaths) -> None:
+    """Fill the prompt panel with the settings used last time."""
+    file = paths.config_dir / LAST_REQUEST_FILE
+    with contextlib.suppress(OSError, SdStudioError):
+        window.panel.load(GenerationRequest.from_json(file.read_text("utf-8")))
+
+
+def save_last_request(window: MainWindow, paths: AppPaths) -> None:
+    """Remember the panel's settings for the next start."""
+    with contextlib.suppress(SdStudioError):
+        request = window.panel.request()
+        data = json.dumps(request.to_dict(), indent=2).encode("utf-8")
+        write_atomically(paths.config_dir / LAST_REQUEST_FILE, data)
+
+
+def install_excepthook(window: MainWindow, log_file: Path | None) -> None:
+    """Log any uncaught exception (a crash in a slot) and show it instead of dying."""
+
+    def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        log.error("Uncaught exception:\n%s", "".join(traceback.format_exception(kind, error, tb)))
+        where = f"\n\nDetails are in {log_file}." if log_file else ""
+        window.show_error(f"Something went wrong: {type(error).__name__}: {error}{where}")
+
+    sys.excepthook = hook

@@ -1,0 +1,131 @@
+"""The GUI-thread side of generation: a visible job queue in front of the worker thread."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.ui.worker import GenerationWorker
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A request waiting for, or running on, the worker."""
+
+    id: int
+    request: GenerationRequest
+
+
+class GenerationController(QObject):
+    """Owns the worker thread; runs jobs one after another in submission order.
+
+    The worker's signals are re-emitted here, on the GUI thread; ``queue_changed``
+    tells how many jobs wait behind the running one.
+    """
+
+    job_started = Signal(int)
+    queue_changed = Signal(int)
+    status = Signal(int, str)
+    progress = Signal(int, int, int, int, int, object)
+    image_saved = Signal(int, str, object)
+    finished = Signal(int, list)
+    cancelled = Signal(int)
+    failed = Signal(int, str)
+    _run = Signal(int, object)
+    _shutdown = Signal()
+
+    def __init__(self, worker: GenerationWorker, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._ids = itertools.count(1)
+        self._waiting: deque[Job] = deque()
+        self._running: Job | None = None
+        self._thread = QThread()
+        self._thread.setObjectName("generation-worker")
+        self._worker = worker
+        worker.moveToThread(self._thread)
+        self._run.connect(worker.run)
+        self._shutdown.connect(worker.shutdown)
+        worker.status.connect(self.status)
+        worker.progress.connect(self.progress)
+        worker.image_saved.connect(self.image_saved)
+        worker.finished.connect(self._on_finished)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.failed.connect(self._on_failed)
+        self._thread.start()
+
+    @property
+    def running(self) -> Job | None:
+        """The job on the worker, if any."""
+        return self._running
+
+    @property
+    def waiting(self) -> list[Job]:
+        """Jobs queued behind the running one."""
+        return list(self._waiting)
+
+    def submit(self, request: GenerationRequest) -> int:
+        """Queue a request; returns its job id."""
+        job = Job(next(self._ids), request)
+        self._waiting.append(job)
+        self.queue_changed.emit(len(self._waiting))
+        self._start_next()
+        return job.id
+
+    def cancel(self, job_id: int | None = None) -> None:
+        """Cancel a job (the running one by default); a waiting job is dropped."""
+        if job_id is None or (self._running and self._running.id == job_id):
+            if self._running is not None:
+                self._worker.cancel(self._running.id)
+            return
+        for job in list(self._waiting):
+            if job.id == job_id:
+                self._waiting.remove(job)
+                self.queue_changed.emit(len(self._waiting))
+                self.cancelled.emit(job_id)
+
+    def cancel_all(self) -> None:
+        """Drop every waiting job and cancel the running one."""
+        for job in list(self._waiting):
+            self.cancel(job.id)
+        self.cancel()
+
+    def shutdown(self, timeout_ms: int = 30_000) -> None:
+        """Cancel everything, free the model and stop the thread."""
+        self.cancel_all()
+        if self._thread.isRunning():
+            # Runs after the current job, which stops within one step, and
+            # ends the thread's event loop.
+            self._shutdown.emit()
+            if not self._thread.wait(timeout_ms):
+                self._thread.terminate()
+                self._thread.wait()
+
+    def _start_next(self) -> None:
+        if self._running is not None or not self._waiting:
+            return
+        self._running = self._waiting.popleft()
+        self.queue_changed.emit(len(self._waiting))
+        self.job_started.emit(self._running.id)
+        self._run.emit(self._running.id, self._running.request)
+
+    @Slot(int, list)
+    def _on_finished(self, job_id: int, paths: list) -> None:
+        self._running = None
+        self.finished.emit(job_id, paths)
+        self._start_next()
+
+    @Slot(int)
+    def _on_cancelled(self, job_id: int) -> None:
+        self._running = None
+        self.cancelled.emit(job_id)
+        self._start_next()
+
+    @Slot(int, str)
+    def _on_failed(self, job_id: int, message: str) -> None:
+        self._running = None
+        self.failed.emit(job_id, message)
+        self._start_next()

@@ -1,0 +1,223 @@
+"""The main window: prompt panel, canvas and progress, wired to the generation controller."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PIL import Image
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QSplitter,
+    QStackedWidget,
+    QWidget,
+)
+
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.metadata import ImageRecord
+from sdstudio.ui.canvas import Canvas
+from sdstudio.ui.controller import GenerationController
+from sdstudio.ui.prompt_panel import PromptPanel
+
+log = logging.getLogger(__name__)
+
+WELCOME = """<h2>Welcome to sdstudio</h2>
+<p>To make images, sdstudio needs a Stable Diffusion model on this computer.</p>
+<p>Choose one in the <b>Model</b> box on the left, with the <b>…</b> button:</p>
+<ul>
+<li>a <b>diffusers folder</b> (it holds <code>model_index.json</code>), such as one in your
+Hugging Face cache (<code>~/.cache/huggingface/hub</code>), or</li>
+<li>a <b>.safetensors</b> checkpoint, such as those in AUTOMATIC1111's
+<code>models/Stable-diffusion</code> or ComfyUI's <code>models/checkpoints</code>.</li>
+</ul>
+<p>Models are used where they are; nothing is copied. On a computer without a GPU,
+a few-step model such as SD-Turbo is the quickest start.</p>
+<p>Then type a prompt and press <b>Generate</b> (Ctrl+Enter).</p>"""
+
+
+class MainWindow(QMainWindow):
+    """The window people use all day."""
+
+    def __init__(
+        self,
+        controller: GenerationController,
+        outputs_dir: Path,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("sdstudio")
+        self.resize(1280, 800)
+        self.controller = controller
+        self.outputs_dir = outputs_dir
+        self.last_error = ""
+        self.last_image_path: str | None = None
+        self._size: tuple[int, int] = (512, 512)
+        self._step_started: float | None = None
+        self._step_times: list[float] = []
+
+        self.panel = PromptPanel()
+        self.canvas = Canvas()
+        self.welcome = QLabel(WELCOME, objectName="welcome", wordWrap=True)
+        self.welcome.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.welcome.setTextFormat(Qt.TextFormat.RichText)
+        self.welcome.setMargin(48)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.welcome)
+        self.stack.addWidget(self.canvas)
+
+        splitter = QSplitter()
+        splitter.addWidget(self.panel)
+        splitter.addWidget(self.stack)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([380, 900])
+        self.setCentralWidget(splitter)
+
+        self.progress = QProgressBar(maximumWidth=260, textVisible=True)
+        self.progress.setFormat("Ready")
+        self.progress.setValue(0)
+        self.progress_label = QLabel()
+        self.queue_label = QLabel()
+        self.statusBar().addPermanentWidget(self.queue_label)
+        self.statusBar().addPermanentWidget(self.progress_label)
+        self.statusBar().addPermanentWidget(self.progress)
+
+        self._add_actions()
+        self.panel.generate_requested.connect(self.generate)
+        self.panel.cancel_requested.connect(self.cancel)
+        self.panel.model.currentTextChanged.connect(self._update_welcome)
+        controller.job_started.connect(self._on_job_started)
+        controller.queue_changed.connect(self._on_queue_changed)
+        controller.status.connect(lambda _job, message: self.statusBar().showMessage(message))
+        controller.progress.connect(self._on_progress)
+        controller.image_saved.connect(self._on_image_saved)
+        controller.finished.connect(self._on_finished)
+        controller.cancelled.connect(self._on_cancelled)
+        controller.failed.connect(self._on_failed)
+        self._update_welcome(self.panel.model.currentText())
+
+    def generate(self) -> int | None:
+        """Queue a generation with the panel's settings; returns the job id."""
+        try:
+            request = self.panel.request()
+        except InvalidRequest as error:
+            self.show_error(str(error))
+            return None
+        return self.controller.submit(request)
+
+    def cancel(self) -> None:
+        """Cancel the running job and everything queued."""
+        self.controller.cancel_all()
+
+    def show_error(self, message: str) -> None:
+        """Tell the user something went wrong, without blocking the window."""
+        self.last_error = message
+        self.statusBar().showMessage(message, 10_000)
+        box = QMessageBox(QMessageBox.Icon.Warning, "sdstudio", message, parent=self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    def _add_actions(self) -> None:
+        generate = QAction("Generate", self)
+        generate.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        generate.triggered.connect(self.generate)
+        cancel = QAction("Cancel", self)
+        cancel.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        cancel.triggered.connect(self.cancel)
+        fit = QAction("Fit", self, shortcut=QKeySequence("Ctrl+0"))
+        fit.triggered.connect(self.canvas.fit)
+        actual = QAction("Actual size", self, shortcut=QKeySequence("Ctrl+1"))
+        actual.triggered.connect(self.canvas.actual_size)
+        zoom_in = QAction("Zoom in", self, shortcut=QKeySequence.StandardKey.ZoomIn)
+        zoom_in.triggered.connect(lambda: self.canvas.zoom(Canvas.ZOOM_STEP))
+        zoom_out = QAction("Zoom out", self, shortcut=QKeySequence.StandardKey.ZoomOut)
+        zoom_out.triggered.connect(lambda: self.canvas.zoom(1 / Canvas.ZOOM_STEP))
+        for action in (generate, cancel, fit, actual, zoom_in, zoom_out):
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            self.addAction(action)
+        view = self.menuBar().addMenu("&View")
+        for action in (fit, actual, zoom_in, zoom_out):
+            view.addAction(action)
+        run = self.menuBar().addMenu("&Generate")
+        run.addAction(generate)
+        run.addAction(cancel)
+
+    def _update_welcome(self, model: str) -> None:
+        showing_canvas = bool(model.strip()) or self.canvas.has_image
+        self.stack.setCurrentWidget(self.canvas if showing_canvas else self.welcome)
+
+    def _on_job_started(self, job_id: int) -> None:
+        job = self.controller.running
+        if job is not None:
+            self._size = (job.request.width, job.request.height)
+        self._step_started = time.perf_counter()
+        self._step_times = []
+        self.panel.set_busy(True)
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("Starting…")
+        self.progress_label.setText("")
+
+    def _on_queue_changed(self, waiting: int) -> None:
+        self.queue_label.setText(f"{waiting} queued" if waiting else "")
+
+    def _on_progress(
+        self, job_id: int, step: int, total: int, index: int, batch: int, preview: object
+    ) -> None:
+        now = time.perf_counter()
+        if self._step_started is not None:
+            self._step_times.append(now - self._step_started)
+        self._step_started = now
+        self.progress.setRange(0, total)
+        self.progress.setValue(step)
+        prefix = f"image {index + 1}/{batch} · " if batch > 1 else ""
+        self.progress.setFormat(f"{prefix}step {step}/{total}")
+        recent = self._step_times[-5:]
+        if recent:
+            per_step = sum(recent) / len(recent)
+            remaining = per_step * ((total - step) + (batch - index - 1) * total)
+            speed = f"{1 / per_step:.2f} it/s" if per_step < 1 else f"{per_step:.1f} s/it"
+            self.progress_label.setText(f"{speed} · {remaining:.0f} s left")
+        if isinstance(preview, Image.Image):
+            self.canvas.show_image(preview, display_size=self._size)
+            self.stack.setCurrentWidget(self.canvas)
+
+    def _on_image_saved(self, job_id: int, path: str, record: object) -> None:
+        self.last_image_path = path
+        if isinstance(record, ImageRecord):
+            self.panel.last_seed = record.request.seed
+        try:
+            with Image.open(path) as image:
+                self.canvas.show_image(image.convert("RGB"))
+        except OSError as error:
+            log.warning("Could not show %s: %s", path, error)
+        self.stack.setCurrentWidget(self.canvas)
+        self.statusBar().showMessage(f"Saved {path}", 10_000)
+
+    def _job_ended(self, text: str) -> None:
+        busy = self.controller.running is not None
+        self.panel.set_busy(busy)
+        if not busy:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat(text)
+            self.progress_label.setText("")
+
+    def _on_finished(self, job_id: int, paths: list) -> None:
+        self._job_ended("Done")
+
+    def _on_cancelled(self, job_id: int) -> None:
+        self._job_ended("Cancelled")
+        self.statusBar().showMessage("Cancelled", 5_000)
+
+    def _on_failed(self, job_id: int, message: str) -> None:
+        self._job_ended("Failed")
+        self.show_error(message)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.controller.shutdown()
+        super().closeEvent(event)

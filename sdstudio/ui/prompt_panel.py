@@ -1,0 +1,220 @@
+"""The prompt panel: every setting of a generation, turned into a GenerationRequest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QRegularExpression, Signal
+from PySide6.QtGui import QRegularExpressionValidator
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sdstudio.engine import samplers
+from sdstudio.engine.request import (
+    MAX_BATCH,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_SIZE,
+    RANDOM_SEED,
+    GenerationRequest,
+)
+
+SIZE_PRESETS = [
+    ("Square 512", 512, 512),
+    ("Portrait 2:3", 512, 768),
+    ("Landscape 3:2", 768, 512),
+    ("Wide 16:9", 912, 512),
+    ("Square 768", 768, 768),
+    ("SDXL 1024", 1024, 1024),
+]
+
+
+class PromptPanel(QWidget):
+    """Collects the settings and asks for a generation or a cancel."""
+
+    generate_requested = Signal()
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("promptPanel")
+        self.last_seed: int | None = None
+
+        self.model = QComboBox(editable=True)
+        self.model.setToolTip("A diffusers folder or a .safetensors file")
+        self.model.lineEdit().setPlaceholderText("Model folder or .safetensors file")
+        browse = QToolButton(text="…", toolTip="Choose a model folder")
+        browse.clicked.connect(self._browse_model)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(browse)
+
+        self.prompt = QPlainTextEdit(placeholderText="Describe the image…")
+        self.negative = QPlainTextEdit(placeholderText="What to avoid (negative prompt)")
+        self.prompt.setTabChangesFocus(True)
+        self.negative.setTabChangesFocus(True)
+        self.negative.setMaximumHeight(70)
+
+        self.sampler = QComboBox()
+        self.sampler.addItems(samplers.sampler_names())
+        self.schedule = QComboBox()
+        self._chosen_schedule: str | None = None
+        self.schedule.activated.connect(
+            lambda _index: setattr(self, "_chosen_schedule", self.schedule.currentText())
+        )
+        self.sampler.currentTextChanged.connect(self._update_schedules)
+
+        self.steps = QSpinBox(minimum=1, maximum=MAX_STEPS, value=20)
+        self.guidance = QDoubleSpinBox(minimum=0.0, maximum=50.0, value=7.0, singleStep=0.5)
+        self.guidance.setDecimals(1)
+
+        self.seed = QLineEdit(placeholderText="Random")
+        self.seed.setValidator(
+            QRegularExpressionValidator(QRegularExpression(r"-1|\d{0,10}"), self.seed)
+        )
+        self.seed.setToolTip("Empty or -1 draws a new random seed for every generation")
+        random_seed = QToolButton(text="🎲", toolTip="Random seed")
+        random_seed.clicked.connect(self.seed.clear)
+        reuse_seed = QToolButton(text="♻", toolTip="Reuse the last seed")
+        reuse_seed.clicked.connect(self._reuse_seed)
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(random_seed)
+        seed_row.addWidget(reuse_seed)
+
+        self.width_box = QSpinBox(minimum=MIN_SIZE, maximum=MAX_SIZE, value=512, singleStep=64)
+        self.height_box = QSpinBox(minimum=MIN_SIZE, maximum=MAX_SIZE, value=512, singleStep=64)
+        for box in (self.width_box, self.height_box):
+            box.setSuffix(" px")
+        swap = QToolButton(text="⇄", toolTip="Swap width and height")
+        swap.clicked.connect(self._swap_size)
+        self.presets = QComboBox()
+        self.presets.addItem("Presets…")
+        for name, width, height in SIZE_PRESETS:
+            self.presets.addItem(f"{name} ({width}×{height})", (width, height))
+        self.presets.activated.connect(self._apply_preset)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.width_box)
+        size_row.addWidget(QLabel("×"))
+        size_row.addWidget(self.height_box)
+        size_row.addWidget(swap)
+
+        self.batch = QSpinBox(minimum=1, maximum=MAX_BATCH, value=1)
+
+        form = QFormLayout()
+        form.addRow("Model", model_row)
+        form.addRow("Sampler", self.sampler)
+        form.addRow("Schedule", self.schedule)
+        form.addRow("Steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Seed", seed_row)
+        form.addRow("Size", size_row)
+        form.addRow("", self.presets)
+        form.addRow("Batch", self.batch)
+
+        self.generate_button = QPushButton("Generate", objectName="generateButton")
+        self.generate_button.setToolTip("Generate (Ctrl+Enter)")
+        self.generate_button.clicked.connect(self.generate_requested)
+        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button.setToolTip("Cancel (Esc)")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button, 2)
+        buttons.addWidget(self.cancel_button, 1)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Prompt"))
+        layout.addWidget(self.prompt, 2)
+        layout.addWidget(QLabel("Negative prompt"))
+        layout.addWidget(self.negative, 1)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+
+        self.sampler.setCurrentText("DPM++ 2M")
+        self._update_schedules("DPM++ 2M")
+
+    def request(self) -> GenerationRequest:
+        """The request these settings describe (raises InvalidRequest when one is bad)."""
+        return GenerationRequest(
+            model=self.model.currentText().strip(),
+            prompt=self.prompt.toPlainText(),
+            negative_prompt=self.negative.toPlainText(),
+            sampler=self.sampler.currentText(),
+            schedule=self.schedule.currentText(),
+            steps=self.steps.value(),
+            guidance_scale=round(self.guidance.value(), 2),
+            seed=int(self.seed.text() or RANDOM_SEED),
+            width=self.width_box.value() // 8 * 8,
+            height=self.height_box.value() // 8 * 8,
+            batch_size=self.batch.value(),
+        )
+
+    def load(self, request: GenerationRequest) -> None:
+        """Fill the panel from a request (settings it cannot show are left as they are)."""
+        self.set_model(request.model)
+        self.prompt.setPlainText(request.prompt)
+        self.negative.setPlainText(request.negative_prompt)
+        if request.sampler in samplers.sampler_names():
+            self._chosen_schedule = request.schedule
+            self.sampler.setCurrentText(request.sampler)
+            self._update_schedules(request.sampler)
+        self.steps.setValue(request.steps)
+        self.guidance.setValue(request.guidance_scale)
+        self.seed.setText("" if request.seed == RANDOM_SEED else str(request.seed))
+        self.width_box.setValue(request.width)
+        self.height_box.setValue(request.height)
+        self.batch.setValue(request.batch_size)
+
+    def set_model(self, model: str) -> None:
+        """Select a model, adding it to the list if it is new."""
+        if model and self.model.findText(model) < 0:
+            self.model.insertItem(0, model)
+        self.model.setCurrentText(model)
+
+    def set_busy(self, busy: bool) -> None:
+        """Enable Cancel while a job runs (Generate stays on: it queues)."""
+        self.cancel_button.setEnabled(busy)
+
+    def _update_schedules(self, sampler: str) -> None:
+        """Offer the sampler's schedule types, keeping the user's choice where it applies."""
+        self.schedule.clear()
+        supported = samplers.schedules_for(sampler)
+        self.schedule.addItems(supported)
+        chosen = self._chosen_schedule
+        default = samplers.get_sampler(sampler).default_schedule
+        self.schedule.setCurrentText(chosen if chosen in supported else default)
+
+    def _reuse_seed(self) -> None:
+        if self.last_seed is not None:
+            self.seed.setText(str(self.last_seed))
+
+    def _swap_size(self) -> None:
+        width, height = self.width_box.value(), self.height_box.value()
+        self.width_box.setValue(height)
+        self.height_box.setValue(width)
+
+    def _apply_preset(self, index: int) -> None:
+        size = self.presets.itemData(index)
+        if size:
+            self.width_box.setValue(size[0])
+            self.height_box.setValue(size[1])
+        self.presets.setCurrentIndex(0)
+
+    def _browse_model(self) -> None:
+        start = str(Path(self.model.currentText()).expanduser().parent)
+        folder = QFileDialog.getExistingDirectory(self, "Choose a diffusers model folder", start)
+        if folder:
+            self.set_model(folder)

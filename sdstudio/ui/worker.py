@@ -1,0 +1,115 @@
+"""The generation worker: a QObject living on its own QThread that owns the engine.
+
+Requests arrive through a queued signal and run in the worker thread; results
+leave through signals carrying plain Python objects (PIL images, paths,
+records), never Qt GUI objects. torch and diffusers are imported here, on the
+worker thread, the first time a job runs, so the window appears first.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from sdstudio.engine.errors import GenerationCancelled, SdStudioError
+from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+class GenerationWorker(QObject):
+    """Runs one job at a time; ends every job with finished, cancelled or failed."""
+
+    status = Signal(int, str)
+    """(job id, message): loading a model, or a note about the inputs."""
+    progress = Signal(int, int, int, int, int, object)
+    """(job id, step, total, image index, batch size, preview PIL image or None)."""
+    image_saved = Signal(int, str, object)
+    """(job id, path, ImageRecord)."""
+    finished = Signal(int, list)
+    """(job id, paths of the images written)."""
+    cancelled = Signal(int)
+    failed = Signal(int, str)
+
+    def __init__(self, paths: AppPaths, device: str = "auto") -> None:
+        super().__init__()
+        self._paths = paths
+        self._device = device
+        self._engine: Any = None
+        self._writer: Any = None
+        self._tokens: dict[int, Any] = {}
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel a job; safe to call from any thread, before or while it runs."""
+        from sdstudio.engine.generation import CancelToken
+
+        self._tokens.setdefault(job_id, CancelToken()).cancel()
+
+    @Slot(int, object)
+    def run(self, job_id: int, request: GenerationRequest) -> None:
+        """Run a job (in the worker thread)."""
+        written: list[str] = []
+        try:
+            token = self._token(job_id)
+            token.raise_if_cancelled()
+            engine, writer = self._ensure_engine()
+            for result in engine.generate(
+                request,
+                on_progress=lambda p: self.progress.emit(
+                    job_id, p.step, p.total, p.image_index, p.batch_size, p.preview
+                ),
+                on_status=lambda message: self.status.emit(job_id, message),
+                cancel=token,
+            ):
+                path = writer.write(result)
+                written.append(str(path))
+                self.image_saved.emit(job_id, str(path), result.record)
+        except GenerationCancelled:
+            self.cancelled.emit(job_id)
+        except SdStudioError as error:
+            self.failed.emit(job_id, str(error))
+        except Exception as error:
+            log.exception("Job %s failed", job_id)
+            self.failed.emit(job_id, f"Unexpected error: {type(error).__name__}: {error}")
+        else:
+            self.finished.emit(job_id, written)
+        finally:
+            self._tokens.pop(job_id, None)
+
+    @Slot()
+    def shutdown(self) -> None:
+        """Free the model and end the worker thread's event loop."""
+        try:
+            if self._engine is not None:
+                self._engine.pipelines.unload()
+                self._engine = None
+        finally:
+            self.thread().quit()
+
+    def _token(self, job_id: int) -> Any:
+        from sdstudio.engine.generation import CancelToken
+
+        return self._tokens.setdefault(job_id, CancelToken())
+
+    def _ensure_engine(self) -> tuple[Any, Any]:
+        if self._engine is None:
+            from sdstudio.logs import quiet_third_party
+
+            quiet_third_party()
+            from sdstudio.engine.devices import choose_device
+            from sdstudio.engine.generation import Engine
+            from sdstudio.engine.hashing import HashCache
+            from sdstudio.engine.outputs import OutputWriter
+            from sdstudio.engine.pipelines import PipelineManager
+
+            manager = PipelineManager(
+                choose_device(self._device),
+                hash_cache=HashCache(self._paths.cache_dir / "model-hashes.json"),
+            )
+            self._engine = Engine(manager, self._paths.inputs_dir)
+            self._writer = OutputWriter(Path(self._paths.outputs_dir))
+        return self._engine, self._writer

@@ -1,0 +1,156 @@
+"""The desktop window and its generation worker (pytest-qt, offscreen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.request import GenerationRequest
+
+
+@pytest.fixture
+def paths(sdstudio_home: Path) -> AppPaths:
+    return AppPaths.default()
+
+
+@pytest.fixture
+def window(qtbot, paths: AppPaths):
+    from sdstudio.ui.controller import GenerationController
+    from sdstudio.ui.main_window import MainWindow
+    from sdstudio.ui.worker import GenerationWorker
+
+    controller = GenerationController(GenerationWorker(paths, "cpu"))
+    main_window = MainWindow(controller, paths.outputs_dir)
+    qtbot.addWidget(main_window)
+    main_window.show()
+    yield main_window
+    controller.shutdown()
+    assert not controller._thread.isRunning()
+
+
+def fill(window, model: Path, **changes) -> None:
+    request = GenerationRequest(model=str(model), prompt="a lighthouse", steps=4, width=64,
+                                height=64, seed=3).replace(**changes)
+    window.panel.load(request)
+
+
+def outputs(paths: AppPaths) -> list[Path]:
+    return sorted(paths.outputs_dir.rglob("*.png")) if paths.outputs_dir.exists() else []
+
+
+def test_first_run_explains_how_to_add_a_model(window) -> None:
+    assert window.stack.currentWidget() is window.welcome
+    assert "needs a Stable Diffusion model" in window.welcome.text()
+
+
+def test_generate_emits_one_progress_signal_per_step(qtbot, window, tiny_model, paths) -> None:
+    fill(window, tiny_model, steps=5)
+    steps: list[tuple[int, int]] = []
+    window.controller.progress.connect(lambda job, step, total, *rest: steps.append((step, total)))
+    with qtbot.waitSignal(window.controller.finished, timeout=60_000) as finished:
+        job = window.generate()
+    assert finished.args[0] == job
+    assert steps == [(i, 5) for i in range(1, 6)]
+    [path] = finished.args[1]
+    assert outputs(paths) == [Path(path)]
+    assert window.canvas.has_image and window.stack.currentWidget() is window.canvas
+    assert window.progress.format() == "Done"
+    assert window.panel.last_seed == 3
+
+
+def test_cancel_mid_run_ends_cancelled_and_writes_nothing(qtbot, window, tiny_model, paths) -> None:
+    fill(window, tiny_model, steps=200)
+    window.controller.progress.connect(
+        lambda job, step, *rest: window.cancel() if step == 2 else None
+    )
+    ended: list[str] = []
+    window.controller.finished.connect(lambda *a: ended.append("finished"))
+    window.controller.failed.connect(lambda *a: ended.append("failed"))
+    with qtbot.waitSignal(window.controller.cancelled, timeout=60_000):
+        window.generate()
+    qtbot.wait(50)
+    assert ended == []
+    assert outputs(paths) == []
+    assert window.progress.format() == "Cancelled"
+
+
+def test_failure_is_shown_and_the_app_keeps_working(qtbot, window, tiny_model, tmp_path) -> None:
+    fill(window, tmp_path / "no-such-model")
+    with qtbot.waitSignal(window.controller.failed, timeout=60_000) as failed:
+        window.generate()
+    assert "does not exist" in failed.args[1]
+    assert "does not exist" in window.last_error
+    fill(window, tiny_model)
+    with qtbot.waitSignal(window.controller.finished, timeout=60_000):
+        window.generate()
+
+
+def test_jobs_wait_in_a_visible_queue_and_run_in_order(qtbot, window, tiny_model) -> None:
+    fill(window, tiny_model, steps=3)
+    done: list[int] = []
+    window.controller.finished.connect(lambda job, paths: done.append(job))
+    first = window.generate()
+    second = window.generate()
+    assert window.queue_label.text() == "1 queued"
+    qtbot.waitUntil(lambda: len(done) == 2, timeout=60_000)
+    assert done == [first, second]
+    assert window.queue_label.text() == ""
+
+
+def test_invalid_settings_are_refused_in_the_window(window) -> None:
+    window.panel.model.setCurrentText("")
+    assert window.generate() is None
+    assert "No model was given" in window.last_error
+
+
+def test_keyboard_shortcuts_generate_and_cancel(qtbot, window, tiny_model) -> None:
+    fill(window, tiny_model, steps=200)
+    window.activateWindow()
+    with qtbot.waitSignal(window.controller.job_started, timeout=10_000):
+        QTest.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    with qtbot.waitSignal(window.controller.cancelled, timeout=60_000):
+        QTest.keyClick(window, Qt.Key.Key_Escape)
+
+
+def test_opening_an_a1111_image_loads_its_settings(window, tmp_path: Path) -> None:
+    from sdstudio.app import open_image_file
+
+    info = PngInfo()
+    info.add_text("parameters", "a castle\nNegative prompt: fog\nSteps: 33, Sampler: Euler a, "
+                                "CFG scale: 5.5, Seed: 77, Size: 640x384, Model: some-model")
+    path = tmp_path / "a1111.png"
+    Image.new("RGB", (640, 384), (10, 100, 10)).save(path, pnginfo=info)
+    open_image_file(window, path)
+    panel = window.panel
+    assert panel.prompt.toPlainText() == "a castle"
+    assert panel.negative.toPlainText() == "fog"
+    assert (panel.steps.value(), panel.sampler.currentText(), panel.seed.text()) == (33, "Euler a", "77")
+    assert (panel.width_box.value(), panel.height_box.value()) == (640, 384)
+    assert panel.guidance.value() == 5.5
+    assert window.canvas.has_image
+
+
+def test_last_settings_persist_between_runs(window, tiny_model, paths) -> None:
+    from sdstudio.app import restore_last_request, save_last_request
+
+    fill(window, tiny_model, prompt="remember me", steps=9)
+    save_last_request(window, paths)
+    window.panel.prompt.setPlainText("changed")
+    restore_last_request(window, paths)
+    assert window.panel.prompt.toPlainText() == "remember me"
+    assert window.panel.steps.value() == 9
+
+
+def test_schedules_follow_the_sampler(window) -> None:
+    panel = window.panel
+    panel.sampler.setCurrentText("Euler a")
+    assert [panel.schedule.itemText(i) for i in range(panel.schedule.count())] == [
+        "Automatic", "SGM Uniform"]
+    panel.sampler.setCurrentText("DPM++ 2M")
+    assert panel.schedule.currentText() == "Karras"
