@@ -23,6 +23,7 @@ from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.logs import configure_logging
+from sdstudio.resource_files import resource_path
 
 if TYPE_CHECKING:
     from sdstudio.ui.main_window import MainWindow
@@ -38,12 +39,22 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("images", nargs="*", help="images to open (their settings are offered)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--version", action="version", version=f"sdstudio {sdstudio.__version__}")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="generate with a tiny model through the window, print a JSON summary, and exit",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app until its window closes."""
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if args.self_test:
+        from sdstudio.ui.self_test import run_self_test
+
+        return run_self_test("cpu" if args.device == "auto" else args.device)
+    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     from sdstudio.ui.controller import GenerationController
@@ -56,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setApplicationName("sdstudio")
     app.setApplicationVersion(sdstudio.__version__)
     app.setOrganizationName("sdstudio")
+    app.setWindowIcon(QIcon(str(resource_path("sdstudio.svg"))))
 
     controller = GenerationController(GenerationWorker(paths, args.device))
     window = MainWindow(controller, paths.outputs_dir)

@@ -98,3 +98,11 @@ def test_no_engine_source_mentions_qt() -> None:
     for source in engine.rglob("*.py"):
         text = source.read_text("utf-8")
         assert "PySide6" not in text and "PyQt" not in text, source
+
+
+def test_shipped_resources_are_found() -> None:
+    from sdstudio.resource_files import resource_path
+
+    icon = resource_path("sdstudio.svg")
+    assert icon.is_file()
+    assert icon.read_text("utf-8").startswith("<svg")

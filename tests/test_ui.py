@@ -31,12 +31,13 @@ def window(qtbot, paths: AppPaths):
     main_window.show()
     yield main_window
     controller.shutdown()
-    assert not controller._thread.isRunning()
+    assert not controller.thread_running
 
 
 def fill(window, model: Path, **changes) -> None:
-    request = GenerationRequest(model=str(model), prompt="a lighthouse", steps=4, width=64,
-                                height=64, seed=3).replace(**changes)
+    request = GenerationRequest(
+        model=str(model), prompt="a lighthouse", steps=4, width=64, height=64, seed=3
+    ).replace(**changes)
     window.panel.load(request)
 
 
@@ -122,15 +123,22 @@ def test_opening_an_a1111_image_loads_its_settings(window, tmp_path: Path) -> No
     from sdstudio.app import open_image_file
 
     info = PngInfo()
-    info.add_text("parameters", "a castle\nNegative prompt: fog\nSteps: 33, Sampler: Euler a, "
-                                "CFG scale: 5.5, Seed: 77, Size: 640x384, Model: some-model")
+    info.add_text(
+        "parameters",
+        "a castle\nNegative prompt: fog\nSteps: 33, Sampler: Euler a, "
+        "CFG scale: 5.5, Seed: 77, Size: 640x384, Model: some-model",
+    )
     path = tmp_path / "a1111.png"
     Image.new("RGB", (640, 384), (10, 100, 10)).save(path, pnginfo=info)
     open_image_file(window, path)
     panel = window.panel
     assert panel.prompt.toPlainText() == "a castle"
     assert panel.negative.toPlainText() == "fog"
-    assert (panel.steps.value(), panel.sampler.currentText(), panel.seed.text()) == (33, "Euler a", "77")
+    assert (panel.steps.value(), panel.sampler.currentText(), panel.seed.text()) == (
+        33,
+        "Euler a",
+        "77",
+    )
     assert (panel.width_box.value(), panel.height_box.value()) == (640, 384)
     assert panel.guidance.value() == 5.5
     assert window.canvas.has_image
@@ -151,6 +159,25 @@ def test_schedules_follow_the_sampler(window) -> None:
     panel = window.panel
     panel.sampler.setCurrentText("Euler a")
     assert [panel.schedule.itemText(i) for i in range(panel.schedule.count())] == [
-        "Automatic", "SGM Uniform"]
+        "Automatic",
+        "SGM Uniform",
+    ]
     panel.sampler.setCurrentText("DPM++ 2M")
     assert panel.schedule.currentText() == "Karras"
+
+
+def test_self_test_passes_in_a_fresh_process(sdstudio_home: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sdstudio", "--self-test"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, (summary, done.stderr[-2000:])
+    assert summary["ok"] and summary["progress_signals"] == summary["steps_expected"] == 4
+    assert summary["images"] == 1 and summary["thread_stopped"]

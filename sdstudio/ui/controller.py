@@ -63,6 +63,11 @@ class GenerationController(QObject):
         return self._running
 
     @property
+    def thread_running(self) -> bool:
+        """Whether the worker thread is still running."""
+        return self._thread.isRunning()
+
+    @property
     def waiting(self) -> list[Job]:
         """Jobs queued behind the running one."""
         return list(self._waiting)

@@ -1,0 +1,7 @@
+"""``python -m sdstudio`` starts the desktop app."""
+
+import sys
+
+from sdstudio.app import main
+
+sys.exit(main())

@@ -1,0 +1,26 @@
+"""The benchmark scripts still run (figures come from running them in full by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_engine_benchmark_prints_its_ratio(capsys) -> None:
+    benchmark = load("engine_vs_diffusers")
+    assert benchmark.main(["--tiny", "--rounds", "1", "--size", "64", "--steps", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # The engine ran twice (warm-up and one round), 2 steps with a preview each.
+    assert summary["previews_made"] == 4
+    assert summary["ratio_median"] > 0 and summary["preview_ms"] > 0
