@@ -106,3 +106,17 @@ def test_shipped_resources_are_found() -> None:
     icon = resource_path("sdstudio.svg")
     assert icon.is_file()
     assert icon.read_text("utf-8").startswith("<svg")
+
+
+def test_every_package_is_listed_for_installation() -> None:
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "sdstudio").rglob("__init__.py")
+    }
+    assert found | {"sdstudio.resources"} == listed
