@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 import sdstudio
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.fileio import write_atomically
+from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.engine.settings import Settings, load_settings
 from sdstudio.logs import configure_logging
 from sdstudio.resource_files import resource_path
 
@@ -63,22 +65,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     paths = AppPaths.default()
     log_file = configure_logging(paths.log_dir / "sdstudio.log")
+    settings = load_settings(paths)
+    notices: list[str] = []
+    library = open_library(paths, settings, notices.append)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("sdstudio")
     app.setApplicationVersion(sdstudio.__version__)
     app.setOrganizationName("sdstudio")
     app.setWindowIcon(QIcon(str(resource_path("sdstudio.svg"))))
 
-    controller = GenerationController(GenerationWorker(paths, args.device))
-    window = MainWindow(controller, paths.outputs_dir)
+    device = args.device if args.device != "auto" else settings.device
+    controller = GenerationController(GenerationWorker(library, paths, device))
+    window = MainWindow(controller, library)
     install_excepthook(window, log_file)
+    for notice in notices:
+        window.show_error(notice)
     restore_last_request(window, paths)
     for image in args.images:
         open_image_file(window, Path(image))
     app.aboutToQuit.connect(lambda: save_last_request(window, paths))
     app.aboutToQuit.connect(controller.shutdown)
+    app.aboutToQuit.connect(library.close)
     window.show()
     return int(app.exec())
+
+
+def open_library(
+    paths: AppPaths, settings: Settings, on_notice: Callable[[str], None]
+) -> ImageLibrary:
+    """Open the image library; if the history cannot be used, keep one in memory.
+
+    Images are still written to the outputs folder with their settings, so a
+    later rebuild recovers them.
+    """
+    outputs = settings.outputs_path(paths)
+    try:
+        return ImageLibrary.open(paths.history_db, outputs, on_notice=on_notice)
+    except SdStudioError as error:
+        on_notice(f"{error} New images are saved but kept out of the history for now.")
+        return ImageLibrary.open(Path(":memory:"), outputs)
 
 
 def open_image_file(window: MainWindow, path: Path) -> None:

@@ -10,6 +10,7 @@ from PIL.PngImagePlugin import PngInfo
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
+from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
 
@@ -25,13 +26,15 @@ def window(qtbot, paths: AppPaths):
     from sdstudio.ui.main_window import MainWindow
     from sdstudio.ui.worker import GenerationWorker
 
-    controller = GenerationController(GenerationWorker(paths, "cpu"))
-    main_window = MainWindow(controller, paths.outputs_dir)
+    library = ImageLibrary.open(paths.history_db, paths.outputs_dir)
+    controller = GenerationController(GenerationWorker(library, paths, "cpu"))
+    main_window = MainWindow(controller, library)
     qtbot.addWidget(main_window)
     main_window.show()
     yield main_window
     controller.shutdown()
     assert not controller.thread_running
+    library.close()
 
 
 def fill(window, model: Path, **changes) -> None:
@@ -63,6 +66,8 @@ def test_generate_emits_one_progress_signal_per_step(qtbot, window, tiny_model, 
     assert window.canvas.has_image and window.stack.currentWidget() is window.canvas
     assert window.progress.format() == "Done"
     assert window.panel.last_seed == 3
+    [entry] = window.library.store.page()
+    assert (entry.path, entry.seed, entry.prompt) == (path, 3, "a lighthouse")
 
 
 def test_cancel_mid_run_ends_cancelled_and_writes_nothing(qtbot, window, tiny_model, paths) -> None:

@@ -31,7 +31,7 @@ class GenerationController(QObject):
     queue_changed = Signal(int)
     status = Signal(int, str)
     progress = Signal(int, int, int, int, int, object)
-    image_saved = Signal(int, str, object)
+    image_saved = Signal(int, object)
     finished = Signal(int, list)
     cancelled = Signal(int)
     failed = Signal(int, str)

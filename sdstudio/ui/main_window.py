@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from PIL import Image
 from PySide6.QtCore import Qt
@@ -20,7 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata import ImageRecord
+from sdstudio.engine.history import HistoryEntry
+from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.ui.canvas import Canvas
 from sdstudio.ui.controller import GenerationController
 from sdstudio.ui.prompt_panel import PromptPanel
@@ -47,14 +47,14 @@ class MainWindow(QMainWindow):
     def __init__(
         self,
         controller: GenerationController,
-        outputs_dir: Path,
+        library: ImageLibrary,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("sdstudio")
         self.resize(1280, 800)
         self.controller = controller
-        self.outputs_dir = outputs_dir
+        self.library = library
         self.last_error = ""
         self.last_image_path: str | None = None
         self._size: tuple[int, int] = (512, 512)
@@ -186,10 +186,10 @@ class MainWindow(QMainWindow):
             self.canvas.show_image(preview, display_size=self._size)
             self.stack.setCurrentWidget(self.canvas)
 
-    def _on_image_saved(self, job_id: int, path: str, record: object) -> None:
+    def _on_image_saved(self, job_id: int, entry: HistoryEntry) -> None:
+        path = entry.path
         self.last_image_path = path
-        if isinstance(record, ImageRecord):
-            self.panel.last_seed = record.request.seed
+        self.panel.last_seed = entry.seed
         try:
             with Image.open(path) as image:
                 self.canvas.show_image(image.convert("RGB"))

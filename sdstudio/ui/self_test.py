@@ -37,6 +37,7 @@ def _generate_through_window(folder: Path, device: str) -> dict[str, object]:
     from PySide6.QtWidgets import QApplication
 
     import sdstudio
+    from sdstudio.engine.history.library import ImageLibrary
     from sdstudio.engine.paths import AppPaths
     from sdstudio.engine.request import GenerationRequest
     from sdstudio.logs import quiet_third_party
@@ -46,8 +47,9 @@ def _generate_through_window(folder: Path, device: str) -> dict[str, object]:
 
     app = QApplication.instance() or QApplication(["sdstudio"])
     paths = AppPaths.default()
-    controller = GenerationController(GenerationWorker(paths, device))
-    window = MainWindow(controller, paths.outputs_dir)
+    library = ImageLibrary.open(paths.history_db, paths.outputs_dir)
+    controller = GenerationController(GenerationWorker(library, paths, device))
+    window = MainWindow(controller, library)
     window.show()
 
     quiet_third_party()
@@ -72,12 +74,15 @@ def _generate_through_window(folder: Path, device: str) -> dict[str, object]:
     controller.shutdown()
     window.close()
     app.processEvents()
+    recorded = library.store.count()
+    library.close()
     images = outcome.get("images") or []
     ok = (
         "error" not in outcome
         and steps == list(range(1, STEPS + 1))
         and len(images) == 1  # type: ignore[arg-type]
         and all(Path(p).is_file() for p in images)  # type: ignore[union-attr]
+        and recorded == 1
     )
     result: dict[str, object] = {
         "ok": ok,
@@ -85,6 +90,7 @@ def _generate_through_window(folder: Path, device: str) -> dict[str, object]:
         "steps_expected": STEPS,
         "progress_signals": len(steps),
         "images": len(images),  # type: ignore[arg-type]
+        "history_rows": recorded,
         "thread_stopped": not controller.thread_running,
     }
     if "error" in outcome:

@@ -9,12 +9,12 @@ worker thread, the first time a job runs, so the window appears first.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from sdstudio.engine.errors import GenerationCancelled, SdStudioError
+from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
 
@@ -28,19 +28,19 @@ class GenerationWorker(QObject):
     """(job id, message): loading a model, or a note about the inputs."""
     progress = Signal(int, int, int, int, int, object)
     """(job id, step, total, image index, batch size, preview PIL image or None)."""
-    image_saved = Signal(int, str, object)
-    """(job id, path, ImageRecord)."""
+    image_saved = Signal(int, object)
+    """(job id, HistoryEntry of the image written and recorded)."""
     finished = Signal(int, list)
     """(job id, paths of the images written)."""
     cancelled = Signal(int)
     failed = Signal(int, str)
 
-    def __init__(self, paths: AppPaths, device: str = "auto") -> None:
+    def __init__(self, library: ImageLibrary, paths: AppPaths, device: str = "auto") -> None:
         super().__init__()
+        self._library = library
         self._paths = paths
         self._device = device
         self._engine: Any = None
-        self._writer: Any = None
         self._tokens: dict[int, Any] = {}
 
     def cancel(self, job_id: int) -> None:
@@ -56,7 +56,7 @@ class GenerationWorker(QObject):
         try:
             token = self._token(job_id)
             token.raise_if_cancelled()
-            engine, writer = self._ensure_engine()
+            engine = self._ensure_engine()
             for result in engine.generate(
                 request,
                 on_progress=lambda p: self.progress.emit(
@@ -65,9 +65,9 @@ class GenerationWorker(QObject):
                 on_status=lambda message: self.status.emit(job_id, message),
                 cancel=token,
             ):
-                path = writer.write(result)
-                written.append(str(path))
-                self.image_saved.emit(job_id, str(path), result.record)
+                entry = self._library.save(result)
+                written.append(entry.path)
+                self.image_saved.emit(job_id, entry)
         except GenerationCancelled:
             self.cancelled.emit(job_id)
         except SdStudioError as error:
@@ -95,7 +95,7 @@ class GenerationWorker(QObject):
 
         return self._tokens.setdefault(job_id, CancelToken())
 
-    def _ensure_engine(self) -> tuple[Any, Any]:
+    def _ensure_engine(self) -> Any:
         if self._engine is None:
             from sdstudio.logs import quiet_third_party
 
@@ -103,7 +103,6 @@ class GenerationWorker(QObject):
             from sdstudio.engine.devices import choose_device
             from sdstudio.engine.generation import Engine
             from sdstudio.engine.hashing import HashCache
-            from sdstudio.engine.outputs import OutputWriter
             from sdstudio.engine.pipelines import PipelineManager
 
             manager = PipelineManager(
@@ -111,5 +110,4 @@ class GenerationWorker(QObject):
                 hash_cache=HashCache(self._paths.cache_dir / "model-hashes.json"),
             )
             self._engine = Engine(manager, self._paths.inputs_dir)
-            self._writer = OutputWriter(Path(self._paths.outputs_dir))
-        return self._engine, self._writer
+        return self._engine

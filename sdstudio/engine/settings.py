@@ -1,0 +1,69 @@
+"""User settings, stored as versioned JSON in the config folder.
+
+Keys this version does not know (written by a newer one) are kept when the
+file is saved again, so going back and forth between versions loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.fileio import write_atomically
+from sdstudio.engine.paths import AppPaths
+
+SETTINGS_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the user has chosen; empty values mean the default."""
+
+    outputs_dir: str = ""
+    """Where images are saved (default: the platform's Pictures folder)."""
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def outputs_path(self, paths: AppPaths) -> Path:
+        """The outputs folder in effect."""
+        return Path(self.outputs_dir).expanduser() if self.outputs_dir else paths.outputs_dir
+
+
+KEYS = tuple(f.name for f in fields(Settings) if f.name != "extra")
+
+
+def load_settings(paths: AppPaths) -> Settings:
+    """Read the settings file; a missing or unreadable file gives the defaults."""
+    data: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads(paths.settings_file.read_text("utf-8"))
+        if isinstance(loaded, dict):
+            data = loaded
+    known = {k: str(data[k]) for k in KEYS if isinstance(data.get(k), str)}
+    extra = {k: v for k, v in data.items() if k not in KEYS and k != "version"}
+    return Settings(**known, extra=extra)
+
+
+def save_settings(paths: AppPaths, settings: Settings) -> None:
+    """Write the settings file atomically."""
+    data = {**settings.extra, "version": SETTINGS_VERSION}
+    data.update({key: getattr(settings, key) for key in KEYS})
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    write_atomically(paths.settings_file, text.encode("utf-8"))
+
+
+def change_setting(settings: Settings, key: str, value: str) -> Settings:
+    """A copy with one setting changed, or :class:`InvalidRequest` for unknown keys."""
+    if key not in KEYS:
+        raise InvalidRequest(f"Unknown setting {key!r}; settings: {', '.join(KEYS)}.")
+    if key == "device" and value not in ("auto", "cpu", "cuda", "mps"):
+        raise InvalidRequest("device must be one of: auto, cpu, cuda, mps.")
+    if key == "outputs_dir" and value:
+        value = str(Path(value).expanduser().resolve())
+    values = {k: getattr(settings, k) for k in KEYS}
+    values[key] = value
+    return Settings(**values, extra=settings.extra)
