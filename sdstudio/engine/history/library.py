@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 STALE_PART_AGE_S = 600
+_REBUILD_BATCH = 500
 
 
 @dataclass(slots=True)
@@ -104,6 +105,7 @@ def rebuild(store: HistoryStore, folders: Iterable[Path]) -> RebuildReport:
     """Index every image with generation settings under ``folders``."""
     report = RebuildReport()
     known = set(store.paths())
+    batch: list[tuple[Path, ImageRecord, str]] = []
     for folder in folders:
         for path in sorted(_image_files(folder)):
             resolved = str(path.resolve())
@@ -122,9 +124,12 @@ def rebuild(store: HistoryStore, folders: Iterable[Path]) -> RebuildReport:
             record = settings.record or ImageRecord(
                 request=settings.request, created=_file_created(path)
             )
-            store.add(path, record, source=settings.source)
+            batch.append((path, record, settings.source))
             known.add(resolved)
-            report.added += 1
+            if len(batch) >= _REBUILD_BATCH:
+                report.added += store.add_many(batch)
+                batch.clear()
+    report.added += store.add_many(batch)
     return report
 
 
