@@ -19,13 +19,75 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-WORDS = (
-    "portrait landscape castle lighthouse forest river mountain city street night dusk dawn "
-    "neon cyberpunk watercolor oil painting photo cinematic dramatic soft light fog rain snow "
-    "dragon knight wizard cat dog fox owl ship boat ocean beach desert garden flower rose tree "
-    "ancient futuristic golden silver crimson azure emerald detailed masterpiece sharp focus "
-    "bokeh wide angle macro studio volumetric sunset moon stars galaxy robot girl boy old man"
-).split()
+WORDS = [
+    "portrait",
+    "landscape",
+    "castle",
+    "lighthouse",
+    "forest",
+    "river",
+    "mountain",
+    "city",
+    "street",
+    "night",
+    "dusk",
+    "dawn",
+    "neon",
+    "cyberpunk",
+    "watercolor",
+    "oil",
+    "painting",
+    "photo",
+    "cinematic",
+    "dramatic",
+    "soft",
+    "light",
+    "fog",
+    "rain",
+    "snow",
+    "dragon",
+    "knight",
+    "wizard",
+    "cat",
+    "dog",
+    "fox",
+    "owl",
+    "ship",
+    "boat",
+    "ocean",
+    "beach",
+    "desert",
+    "garden",
+    "flower",
+    "rose",
+    "tree",
+    "ancient",
+    "futuristic",
+    "golden",
+    "silver",
+    "crimson",
+    "azure",
+    "emerald",
+    "detailed",
+    "masterpiece",
+    "sharp",
+    "focus",
+    "bokeh",
+    "wide",
+    "angle",
+    "macro",
+    "studio",
+    "volumetric",
+    "sunset",
+    "moon",
+    "stars",
+    "galaxy",
+    "robot",
+    "girl",
+    "boy",
+    "old",
+    "man",
+]
 
 
 def fill(database: Path, rows: int, seed: int = 0) -> None:
@@ -49,8 +111,12 @@ def fill(database: Path, rows: int, seed: int = 0) -> None:
                 )
                 stamp = 1_750_000_000 + i * 7
                 created = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(stamp))
-                record = ImageRecord(request=request, model_name=Path(request.model).name,
-                                     created=created, duration_s=3.2)
+                record = ImageRecord(
+                    request=request,
+                    model_name=Path(request.model).name,
+                    created=created,
+                    duration_s=3.2,
+                )
                 batch.append((Path(f"/outputs/{i:06d}.png"), record, "sdstudio"))
             store.add_many(batch)
         store._db.execute(  # favourites: about one in twenty

@@ -272,8 +272,15 @@ def _info(args: argparse.Namespace, reporter: Reporter) -> int:
             data["parameters"] = settings.parameters
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0
+    source_labels = {
+        "sdstudio": "sdstudio",
+        "a1111": "AUTOMATIC1111 parameters",
+        "comfyui": "ComfyUI",
+        "invokeai": "InvokeAI",
+        "fooocus": "Fooocus",
+    }
     rows = [
-        ("Source", {"sdstudio": "sdstudio", "a1111": "AUTOMATIC1111 parameters"}[settings.source]),
+        ("Source", source_labels.get(settings.source, settings.source)),
         ("Prompt", request.prompt),
         ("Negative prompt", request.negative_prompt),
         ("Mode", request.mode.value),

@@ -3,11 +3,18 @@
 Every image sdstudio writes carries two PNG text chunks: ``parameters``
 (AUTOMATIC1111's format, which most tools read) and ``sdstudio`` (the full
 :class:`ImageRecord` as JSON, which re-creates the image exactly).
+
+Images from other tools are read too, each format in its own module:
+AUTOMATIC1111 (``a1111``, also from JPEG/WebP EXIF through ``exif``),
+ComfyUI (``comfyui``), InvokeAI (``invokeai``, ``invokeai2``) and Fooocus
+(``fooocus``); ``names`` maps their sampler names onto sdstudio's and
+``values`` makes their values valid for a :class:`GenerationRequest`.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +22,31 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from sdstudio.engine.errors import ImageInputError, InvalidRequest
-from sdstudio.engine.metadata.a1111 import PARAMETERS_KEY, format_parameters, parse_parameters
+from sdstudio.engine.metadata.a1111 import (
+    PARAMETERS_KEY,
+    format_parameters,
+    parse_parameters,
+    read_parameters,
+)
+from sdstudio.engine.metadata.comfyui import PROMPT_KEY, read_comfyui
+from sdstudio.engine.metadata.exif import exif_texts
+from sdstudio.engine.metadata.fooocus import SCHEME_KEY, read_fooocus
+from sdstudio.engine.metadata.invokeai import METADATA_KEY, read_invokeai
+from sdstudio.engine.metadata.invokeai2 import DREAM_KEY, SD_METADATA_KEY, read_invokeai2
 from sdstudio.engine.metadata.record import RECORD_KEY, ImageRecord
+from sdstudio.engine.metadata.values import Parsed, guarded
 from sdstudio.engine.request import GenerationRequest
+
+# The text chunks any reader looks at.
+_KNOWN_KEYS = {
+    PARAMETERS_KEY,
+    RECORD_KEY,
+    SCHEME_KEY,
+    PROMPT_KEY,
+    METADATA_KEY,
+    SD_METADATA_KEY,
+    DREAM_KEY,
+}
 
 __all__ = [
     "ImageRecord",
@@ -34,10 +63,34 @@ class ImageSettings:
     """The generation settings found in an image."""
 
     source: str
-    """Which format they came from: ``"sdstudio"`` or ``"a1111"``."""
+    """Which format they came from: ``"sdstudio"``, ``"a1111"``, ``"comfyui"``,
+    ``"invokeai"`` or ``"fooocus"``."""
     request: GenerationRequest
     record: ImageRecord | None = None
     parameters: str = ""
+    model_name: str = ""
+    """The model as the image names it (another tool's file name or path)."""
+    notes: tuple[str, ...] = ()
+    """What was changed to make the settings valid here, and what was left out."""
+
+
+@guarded
+def _read_a1111(texts: Mapping[str, str], size: tuple[int, int]) -> Parsed:
+    return read_parameters(texts.get(PARAMETERS_KEY, ""))
+
+
+# Formats other than sdstudio's own record, most complete first: Fooocus and
+# AUTOMATIC1111 write one flat, curated set of settings (Fooocus's
+# ``parameters`` would also read as A1111 text, but its scheme says more);
+# InvokeAI's metadata is flat too; a ComfyUI graph may hold several samplers,
+# so its settings are a best guess. The first format that yields settings wins.
+_READERS: tuple[tuple[str, Callable[[Mapping[str, str], tuple[int, int]], Parsed]], ...] = (
+    ("fooocus", read_fooocus),
+    ("a1111", _read_a1111),
+    ("invokeai", read_invokeai),
+    ("invokeai", read_invokeai2),
+    ("comfyui", read_comfyui),
+)
 
 
 def png_info(record: ImageRecord) -> PngInfo:
@@ -59,11 +112,13 @@ def png_info(record: ImageRecord) -> PngInfo:
 def read_image_settings(path: str | Path) -> ImageSettings:
     """Read the generation settings stored in an image file.
 
-    sdstudio's own record is preferred; A1111 ``parameters`` are the fallback.
-    Raises :class:`ImageInputError` when the file is not a readable image and
-    :class:`InvalidRequest` when it holds no settings sdstudio can read.
+    sdstudio's own record is preferred; then Fooocus, AUTOMATIC1111
+    ``parameters`` (PNG text, or EXIF UserComment in JPEG and WebP), InvokeAI
+    and ComfyUI, in that order. Raises :class:`ImageInputError` when the file
+    is not a readable image and :class:`InvalidRequest` when it holds no
+    settings sdstudio can read.
     """
-    texts = _text_chunks(path)
+    texts, size = _text_chunks(path)
     parameters = texts.get(PARAMETERS_KEY, "")
     record_error: InvalidRequest | None = None
     if RECORD_KEY in texts:
@@ -72,15 +127,24 @@ def read_image_settings(path: str | Path) -> ImageSettings:
         except InvalidRequest as error:
             record_error = error
         else:
-            return ImageSettings("sdstudio", record.request, record, parameters)
-    if parameters:
-        return ImageSettings("a1111", parse_parameters(parameters), None, parameters)
+            return ImageSettings(
+                "sdstudio", record.request, record, parameters, model_name=record.model_name
+            )
+    for source, read in _READERS:
+        try:
+            parsed = read(texts, size)
+        except InvalidRequest:
+            continue
+        return ImageSettings(
+            source, parsed.request, None, parameters, parsed.model_name, parsed.notes
+        )
     if record_error is not None:
         raise record_error
     raise InvalidRequest(f"{Path(path).name} holds no generation settings.")
 
 
-def _text_chunks(path: str | Path) -> dict[str, str]:
+def _text_chunks(path: str | Path) -> tuple[dict[str, str], tuple[int, int]]:
+    """The image's metadata texts (PNG text chunks, then EXIF) and its size."""
     path = Path(path)
     if not path.is_file():
         raise ImageInputError(f"The image {path} does not exist.")
@@ -89,14 +153,19 @@ def _text_chunks(path: str | Path) -> dict[str, str]:
             # Only the header and text chunks are read, never the pixels.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                size = image.size
                 raw = dict(image.info)
-                if image.format == "PNG" and not raw.keys() & {PARAMETERS_KEY, RECORD_KEY}:
+                if image.format == "PNG" and not raw.keys() & _KNOWN_KEYS:
                     # Chunks written after the pixel data are read only on load.
                     raw.update(image.text)  # type: ignore[attr-defined]
+                texts = {str(k): v for k, v in raw.items() if isinstance(v, str)}
+                if "exif" in raw:
+                    for key, value in exif_texts(image.getexif()).items():
+                        texts.setdefault(key, value)
     except UnidentifiedImageError:
         raise ImageInputError(f"The file {path} is not an image sdstudio can read.") from None
     except Image.DecompressionBombError:
         raise ImageInputError(f"The image {path} is too large to open safely.") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageInputError(f"The image {path} is damaged or truncated ({error}).") from None
-    return {str(k): v for k, v in raw.items() if isinstance(v, str)}
+    return texts, size

@@ -17,14 +17,18 @@ from dataclasses import dataclass, field
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.metadata.values import Parsed, build_request
 from sdstudio.engine.request import GenerationRequest, Mode
 
 PARAMETERS_KEY = "parameters"
 _NEGATIVE = "Negative prompt:"
 # A1111's own default when a text names no sampler.
 DEFAULT_SAMPLER = "Euler a"
-# The pattern A1111's own reader uses for the last line.
-_PAIR = re.compile(r"""\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)""")
+# The pattern A1111's own reader uses for the last line, with the leading
+# whitespace and the key bounded: unbounded, a long line of words with no
+# colon takes quadratic time (a 1 MB text chunk would take hours). Keys are
+# far shorter than 64 characters, so the pairs found are the same.
+_PAIR = re.compile(r"""\s{0,64}(\w[\w \-/]{1,64}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,18 @@ def parse_parameters(text: str, *, model: str = "") -> GenerationRequest:
     """Read a ``parameters`` text into a request.
 
     ``model`` is used when the text names no model. Raises
-    :class:`InvalidRequest` when the text holds no generation settings.
+    :class:`InvalidRequest` when the text holds no generation settings;
+    unusable values are dropped or fixed as :func:`read_parameters` says.
+    """
+    return read_parameters(text, model=model).request
+
+
+def read_parameters(text: str, *, model: str = "") -> Parsed:
+    """Read a ``parameters`` text into a request and notes on what was fixed.
+
+    Out-of-range values (a seed beyond 2**32-1, a size that is not a multiple
+    of 8) are dropped or fixed by :func:`~sdstudio.engine.metadata.values.build_request`.
+    Raises :class:`InvalidRequest` when the text holds no generation settings.
     """
     parts = split_parameters(text)
     s = parts.settings
@@ -108,23 +123,20 @@ def parse_parameters(text: str, *, model: str = "") -> GenerationRequest:
         raise InvalidRequest("The parameters text holds no generation settings.")
     sampler, schedule = _sampler_and_schedule(s.get("Sampler", ""), s.get("Schedule type", ""))
     values: dict[str, object] = {
-        "model": s.get("Model") or model or "unknown",
         "prompt": parts.prompt,
         "negative_prompt": parts.negative_prompt,
         "sampler": sampler,
         "schedule": schedule,
+        "steps": s.get("Steps"),
+        "seed": s.get("Seed"),
+        "guidance_scale": s.get("CFG scale"),
+        "strength": s.get("Denoising strength"),
     }
-    _take_int(values, "steps", s.get("Steps"))
-    _take_int(values, "seed", s.get("Seed"))
-    _take_float(values, "guidance_scale", s.get("CFG scale"))
     size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", s.get("Size", ""))
     if size:
-        values["width"], values["height"] = int(size.group(1)), int(size.group(2))
-    _take_float(values, "strength", s.get("Denoising strength"))
-    try:
-        return GenerationRequest(**values)  # type: ignore[arg-type]
-    except InvalidRequest as error:
-        raise InvalidRequest(f"The parameters text has an unusable setting: {error}") from None
+        values["width"], values["height"] = size.group(1), size.group(2)
+    recorded = s.get("Model", "")
+    return build_request(values, model=recorded or model, model_name=recorded)
 
 
 def _sampler_and_schedule(sampler: str, schedule: str) -> tuple[str, str]:
@@ -141,24 +153,6 @@ def _sampler_and_schedule(sampler: str, schedule: str) -> tuple[str, str]:
         except InvalidRequest:
             return name, schedule
     return name, implied
-
-
-def _take_int(values: dict[str, object], key: str, text: str | None) -> None:
-    if text is None:
-        return
-    try:
-        values[key] = int(text.strip())
-    except ValueError:
-        return
-
-
-def _take_float(values: dict[str, object], key: str, text: str | None) -> None:
-    if text is None:
-        return
-    try:
-        values[key] = float(text.strip())
-    except ValueError:
-        return
 
 
 def _quote(value: str) -> str:

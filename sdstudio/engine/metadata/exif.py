@@ -1,0 +1,87 @@
+"""Generation settings that JPEG and WebP images carry in EXIF.
+
+- AUTOMATIC1111 writes its ``parameters`` text as the UserComment (0x9286) of
+  the Exif IFD: an 8-byte charset header (``UNICODE\\0``, ``ASCII\\0\\0\\0``)
+  followed by the text, UTF-16 for Unicode (big-endian from A1111 through
+  piexif; little-endian from others).
+- Fooocus writes the text (or its JSON) as a plain string UserComment in IFD0
+  and its scheme (``fooocus`` or ``a1111``) as the MakerNote (0x927C).
+- ComfyUI's WebP writer stores ``prompt:<json>`` in Model (0x0110) and
+  ``workflow:<json>`` in Make (0x010F).
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+EXIF_IFD = 0x8769
+USER_COMMENT = 0x9286
+MAKER_NOTE = 0x927C
+_COMFYUI_TAGS = (0x010E, 0x010F, 0x0110)  # ImageDescription, Make, Model
+_COMFYUI_KEYS = ("prompt", "workflow")
+_SCHEMES = ("fooocus", "a1111")
+
+
+def exif_texts(exif: Image.Exif) -> dict[str, str]:
+    """The metadata texts in an image's EXIF, under the PNG chunk names they stand for.
+
+    Never raises: unreadable EXIF gives an empty dict.
+    """
+    texts: dict[str, str] = {}
+    try:
+        ifd0 = dict(exif)
+        exif_ifd = dict(exif.get_ifd(EXIF_IFD))
+    except Exception:  # damaged EXIF is only missing metadata
+        return texts
+    comment = exif_ifd.get(USER_COMMENT, ifd0.get(USER_COMMENT))
+    if comment is not None:
+        decoded = decode_user_comment(comment)
+        if decoded:
+            texts["parameters"] = decoded
+    scheme = ifd0.get(MAKER_NOTE)
+    if isinstance(scheme, str) and scheme.strip().casefold() in _SCHEMES:
+        texts["fooocus_scheme"] = scheme.strip().casefold()
+    for tag in _COMFYUI_TAGS:
+        value = ifd0.get(tag)
+        if isinstance(value, str):
+            key, _, rest = value.partition(":")
+            if key in _COMFYUI_KEYS and key not in texts:
+                texts[key] = rest
+    return texts
+
+
+def decode_user_comment(value: object) -> str:
+    """The text of an EXIF UserComment, given as bytes with a charset header or as text.
+
+    Never raises; anything that is not a comment gives ``""``.
+    """
+    if isinstance(value, str):
+        return value.strip("\0").strip()
+    if not isinstance(value, bytes):
+        return ""
+    header, body = value[:8], value[8:]
+    if header == b"UNICODE\0":
+        text = _decode_utf16(body)
+    elif header == b"ASCII\0\0\0":
+        text = body.decode("utf-8", errors="replace")
+    elif header == b"JIS\0\0\0\0\0":
+        text = body.decode("shift_jis", errors="replace")
+    elif header == b"\0" * 8:
+        text = body.decode("utf-8", errors="replace")
+    else:
+        text = value.decode("utf-8", errors="replace")
+    return text.strip("\0").strip()
+
+
+def _decode_utf16(body: bytes) -> str:
+    if body.startswith(b"\xfe\xff"):
+        return body[2:].decode("utf-16-be", errors="replace")
+    if body.startswith(b"\xff\xfe"):
+        return body[2:].decode("utf-16-le", errors="replace")
+    body = body[: len(body) // 2 * 2]
+    # Mostly-ASCII text has a zero high byte in nearly every unit: in the even
+    # bytes for big-endian, in the odd bytes for little-endian.
+    zeros_even = body[0::2].count(0)
+    zeros_odd = body[1::2].count(0)
+    encoding = "utf-16-le" if zeros_odd > zeros_even else "utf-16-be"
+    return body.decode(encoding, errors="replace")

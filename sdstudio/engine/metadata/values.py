@@ -1,0 +1,196 @@
+"""Turning settings read from other tools' metadata into a valid request.
+
+Other tools accept values sdstudio's :class:`GenerationRequest` refuses (a seed
+up to 2**64, a size that is not a multiple of 8, zero steps). Readers collect
+raw values and :func:`build_request` keeps what is usable:
+
+- seed: outside 0..2**32-1 (or negative) it is dropped, so the request asks
+  for a random seed. Taking it modulo 2**32 would give a seed that looks like
+  the image's own but makes a different image; sdstudio cannot reproduce such
+  a seed anyway, and the notes say so.
+- width/height: rounded to the nearest multiple of 8 and clamped to 64..4096.
+- steps: below 1 dropped (the default applies), above 500 clamped.
+- CFG scale: negative or not finite dropped, above 50 clamped.
+- strength: clamped to 0..1, dropped when not finite.
+- text fields that are not text are dropped.
+
+Every change is described in the returned notes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from sdstudio.engine import samplers
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.request import (
+    MAX_SEED,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_SIZE,
+    GenerationRequest,
+    round_to_multiple_of_8,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+N = TypeVar("N", int, float)
+
+MAX_GUIDANCE = 50.0
+UNKNOWN_MODEL = "unknown"
+_TEXT_FIELDS = ("prompt", "negative_prompt", "sampler", "schedule")
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What a format reader found: the request and what was changed to make it valid."""
+
+    request: GenerationRequest
+    model_name: str = ""
+    """The model as the other tool recorded it (it may be a file name or a path)."""
+    notes: tuple[str, ...] = ()
+
+
+def guarded(read: Callable[P, R]) -> Callable[P, R]:
+    """Make a format reader raise only :class:`InvalidRequest`, whatever its input holds."""
+
+    @functools.wraps(read)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return read(*args, **kwargs)
+        except InvalidRequest:
+            raise
+        except Exception as error:  # hostile metadata must never crash a reader
+            raise InvalidRequest(f"The metadata is malformed ({type(error).__name__}).") from None
+
+    return wrapper
+
+
+def build_request(values: Mapping[str, object], *, model: str = "", model_name: str = "") -> Parsed:
+    """Build a valid request from raw values, dropping or fixing unusable ones.
+
+    ``values`` may hold ``prompt``, ``negative_prompt``, ``sampler``,
+    ``schedule`` (text), ``steps``, ``seed``, ``width``, ``height`` (whole
+    numbers, also as text) and ``guidance_scale``, ``strength`` (numbers).
+    ``model`` goes into the request (``"unknown"`` when empty).
+    """
+    notes: list[str] = []
+    fields: dict[str, object] = {"model": model.strip() or UNKNOWN_MODEL, "prompt": ""}
+    for name in _TEXT_FIELDS:
+        value = values.get(name)
+        if isinstance(value, str):
+            fields[name] = value
+    _fit_schedule(fields, notes)
+    steps = as_int(values.get("steps"))
+    if steps is not None:
+        if steps < 1:
+            notes.append(f"Steps {steps} is unusable; the default is used.")
+        else:
+            fields["steps"] = _clamped(notes, "Steps", steps, 1, MAX_STEPS)
+    seed = as_int(values.get("seed"))
+    if seed is not None:
+        if 0 <= seed <= MAX_SEED:
+            fields["seed"] = seed
+        else:
+            notes.append(
+                f"The seed {seed} is outside sdstudio's range 0 to {MAX_SEED}; "
+                "a random seed is used."
+            )
+    for name in ("width", "height"):
+        size = as_int(values.get(name))
+        if size is not None and size > 0:
+            fixed = min(MAX_SIZE, max(MIN_SIZE, round_to_multiple_of_8(size)))
+            if fixed != size:
+                notes.append(f"The {name} {size} was changed to {fixed}.")
+            fields[name] = fixed
+    cfg = as_float(values.get("guidance_scale"))
+    if cfg is not None and cfg >= 0:
+        fields["guidance_scale"] = _clamped(notes, "CFG scale", cfg, 0.0, MAX_GUIDANCE)
+    strength = as_float(values.get("strength"))
+    if strength is not None:
+        fields["strength"] = _clamped(notes, "Strength", strength, 0.0, 1.0)
+    try:
+        request = GenerationRequest(**fields)  # type: ignore[arg-type]
+    except InvalidRequest as error:  # not expected: every field was checked above
+        raise InvalidRequest(f"The metadata has an unusable setting: {error}") from None
+    return Parsed(request, model_name, tuple(notes))
+
+
+def _fit_schedule(fields: dict[str, object], notes: list[str]) -> None:
+    """Replace a schedule type the sampler cannot use by the sampler's default.
+
+    ComfyUI, for one, allows combinations such as Euler a with Karras that
+    the diffusers schedulers do not offer.
+    """
+    sampler, schedule = fields.get("sampler"), fields.get("schedule")
+    if not isinstance(sampler, str) or not isinstance(schedule, str):
+        return
+    try:
+        entry = samplers.get_sampler(sampler)
+        canonical = samplers.get_schedule(schedule)
+    except InvalidRequest:
+        return
+    if canonical not in samplers.schedules_for(entry.name):
+        fields["schedule"] = entry.default_schedule
+        notes.append(
+            f"{entry.name} has no {canonical} schedule in sdstudio; "
+            f"{entry.default_schedule} is used."
+        )
+
+
+def as_int(value: object) -> int | None:
+    """A whole number from an int, an integral float or text; ``None`` otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(value, str) and len(value) <= 100:
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            number = as_float(text)
+            return as_int(number) if number is not None else None
+    return None
+
+
+def as_float(value: object) -> float | None:
+    """A finite number from an int, a float or text; ``None`` otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | str) and not (isinstance(value, str) and len(value) > 100):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def load_json(value: str | None) -> object:
+    """The JSON value in ``value``, or ``None`` when it is missing, invalid or nested too deeply."""
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+
+
+def text(value: object) -> str:
+    """``value`` when it is text, else ``""``."""
+    return value if isinstance(value, str) else ""
+
+
+def _clamped(notes: list[str], label: str, value: N, low: N, high: N) -> N:
+    fixed = min(high, max(low, value))
+    if fixed != value:
+        notes.append(f"{label} {value:g} is out of range; {fixed:g} is used.")
+    return fixed
