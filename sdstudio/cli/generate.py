@@ -1,71 +1,24 @@
-"""``sdstudio-cli``: the engine without a window, for scripts and power users.
-
-Commands: ``generate``, ``info`` and ``rerun``. Errors are one line on
-stderr (or a JSON ``error`` event) and a non-zero exit status, never a
-traceback; details go to the log file.
-"""
+"""``sdstudio-cli generate``, ``rerun`` and ``info``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-import sdstudio
-from sdstudio.engine.errors import GenerationCancelled, InvalidRequest, SdStudioError
-from sdstudio.engine.paths import AppPaths
+from sdstudio.cli.report import Reporter
+from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.request import GenerationRequest, Mode, round_to_multiple_of_8
-from sdstudio.logs import configure_logging, quiet_third_party
+from sdstudio.logs import quiet_third_party
 
-log = logging.getLogger("sdstudio.cli")
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_CANCELLED = 130
+if TYPE_CHECKING:
+    from sdstudio.cli import Context
 
 
-class Reporter:
-    """Prints progress and results as text or as one JSON object per line."""
-
-    def __init__(self, as_json: bool, out: TextIO | None = None, err: TextIO | None = None) -> None:
-        self.as_json = as_json
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
-
-    def event(self, kind: str, text: str | None = None, **fields: Any) -> None:
-        """Report an event: JSON on stdout, or ``text`` (if any) on stderr."""
-        if self.as_json:
-            print(json.dumps({"event": kind, **fields}, ensure_ascii=False), file=self.out)
-            self.out.flush()
-        elif text is not None:
-            print(text, file=self.err, flush=True)
-
-    def result(self, text: str) -> None:
-        """A line of the command's result (text mode only; JSON reports events)."""
-        if not self.as_json:
-            print(text, file=self.out, flush=True)
-
-    def error(self, message: str) -> None:
-        """Report a failure."""
-        if self.as_json:
-            self.event("error", message=message)
-        else:
-            print(f"error: {message}", file=self.err, flush=True)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every command."""
-    parser = argparse.ArgumentParser(
-        prog="sdstudio-cli", description="Generate and inspect Stable Diffusion images."
-    )
-    parser.add_argument("--version", action="version", version=f"sdstudio {sdstudio.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``generate``, ``info`` and ``rerun``."""
     generate = commands.add_parser("generate", help="generate images from a prompt or an image")
     generate.add_argument("--model", required=True, help="diffusers folder or .safetensors file")
     generate.add_argument("--prompt", required=True)
@@ -87,16 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("image")
     info.add_argument("--json", action="store_true", help="print JSON")
 
-    rerun = commands.add_parser("rerun", help="generate again from an image's settings")
-    rerun.add_argument("image")
+    rerun = commands.add_parser("rerun", help="generate again from an image or a history id")
+    rerun.add_argument("image", metavar="IMAGE_OR_ID")
     rerun.add_argument("--model", default=None, help="use this model instead of the recorded one")
     rerun.add_argument("--seed", type=int, default=None, help="use this seed instead")
     _add_run_options(rerun)
-    return parser
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument(
         "--precision", default="auto", choices=["auto", "float32", "float16", "bfloat16"]
     )
@@ -107,37 +59,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON event per line")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return its exit status."""
-    args = build_parser().parse_args(argv)
-    paths = AppPaths.default()
-    configure_logging(paths.log_dir / "sdstudio-cli.log")
-    reporter = Reporter(getattr(args, "json", False))
-    try:
-        if args.command == "info":
-            return _info(args, reporter)
-        quiet_third_party()
-        if args.command == "generate":
-            request = _request_from_arguments(args, reporter)
-        else:
-            request = _request_from_image(args, reporter)
-        return _run(request, args, paths, reporter)
-    except GenerationCancelled:
-        reporter.event("cancelled", "cancelled")
-        return EXIT_CANCELLED
-    except KeyboardInterrupt:
-        reporter.event("cancelled", "cancelled")
-        return EXIT_CANCELLED
-    except SdStudioError as error:
-        reporter.error(str(error))
-        return EXIT_ERROR
-    except Exception as error:
-        log.exception("Unexpected failure")
-        reporter.error(
-            f"unexpected failure: {type(error).__name__}: {error} "
-            f"(details in {paths.log_dir / 'sdstudio-cli.log'})"
-        )
-        return EXIT_ERROR
+def run_generation(args: argparse.Namespace, context: Context) -> int:
+    """``generate`` or ``rerun``."""
+    quiet_third_party()
+    if args.command == "generate":
+        request = _request_from_arguments(args, context.reporter)
+    else:
+        request = _request_to_rerun(args, context)
+    return _run(request, args, context)
 
 
 def _request_from_arguments(args: argparse.Namespace, reporter: Reporter) -> GenerationRequest:
@@ -191,17 +120,22 @@ def _multiple_of_8(name: str, value: int, reporter: Reporter) -> int:
     return rounded
 
 
-def _request_from_image(args: argparse.Namespace, reporter: Reporter) -> GenerationRequest:
+def _request_to_rerun(args: argparse.Namespace, context: Context) -> GenerationRequest:
     from sdstudio.engine.metadata import read_image_settings
 
-    settings = read_image_settings(args.image)
-    request = settings.request
+    source = args.image
+    if source.isdigit() and not Path(source).exists():
+        request = context.library.store.get(int(source)).request
+        source = f"history entry {source}"
+    else:
+        request = read_image_settings(source).request
+        source = Path(source).name
     changes: dict[str, Any] = {}
     if args.model:
         changes["model"] = str(Path(args.model).expanduser().resolve())
     elif not Path(request.model).exists():
         raise InvalidRequest(
-            f"The model {request.model!r} recorded in {Path(args.image).name} was not found; "
+            f"The model {request.model!r} recorded in {source} was not found; "
             "give it with --model PATH."
         )
     if args.seed is not None:
@@ -213,25 +147,26 @@ def _request_from_image(args: argparse.Namespace, reporter: Reporter) -> Generat
     return request.replace(**changes) if changes else request
 
 
-def _run(
-    request: GenerationRequest, args: argparse.Namespace, paths: AppPaths, reporter: Reporter
-) -> int:
+def _run(request: GenerationRequest, args: argparse.Namespace, context: Context) -> int:
     from sdstudio.engine.devices import choose_device
     from sdstudio.engine.generation import Engine, Progress
     from sdstudio.engine.hashing import HashCache
+    from sdstudio.engine.history.library import ImageLibrary
     from sdstudio.engine.outputs import OutputWriter
     from sdstudio.engine.pipelines import PipelineManager
 
-    device = choose_device(args.device, args.precision)
+    paths, reporter = context.paths, context.reporter
+    device = choose_device(args.device or context.settings.device, args.precision)
     manager = PipelineManager(
         device,
         single_file_config=Path(args.config) if args.config else None,
         hash_cache=HashCache(paths.cache_dir / "model-hashes.json"),
     )
     engine = Engine(manager, paths.inputs_dir)
-    writer = (
-        OutputWriter(Path(args.out), by_date=False) if args.out else OutputWriter(paths.outputs_dir)
-    )
+    library = context.library
+    if args.out:
+        # Images still go into the history, from the folder the user chose.
+        library = ImageLibrary(library.store, OutputWriter(Path(args.out), by_date=False))
 
     def on_progress(progress: Progress) -> None:
         text = None
@@ -250,14 +185,15 @@ def _run(
         reporter.event("notice", message, message=message)
 
     for result in engine.generate(request, on_progress=on_progress, on_status=on_status):
-        path = writer.write(result)
-        reporter.event("image", None, path=str(path), seed=result.record.request.seed)
-        reporter.result(str(path))
+        entry = library.save(result)
+        reporter.event("image", None, path=entry.path, seed=entry.seed, id=entry.id)
+        reporter.result(entry.path)
     reporter.event("done")
     return 0
 
 
-def _info(args: argparse.Namespace, reporter: Reporter) -> int:
+def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
+    """``info``: the settings stored in an image."""
     from sdstudio.engine.metadata import read_image_settings
 
     settings = read_image_settings(args.image)
@@ -300,7 +236,3 @@ def _info(args: argparse.Namespace, reporter: Reporter) -> int:
         if value:
             reporter.result(f"{key}: {value}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

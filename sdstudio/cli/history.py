@@ -1,0 +1,152 @@
+"""``sdstudio-cli history …``: list, search, show, favourite, delete, rebuild, export."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+from sdstudio.cli.report import Reporter
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.fileio import write_atomically
+from sdstudio.engine.history import HistoryEntry, HistoryQuery
+from sdstudio.engine.history.library import ImageLibrary, rebuild
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``history`` and its sub-commands."""
+    history = commands.add_parser("history", help="list, search and manage past images")
+    actions = history.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    listing = actions.add_parser("list", help="newest first")
+    listing.add_argument("--search", default="", help="words of the prompt or negative prompt")
+    listing.add_argument("--favorites", action="store_true")
+    listing.add_argument("--model", default="", help="only images made with this model")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--offset", type=int, default=0)
+    listing.add_argument("--json", action="store_true")
+
+    show = actions.add_parser("show", help="everything about one image")
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true")
+
+    delete = actions.add_parser("delete", help="remove an image (and its file)")
+    delete.add_argument("id", type=int)
+    delete.add_argument("--keep-file", action="store_true", help="keep the image file")
+    delete.add_argument("--json", action="store_true")
+
+    favorite = actions.add_parser("favorite", help="mark or unmark a favourite")
+    favorite.add_argument("id", type=int)
+    favorite.add_argument("--off", action="store_true", help="unmark")
+    favorite.add_argument("--json", action="store_true")
+
+    rebuild_parser = actions.add_parser("rebuild", help="re-index images from their metadata")
+    rebuild_parser.add_argument("folders", nargs="*", help="default: the outputs folder")
+    rebuild_parser.add_argument("--json", action="store_true")
+
+    export = actions.add_parser("export", help="copy images and their settings to a folder")
+    export.add_argument("ids", type=int, nargs="+")
+    export.add_argument("--to", required=True, help="destination folder")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter) -> int:
+    """Run one ``history`` action."""
+    store = library.store
+    if args.action == "list":
+        if args.limit < 1:
+            raise InvalidRequest("--limit must be at least 1.")
+        query = HistoryQuery(search=args.search, favorites=args.favorites, model=args.model)
+        entries = store.page(query, offset=max(0, args.offset), limit=args.limit)
+        if reporter.as_json:
+            reporter.data({"total": store.count(query), "entries": [e.to_dict() for e in entries]})
+        else:
+            for entry in entries:
+                reporter.result(_line(entry))
+            if not entries:
+                reporter.result("No images match.")
+        return 0
+    if args.action == "show":
+        entry = store.get(args.id)
+        if reporter.as_json:
+            reporter.data(entry.to_dict())
+        else:
+            for key, value in entry.to_dict().items():
+                if key != "request":
+                    reporter.result(f"{key}: {value}")
+        return 0
+    if args.action == "delete":
+        entry = library.delete(args.id, keep_file=args.keep_file)
+        kept = " (file kept)" if args.keep_file else ""
+        reporter.done(f"Deleted {entry.id}: {entry.path}{kept}", id=entry.id, path=entry.path)
+        return 0
+    if args.action == "favorite":
+        store.set_favorite(args.id, not args.off)
+        state = "no longer a favourite" if args.off else "a favourite"
+        reporter.done(f"{args.id} is {state}.", id=args.id, favorite=not args.off)
+        return 0
+    if args.action == "rebuild":
+        folders = [Path(f) for f in args.folders] or [library.writer.folder]
+        for folder in folders:
+            if not folder.exists():
+                raise InvalidRequest(f"The folder {folder} does not exist.")
+        report = rebuild(store, folders)
+        for path, reason in report.skipped:
+            reporter.event("skipped", f"skipped {path}: {reason}", path=path, reason=reason)
+        reporter.done(
+            f"{report.added} images added, {report.already} already recorded, "
+            f"{len(report.skipped)} skipped.",
+            added=report.added,
+            already=report.already,
+            skipped=len(report.skipped),
+        )
+        return 0
+    return _export(args, library, reporter)
+
+
+def _export(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter) -> int:
+    entries = [library.store.get(entry_id) for entry_id in args.ids]
+    destination = Path(args.to)
+    destination.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for entry in entries:
+        source = Path(entry.path)
+        if not source.is_file():
+            raise InvalidRequest(f"The image file of {entry.id} is missing: {source}.")
+        target = destination / source.name
+        shutil.copy2(source, target)
+        rows.append({**entry.to_dict(), "path": str(target), "original_path": entry.path})
+    if args.format == "json":
+        data = json.dumps(rows, indent=2, ensure_ascii=False).encode("utf-8")
+        settings_file = destination / "settings.json"
+    else:
+        buffer = io.StringIO()
+        columns = [k for k in rows[0] if k != "request"] + ["request"]
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "request": json.dumps(row["request"], ensure_ascii=False)})
+        data = buffer.getvalue().encode("utf-8")
+        settings_file = destination / "settings.csv"
+    write_atomically(settings_file, data)
+    reporter.done(
+        f"Exported {len(rows)} images and {settings_file.name} to {destination}",
+        count=len(rows),
+        settings=str(settings_file),
+    )
+    return 0
+
+
+def _line(entry: HistoryEntry) -> str:
+    star = "★" if entry.favorite else " "
+    prompt = entry.prompt.replace("\n", " ")
+    if len(prompt) > 60:
+        prompt = prompt[:59] + "…"
+    return (
+        f"{entry.id:>6} {star} {entry.created[:19].replace('T', ' ')}  seed {entry.seed:<10} "
+        f"{entry.model_name}  {prompt}"
+    )
