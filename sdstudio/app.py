@@ -76,13 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     device = args.device if args.device != "auto" else settings.device
     controller = GenerationController(GenerationWorker(library, paths, device))
-    window = MainWindow(controller, library)
+    window = MainWindow(controller, library, paths.inputs_dir)
     install_excepthook(window, log_file)
     for notice in notices:
         window.show_error(notice)
     restore_last_request(window, paths)
     for image in args.images:
-        open_image_file(window, Path(image))
+        window.open_file(Path(image))
     app.aboutToQuit.connect(lambda: save_last_request(window, paths))
     app.aboutToQuit.connect(controller.shutdown)
     app.aboutToQuit.connect(library.close)
@@ -104,27 +104,6 @@ def open_library(
     except SdStudioError as error:
         on_notice(f"{error} New images are saved but kept out of the history for now.")
         return ImageLibrary.open(Path(":memory:"), outputs)
-
-
-def open_image_file(window: MainWindow, path: Path) -> None:
-    """Show an image and load its generation settings into the panel, if it has any."""
-    from sdstudio.engine.images import open_image
-    from sdstudio.engine.metadata import read_image_settings
-
-    try:
-        image = open_image(path)
-    except SdStudioError as error:
-        window.show_error(str(error))
-        return
-    window.canvas.show_image(image)
-    window.stack.setCurrentWidget(window.canvas)
-    try:
-        settings = read_image_settings(path)
-    except SdStudioError as error:
-        window.statusBar().showMessage(str(error), 10_000)
-        return
-    window.panel.load(settings.request)
-    window.statusBar().showMessage(f"Loaded the settings of {path.name} ({settings.source})")
 
 
 def restore_last_request(window: MainWindow, paths: AppPaths) -> None:

@@ -28,7 +28,7 @@ def window(qtbot, paths: AppPaths):
 
     library = ImageLibrary.open(paths.history_db, paths.outputs_dir)
     controller = GenerationController(GenerationWorker(library, paths, "cpu"))
-    main_window = MainWindow(controller, library)
+    main_window = MainWindow(controller, library, paths.inputs_dir)
     qtbot.addWidget(main_window)
     main_window.show()
     yield main_window
@@ -125,8 +125,6 @@ def test_keyboard_shortcuts_generate_and_cancel(qtbot, window, tiny_model) -> No
 
 
 def test_opening_an_a1111_image_loads_its_settings(window, tmp_path: Path) -> None:
-    from sdstudio.app import open_image_file
-
     info = PngInfo()
     info.add_text(
         "parameters",
@@ -135,7 +133,9 @@ def test_opening_an_a1111_image_loads_its_settings(window, tmp_path: Path) -> No
     )
     path = tmp_path / "a1111.png"
     Image.new("RGB", (640, 384), (10, 100, 10)).save(path, pnginfo=info)
-    open_image_file(window, path)
+    window.open_file(path)
+    assert window.settings_box is not None and window.settings_box.isVisible()
+    window.settings_box.accept()
     panel = window.panel
     assert panel.prompt.toPlainText() == "a castle"
     assert panel.negative.toPlainText() == "fog"
@@ -186,3 +186,99 @@ def test_self_test_passes_in_a_fresh_process(sdstudio_home: Path) -> None:
     assert done.returncode == 0, (summary, done.stderr[-2000:])
     assert summary["ok"] and summary["progress_signals"] == summary["steps_expected"] == 4
     assert summary["images"] == 1 and summary["thread_stopped"]
+
+
+def _drop(canvas, path: Path) -> None:
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(
+        QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    canvas.dropEvent(event)
+
+
+def _run_job(qtbot, window):
+    entries = []
+    window.controller.image_saved.connect(lambda job, entry: entries.append(entry))
+    with qtbot.waitSignal(window.controller.finished, timeout=60_000):
+        assert window.generate() is not None
+    return entries[-1]
+
+
+def test_dropped_file_becomes_the_source_for_img2img(qtbot, window, tiny_model, init_image) -> None:
+    fill(window, tiny_model, steps=8)
+    assert not window.panel.strength.isVisible()
+    _drop(window.canvas, init_image)
+    assert window.canvas.source is not None and window.canvas.source.size == (80, 72)
+    assert window.panel.strength.isVisibleTo(window.panel)
+    assert (window.panel.width_box.value(), window.panel.height_box.value()) == (80, 72)
+    window.panel.strength.setValue(0.5)
+    entry = _run_job(qtbot, window)
+    assert entry.mode == "img2img"
+    request = entry.request
+    assert (request.width, request.height, request.strength) == (80, 72, 0.5)
+    assert Path(request.init_image).parent == window.inputs_dir
+    window.edit_toolbar.clear_source.trigger()
+    assert window.canvas.source is None and not window.panel.strength.isVisibleTo(window.panel)
+    assert _run_job(qtbot, window).mode == "txt2img"
+
+
+def test_dropping_a_non_image_shows_an_error(window, tmp_path) -> None:
+    junk = tmp_path / "notes.png"
+    junk.write_text("hello")
+    _drop(window.canvas, junk)
+    assert window.canvas.source is None
+    assert "not an image file" in window.last_error
+
+
+def _paint_stroke(qtbot, canvas) -> None:
+    viewport = canvas.viewport()
+    start = canvas.mapFromScene(20, 20)
+    end = canvas.mapFromScene(60, 50)
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    QTest.mouseMove(viewport, end)
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+
+
+def test_painted_mask_makes_an_inpainting_job_with_undo(
+    qtbot, window, tiny_model, init_image
+) -> None:
+    fill(window, tiny_model, steps=4)
+    _drop(window.canvas, init_image)
+    window.panel.strength.setValue(1.0)
+    window.edit_toolbar.tool_actions["brush"].trigger()
+    window.edit_toolbar.brush_size.setValue(10)
+    _paint_stroke(qtbot, window.canvas)
+    assert window.canvas.mask.has_paint()
+    window.canvas.undo_stack.undo()
+    assert not window.canvas.mask.has_paint()
+    window.canvas.undo_stack.redo()
+    mask = window.canvas.mask.to_pil()
+    assert mask.getpixel((40, 35)) == 255 and mask.getpixel((75, 5)) == 0
+    entry = _run_job(qtbot, window)
+    assert entry.mode == "inpaint"
+    with Image.open(entry.request.mask) as stored:
+        assert stored.getpixel((40, 35)) == 255
+
+
+def test_extend_canvas_makes_an_outpainting_job(qtbot, window, tiny_model, init_image) -> None:
+    fill(window, tiny_model, steps=4)
+    _drop(window.canvas, init_image)
+    window.panel.strength.setValue(1.0)
+    window.edit_toolbar.extend_actions["right"].trigger()
+    assert window.canvas.source.size == (80 + 128, 72)
+    assert (window.panel.width_box.value(), window.panel.height_box.value()) == (208, 72)
+    mask = window.canvas.mask.to_pil()
+    assert mask.getpixel((200, 30)) == 255 and mask.getpixel((10, 30)) == 0
+    entry = _run_job(qtbot, window)
+    assert (entry.mode, entry.width, entry.height) == ("inpaint", 208, 72)
+    window.canvas.undo_stack.undo()
+    assert window.canvas.source.size == (80, 72)
+    assert not window.canvas.mask.has_paint()

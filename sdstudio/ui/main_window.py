@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from PIL import Image
 from PySide6.QtCore import Qt
@@ -18,11 +19,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.history.library import ImageLibrary
+from sdstudio.engine.images import open_image, store_input
+from sdstudio.engine.metadata import read_image_settings
+from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.ui.canvas import Canvas
 from sdstudio.ui.controller import GenerationController
+from sdstudio.ui.edit_toolbar import EditToolbar
 from sdstudio.ui.prompt_panel import PromptPanel
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,7 @@ class MainWindow(QMainWindow):
         self,
         controller: GenerationController,
         library: ImageLibrary,
+        inputs_dir: Path,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -55,7 +61,10 @@ class MainWindow(QMainWindow):
         self.resize(1280, 800)
         self.controller = controller
         self.library = library
+        self.inputs_dir = inputs_dir
         self.last_error = ""
+        self.pending_settings: GenerationRequest | None = None
+        self.settings_box: QMessageBox | None = None
         self.last_image_path: str | None = None
         self._size: tuple[int, int] = (512, 512)
         self._step_started: float | None = None
@@ -88,6 +97,10 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.progress)
 
         self._add_actions()
+        self.edit_toolbar = EditToolbar(self.canvas, self)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.edit_toolbar)
+        self.canvas.file_dropped.connect(self.use_as_source)
+        self.canvas.source_changed.connect(self._on_source_changed)
         self.panel.generate_requested.connect(self.generate)
         self.panel.cancel_requested.connect(self.cancel)
         self.panel.model.currentTextChanged.connect(self._update_welcome)
@@ -102,13 +115,87 @@ class MainWindow(QMainWindow):
         self._update_welcome(self.panel.model.currentText())
 
     def generate(self) -> int | None:
-        """Queue a generation with the panel's settings; returns the job id."""
+        """Queue a generation with the panel's settings and the canvas's source."""
         try:
             request = self.panel.request()
-        except InvalidRequest as error:
+            source = self.canvas.source
+            if source is not None:
+                request = self._with_source(request, source)
+        except SdStudioError as error:
             self.show_error(str(error))
             return None
         return self.controller.submit(request)
+
+    def _with_source(self, request: GenerationRequest, source: Image.Image) -> GenerationRequest:
+        """Image-to-image from the source; inpainting when a mask is painted."""
+        init = store_input(source, self.inputs_dir)
+        changes: dict[str, object] = {
+            "mode": Mode.IMG2IMG,
+            "init_image": str(init),
+            "strength": round(self.panel.strength.value(), 2),
+        }
+        if self.canvas.mask.has_paint():
+            changes["mode"] = Mode.INPAINT
+            changes["mask"] = str(store_input(self.canvas.mask.to_pil(), self.inputs_dir))
+        return request.replace(**changes)
+
+    def use_as_source(self, path: Path) -> bool:
+        """Make an image file the source for image-to-image; offer its settings."""
+        try:
+            image = open_image(path)
+        except SdStudioError as error:
+            self.show_error(str(error))
+            return False
+        self.canvas.set_source(image)
+        self.stack.setCurrentWidget(self.canvas)
+        self.offer_settings(path)
+        return True
+
+    def open_file(self, path: Path) -> None:
+        """Show an image file and offer the generation settings it carries."""
+        try:
+            image = open_image(path)
+        except SdStudioError as error:
+            self.show_error(str(error))
+            return
+        self.canvas.show_image(image)
+        self.stack.setCurrentWidget(self.canvas)
+        self.offer_settings(path)
+
+    def offer_settings(self, path: Path) -> None:
+        """If the image carries settings, ask (without blocking) whether to load them."""
+        try:
+            settings = read_image_settings(path)
+        except SdStudioError:
+            return
+        self.pending_settings = settings.request
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "sdstudio",
+            f"{path.name} carries generation settings ({settings.source}). "
+            "Load them into the prompt panel?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            self,
+        )
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.accepted.connect(self.load_pending_settings)
+        box.open()
+        self.settings_box = box
+
+    def load_pending_settings(self) -> None:
+        """Load the settings offered by :meth:`offer_settings`, keeping the model if unknown."""
+        request = self.pending_settings
+        if request is None:
+            return
+        if not Path(request.model).exists() and self.panel.model.currentText().strip():
+            request = request.replace(model=self.panel.model.currentText().strip())
+        size = (self.panel.width_box.value(), self.panel.height_box.value())
+        self.panel.load(request)
+        if self.canvas.source is not None:  # the source decides the size
+            self.panel.width_box.setValue(size[0])
+            self.panel.height_box.setValue(size[1])
+        self.pending_settings = None
+        self.statusBar().showMessage("Settings loaded", 5_000)
 
     def cancel(self) -> None:
         """Cancel the running job and everything queued."""
@@ -146,6 +233,10 @@ class MainWindow(QMainWindow):
         run = self.menuBar().addMenu("&Generate")
         run.addAction(generate)
         run.addAction(cancel)
+
+    def _on_source_changed(self) -> None:
+        source = self.canvas.source
+        self.panel.set_source_size(source.size if source is not None else None)
 
     def _update_welcome(self, model: str) -> None:
         showing_canvas = bool(model.strip()) or self.canvas.has_image

@@ -30,6 +30,7 @@ from sdstudio.engine.request import (
     MIN_SIZE,
     RANDOM_SEED,
     GenerationRequest,
+    round_to_multiple_of_8,
 )
 
 SIZE_PRESETS = [
@@ -113,6 +114,9 @@ class PromptPanel(QWidget):
         size_row.addWidget(swap)
 
         self.batch = QSpinBox(minimum=1, maximum=MAX_BATCH, value=1)
+        self.strength = QDoubleSpinBox(minimum=0.0, maximum=1.0, value=0.75, singleStep=0.05)
+        self.strength.setDecimals(2)
+        self.strength.setToolTip("How much of the source image to change (1 = all of it)")
 
         form = QFormLayout()
         form.addRow("Model", model_row)
@@ -124,6 +128,8 @@ class PromptPanel(QWidget):
         form.addRow("Size", size_row)
         form.addRow("", self.presets)
         form.addRow("Batch", self.batch)
+        form.addRow("Strength", self.strength)
+        self._form = form
 
         self.generate_button = QPushButton("Generate", objectName="generateButton")
         self.generate_button.setToolTip("Generate (Ctrl+Enter)")
@@ -145,6 +151,14 @@ class PromptPanel(QWidget):
 
         self.sampler.setCurrentText("DPM++ 2M")
         self._update_schedules("DPM++ 2M")
+        self.set_source_size(None)
+
+    def set_source_size(self, size: tuple[int, int] | None) -> None:
+        """Show the strength control and use the source's size, or hide it (text-to-image)."""
+        self._form.setRowVisible(self.strength, size is not None)
+        if size is not None:
+            self.width_box.setValue(round_to_multiple_of_8(size[0]))
+            self.height_box.setValue(round_to_multiple_of_8(size[1]))
 
     def request(self) -> GenerationRequest:
         """The request these settings describe (raises InvalidRequest when one is bad)."""
@@ -177,6 +191,7 @@ class PromptPanel(QWidget):
         self.width_box.setValue(request.width)
         self.height_box.setValue(request.height)
         self.batch.setValue(request.batch_size)
+        self.strength.setValue(request.strength)
 
     def set_model(self, model: str) -> None:
         """Select a model, adding it to the list if it is new."""
