@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sdstudio.app")
 
 LAST_REQUEST_FILE = "last-request.json"
+WARM_UP_DELAY_MS = 1500
+"""The worker imports torch this long after the window appears."""
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
@@ -56,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sdstudio.ui.self_test import run_self_test
 
         return run_self_test("cpu" if args.device == "auto" else args.device)
+    from PySide6.QtCore import QTimer
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
@@ -83,11 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     restore_last_request(window, paths)
     for image in args.images:
         window.open_file(Path(image))
-    app.aboutToQuit.connect(lambda: save_last_request(window, paths))
-    app.aboutToQuit.connect(controller.shutdown)
-    app.aboutToQuit.connect(library.close)
     window.show()
-    return int(app.exec())
+    QTimer.singleShot(WARM_UP_DELAY_MS, controller.warm_up)
+    try:
+        return int(app.exec())
+    finally:
+        # However the loop ended, stop the worker thread before Qt objects go away.
+        save_last_request(window, paths)
+        controller.shutdown()
+        library.close()
 
 
 def open_library(

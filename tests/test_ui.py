@@ -282,3 +282,25 @@ def test_extend_canvas_makes_an_outpainting_job(qtbot, window, tiny_model, init_
     window.canvas.undo_stack.undo()
     assert window.canvas.source.size == (80, 72)
     assert not window.canvas.mask.has_paint()
+
+
+def test_app_starts_without_torch_and_quits_cleanly(sdstudio_home: Path) -> None:
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "gui_responsiveness", Path(__file__).parents[1] / "benchmarks" / "gui_responsiveness.py"
+    )
+    assert spec is not None and spec.loader is not None
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    STARTUP_CHILD = benchmark.STARTUP_CHILD
+    done = subprocess.run(
+        [sys.executable, "-c", STARTUP_CHILD], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["torch"] is False
+    assert "QThread: Destroyed" not in done.stderr

@@ -35,8 +35,10 @@ class GenerationController(QObject):
     finished = Signal(int, list)
     cancelled = Signal(int)
     failed = Signal(int, str)
+    warmed_up = Signal()
     _run = Signal(int, object)
     _shutdown = Signal()
+    _warm_up = Signal()
 
     def __init__(self, worker: GenerationWorker, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -49,6 +51,8 @@ class GenerationController(QObject):
         worker.moveToThread(self._thread)
         self._run.connect(worker.run)
         self._shutdown.connect(worker.shutdown)
+        self._warm_up.connect(worker.warm_up)
+        worker.warmed_up.connect(self.warmed_up)
         worker.status.connect(self.status)
         worker.progress.connect(self.progress)
         worker.image_saved.connect(self.image_saved)
@@ -71,6 +75,10 @@ class GenerationController(QObject):
     def waiting(self) -> list[Job]:
         """Jobs queued behind the running one."""
         return list(self._waiting)
+
+    def warm_up(self) -> None:
+        """Have the worker import torch and diffusers now (see the worker)."""
+        self._warm_up.emit()
 
     def submit(self, request: GenerationRequest) -> int:
         """Queue a request; returns its job id."""

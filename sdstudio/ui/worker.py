@@ -34,6 +34,8 @@ class GenerationWorker(QObject):
     """(job id, paths of the images written)."""
     cancelled = Signal(int)
     failed = Signal(int, str)
+    warmed_up = Signal()
+    """torch and diffusers are imported; the first job will not pause to load them."""
 
     def __init__(self, library: ImageLibrary, paths: AppPaths, device: str = "auto") -> None:
         super().__init__()
@@ -79,6 +81,23 @@ class GenerationWorker(QObject):
             self.finished.emit(job_id, written)
         finally:
             self._tokens.pop(job_id, None)
+
+    @Slot()
+    def warm_up(self) -> None:
+        """Import torch and the pipelines now, while the user is still typing.
+
+        Loading torch's libraries holds Python's global lock for a moment, which
+        the GUI thread feels; better once at start than at the first Generate.
+        """
+        try:
+            self._ensure_engine()
+            import diffusers
+
+            diffusers.StableDiffusionPipeline  # noqa: B018 - resolves the lazy import
+            diffusers.AutoPipelineForImage2Image  # noqa: B018
+        except Exception:  # the first job will report any real problem
+            log.exception("Warm-up failed")
+        self.warmed_up.emit()
 
     @Slot()
     def shutdown(self) -> None:
