@@ -227,7 +227,10 @@ def test_dropped_file_becomes_the_source_for_img2img(qtbot, window, tiny_model, 
     assert Path(request.init_image).parent == window.inputs_dir
     window.edit_toolbar.clear_source.trigger()
     assert window.canvas.source is None and not window.panel.strength.isVisibleTo(window.panel)
-    assert _run_job(qtbot, window).mode == "txt2img"
+    result = _run_job(qtbot, window)
+    assert result.mode == "txt2img"
+    window.edit_toolbar.use_shown.trigger()  # the result becomes the next source
+    assert window.canvas.source is not None and window.canvas.source.size == (80, 72)
 
 
 def test_dropping_a_non_image_shows_an_error(window, tmp_path) -> None:

@@ -62,6 +62,8 @@ class Canvas(QGraphicsView):
         self.mask = MaskLayer(self._scene, self.undo_stack)
         self.mask.set_visible(False)
         self.source: Image.Image | None = None
+        self.shown: Image.Image | None = None
+        """The last full image shown (a result or an opened file), not a preview."""
         self._fit = True
         self._size: tuple[int, int] | None = None
         self._tool = "pan"
@@ -79,6 +81,8 @@ class Canvas(QGraphicsView):
     ) -> None:
         """Show an output (a preview stretched to ``display_size``); hides the mask."""
         self.mask.set_visible(False)
+        if display_size is None:
+            self.shown = image
         self._show(QPixmap.fromImage(pil_to_qimage(image)), display_size)
 
     def show_source(self) -> None:
@@ -117,6 +121,11 @@ class Canvas(QGraphicsView):
         self.undo_stack.clear()
         self.show_source()
         self.source_changed.emit()
+
+    def use_shown_as_source(self) -> None:
+        """Make the image on show (a result, an opened file) the source."""
+        if self.shown is not None:
+            self.set_source(self.shown)
 
     def clear_source(self) -> None:
         """Back to text-to-image."""

@@ -65,6 +65,12 @@ class EditToolbar(QToolBar):
         self.addAction(undo)
         self.addAction(redo)
         self.addSeparator()
+        self.use_shown = self._action(
+            "Use as source",
+            canvas.use_shown_as_source,
+            "Edit the image on show: image-to-image, inpainting, outpainting (Ctrl+I)",
+        )
+        self.use_shown.setShortcut(QKeySequence("Ctrl+I"))
         self.clear_source = self._action(
             "Clear image", canvas.clear_source, "Stop using the source image (text-to-image)"
         )
