@@ -88,7 +88,7 @@ def measure_gaps(model: Path, size: int, steps: int) -> dict[str, object]:
     paths = AppPaths.default()
     library = ImageLibrary.open(paths.history_db, paths.outputs_dir)
     controller = GenerationController(GenerationWorker(library, paths, "cpu"))
-    window = MainWindow(controller, library, paths.inputs_dir)
+    window = MainWindow(controller, library, paths)
     window.show()
     window.panel.load(
         GenerationRequest(

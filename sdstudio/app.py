@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     device = args.device if args.device != "auto" else settings.device
     controller = GenerationController(GenerationWorker(library, paths, device))
-    window = MainWindow(controller, library, paths.inputs_dir)
+    window = MainWindow(controller, library, paths)
     install_excepthook(window, log_file)
     for notice in notices:
         window.show_error(notice)
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # However the loop ended, stop the worker thread before Qt objects go away.
         save_last_request(window, paths)
         controller.shutdown()
+        window.gallery.shutdown()
         library.close()
 
 

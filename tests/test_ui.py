@@ -13,6 +13,7 @@ from PySide6.QtTest import QTest
 from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.ui.mask_layer import mask_from_pil
 
 
 @pytest.fixture
@@ -28,11 +29,12 @@ def window(qtbot, paths: AppPaths):
 
     library = ImageLibrary.open(paths.history_db, paths.outputs_dir)
     controller = GenerationController(GenerationWorker(library, paths, "cpu"))
-    main_window = MainWindow(controller, library, paths.inputs_dir)
+    main_window = MainWindow(controller, library, paths)
     qtbot.addWidget(main_window)
     main_window.show()
     yield main_window
     controller.shutdown()
+    main_window.gallery.shutdown()
     assert not controller.thread_running
     library.close()
 
@@ -307,3 +309,41 @@ def test_app_starts_without_torch_and_quits_cleanly(sdstudio_home: Path) -> None
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["torch"] is False
     assert "QThread: Destroyed" not in done.stderr
+
+
+def test_gallery_shows_new_images_and_reruns_them_exactly(qtbot, window, tiny_model) -> None:
+    fill(window, tiny_model, steps=3, seed=-1)
+    first = _run_job(qtbot, window)
+    model = window.gallery.model
+    qtbot.waitUntil(lambda: model.rowCount() == 1)
+    assert model.entry_at(0).id == first.id
+    entries = []
+    window.controller.image_saved.connect(lambda job, entry: entries.append(entry))
+    window.gallery.select_row(0)
+    window.gallery.rerun_action.trigger()
+    qtbot.waitUntil(lambda: len(entries) == 1, timeout=60_000)
+    again = entries[0]
+    assert again.seed == first.seed and again.id != first.id
+    with Image.open(first.path) as a, Image.open(again.path) as b:
+        assert a.tobytes() == b.tobytes()
+    qtbot.waitUntil(lambda: model.rowCount() == 2)
+    assert model.entry_at(0).id == again.id
+
+
+def test_gallery_load_settings_restores_source_and_mask(
+    qtbot, window, tiny_model, init_image, mask_image
+) -> None:
+    fill(window, tiny_model, steps=4)
+    _drop(window.canvas, init_image)
+    with Image.open(mask_image) as mask:
+        window.canvas.mask.replace(mask_from_pil(mask))
+    window.panel.strength.setValue(0.8)
+    entry = _run_job(qtbot, window)
+    assert entry.mode == "inpaint"
+    window.edit_toolbar.clear_source.trigger()
+    window.panel.prompt.setPlainText("something else")
+    window.load_entry(entry)
+    assert window.panel.prompt.toPlainText() == "a lighthouse"
+    assert window.canvas.source is not None and window.canvas.source.size == (80, 72)
+    assert window.canvas.mask.has_paint()
+    assert window.panel.strength.value() == 0.8

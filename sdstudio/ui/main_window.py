@@ -22,12 +22,15 @@ from PySide6.QtWidgets import (
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.history.library import ImageLibrary
-from sdstudio.engine.images import open_image, store_input
+from sdstudio.engine.images import open_image, open_mask, store_input
 from sdstudio.engine.metadata import read_image_settings
-from sdstudio.engine.request import GenerationRequest, Mode
+from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, Mode
 from sdstudio.ui.canvas import Canvas
 from sdstudio.ui.controller import GenerationController
 from sdstudio.ui.edit_toolbar import EditToolbar
+from sdstudio.ui.gallery import GalleryPanel
+from sdstudio.ui.mask_layer import mask_from_pil
 from sdstudio.ui.prompt_panel import PromptPanel
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,7 @@ class MainWindow(QMainWindow):
         self,
         controller: GenerationController,
         library: ImageLibrary,
-        inputs_dir: Path,
+        paths: AppPaths,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -61,7 +64,7 @@ class MainWindow(QMainWindow):
         self.resize(1280, 800)
         self.controller = controller
         self.library = library
-        self.inputs_dir = inputs_dir
+        self.inputs_dir = paths.inputs_dir
         self.last_error = ""
         self.pending_settings: GenerationRequest | None = None
         self.settings_box: QMessageBox | None = None
@@ -80,11 +83,13 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(self.welcome)
         self.stack.addWidget(self.canvas)
 
+        self.gallery = GalleryPanel(library, paths.cache_dir / "thumbnails")
         splitter = QSplitter()
         splitter.addWidget(self.panel)
         splitter.addWidget(self.stack)
+        splitter.addWidget(self.gallery)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([380, 900])
+        splitter.setSizes([370, 610, 300])
         self.setCentralWidget(splitter)
 
         self.progress = QProgressBar(maximumWidth=260, textVisible=True)
@@ -100,6 +105,7 @@ class MainWindow(QMainWindow):
         self.edit_toolbar = EditToolbar(self.canvas, self)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.edit_toolbar)
         self.canvas.file_dropped.connect(self.use_as_source)
+        self._connect_gallery()
         self.canvas.source_changed.connect(self._on_source_changed)
         self.panel.generate_requested.connect(self.generate)
         self.panel.cancel_requested.connect(self.cancel)
@@ -234,6 +240,55 @@ class MainWindow(QMainWindow):
         run.addAction(generate)
         run.addAction(cancel)
 
+    def _connect_gallery(self) -> None:
+        gallery = self.gallery
+        self.controller.image_saved.connect(lambda _job, entry: gallery.add_entry(entry))
+        gallery.rerun_requested.connect(lambda entry: self.rerun(entry))
+        gallery.rerun_new_seed_requested.connect(lambda entry: self.rerun(entry, new_seed=True))
+        gallery.load_settings_requested.connect(self.load_entry)
+        gallery.use_as_init_requested.connect(lambda entry: self.use_as_source(Path(entry.path)))
+        gallery.open_requested.connect(self.show_entry)
+        gallery.message.connect(lambda text: self.statusBar().showMessage(text, 5_000))
+
+    def rerun(self, entry: HistoryEntry, *, new_seed: bool = False) -> int | None:
+        """Queue a history entry again: exactly, or with a new random seed."""
+        try:
+            request = entry.request
+            if new_seed:
+                request = request.replace(seed=RANDOM_SEED)
+        except SdStudioError as error:
+            self.show_error(str(error))
+            return None
+        return self.controller.submit(request)
+
+    def load_entry(self, entry: HistoryEntry) -> None:
+        """Load a history entry's settings, and its source image and mask, for editing."""
+        try:
+            request = entry.request
+            self.panel.load(request)
+            if request.init_image:
+                self.canvas.set_source(open_image(request.init_image))
+                self.panel.set_source_size(self.canvas.source.size if self.canvas.source else None)
+                self.panel.strength.setValue(request.strength)
+                if request.mask:
+                    mask, _ = open_mask(request.mask, self.canvas.source.size)  # type: ignore[union-attr]
+                    self.canvas.mask.replace(mask_from_pil(mask))
+            elif self.canvas.source is not None:
+                self.canvas.clear_source()
+        except SdStudioError as error:
+            self.show_error(str(error))
+            return
+        self.statusBar().showMessage(f"Loaded the settings of image {entry.id}", 5_000)
+
+    def show_entry(self, entry: HistoryEntry) -> None:
+        """Show a history image on the canvas."""
+        try:
+            self.canvas.show_image(open_image(entry.path))
+        except SdStudioError as error:
+            self.show_error(str(error))
+            return
+        self.stack.setCurrentWidget(self.canvas)
+
     def _on_source_changed(self) -> None:
         source = self.canvas.source
         self.panel.set_source_size(source.size if source is not None else None)
@@ -311,4 +366,5 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.controller.shutdown()
+        self.gallery.shutdown()
         super().closeEvent(event)

@@ -49,7 +49,7 @@ def _generate_through_window(folder: Path, device: str) -> dict[str, object]:
     paths = AppPaths.default()
     library = ImageLibrary.open(paths.history_db, paths.outputs_dir)
     controller = GenerationController(GenerationWorker(library, paths, device))
-    window = MainWindow(controller, library, paths.inputs_dir)
+    window = MainWindow(controller, library, paths)
     window.show()
 
     quiet_third_party()

@@ -1,0 +1,283 @@
+"""The history gallery: search, favourites and a grid of every image made, with actions."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QModelIndex, QPoint, Qt, QTimer, QUrl, Signal, SignalInstance, Slot
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QImage, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QMenu,
+    QMessageBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sdstudio.engine.history import HistoryEntry, HistoryError
+from sdstudio.engine.history.library import ImageLibrary
+from sdstudio.ui.gallery_delegate import GalleryDelegate
+from sdstudio.ui.gallery_model import GalleryModel
+from sdstudio.ui.thumbnails import ThumbnailLoader
+
+log = logging.getLogger(__name__)
+
+SEARCH_DELAY_MS = 200
+
+
+class GalleryPanel(QWidget):
+    """Every image in the history, newest first, with search, favourites and re-run actions.
+
+    The panel only asks; the main window decides what re-running or opening
+    means by connecting the ``*_requested`` signals, each carrying the
+    :class:`HistoryEntry`. Call :meth:`shutdown` before the window closes.
+    """
+
+    rerun_requested = Signal(object)
+    """Re-run this entry exactly (same seed)."""
+    rerun_new_seed_requested = Signal(object)
+    """Run this entry's settings again with a new seed."""
+    load_settings_requested = Signal(object)
+    """Put this entry's settings into the prompt panel."""
+    use_as_init_requested = Signal(object)
+    """Use this entry's image as the init image of an img2img run."""
+    open_requested = Signal(object)
+    """Show this entry's image (double-click or Enter)."""
+    message = Signal(str)
+    """Something to tell the user, for the status bar."""
+
+    def __init__(
+        self, library: ImageLibrary, cache_dir: Path | None = None, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("gallery")
+        self.library = library
+        self.confirm: Callable[[str], bool] = self._ask
+        """Asks before deleting; replace it to answer without a dialog (tests, scripts)."""
+        self.thumbnails = ThumbnailLoader(cache_dir, parent=self)
+        self.model = GalleryModel(library.store, self.thumbnails, self)
+
+        self.search = QLineEdit(placeholderText="Search prompts", clearButtonEnabled=True)
+        self.favourites = QToolButton()
+        self.favourites.setText("★ Favourites")
+        self.favourites.setCheckable(True)
+        self.favourites.setToolTip("Show only favourites")
+        self.count_label = QLabel()
+        self.view = QListView()
+        self._setup_view()
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.search, 1)
+        bar.addWidget(self.favourites)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(bar)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.count_label)
+
+        self._search_timer = QTimer(self, singleShot=True, interval=SEARCH_DELAY_MS)
+        self._search_timer.timeout.connect(self._apply_query)
+        self.search.textChanged.connect(self._search_timer.start)
+        self.favourites.toggled.connect(self._apply_query)
+        for changed in (self.model.modelReset, self.model.rowsInserted, self.model.rowsRemoved):
+            changed.connect(self._update_count)
+        self._make_actions()
+        self._update_count()
+        self._update_actions()
+
+    def _setup_view(self) -> None:
+        view = self.view
+        view.setModel(self.model)
+        view.setItemDelegate(GalleryDelegate(view, self.thumbnails.size))
+        view.setViewMode(QListView.ViewMode.IconMode)
+        view.setMovement(QListView.Movement.Static)
+        view.setResizeMode(QListView.ResizeMode.Adjust)
+        view.setLayoutMode(QListView.LayoutMode.Batched)
+        view.setBatchSize(500)
+        view.setUniformItemSizes(True)
+        view.setSpacing(4)
+        view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        view.setDragEnabled(True)
+        view.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        view.setDefaultDropAction(Qt.DropAction.CopyAction)
+        view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        view.customContextMenuRequested.connect(self._show_menu)
+        view.doubleClicked.connect(lambda index: self._emit(self.open_requested, index))
+        view.selectionModel().currentChanged.connect(self._update_actions)
+
+    def _make_actions(self) -> None:
+        def action(text: str, slot: Callable[[], None], *keys: str) -> QAction:
+            made = QAction(text, self.view)
+            made.setShortcuts([QKeySequence(key) for key in keys])
+            made.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            made.triggered.connect(slot)
+            self.view.addAction(made)
+            return made
+
+        self.open_action = action(
+            "Open", lambda: self._emit(self.open_requested), "Return", "Enter"
+        )
+        self.rerun_action = action("Re-run", lambda: self._emit(self.rerun_requested), "Ctrl+R")
+        self.rerun_new_seed_action = action(
+            "Re-run with a new seed", lambda: self._emit(self.rerun_new_seed_requested)
+        )
+        self.load_settings_action = action(
+            "Load settings", lambda: self._emit(self.load_settings_requested)
+        )
+        self.use_as_init_action = action(
+            "Use as init image", lambda: self._emit(self.use_as_init_requested)
+        )
+        self.copy_action = action("Copy image", self.copy_image, "Ctrl+C")
+        self.folder_action = action("Open containing folder", self.open_folder)
+        self.favourite_action = action("Add to favourites", self.toggle_favourite, "F")
+        self.delete_action = action("Delete…", self.delete_current, "Delete")
+        self.menu_actions = [
+            self.open_action,
+            self.rerun_action,
+            self.rerun_new_seed_action,
+            self.load_settings_action,
+            self.use_as_init_action,
+            None,
+            self.copy_action,
+            self.folder_action,
+            None,
+            self.favourite_action,
+            self.delete_action,
+        ]
+
+    def current_entry(self) -> HistoryEntry | None:
+        """The entry of the current (selected) tile, if any."""
+        index = self.view.currentIndex()
+        return self.model.entry_at(index.row()) if index.isValid() else None
+
+    def select_row(self, row: int) -> None:
+        """Make ``row`` the current tile and show it."""
+        index = self.model.index(row)
+        self.view.setCurrentIndex(index)
+        self.view.scrollTo(index)
+
+    @Slot()
+    def refresh(self) -> None:
+        """Catch up with history changes made elsewhere."""
+        self.model.refresh()
+
+    @Slot(object)
+    def add_entry(self, entry: HistoryEntry) -> None:
+        """Show a newly generated image (connect to the controller's ``image_saved``)."""
+        self.model.on_image_saved(entry)
+
+    def shutdown(self) -> None:
+        """Stop the thumbnail workers and wait for them."""
+        self._search_timer.stop()
+        self.thumbnails.shutdown()
+
+    @Slot()
+    def copy_image(self) -> None:
+        """Put the current image on the clipboard."""
+        entry = self.current_entry()
+        if entry is None:
+            return
+        image = QImage(entry.path)
+        if image.isNull():
+            self.message.emit(f"Could not read {entry.path}")
+            return
+        QGuiApplication.clipboard().setImage(image)
+        self.message.emit("Image copied")
+
+    @Slot()
+    def open_folder(self) -> None:
+        """Show the current image's folder in the file manager."""
+        entry = self.current_entry()
+        if entry is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(entry.path).parent)))
+
+    @Slot()
+    def toggle_favourite(self) -> None:
+        """Mark the current image as a favourite, or unmark it."""
+        entry = self.current_entry()
+        if entry is None:
+            return
+        row = self.view.currentIndex().row()
+        try:
+            self.model.set_favorite(row, not entry.favorite)
+        except HistoryError as error:
+            self.message.emit(str(error))
+        self._update_actions()
+
+    @Slot()
+    def delete_current(self) -> None:
+        """Delete the current image from the history and the disk, after asking."""
+        entry = self.current_entry()
+        if entry is None or not self.confirm(f"Delete this image from the disk?\n\n{entry.path}"):
+            return
+        row = self.view.currentIndex().row()
+        try:
+            self.library.delete(entry.id)
+        except (HistoryError, OSError) as error:
+            self.message.emit(f"Could not delete {entry.path}: {error}")
+            self.model.refresh()
+            return
+        self.thumbnails.forget(entry.path)
+        self.model.remove_row(row)
+        if self.model.rowCount():
+            self.select_row(min(row, self.model.rowCount() - 1))
+
+    def _emit(self, signal: SignalInstance, index: QModelIndex | None = None) -> None:
+        entry = self.model.entry_at(index.row()) if index is not None else self.current_entry()
+        if entry is not None:
+            signal.emit(entry)
+
+    def _ask(self, text: str) -> bool:
+        answer = QMessageBox.question(self, "Delete image", text)
+        return answer == QMessageBox.StandardButton.Yes
+
+    @Slot(QPoint)
+    def _show_menu(self, position: QPoint) -> None:
+        index = self.view.indexAt(position)
+        if not index.isValid():
+            return
+        self.view.setCurrentIndex(index)
+        menu = QMenu(self)
+        for action in self.menu_actions:
+            if action is None:
+                menu.addSeparator()
+            else:
+                menu.addAction(action)
+        menu.exec(self.view.viewport().mapToGlobal(position))
+        menu.deleteLater()
+
+    @Slot()
+    def _apply_query(self) -> None:
+        self._search_timer.stop()
+        query = dataclasses.replace(
+            self.model.query,
+            search=self.search.text().strip(),
+            favorites=self.favourites.isChecked(),
+        )
+        self.model.set_query(query)
+
+    @Slot()
+    def _update_count(self) -> None:
+        count = self.model.rowCount()
+        self.count_label.setText("1 image" if count == 1 else f"{count:,} images")
+        self._update_actions()
+
+    @Slot()
+    def _update_actions(self) -> None:
+        entry = self.current_entry()
+        for action in self.menu_actions:
+            if action is not None:
+                action.setEnabled(entry is not None)
+        favourite = entry is not None and entry.favorite
+        self.favourite_action.setText(
+            "Remove from favourites" if favourite else "Add to favourites"
+        )
