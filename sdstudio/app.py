@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from sdstudio.ui.controller import GenerationController
     from sdstudio.ui.main_window import MainWindow
+    from sdstudio.ui.theme import apply_theme
     from sdstudio.ui.worker import GenerationWorker
 
     paths = AppPaths.default()
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setApplicationVersion(sdstudio.__version__)
     app.setOrganizationName("sdstudio")
     app.setWindowIcon(QIcon(str(resource_path("sdstudio.svg"))))
+    apply_theme(app, settings.theme)
 
     device = args.device if args.device != "auto" else settings.device
     controller = GenerationController(GenerationWorker(library, paths, device))

@@ -347,3 +347,45 @@ def test_gallery_load_settings_restores_source_and_mask(
     assert window.canvas.source is not None and window.canvas.source.size == (80, 72)
     assert window.canvas.mask.has_paint()
     assert window.panel.strength.value() == 0.8
+
+
+def test_a_crash_in_a_slot_is_logged_and_shown(qtbot, window, tmp_path) -> None:
+    import logging
+    import sys
+
+    from sdstudio.app import install_excepthook
+
+    previous = sys.excepthook
+    log_file = tmp_path / "crash.log"
+    handler = logging.FileHandler(log_file)
+    logging.getLogger("sdstudio").addHandler(handler)
+    try:
+        install_excepthook(window, log_file)
+        try:
+            raise RuntimeError("boom in a slot")
+        except RuntimeError:
+            sys.excepthook(*sys.exc_info())
+    finally:
+        sys.excepthook = previous
+        logging.getLogger("sdstudio").removeHandler(handler)
+        handler.close()
+    assert "RuntimeError: boom in a slot" in window.last_error
+    assert str(log_file) in window.last_error
+    assert "boom in a slot" in log_file.read_text()
+
+
+def test_dark_theme_changes_the_palette(qapp) -> None:
+    from PySide6.QtGui import QPalette
+
+    from sdstudio.ui.theme import apply_theme
+
+    original_style = qapp.style().name()
+    original = qapp.palette()
+    try:
+        apply_theme(qapp, "dark")
+        assert qapp.palette().color(QPalette.ColorRole.Window).lightness() < 80
+        apply_theme(qapp, "light")
+        assert qapp.palette().color(QPalette.ColorRole.Window).lightness() > 180
+    finally:
+        qapp.setPalette(original)
+        qapp.setStyle(original_style)

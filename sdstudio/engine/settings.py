@@ -26,6 +26,8 @@ class Settings:
     outputs_dir: str = ""
     """Where images are saved (default: the platform's Pictures folder)."""
     device: str = "auto"
+    theme: str = "system"
+    """The app's look: system, light or dark."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def outputs_path(self, paths: AppPaths) -> Path:
@@ -62,6 +64,8 @@ def change_setting(settings: Settings, key: str, value: str) -> Settings:
         raise InvalidRequest(f"Unknown setting {key!r}; settings: {', '.join(KEYS)}.")
     if key == "device" and value not in ("auto", "cpu", "cuda", "mps"):
         raise InvalidRequest("device must be one of: auto, cpu, cuda, mps.")
+    if key == "theme" and value not in ("system", "light", "dark"):
+        raise InvalidRequest("theme must be one of: system, light, dark.")
     if key == "outputs_dir" and value:
         value = str(Path(value).expanduser().resolve())
     values = {k: getattr(settings, k) for k in KEYS}

@@ -96,6 +96,10 @@ class MainWindow(QMainWindow):
         self.progress.setFormat("Ready")
         self.progress.setValue(0)
         self.progress_label = QLabel()
+        self.progress_label.setMinimumWidth(170)
+        self.progress_label.setAlignment(
+            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+        )
         self.queue_label = QLabel()
         self.statusBar().addPermanentWidget(self.queue_label)
         self.statusBar().addPermanentWidget(self.progress_label)
