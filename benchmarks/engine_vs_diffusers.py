@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 
-def build_sd15_sized_model(folder: Path) -> Path:
+def build_sd15_sized_model(folder: str | Path) -> Path:
     """Save a model with SD 1.5's UNet architecture and random weights."""
+    folder = Path(folder)
     import torch
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
