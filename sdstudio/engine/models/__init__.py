@@ -1,0 +1,1 @@
+"""Models on disk: finding them, telling their family, loading them safely and offline."""
