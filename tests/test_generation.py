@@ -221,7 +221,7 @@ def test_bad_sampler_is_refused_before_loading(engine: Engine, tmp_path: Path) -
         (lambda d: (d / "m.txt").write_text("x") and d / "m.txt", "is not a model"),
         (
             lambda d: (d / "m.safetensors").write_bytes(b"x") and d / "m.safetensors",
-            "needs the diffusers config",
+            "is truncated or damaged",
         ),
     ],
 )
@@ -282,3 +282,18 @@ def test_single_file_checkpoint_loads_with_a_config_folder(
         Engine(PipelineManager(choose_device("cpu")), tmp_path).generate(request_for(tiny_model))
     )
     assert np.array_equal(pixels(from_file.image), pixels(from_folder.image))
+
+
+def test_folder_with_only_fp16_weights_loads(tmp_path: Path) -> None:
+    from sdstudio.engine.devices import choose_device
+    from sdstudio.engine.pipelines import PipelineManager, weights_variant
+    from sdstudio.testing import build_tiny_pipeline
+    from sdstudio.testing.vocab import write_tiny_clip_tokenizer
+
+    folder = tmp_path / "fp16-only"
+    build_tiny_pipeline().save_pretrained(folder, variant="fp16")
+    write_tiny_clip_tokenizer(folder / "tokenizer")
+    assert weights_variant(folder) == "fp16"
+    engine = Engine(PipelineManager(choose_device("cpu")), tmp_path / "inputs")
+    [result] = engine.generate(request_for(folder))
+    assert result.image.size == (64, 64)

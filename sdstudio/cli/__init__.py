@@ -1,6 +1,6 @@
 """``sdstudio-cli``: the engine without a window, for scripts and power users.
 
-Commands: ``generate``, ``info``, ``rerun``, ``history`` and ``settings``.
+Commands: ``generate``, ``info``, ``rerun``, ``history``, ``models`` and ``settings``.
 Errors are one line on stderr (or a JSON ``error`` event) and a non-zero exit
 status, never a traceback; details go to the log file.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sdstudio
-from sdstudio.cli import generate, history, settings
+from sdstudio.cli import generate, history, models, settings
 from sdstudio.cli.report import Reporter
 from sdstudio.engine.errors import GenerationCancelled, SdStudioError
 from sdstudio.engine.history.library import ImageLibrary
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     generate.add_parsers(commands)
     history.add_parser(commands)
+    models.add_parser(commands)
     settings.add_parser(commands)
     return parser
 
@@ -77,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "history":
             return history.run(args, context.library, reporter)
+        if args.command == "models":
+            return models.run(args, context)
         if args.command == "settings":
             return settings.run(args, context.paths, context.settings, reporter)
         if args.command == "info":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,7 @@ from typing import Any
 from PIL import Image
 
 import sdstudio
-from sdstudio.engine import samplers
+from sdstudio.engine import prompt_embeds, samplers
 from sdstudio.engine.errors import GenerationCancelled, OutOfMemory, SdStudioError
 from sdstudio.engine.images import open_image, open_mask, store_input
 from sdstudio.engine.metadata.record import ImageRecord
@@ -89,6 +90,9 @@ class Engine:
         self.pipelines = pipelines
         self.inputs_dir = inputs_dir
         self.previews = previews
+        # The prompt arguments of the last prompt, with the text encoder they
+        # were made by: a batch encodes its prompt once.
+        self._prompt_cache: tuple[tuple[str, str, int], Any, dict[str, Any]] | None = None
 
     def generate(
         self,
@@ -106,6 +110,7 @@ class Engine:
         stay valid) and :class:`SdStudioError` subclasses for user errors.
         """
         cancel = cancel or CancelToken()
+        self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()
         samplers.check_combination(request.sampler, request.schedule)
         inputs = self._prepare_inputs(request, on_status)
@@ -182,8 +187,7 @@ class Engine:
             return {}
 
         kwargs: dict[str, Any] = {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or None,
+            **self._prompt_arguments(pipe, request),
             "num_inference_steps": request.steps,
             "guidance_scale": request.guidance_scale,
             "generator": torch.Generator("cpu").manual_seed(seed),
@@ -208,6 +212,27 @@ class Engine:
             raise
         image: Image.Image = result.images[0]
         return image
+
+    def _prompt_arguments(self, pipe: Any, request: GenerationRequest) -> dict[str, Any]:
+        """The prompt as text, or as A1111-style embeddings when the text needs them.
+
+        Plain prompts go in as text, so their images stay what they were;
+        emphasis, BREAK, prompts over 75 tokens and clip skip take embeddings
+        (see :mod:`sdstudio.engine.prompt_embeds`).
+        """
+        key = (request.prompt, request.negative_prompt, request.clip_skip)
+        encoder = getattr(pipe, "text_encoder", None)
+        cached = self._prompt_cache
+        if cached is not None and encoder is not None:
+            cached_key, cached_encoder, cached_arguments = cached
+            if cached_key == key and cached_encoder() is encoder:
+                return cached_arguments
+        arguments = prompt_embeds.prompt_arguments(
+            pipe, request.prompt, request.negative_prompt, request.clip_skip
+        )
+        if encoder is not None:
+            self._prompt_cache = (key, weakref.ref(encoder), arguments)
+        return arguments
 
     def _mode_arguments(self, request: GenerationRequest, inputs: _Inputs) -> dict[str, Any]:
         model = self.pipelines.model

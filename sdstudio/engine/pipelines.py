@@ -23,8 +23,6 @@ from sdstudio.engine.request import Mode
 
 log = logging.getLogger(__name__)
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
@@ -144,35 +142,20 @@ class PipelineManager:
         options: dict[str, Any] = {"dtype": self.device.dtype, "local_files_only": True}
         if '"safety_checker"' in index.read_text("utf-8", errors="replace"):
             options.update(safety_checker=None, requires_safety_checker=False)
+        variant = weights_variant(path)
+        if variant:
+            options["variant"] = variant
         return DiffusionPipeline.from_pretrained(path, **options)
 
     def _load_single_file(self, path: Path) -> Any:
-        from diffusers import StableDiffusionPipeline
+        """Load a checkpoint offline: with ``single_file_config`` or its family's shipped configs.
 
-        suffix = path.suffix.lower()
-        if suffix in PICKLE_SUFFIXES:
-            raise ModelError(
-                f"{path.name} is a pickle checkpoint, which can run code when loaded; "
-                "sdstudio loads .safetensors files. Convert it to .safetensors first."
-            )
-        if suffix != ".safetensors":
-            raise ModelError(
-                f"{path.name} is not a model: give a diffusers folder or a .safetensors file."
-            )
-        config = self.single_file_config
-        if config is None or not (config / "model_index.json").is_file():
-            raise ModelError(
-                f"Loading the checkpoint {path.name} needs the diffusers config of its model "
-                "family: give a diffusers folder of the same family as its config."
-            )
-        return StableDiffusionPipeline.from_single_file(
-            str(path),
-            config=str(config),
-            dtype=self.device.dtype,
-            local_files_only=True,
-            safety_checker=None,
-            requires_safety_checker=False,
-        )
+        Pickles are read only through a restricted loader (see
+        :mod:`sdstudio.engine.models.loading`).
+        """
+        from sdstudio.engine.models.loading import load_single_file
+
+        return load_single_file(path, dtype=self.device.dtype, config=self.single_file_config)
 
     def _derive(self, task: str) -> Any:
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
@@ -185,6 +168,22 @@ class PipelineManager:
 
 
 _TASKS = {Mode.TXT2IMG: "txt2img", Mode.IMG2IMG: "img2img", Mode.INPAINT: "inpaint"}
+
+
+def weights_variant(folder: Path) -> str | None:
+    """``"fp16"`` when a diffusers folder holds only half-precision weight files.
+
+    Downloads prefer the ``*.fp16.safetensors`` files a repository offers, and
+    diffusers loads them only when asked for that variant.
+    """
+    unet = folder / "unet"
+    if not unet.is_dir():
+        return None
+    names = [p.name for p in unet.iterdir()]
+    plain = [n for n in names if n.endswith(".safetensors") and ".fp16." not in n]
+    if not plain and any(n.endswith(".fp16.safetensors") for n in names):
+        return "fp16"
+    return None
 
 
 def resolve_model_path(model: str) -> Path:

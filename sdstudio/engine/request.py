@@ -23,6 +23,7 @@ MIN_SIZE = 64
 MAX_SIZE = 4096
 MAX_STEPS = 500
 MAX_BATCH = 64
+MAX_CLIP_SKIP = 12
 
 
 class Mode(enum.StrEnum):
@@ -57,6 +58,8 @@ class GenerationRequest:
     init_image: str | None = None
     mask: str | None = None
     strength: float = 0.75
+    clip_skip: int = 1
+    """A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one before it."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -142,7 +145,7 @@ def _validate(r: GenerationRequest) -> None:
         check(isinstance(getattr(r, name), str), f"{name} must be text.")
     check(isinstance(r.mode, Mode), f"Unknown mode {r.mode!r}.")
     check(bool(r.model.strip()), "No model was given.")
-    for name in ("steps", "seed", "width", "height", "batch_size"):
+    for name in ("steps", "seed", "width", "height", "batch_size", "clip_skip"):
         value = getattr(r, name)
         check(
             isinstance(value, int) and not isinstance(value, bool),
@@ -179,6 +182,10 @@ def _validate(r: GenerationRequest) -> None:
         f"Batch size must be between 1 and {MAX_BATCH}, not {r.batch_size}.",
     )
     check(0.0 <= r.strength <= 1.0, f"Strength must be between 0 and 1, not {r.strength}.")
+    check(
+        1 <= r.clip_skip <= MAX_CLIP_SKIP,
+        f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, not {r.clip_skip}.",
+    )
     if r.mode is Mode.TXT2IMG:
         check(r.init_image is None, "A text-to-image request takes no init image.")
         check(r.mask is None, "A text-to-image request takes no mask.")

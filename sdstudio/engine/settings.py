@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ class Settings:
     device: str = "auto"
     theme: str = "system"
     """The app's look: system, light or dark."""
+    model_folders: tuple[str, ...] = ()
+    """Folders the user added whose models are listed where they are (never copied)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def outputs_path(self, paths: AppPaths) -> Path:
@@ -35,7 +37,10 @@ class Settings:
         return Path(self.outputs_dir).expanduser() if self.outputs_dir else paths.outputs_dir
 
 
-KEYS = tuple(f.name for f in fields(Settings) if f.name != "extra")
+LIST_KEYS = ("model_folders",)
+"""Settings that hold a list of text; changed by their own commands, not by ``change_setting``."""
+KEYS = tuple(f.name for f in fields(Settings) if f.name != "extra" and f.name not in LIST_KEYS)
+"""Settings that hold one text value."""
 
 
 def load_settings(paths: AppPaths) -> Settings:
@@ -45,8 +50,12 @@ def load_settings(paths: AppPaths) -> Settings:
         loaded = json.loads(paths.settings_file.read_text("utf-8"))
         if isinstance(loaded, dict):
             data = loaded
-    known = {k: str(data[k]) for k in KEYS if isinstance(data.get(k), str)}
-    extra = {k: v for k, v in data.items() if k not in KEYS and k != "version"}
+    known: dict[str, Any] = {k: str(data[k]) for k in KEYS if isinstance(data.get(k), str)}
+    for key in LIST_KEYS:
+        value = data.get(key)
+        if isinstance(value, list):
+            known[key] = tuple(str(item) for item in value if isinstance(item, str) and item)
+    extra = {k: v for k, v in data.items() if k not in (*KEYS, *LIST_KEYS, "version")}
     return Settings(**known, extra=extra)
 
 
@@ -54,6 +63,7 @@ def save_settings(paths: AppPaths, settings: Settings) -> None:
     """Write the settings file atomically."""
     data = {**settings.extra, "version": SETTINGS_VERSION}
     data.update({key: getattr(settings, key) for key in KEYS})
+    data.update({key: list(getattr(settings, key)) for key in LIST_KEYS})
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     write_atomically(paths.settings_file, text.encode("utf-8"))
 
@@ -68,6 +78,5 @@ def change_setting(settings: Settings, key: str, value: str) -> Settings:
         raise InvalidRequest("theme must be one of: system, light, dark.")
     if key == "outputs_dir" and value:
         value = str(Path(value).expanduser().resolve())
-    values = {k: getattr(settings, k) for k in KEYS}
-    values[key] = value
-    return Settings(**values, extra=settings.extra)
+    changes: dict[str, Any] = {key: value}
+    return replace(settings, **changes)

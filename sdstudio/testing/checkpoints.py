@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+OPEN_CLIP_PREFIX = "cond_stage_model.model."
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."
+SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
 
 _UNET_FIXED = {
     "time_embedding.linear_1.": "time_embed.0.",
@@ -29,6 +32,9 @@ _UNET_FIXED = {
     "conv_in.": "input_blocks.0.0.",
     "conv_norm_out.": "out.0.",
     "conv_out.": "out.2.",
+    # SDXL's size and crop conditioning.
+    "add_embedding.linear_1.": "label_emb.0.0.",
+    "add_embedding.linear_2.": "label_emb.0.2.",
 }
 _UNET_RESNET = {
     "norm1.": "in_layers.0.",
@@ -121,10 +127,57 @@ def convert_vae_to_original(
     return converted
 
 
-def convert_clip_to_original(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def convert_clip_to_original(
+    state: Mapping[str, torch.Tensor], prefix: str = CLIP_PREFIX
+) -> dict[str, torch.Tensor]:
     """Rename a CLIPTextModel state dict to ``cond_stage_model.transformer.text_model.*``."""
     # transformers 5 flattened CLIPTextModel: its keys may lack the "text_model." level.
-    return {CLIP_PREFIX + key.removeprefix("text_model."): value for key, value in state.items()}
+    return {prefix + key.removeprefix("text_model."): value for key, value in state.items()}
+
+
+def convert_open_clip_to_original(
+    state: Mapping[str, torch.Tensor], prefix: str = OPEN_CLIP_PREFIX
+) -> dict[str, torch.Tensor]:
+    """Write a CLIPTextModel(WithProjection) state dict in OpenCLIP's layout (SD 2.x, SDXL).
+
+    The inverse of diffusers' ``convert_open_clip_checkpoint``: q/k/v projections are fused
+    into ``in_proj_*`` and the text projection is transposed.
+    """
+    import torch
+
+    flat = {key.removeprefix("text_model."): value for key, value in state.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in flat.items():
+        if key in _OPEN_CLIP_FIXED:
+            out[prefix + _OPEN_CLIP_FIXED[key]] = (
+                value.T if key == "text_projection.weight" else value
+            )
+        elif m := re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)", key):
+            block, rest = f"{prefix}transformer.resblocks.{m[1]}.", m[2]
+            if m2 := re.fullmatch(r"self_attn\.q_proj\.(weight|bias)", rest):
+                parts = [flat[f"encoder.layers.{m[1]}.self_attn.{p}_proj.{m2[1]}"] for p in "qkv"]
+                out[f"{block}attn.in_proj_{m2[1]}"] = torch.cat(parts)
+            elif not re.fullmatch(r"self_attn\.[kv]_proj\..+", rest):
+                out[block + (_replace_prefix(rest, _OPEN_CLIP_LAYER) or rest)] = value
+        elif key != "embeddings.position_ids":
+            raise KeyError(f"text encoder key {key!r} has no OpenCLIP name")
+    return out
+
+
+_OPEN_CLIP_FIXED = {
+    "embeddings.token_embedding.weight": "token_embedding.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "final_layer_norm.weight": "ln_final.weight",
+    "final_layer_norm.bias": "ln_final.bias",
+    "text_projection.weight": "text_projection",
+}
+_OPEN_CLIP_LAYER = {
+    "layer_norm1.": "ln_1.",
+    "layer_norm2.": "ln_2.",
+    "mlp.fc1.": "mlp.c_fc.",
+    "mlp.fc2.": "mlp.c_proj.",
+    "self_attn.out_proj.": "attn.out_proj.",
+}
 
 
 def _replace_prefix(key: str, table: dict[str, str]) -> str | None:
@@ -192,3 +245,57 @@ def _vae_key(key: str, num_up_blocks: int) -> tuple[str, bool]:
         if tail is not None:
             return f"{part}.mid.attn_1.{tail}", True
     raise KeyError(f"VAE key {key!r} has no original-layout name")
+
+
+def random_original_checkpoint(
+    config_dir: str | Path,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Random weights for a diffusers config folder's architecture, in original layout.
+
+    Works for SD 1.x (CLIP-L), SD 2.x (OpenCLIP, ``hidden_act`` ``"gelu"``) and SDXL
+    (``text_encoder_2``) folders without weights, such as the shipped model configs. With
+    ``device="meta"`` no memory is used: the names and shapes are right, the values absent.
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    source = Path(config_dir)
+
+    def cast(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if dtype is None:
+            return state
+        return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+    def text_encoder(name: str, cls: Any) -> dict[str, torch.Tensor]:
+        config = CLIPTextConfig.from_pretrained(str(source / name))
+        return dict(cls(config).state_dict())
+
+    torch.manual_seed(seed)
+    checkpoint: dict[str, torch.Tensor] = {}
+    with torch.device(device):
+        unet_config = json.loads((source / "unet" / "config.json").read_text("utf-8"))
+        unet_state = UNet2DConditionModel.from_config(unet_config).state_dict()
+        checkpoint.update(cast(convert_unet_to_original(unet_state, unet_config)))
+        del unet_state
+        vae_config = json.loads((source / "vae" / "config.json").read_text("utf-8"))
+        vae_state = AutoencoderKL.from_config(vae_config).state_dict()
+        checkpoint.update(cast(convert_vae_to_original(vae_state, vae_config)))
+        del vae_state
+        if (source / "text_encoder_2").is_dir():
+            clip = text_encoder("text_encoder", CLIPTextModel)
+            checkpoint.update(cast(convert_clip_to_original(clip, SDXL_CLIP_PREFIX)))
+            big_g = text_encoder("text_encoder_2", CLIPTextModelWithProjection)
+            checkpoint.update(cast(convert_open_clip_to_original(big_g, SDXL_OPEN_CLIP_PREFIX)))
+        else:
+            clip = text_encoder("text_encoder", CLIPTextModel)
+            te_config = json.loads((source / "text_encoder" / "config.json").read_text("utf-8"))
+            if te_config.get("hidden_act") == "gelu":
+                checkpoint.update(cast(convert_open_clip_to_original(clip)))
+            else:
+                checkpoint.update(cast(convert_clip_to_original(clip)))
+    return {k: v.contiguous() for k, v in checkpoint.items()}

@@ -11,14 +11,15 @@ A value holding ``,``, ``:`` or a newline is JSON-quoted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata.values import Parsed, build_request
-from sdstudio.engine.request import GenerationRequest, Mode
+from sdstudio.engine.metadata.values import Parsed, as_int, build_request
+from sdstudio.engine.request import MAX_CLIP_SKIP, GenerationRequest, Mode
 
 PARAMETERS_KEY = "parameters"
 _NEGATIVE = "Negative prompt:"
@@ -63,6 +64,8 @@ def format_parameters(
     ]
     if request.mode is not Mode.TXT2IMG:
         settings.append(("Denoising strength", f"{request.strength:g}"))
+    if request.clip_skip > 1:
+        settings.append(("Clip skip", request.clip_skip))
     settings.append(("Version", version))
     line = ", ".join(f"{key}: {_quote(str(value))}" for key, value in settings if value != "")
     lines = [request.prompt]
@@ -136,7 +139,11 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     if size:
         values["width"], values["height"] = size.group(1), size.group(2)
     recorded = s.get("Model", "")
-    return build_request(values, model=recorded or model, model_name=recorded)
+    parsed = build_request(values, model=recorded or model, model_name=recorded)
+    clip_skip = as_int(s.get("Clip skip"))
+    if clip_skip is not None and 1 <= clip_skip <= MAX_CLIP_SKIP:
+        parsed = dataclasses.replace(parsed, request=parsed.request.replace(clip_skip=clip_skip))
+    return parsed
 
 
 def _sampler_and_schedule(sampler: str, schedule: str) -> tuple[str, str]:

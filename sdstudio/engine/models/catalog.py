@@ -1,0 +1,273 @@
+"""Finding the models a user already has, where they are, without copying or loading them.
+
+Sources: the app's own models folder, folders the user added (plain folders of
+checkpoints or the roots of AUTOMATIC1111/Forge/SD.Next, ComfyUI and InvokeAI),
+and the Hugging Face cache. Listing reads file headers at most, never tensors,
+and never fails on an unreadable file or folder: it is skipped and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sdstudio.engine.models import layouts
+from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FEW_STEP_WORDS = ("turbo", "lcm", "lightning", "hyper")
+"""Words in a model's name that mark a model made for a few steps."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One model found on disk."""
+
+    name: str
+    kind: str
+    """``checkpoint``, ``lora``, ``embedding`` or ``vae``."""
+    format: str
+    """``diffusers``, ``safetensors``, ``ckpt``, ``pt`` or ``bin``."""
+    path: str
+    size_bytes: int
+    source: str
+    """``app``, ``folder``, ``a1111``, ``comfyui``, ``invokeai`` or ``huggingface``."""
+    family: str = "unknown"
+    family_label: str = "Unknown"
+    flags: tuple[str, ...] = ()
+    """``few-step`` for turbo, LCM, lightning and hyper models."""
+
+    @property
+    def few_step(self) -> bool:
+        """Whether the model is made for a few steps (and low guidance)."""
+        return "few-step" in self.flags
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        data = asdict(self)
+        data["flags"] = list(self.flags)
+        return data
+
+
+@dataclass(slots=True)
+class Catalog:
+    """The models found, and what was skipped with the reason."""
+
+    entries: list[ModelEntry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def extend(self, other: Catalog) -> None:
+        """Add another catalog's entries and skips."""
+        self.entries.extend(other.entries)
+        self.skipped.extend(other.skipped)
+
+
+def list_models(
+    paths: AppPaths, settings: Settings, *, hf_cache: Path | None = None, with_hf: bool = True
+) -> Catalog:
+    """Every model from the app's folder, the user's folders and the Hugging Face cache."""
+    catalog = Catalog()
+    if paths.models_dir.is_dir():
+        catalog.extend(scan_folder(paths.models_dir, source="app"))
+    for folder in settings.model_folders:
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            catalog.skipped.append((str(root), "folder not found"))
+            continue
+        catalog.extend(scan_folder(root))
+    if with_hf:
+        catalog.extend(scan_hf_cache(hf_cache))
+    seen: set[str] = set()
+    unique = []
+    for entry in catalog.entries:
+        if entry.path not in seen:
+            seen.add(entry.path)
+            unique.append(entry)
+    catalog.entries = unique
+    return catalog
+
+
+def scan_folder(root: Path, *, source: str | None = None) -> Catalog:
+    """The models under ``root``: a tool's root (detected) or a plain folder of models.
+
+    ``source`` overrides the detected source (``folder`` for a plain folder).
+    """
+    tool = layouts.detect_tool(root)
+    catalog = Catalog()
+    for folder, kind in layouts.model_folders(root, tool):
+        catalog.extend(_scan_tree(folder, kind, source or tool or "folder"))
+    return catalog
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache in effect (``HF_HUB_CACHE``, ``HF_HOME``, or the default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def scan_hf_cache(cache_dir: Path | None = None) -> Catalog:
+    """Diffusers models in the Hugging Face cache (newest revision with a ``model_index.json``)."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    catalog = Catalog()
+    directory = cache_dir or hf_cache_dir()
+    if not directory.is_dir():
+        return catalog
+    try:
+        info = scan_cache_dir(directory)
+    except (CacheNotFound, OSError, ValueError) as error:
+        log.warning("Cannot scan the Hugging Face cache %s: %s", directory, error)
+        catalog.skipped.append((str(directory), f"unreadable cache: {error}"))
+        return catalog
+    for warning in info.warnings:
+        catalog.skipped.append((str(directory), str(warning)))
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        usable = [r for r in repo.revisions if (r.snapshot_path / "model_index.json").is_file()]
+        if not usable:
+            continue
+        newest = max(usable, key=lambda r: r.last_modified)
+        catalog.entries.append(
+            _entry(
+                repo.repo_id, "checkpoint", "diffusers", newest.snapshot_path, "huggingface",
+                size=newest.size_on_disk,
+            )
+        )  # fmt: skip
+    return catalog
+
+
+def add_model_folder(settings: Settings, folder: str | Path) -> Settings:
+    """A copy of ``settings`` with ``folder`` (made absolute) added to the model folders."""
+    from sdstudio.engine.errors import InvalidRequest
+
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise InvalidRequest(f"The folder {path} does not exist.")
+    if str(path) in settings.model_folders:
+        return settings
+    return replace(settings, model_folders=(*settings.model_folders, str(path)))
+
+
+def remove_model_folder(settings: Settings, folder: str | Path) -> Settings:
+    """A copy of ``settings`` without ``folder``; :class:`InvalidRequest` if it was not added."""
+    from sdstudio.engine.errors import InvalidRequest
+
+    wanted = {str(folder), str(Path(folder).expanduser().resolve())}
+    kept = tuple(f for f in settings.model_folders if f not in wanted)
+    if len(kept) == len(settings.model_folders):
+        raise InvalidRequest(f"{folder} is not one of the model folders.")
+    return replace(settings, model_folders=kept)
+
+
+def family_of(path: Path) -> tuple[str, str]:
+    """The model's family and its label, or ``("unknown", "Unknown")`` when it cannot be told."""
+    try:
+        from sdstudio.engine.models.families import detect_family
+
+        found = detect_family(path)
+        family, label = str(found.family), str(found.label)
+    except Exception as error:  # the detector is another module's; never let it break listing
+        log.info("Family detection failed for %s: %s", path, error)
+        family, label = "unknown", "Unknown"
+    if family == "unknown" and path.is_dir():
+        return layouts.diffusers_family(path)
+    return family, label
+
+
+def _scan_tree(folder: Path, kind: str, source: str) -> Catalog:
+    """Model files and diffusers folders under ``folder``, skipping what cannot be read."""
+    catalog = Catalog()
+
+    def on_error(error: OSError) -> None:
+        catalog.skipped.append((str(error.filename or folder), f"unreadable: {error.strerror}"))
+
+    if (folder / "model_index.json").is_file():
+        catalog.entries.append(_entry(folder.name, kind, "diffusers", folder, source))
+        return catalog
+    for directory, dirnames, filenames in os.walk(folder, onerror=on_error):
+        base = Path(directory)
+        for name in sorted(dirnames):
+            sub = base / name
+            if name.startswith("."):
+                dirnames.remove(name)
+            elif (sub / "model_index.json").is_file():
+                dirnames.remove(name)
+                catalog.entries.append(_entry(name, kind, "diffusers", sub, source))
+        for name in sorted(filenames):
+            _add_file(catalog, base / name, folder, kind, source)
+    return catalog
+
+
+def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) -> None:
+    """Add one model file; a plain folder's kinds are told by sub-folder names and headers."""
+    file_format = layouts.FORMATS.get(path.suffix.lower())
+    if file_format is None:
+        return
+    plain = source in ("app", "folder")
+    if plain:
+        kind = layouts.kind_from_path(path, root, kind)
+    try:
+        size = path.stat().st_size
+        if file_format == "safetensors":
+            header = layouts.read_safetensors_header(path)
+            if plain and kind == "checkpoint":
+                kind = layouts.kind_from_header(header, kind)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        log.warning("Skipping model file %s: %s", path, reason)
+        catalog.skipped.append((str(path), reason))
+        return
+    catalog.entries.append(_entry(path.stem, kind, file_format, path, source, size=size))
+
+
+def _entry(
+    name: str, kind: str, file_format: str, path: Path, source: str, *, size: int | None = None
+) -> ModelEntry:
+    known = file_format in ("safetensors", "diffusers")
+    family, label = family_of(path) if known else ("unknown", "Unknown")
+    flags = ("few-step",) if _few_step(name) else ()
+    return ModelEntry(
+        name=name,
+        kind=kind,
+        format=file_format,
+        path=str(path),
+        size_bytes=_folder_size(path) if size is None else size,
+        source=source,
+        family=family,
+        family_label=label,
+        flags=flags,
+    )
+
+
+def _few_step(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in FEW_STEP_WORDS)
+
+
+def _folder_size(path: Path) -> int:
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(directory) / name).stat().st_size
+            except OSError:
+                continue
+    return total
+
+
+def describe(entries: Iterable[ModelEntry]) -> list[dict[str, Any]]:
+    """JSON-ready dictionaries of entries."""
+    return [entry.to_dict() for entry in entries]

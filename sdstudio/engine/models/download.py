@@ -1,0 +1,287 @@
+"""Downloading a diffusers model from the Hugging Face Hub into the shared cache.
+
+Only the files a pipeline needs are fetched (configs, tokenizers, scheduler and
+one set of weights per component, fp16 safetensors where offered, never
+pickles when safetensors exist), one file at a time, with byte progress and
+cancel. ``model_index.json`` comes last, so an interrupted download never looks
+like a usable model. Running it again skips the files already complete and
+continues a partial one where it stopped (see :mod:`resume`); within a run, a
+dropped connection is resumed by huggingface_hub itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from sdstudio.engine.errors import ModelError, SdStudioError, StorageError
+from sdstudio.engine.models import resume
+from sdstudio.engine.models.catalog import hf_cache_dir
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (bytes done, bytes in all)."""
+
+SPACE_MARGIN = 1.10
+"""The free space a download needs, as a multiple of its size."""
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_SUPPORT_FOLDERS = ("scheduler", "tokenizer", "feature_extractor")
+
+
+class DownloadCancelled(SdStudioError):
+    """The user cancelled the download; files already complete are kept for next time."""
+
+    def __init__(self, message: str = "Download cancelled.") -> None:
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadPlan:
+    """The files of one repo revision to fetch, with their sizes."""
+
+    repo_id: str
+    commit: str
+    files: tuple[tuple[str, int], ...]
+
+    @property
+    def total_bytes(self) -> int:
+        """The size of all planned files."""
+        return sum(size for _name, size in self.files)
+
+
+def choose_files(sizes: dict[str, int]) -> list[str]:
+    """The files a diffusers pipeline needs from a repo's listing, ``model_index.json`` last."""
+    if "model_index.json" not in sizes:
+        raise ModelError("This repo is not a diffusers model (it has no model_index.json).")
+    chosen = []
+    folders: dict[str, list[str]] = {}
+    for name in sizes:
+        folder, _, base = name.rpartition("/")
+        if not folder or "/" in folder:
+            continue
+        if base == "config.json" or folder.startswith(_SUPPORT_FOLDERS):
+            if not base.endswith(_WEIGHT_SUFFIXES):
+                chosen.append(name)
+        elif _weight_suffix(base):
+            folders.setdefault(folder, []).append(name)
+    for names in folders.values():
+        chosen += _pick_weights(names)
+    return [*sorted(chosen), "model_index.json"]
+
+
+def _pick_weights(names: list[str]) -> list[str]:
+    """One set of weights: fp16 safetensors, else safetensors, else (only then) ``.bin``."""
+    for suffix in _WEIGHT_SUFFIXES:
+        own = [n for n in names if _weight_suffix(n) == suffix]
+        for variant in ("fp16", None):
+            picked = [n for n in own if _variant(n) == variant]
+            if any(n.endswith(suffix) for n in picked):
+                return picked
+    return []
+
+
+def _weight_suffix(name: str) -> str | None:
+    """``.safetensors`` or ``.bin`` for weights and their shard indexes, else None."""
+    for suffix in _WEIGHT_SUFFIXES:
+        if name.endswith(suffix) or (f"{suffix}.index." in name and name.endswith(".json")):
+            return suffix
+    return None
+
+
+def _variant(name: str) -> str | None:
+    """``fp16`` for ``model.fp16.safetensors``, ``model.fp16-00001-of-00002.safetensors``
+    or ``model.safetensors.index.fp16.json``."""
+    base = name.rpartition("/")[2]
+    if ".index." in base:
+        return base.split(".index.", 1)[1].removesuffix("json").rstrip(".") or None
+    parts = base.rsplit(".", 1)[0].split(".")
+    return parts[1].split("-")[0] if len(parts) > 1 else None
+
+
+def plan_download(
+    repo_id: str, *, revision: str = "main", token: str | None = None, endpoint: str | None = None
+) -> DownloadPlan:
+    """Ask the Hub which files to fetch and how big they are."""
+    from huggingface_hub import HfApi
+
+    with _hub_errors(repo_id):
+        info = HfApi(endpoint=endpoint, token=token).model_info(
+            repo_id, revision=revision, files_metadata=True, timeout=30
+        )
+    sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+    files = tuple((name, sizes[name]) for name in choose_files(sizes))
+    return DownloadPlan(repo_id=repo_id, commit=str(info.sha), files=files)
+
+
+def download_model(
+    repo_id: str,
+    *,
+    revision: str = "main",
+    cache_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """Download ``repo_id`` into the Hugging Face cache and return its snapshot folder.
+
+    Raises :class:`DownloadCancelled` when ``cancel`` is set, :class:`StorageError`
+    when the disk is too full, and :class:`ModelError` when the Hub cannot be
+    reached or the repo is missing, gated or not a diffusers model.
+    """
+    from huggingface_hub import hf_hub_download
+
+    cache = cache_dir or hf_cache_dir()
+    plan = plan_download(repo_id, revision=revision, token=token, endpoint=endpoint)
+    snapshot = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots" / plan.commit
+    missing = [(name, size) for name, size in plan.files if not (snapshot / name).exists()]
+    check_free_space(cache, sum(size for _name, size in missing))
+    tracker = _Tracker(plan.total_bytes, progress, cancel)
+    tracker.done = plan.total_bytes - sum(size for _name, size in missing)
+    tracker.report()
+    bar = cast(Any, functools.partial(_Bar, tracker))
+    for name, size in missing:
+        tracker.check()
+        before = tracker.done
+        with _hub_errors(repo_id):
+            blob, url, expected = resume.blob_path(
+                cache, repo_id, name, revision=revision, token=token, endpoint=endpoint
+            )
+            resume.fetch_blob(url, blob, size=expected, token=token, tqdm_class=bar)
+            hf_hub_download(  # links the blob into the snapshot and records the revision
+                repo_id,
+                name,
+                revision=revision,
+                cache_dir=cache,
+                token=token,
+                endpoint=endpoint,
+                tqdm_class=bar,
+            )
+        tracker.finish_file(before + size)
+    log.info("Downloaded %s (%d bytes) to %s", repo_id, plan.total_bytes, snapshot)
+    return snapshot
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """:class:`StorageError` unless ``folder``'s disk has ``needed`` bytes and 10 % to spare."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed * SPACE_MARGIN:
+        raise StorageError(
+            f"Not enough disk space in {folder}: the download needs {_gb(needed * SPACE_MARGIN)}, "
+            f"{_gb(free)} is free."
+        )
+
+
+def _gb(size: float) -> str:
+    return f"{size / 1e9:.2f} GB"
+
+
+class _Tracker:
+    """Adds up bytes across files, reports them, and stops the download when cancelled."""
+
+    def __init__(
+        self, total: int, progress: ProgressCallback | None, cancel: threading.Event | None
+    ) -> None:
+        self.total = total
+        self.done = 0
+        self._progress = progress
+        self._cancel = cancel
+
+    def check(self) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            raise DownloadCancelled()
+
+    def add(self, count: int) -> None:
+        self.check()
+        self.done += count
+        self.report()
+
+    def finish_file(self, done: int) -> None:
+        if done != self.done:
+            self.done = done
+            self.report()
+
+    def report(self) -> None:
+        if self._progress is not None:
+            self._progress(min(self.done, self.total), self.total)
+
+
+class _Bar:
+    """The progress bar huggingface_hub drives for one file (``update`` per chunk)."""
+
+    def __init__(self, tracker: _Tracker, *, initial: int = 0, **_kwargs: Any) -> None:
+        self._tracker = tracker
+        if initial:
+            tracker.add(initial)
+
+    def update(self, count: int | float | None = 1) -> None:
+        self._tracker.add(int(count or 0))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str) -> Iterator[None]:
+    """Turn huggingface_hub and network errors into one-line :class:`ModelError`."""
+    try:
+        yield
+    except SdStudioError:
+        raise
+    except Exception as error:
+        translated = _translate(repo_id, error)
+        if translated is error:
+            raise
+        raise translated from error
+
+
+def _translate(repo_id: str, error: Exception) -> Exception:
+    from huggingface_hub import errors
+
+    if isinstance(error, errors.GatedRepoError):
+        return ModelError(
+            f"{repo_id} is gated: accept its terms on huggingface.co and log in (hf auth login)."
+        )
+    if isinstance(error, errors.RepositoryNotFoundError):
+        return ModelError(f"{repo_id} was not found on the Hugging Face Hub (or it is private).")
+    if isinstance(error, errors.RevisionNotFoundError):
+        return ModelError(f"That revision of {repo_id} does not exist on the Hugging Face Hub.")
+    if isinstance(error, errors.OfflineModeIsEnabled):
+        return ModelError(f"Cannot download {repo_id}: offline mode is on (HF_HUB_OFFLINE).")
+    if isinstance(error, errors.HFValidationError):
+        return ModelError(f"{repo_id!r} is not a valid Hugging Face repo id (owner/name).")
+    if isinstance(error, errors.HfHubHTTPError):
+        return ModelError(f"Downloading {repo_id} failed: {str(error).splitlines()[0]}")
+    if isinstance(error, OSError) and error.errno == 28:
+        return StorageError(f"The disk is full; the download of {repo_id} stopped.")
+    if _is_network_error(error):
+        return ModelError(
+            f"Cannot reach the Hugging Face Hub to download {repo_id}; check the connection."
+        )
+    return error
+
+
+def _is_network_error(error: Exception) -> bool:
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(error, ConnectionError | TimeoutError | LocalEntryNotFoundError):
+        return True
+    return any(cls.__name__ in ("TransportError", "HTTPError") for cls in type(error).__mro__)

@@ -1,0 +1,215 @@
+"""Telling a model's family (SD 1.x, SD 2.x, SDXL) without loading its weights.
+
+A single-file checkpoint is recognised from its safetensors header alone: the tensor
+names and shapes tell which text encoder it carries (CLIP ViT-L, OpenCLIP ViT-H or
+both CLIP-L and OpenCLIP bigG), the UNet's cross-attention width and whether its first
+convolution takes 9 channels (an inpainting model). A diffusers folder is recognised from
+its ``model_index.json`` and ``unet/config.json``.
+
+Whether an SD 2.x model predicts ``v`` cannot be read from its weights (AUTOMATIC1111
+runs the model to guess); as in AUTOMATIC1111 and ComfyUI, a ``.yaml`` file next to the
+checkpoint with ``parameterization: "v"`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from sdstudio.engine.errors import ModelError
+
+UNET = "model.diffusion_model."
+CONV_IN = UNET + "input_blocks.0.0.weight"
+LABEL_EMB = UNET + "label_emb.0.0.weight"
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+Shapes = Mapping[str, Sequence[int]]
+
+
+class Family(StrEnum):
+    """The model families sdstudio knows."""
+
+    SD1 = "sd1"
+    SD2 = "sd2"
+    SDXL = "sdxl"
+    SDXL_REFINER = "sdxl-refiner"
+    UNKNOWN = "unknown"
+
+
+LOADABLE_FAMILIES = (Family.SD1, Family.SD2, Family.SDXL)
+_LABELS = {
+    Family.SD1: "SD 1.x",
+    Family.SD2: "SD 2.x",
+    Family.SDXL: "SDXL",
+    Family.SDXL_REFINER: "SDXL refiner",
+    Family.UNKNOWN: "unknown model type",
+}
+_CONTEXT_DIMS = {768: Family.SD1, 1024: Family.SD2, 2048: Family.SDXL, 1280: Family.SDXL_REFINER}
+_FOLDER_CLASSES = {
+    "StableDiffusionXLPipeline": Family.SDXL,
+    "StableDiffusionXLImg2ImgPipeline": Family.SDXL,
+    "StableDiffusionXLInpaintPipeline": Family.SDXL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a model is: its family, whether it inpaints and what it predicts.
+
+    ``prediction_type`` is ``"epsilon"`` or ``"v_prediction"`` when known, else ``None``
+    (then the family's default, epsilon, is used).
+    """
+
+    family: Family
+    inpainting: bool = False
+    prediction_type: str | None = None
+
+    @property
+    def label(self) -> str:
+        """A name for users, such as ``"SD 1.x inpainting"``."""
+        label = _LABELS[self.family]
+        if self.inpainting:
+            label += " inpainting"
+        if self.prediction_type == "v_prediction":
+            label += " (v-prediction)"
+        return label
+
+
+def detect_family(path: Path) -> ModelInfo:
+    """The family of a diffusers folder or a ``.safetensors`` checkpoint.
+
+    Only the header of a checkpoint is read. A truncated or foreign file raises
+    :class:`ModelError`.
+    """
+    if path.is_dir():
+        return detect_folder_family(path)
+    info = detect_family_from_header(read_safetensors_shapes(path))
+    return with_sidecar_prediction(info, path)
+
+
+def detect_family_from_header(shapes: Shapes) -> ModelInfo:
+    """The family of an original-layout (LDM) checkpoint from its tensor names and shapes."""
+    conv_in = shapes.get(CONV_IN)
+    if conv_in is None or len(conv_in) < 2:
+        return ModelInfo(Family.UNKNOWN)
+    inpainting = conv_in[1] == 9
+    prediction = "v_prediction" if "v_pred" in shapes else None
+    label_emb = shapes.get(LABEL_EMB)
+    family = Family.UNKNOWN
+    if label_emb is not None and _has_prefix(shapes, "conditioner.embedders."):
+        refiner = not _has_prefix(shapes, "conditioner.embedders.1.")
+        family = Family.SDXL_REFINER if refiner else Family.SDXL
+    elif _has_prefix(shapes, "cond_stage_model.model."):
+        family = Family.SD2
+    elif _has_prefix(shapes, "cond_stage_model.transformer."):
+        family = Family.SD1
+    else:
+        context = _context_dim(shapes)
+        family = _CONTEXT_DIMS.get(context or 0, Family.UNKNOWN)
+        if family in (Family.SDXL, Family.SDXL_REFINER) and label_emb is None:
+            family = Family.UNKNOWN
+    return ModelInfo(family, inpainting, prediction)
+
+
+def detect_folder_family(folder: Path) -> ModelInfo:
+    """The family of a diffusers folder from ``model_index.json`` and ``unet/config.json``."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text("utf-8"))
+        unet = json.loads((folder / "unet" / "config.json").read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{folder.name} is not a readable diffusers model folder.") from error
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    prediction = None
+    if scheduler_file.is_file():
+        try:
+            prediction = json.loads(scheduler_file.read_text("utf-8")).get("prediction_type")
+        except ValueError:
+            prediction = None
+    context = unet.get("cross_attention_dim")
+    if isinstance(context, list):
+        context = context[0] if context else None
+    family = _FOLDER_CLASSES.get(str(index.get("_class_name")))
+    if family is None:
+        family = _CONTEXT_DIMS.get(context if isinstance(context, int) else 0, Family.UNKNOWN)
+        if family in (Family.SDXL, Family.SDXL_REFINER) and not unet.get("addition_embed_type"):
+            family = Family.UNKNOWN
+    if family is Family.UNKNOWN and "text_encoder" in index and "text_encoder_2" not in index:
+        family = Family.SD1  # small or custom SD 1.x-style folders (other text widths)
+    if family is Family.SDXL and "text_encoder" not in index:
+        family = Family.SDXL_REFINER
+    return ModelInfo(family, unet.get("in_channels") == 9, prediction)
+
+
+def with_sidecar_prediction(info: ModelInfo, checkpoint: Path) -> ModelInfo:
+    """``info`` with ``prediction_type`` from a ``.yaml`` next to ``checkpoint``, if any."""
+    if info.prediction_type is not None:
+        return info
+    sidecar = checkpoint.with_suffix(".yaml")
+    if not sidecar.is_file():
+        return info
+    try:
+        text = sidecar.read_text("utf-8", errors="replace")
+    except OSError:
+        return info
+    if re.search(r"^\s*parameterization:\s*[\"']?v[\"']?\s*$", text, re.MULTILINE):
+        return ModelInfo(info.family, info.inpainting, "v_prediction")
+    if re.search(r"^\s*parameterization:\s*[\"']?eps[\"']?\s*$", text, re.MULTILINE):
+        return ModelInfo(info.family, info.inpainting, "epsilon")
+    return info
+
+
+def read_safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header, without reading any tensor.
+
+    Raises :class:`ModelError` when the file is shorter than its header says (truncated)
+    or is not a safetensors file.
+    """
+    damaged = ModelError(
+        f"{path.name} is truncated or damaged: it is not a valid safetensors file."
+    )
+    try:
+        with path.open("rb") as file:
+            size = path.stat().st_size
+            prefix = file.read(8)
+            if len(prefix) < 8:
+                raise damaged
+            (length,) = struct.unpack("<Q", prefix)
+            if length < 2 or length > min(MAX_HEADER_BYTES, size - 8):
+                raise damaged
+            header = json.loads(file.read(length).decode("utf-8"))
+    except OSError as error:
+        raise ModelError(f"{path.name} cannot be read: {error.strerror or error}.") from None
+    except (UnicodeDecodeError, ValueError):
+        raise damaged from None
+    if not isinstance(header, dict):
+        raise damaged
+    shapes: dict[str, tuple[int, ...]] = {}
+    end = 0
+    try:
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            shapes[name] = tuple(int(n) for n in entry["shape"])
+            end = max(end, int(entry["data_offsets"][1]))
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise damaged from None
+    if 8 + length + end > size:
+        raise damaged
+    return shapes
+
+
+def _has_prefix(shapes: Shapes, prefix: str) -> bool:
+    return any(key.startswith(prefix) for key in shapes)
+
+
+def _context_dim(shapes: Shapes) -> int | None:
+    """The UNet's cross-attention width (the text embedding size it attends to)."""
+    for key, shape in shapes.items():
+        if key.startswith(UNET) and key.endswith("attn2.to_k.weight") and len(shape) == 2:
+            return int(shape[1])
+    return None

@@ -1,0 +1,154 @@
+"""How other tools lay out their model folders, and cheap reads of model files.
+
+Nothing here loads tensors: a safetensors header is a few kilobytes of JSON,
+and a diffusers folder is told by its ``model_index.json`` and ``unet/config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+FORMATS = {
+    ".safetensors": "safetensors",
+    ".ckpt": "ckpt",
+    ".pt": "pt",
+    ".bin": "bin",
+}
+"""Model file suffixes and their format names."""
+
+A1111_FOLDERS = (
+    ("models/Stable-diffusion", "checkpoint"),
+    ("models/Lora", "lora"),
+    ("models/LyCORIS", "lora"),
+    ("embeddings", "embedding"),
+    ("models/embeddings", "embedding"),
+    ("models/VAE", "vae"),
+)
+"""AUTOMATIC1111, Forge and SD.Next, relative to the tool's root."""
+
+COMFYUI_FOLDERS = (
+    ("models/checkpoints", "checkpoint"),
+    ("models/diffusers", "checkpoint"),
+    ("models/loras", "lora"),
+    ("models/embeddings", "embedding"),
+    ("models/vae", "vae"),
+)
+"""ComfyUI, relative to its root."""
+
+INVOKEAI_BASES = ("sd-1", "sd-2", "sdxl", "sdxl-refiner", "sd-3", "flux", "any")
+"""InvokeAI 3/4 keep models in ``models/<base>/<type>/<name>``."""
+
+INVOKEAI_TYPES = {"main": "checkpoint", "lora": "lora", "embedding": "embedding", "vae": "vae"}
+
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def detect_tool(root: Path) -> str | None:
+    """``a1111``, ``comfyui`` or ``invokeai`` when ``root`` is such a tool's root, else None."""
+    try:
+        if (root / "models" / "Stable-diffusion").is_dir():
+            return "a1111"
+        if (root / "models" / "checkpoints").is_dir():
+            return "comfyui"
+        if (root / "invokeai.yaml").is_file() or any(
+            (root / "models" / base).is_dir() for base in INVOKEAI_BASES
+        ):
+            return "invokeai"
+    except OSError:
+        return None
+    return None
+
+
+def model_folders(root: Path, tool: str | None) -> list[tuple[Path, str]]:
+    """The folders to scan under ``root`` and the kind of model each holds."""
+    if tool == "a1111":
+        return _existing(root, A1111_FOLDERS)
+    if tool == "comfyui":
+        return _existing(root, COMFYUI_FOLDERS)
+    if tool == "invokeai":
+        found = []
+        for base in INVOKEAI_BASES:
+            for type_name, kind in INVOKEAI_TYPES.items():
+                folder = root / "models" / base / type_name
+                if folder.is_dir():
+                    found.append((folder, kind))
+        return found
+    return [(root, "checkpoint")]
+
+
+def kind_from_path(path: Path, root: Path, default: str) -> str:
+    """A plain folder's model kind, told by the names of its sub-folders."""
+    try:
+        parts = {part.lower() for part in path.relative_to(root).parts[:-1]}
+    except ValueError:
+        return default
+    if parts & {"lora", "loras", "lycoris"}:
+        return "lora"
+    if parts & {"embedding", "embeddings", "textual_inversion"}:
+        return "embedding"
+    if parts & {"vae", "vaes"}:
+        return "vae"
+    return default
+
+
+def kind_from_header(header: dict[str, Any], default: str) -> str:
+    """A safetensors file's model kind, told by its tensor names."""
+    keys = [key for key in header if key != "__metadata__"]
+    if any("lora_" in key or ".lora" in key for key in keys):
+        return "lora"
+    if (
+        keys
+        and len(keys) <= 8
+        and any(
+            key in ("emb_params", "clip_l", "clip_g") or "string_to_param" in key for key in keys
+        )
+    ):
+        return "embedding"
+    prefixes = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+    if keys and all(key.startswith(prefixes) for key in keys):
+        return "vae"
+    return default
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file; ``ValueError`` when it is not one."""
+    with path.open("rb") as file:
+        prefix = file.read(8)
+        if len(prefix) != 8:
+            raise ValueError("not a safetensors file (too short)")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > _MAX_HEADER:
+            raise ValueError("not a safetensors file (header too large)")
+        raw = file.read(length)
+    if len(raw) != length:
+        raise ValueError("not a safetensors file (truncated header)")
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError("not a safetensors file (unreadable header)") from error
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file (bad header)")
+    return header
+
+
+def diffusers_family(folder: Path) -> tuple[str, str]:
+    """A diffusers folder's family and label from its UNet config, or unknown."""
+    try:
+        config = json.loads((folder / "unet" / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return "unknown", "Unknown"
+    if not isinstance(config, dict):
+        return "unknown", "Unknown"
+    width = config.get("cross_attention_dim")
+    inpainting = " inpainting" if config.get("in_channels") == 9 else ""
+    family, label = {768: ("sd1", "SD 1.x"), 1024: ("sd2", "SD 2.x"), 2048: ("sdxl", "SDXL")}.get(
+        width if isinstance(width, int) else 0, ("unknown", "Unknown")
+    )
+    return family, label + inpainting if family != "unknown" else label
+
+
+def _existing(root: Path, folders: tuple[tuple[str, str], ...]) -> list[tuple[Path, str]]:
+    return [(root / relative, kind) for relative, kind in folders if (root / relative).is_dir()]

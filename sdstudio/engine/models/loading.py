@@ -1,0 +1,187 @@
+"""Loading single-file checkpoints offline, and pickles only through a restricted loader.
+
+A checkpoint's family (see :mod:`sdstudio.engine.models.families`) picks one of the
+diffusers config folders shipped in ``resources/model_configs/`` (configs and tokenizer
+files, no weights), so ``from_single_file`` never needs the Hugging Face hub. Inpainting
+and v-prediction variants are the same folders with ``in_channels`` or
+``prediction_type`` changed, written to a temporary copy for the load.
+
+``.ckpt``/``.pt``/``.pth``/``.bin`` files are Python pickles that can run code when
+loaded: they are opened with ``torch.load(weights_only=True)``, which only rebuilds
+tensors and plain containers, and a file that needs more is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdstudio.engine.errors import ModelError
+from sdstudio.engine.models.families import (
+    LOADABLE_FAMILIES,
+    Family,
+    ModelInfo,
+    detect_family_from_header,
+    detect_folder_family,
+    read_safetensors_shapes,
+    with_sidecar_prediction,
+)
+from sdstudio.resource_files import resource_path
+
+if TYPE_CHECKING:
+    import torch
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+SUPPORTED = "SD 1.x, SD 2.x and SDXL (and their inpainting versions)"
+
+
+def configs_root() -> Path:
+    """The folder of shipped diffusers configs, one sub-folder per family."""
+    return resource_path("model_configs")
+
+
+def inspect_checkpoint(path: Path) -> ModelInfo:
+    """The family of a single-file checkpoint (safetensors or restricted pickle)."""
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        state = load_pickle_state_dict(path)
+        shapes = {key: tuple(value.shape) for key, value in state.items()}
+        del state
+        return with_sidecar_prediction(detect_family_from_header(shapes), path)
+    if suffix != ".safetensors":
+        raise ModelError(
+            f"{path.name} is not a model: give a diffusers folder, a .safetensors file "
+            "or a .ckpt checkpoint."
+        )
+    return with_sidecar_prediction(detect_family_from_header(read_safetensors_shapes(path)), path)
+
+
+def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a pickle checkpoint, read with ``weights_only=True`` (memory-mapped).
+
+    Raises :class:`ModelError` when the pickle holds anything but tensors and plain data
+    (it could run code) or cannot be read.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            # Legacy (non-zip) torch.save files cannot be memory-mapped.
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # weights_only refuses any global that is not a tensor or plain data (os.system,
+        # arbitrary classes), and garbage; nothing in the file has run.
+        raise ModelError(
+            f"{path.name} was not opened: it is a pickle checkpoint, which can run code when "
+            "loaded, and it holds more than plain weights (code-capable pickle data) or is "
+            "damaged. Convert it to .safetensors with a tool you trust, or get a .safetensors "
+            "version of the model."
+        ) from None
+    except (OSError, EOFError, RuntimeError, ValueError):
+        raise _unreadable_pickle(path) from None
+    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise ModelError(f"{path.name} is a pickle checkpoint without a state dict of weights.")
+    return {str(k): v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+def _unreadable_pickle(path: Path) -> ModelError:
+    return ModelError(
+        f"{path.name} is a pickle checkpoint that could not be read: it is truncated or damaged."
+    )
+
+
+def load_single_file(path: Path, *, dtype: torch.dtype, config: Path | None = None) -> Any:
+    """Load a single-file checkpoint as a diffusers pipeline, offline.
+
+    ``config`` is a diffusers folder of the checkpoint's family to take configs from;
+    without it the family is detected and the shipped configs are used.
+    """
+    info = inspect_checkpoint(path)
+    if config is not None:
+        if not (config / "model_index.json").is_file():
+            raise ModelError(f"The config folder {config} has no model_index.json.")
+        folder_info = detect_folder_family(config)
+        return _from_single_file(path, config, folder_info, dtype, tokenizers={})
+    if info.family not in LOADABLE_FAMILIES:
+        if info.family is Family.UNKNOWN:
+            raise ModelError(
+                f"{path.name} is not a Stable Diffusion checkpoint sdstudio knows "
+                f"(LoRA, VAE and embedding files are not models); supported: {SUPPORTED}."
+            )
+        raise ModelError(
+            f"{path.name} is an {info.label} checkpoint, which sdstudio cannot load yet; "
+            f"supported: {SUPPORTED}."
+        )
+    with tempfile.TemporaryDirectory(prefix="sdstudio-config-") as tmp:
+        folder = config_folder(info, Path(tmp))
+        return _from_single_file(path, folder, info, dtype, tokenizers=shipped_tokenizers(info))
+
+
+def config_folder(info: ModelInfo, scratch: Path) -> Path:
+    """The shipped config folder for ``info``, or a patched copy of it under ``scratch``."""
+    source = configs_root() / info.family.value
+    v_prediction = info.prediction_type == "v_prediction"
+    if not info.inpainting and not v_prediction:
+        return source
+    folder = scratch / info.family.value
+    shutil.copytree(source, folder)
+    unet: dict[str, Any] = {"in_channels": 9} if info.inpainting else {}
+    if v_prediction:
+        _patch(folder / "scheduler" / "scheduler_config.json", prediction_type="v_prediction")
+        if info.family is Family.SD2:  # the SD 2.x 768-v models
+            unet.update(sample_size=96, upcast_attention=True)
+    if unet:
+        _patch(folder / "unet" / "config.json", **unet)
+    return folder
+
+
+def shipped_tokenizers(info: ModelInfo) -> dict[str, Any]:
+    """The family's CLIP tokenizers, from the one shared vocabulary."""
+    from transformers import CLIPTokenizer
+
+    vocab = configs_root() / "clip_tokenizer"
+    if info.family is Family.SD1:
+        return {"tokenizer": CLIPTokenizer.from_pretrained(vocab)}
+    open_clip = CLIPTokenizer.from_pretrained(vocab, pad_token="!")
+    if info.family is Family.SD2:
+        return {"tokenizer": open_clip}
+    return {"tokenizer": CLIPTokenizer.from_pretrained(vocab), "tokenizer_2": open_clip}
+
+
+def pipeline_class(info: ModelInfo) -> Any:
+    """The diffusers pipeline class for a model family."""
+    import diffusers
+
+    if info.family is Family.SDXL:
+        name = (
+            "StableDiffusionXLInpaintPipeline" if info.inpainting else "StableDiffusionXLPipeline"
+        )
+    else:
+        name = "StableDiffusionInpaintPipeline" if info.inpainting else "StableDiffusionPipeline"
+    return getattr(diffusers, name)
+
+
+def _from_single_file(
+    path: Path, config: Path, info: ModelInfo, dtype: Any, *, tokenizers: dict[str, Any]
+) -> Any:
+    options: dict[str, Any] = {"config": str(config), "dtype": dtype, "local_files_only": True}
+    if info.family is not Family.SDXL:
+        options.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return pipeline_class(info).from_single_file(str(path), **options, **tokenizers)
+
+
+def _patch(config_file: Path, **values: Any) -> None:
+    data = json.loads(config_file.read_text("utf-8"))
+    data.update(values)
+    config_file.write_text(json.dumps(data, indent=2), "utf-8")

@@ -1,0 +1,191 @@
+"""AUTOMATIC1111's prompt syntax: emphasis, ``BREAK`` and extra-network tags.
+
+:func:`parse_prompt_attention` is a faithful port of A1111's
+``modules/prompt_parser.parse_prompt_attention``:
+
+- ``(text)`` multiplies the attention to *text* by 1.1, ``[text]`` divides it by 1.1;
+- ``(text:1.3)`` multiplies it by 1.3; nested brackets multiply;
+- ``\\(`` ``\\)`` ``\\[`` ``\\]`` and ``\\\\`` are literal characters;
+- a closing bracket with no opening one is plain text, and brackets still open
+  at the end apply to everything after them;
+- ``BREAK`` (a whole word, in capitals) ends the current 75-token chunk; it
+  comes back as the run ``("BREAK", -1.0)``.
+
+One deviation: A1111 raises on a weight such as ``(a:1.2.3)`` that its
+pattern matches but ``float`` cannot read; here that text is kept as
+written instead.
+
+:func:`extract_extra_networks` removes ``<lora:name:w>``, ``<hypernet:name:w>``
+and any other ``<kind:...>`` tag from the text, as A1111 does before the
+prompt reaches the text encoder, and returns them for the code that applies
+LoRAs. Prompt editing (``[a:b:0.5]``) and alternation (``[a|b]``) are not
+supported; such text is read as emphasis and plain text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+BREAK = "BREAK"
+BREAK_WEIGHT = -1.0
+ROUND_MULTIPLIER = 1.1
+SQUARE_MULTIPLIER = 1 / 1.1
+
+_ATTENTION = re.compile(
+    r"""
+\\\(|
+\\\)|
+\\\[|
+\\]|
+\\\\|
+\\|
+\(|
+\[|
+:\s*([+-]?[.\d]+)\s*\)|
+\)|
+]|
+[^\\()\[\]:]+|
+:
+""",
+    re.X,
+)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+_LORA_KINDS = ("lora", "lyco")
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraNetwork:
+    """A ``<kind:name:weight>`` tag found in a prompt."""
+
+    kind: str
+    """``lora``, ``lyco``, ``hypernet`` or another network type."""
+    name: str
+    weight: float
+    """The first number after the name (the text-encoder weight for LoRAs); 1.0 when absent."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPrompt:
+    """A prompt split into weighted runs, with its extra-network tags removed."""
+
+    runs: list[tuple[str, float]]
+    """(text, weight) runs as :func:`parse_prompt_attention` returns them."""
+    networks: list[ExtraNetwork]
+
+    @property
+    def loras(self) -> list[tuple[str, float]]:
+        """The (name, weight) of each ``<lora:...>`` (or ``<lyco:...>``) tag."""
+        return [(n.name, n.weight) for n in self.networks if n.kind in _LORA_KINDS]
+
+    @property
+    def hypernets(self) -> list[tuple[str, float]]:
+        """The (name, weight) of each ``<hypernet:...>`` tag."""
+        return [(n.name, n.weight) for n in self.networks if n.kind == "hypernet"]
+
+    @property
+    def text(self) -> str:
+        """The text the encoder reads, without emphasis markup (BREAKs kept as words)."""
+        return "".join(f" {BREAK} " if is_break(run) else run[0] for run in self.runs)
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether every run has weight 1 and there is no ``BREAK``."""
+        return all(weight == 1.0 for _, weight in self.runs)
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Remove the extra-network tags, then parse the emphasis syntax."""
+    cleaned, networks = extract_extra_networks(text)
+    return ParsedPrompt(parse_prompt_attention(cleaned), networks)
+
+
+def is_break(run: tuple[str, float]) -> bool:
+    """Whether a run returned by :func:`parse_prompt_attention` is a ``BREAK``."""
+    return run[0] == BREAK and run[1] == BREAK_WEIGHT
+
+
+def extract_extra_networks(text: str) -> tuple[str, list[ExtraNetwork]]:
+    """Remove every ``<kind:args>`` tag; return the text left and the tags found.
+
+    Like A1111, the tag is replaced by nothing (the spaces around it stay).
+    """
+    found: list[ExtraNetwork] = []
+
+    def take(match: re.Match[str]) -> str:
+        items = match.group(2).split(":")
+        weight = 1.0
+        if len(items) > 1:
+            try:
+                weight = float(items[1])
+            except ValueError:
+                weight = 1.0
+        found.append(ExtraNetwork(match.group(1), items[0], weight))
+        return ""
+
+    return _EXTRA_NETWORK.sub(take, text), found
+
+
+def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
+    """Split a prompt into (text, weight) runs, exactly as A1111 does.
+
+    >>> parse_prompt_attention('an (important) word')
+    [('an ', 1.0), ('important', 1.1), (' word', 1.0)]
+    >>> parse_prompt_attention('(unbalanced')
+    [('unbalanced', 1.1)]
+    """
+    res: list[list[str | float]] = []
+    round_brackets: list[int] = []
+    square_brackets: list[int] = []
+
+    def multiply_range(start: int, multiplier: float) -> None:
+        for run in res[start:]:
+            run[1] = float(run[1]) * multiplier
+
+    def add_text(part: str) -> None:
+        for i, piece in enumerate(_BREAK.split(part)):
+            if i > 0:
+                res.append([BREAK, BREAK_WEIGHT])
+            res.append([piece, 1.0])
+
+    for match in _ATTENTION.finditer(text):
+        token = match.group(0)
+        weight = match.group(1)
+        if token.startswith("\\"):
+            res.append([token[1:], 1.0])
+        elif token == "(":
+            round_brackets.append(len(res))
+        elif token == "[":
+            square_brackets.append(len(res))
+        elif weight is not None and round_brackets:
+            try:
+                value = float(weight)
+            except ValueError:
+                add_text(token)
+            else:
+                multiply_range(round_brackets.pop(), value)
+        elif token == ")" and round_brackets:
+            multiply_range(round_brackets.pop(), ROUND_MULTIPLIER)
+        elif token == "]" and square_brackets:
+            multiply_range(square_brackets.pop(), SQUARE_MULTIPLIER)
+        else:
+            add_text(token)
+
+    for position in round_brackets:
+        multiply_range(position, ROUND_MULTIPLIER)
+    for position in square_brackets:
+        multiply_range(position, SQUARE_MULTIPLIER)
+
+    if not res:
+        res = [["", 1.0]]
+
+    # Merge neighbouring runs of the same weight.
+    i = 0
+    while i + 1 < len(res):
+        if res[i][1] == res[i + 1][1]:
+            res[i][0] = str(res[i][0]) + str(res[i + 1][0])
+            res.pop(i + 1)
+        else:
+            i += 1
+    return [(str(run[0]), float(run[1])) for run in res]

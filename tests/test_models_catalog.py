@@ -1,0 +1,261 @@
+"""Finding models where users keep them: tool roots, plain folders and the Hugging Face cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.models.catalog import (
+    ModelEntry,
+    add_model_folder,
+    list_models,
+    remove_model_folder,
+    scan_folder,
+    scan_hf_cache,
+)
+from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.settings import Settings, load_settings, save_settings
+
+
+def save_tensors(path: Path, names: tuple[str, ...] = ("model.weight",)) -> Path:
+    """A small but valid safetensors file."""
+    import torch
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: torch.zeros(2, 2) for name in names}, str(path))
+    return path
+
+
+def write(path: Path, data: bytes = b"\x80\x02}q\x00.") -> Path:
+    """A file with some bytes (a pickle-like ``.pt`` or ``.ckpt`` that is never opened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def diffusers_folder(path: Path, cross_attention_dim: int = 768, in_channels: int = 4) -> Path:
+    """The JSON files of a diffusers folder (no weights: listing never reads them)."""
+    path.mkdir(parents=True, exist_ok=True)
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+    }
+    (path / "model_index.json").write_text(json.dumps(index))
+    unet = {"cross_attention_dim": cross_attention_dim, "in_channels": in_channels}
+    write(path / "unet" / "config.json", json.dumps(unet).encode())
+    return path
+
+
+def by_name(entries: list[ModelEntry]) -> dict[str, ModelEntry]:
+    """Entries keyed by name."""
+    return {entry.name: entry for entry in entries}
+
+
+def summary(entries: list[ModelEntry]) -> set[tuple[str, str, str, str]]:
+    """(name, kind, format, source) of each entry."""
+    return {(e.name, e.kind, e.format, e.source) for e in entries}
+
+
+def test_a1111_root_is_detected_and_bad_files_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "stable-diffusion-webui"
+    save_tensors(root / "models/Stable-diffusion/a.safetensors")
+    save_tensors(root / "models/Stable-diffusion/xl/sdxl_turbo.safetensors")
+    write(root / "models/Stable-diffusion/old.ckpt")
+    write(root / "models/Stable-diffusion/broken.safetensors", b"\xff" * 20)
+    write(root / "models/Stable-diffusion/empty.safetensors", b"")
+    (root / "models/Stable-diffusion/gone.safetensors").symlink_to(tmp_path / "nowhere")
+    write(root / "models/Stable-diffusion/notes.txt", b"not a model")
+    save_tensors(root / "models/Lora/l.safetensors", ("lora_unet_down.lora_up.weight",))
+    write(root / "embeddings/e.pt")
+    save_tensors(root / "models/VAE/v.safetensors", ("decoder.conv_in.weight",))
+
+    catalog = scan_folder(root)
+
+    assert summary(catalog.entries) == {
+        ("a", "checkpoint", "safetensors", "a1111"),
+        ("sdxl_turbo", "checkpoint", "safetensors", "a1111"),
+        ("old", "checkpoint", "ckpt", "a1111"),
+        ("l", "lora", "safetensors", "a1111"),
+        ("e", "embedding", "pt", "a1111"),
+        ("v", "vae", "safetensors", "a1111"),
+    }
+    entries = by_name(catalog.entries)
+    assert entries["sdxl_turbo"].few_step and not entries["a"].few_step
+    assert entries["a"].path == str(root / "models/Stable-diffusion/a.safetensors")
+    assert (
+        entries["a"].size_bytes == (root / "models/Stable-diffusion/a.safetensors").stat().st_size
+    )
+    assert all(isinstance(e.family, str) and e.family_label for e in catalog.entries)
+    skipped = {Path(path).name for path, _reason in catalog.skipped}
+    assert skipped == {"broken.safetensors", "empty.safetensors", "gone.safetensors"}
+
+
+def test_comfyui_root(tmp_path: Path) -> None:
+    root = tmp_path / "ComfyUI"
+    write(root / "models/checkpoints/c.ckpt")
+    diffusers_folder(root / "models/diffusers/dreamy")
+    save_tensors(root / "models/loras/cl.safetensors")
+    write(root / "models/embeddings/ce.bin")
+    save_tensors(root / "models/vae/cv.safetensors")
+    save_tensors(root / "models/controlnet/ignored.safetensors")
+
+    catalog = scan_folder(root)
+
+    assert summary(catalog.entries) == {
+        ("c", "checkpoint", "ckpt", "comfyui"),
+        ("dreamy", "checkpoint", "diffusers", "comfyui"),
+        ("cl", "lora", "safetensors", "comfyui"),
+        ("ce", "embedding", "bin", "comfyui"),
+        ("cv", "vae", "safetensors", "comfyui"),
+    }
+    dreamy = by_name(catalog.entries)["dreamy"]
+    assert (dreamy.family, dreamy.family_label) == ("sd1", "SD 1.x")
+    assert catalog.skipped == []
+
+
+def test_invokeai_root(tmp_path: Path) -> None:
+    root = tmp_path / "invokeai"
+    write(root / "invokeai.yaml", b"schema_version: 4.0.2\n")
+    diffusers_folder(root / "models/sdxl/main/juggernaut", cross_attention_dim=2048)
+    diffusers_folder(root / "models/sd-1/main/sd-inpaint", in_channels=9)
+    save_tensors(root / "models/sd-1/main/single.safetensors")
+    save_tensors(root / "models/sdxl/lora/il.safetensors")
+    write(root / "models/sd-1/embedding/ie.pt")
+    save_tensors(root / "models/any/vae/iv.safetensors")
+    save_tensors(root / "models/sd-1/controlnet/cn.safetensors")
+
+    catalog = scan_folder(root)
+
+    assert summary(catalog.entries) == {
+        ("juggernaut", "checkpoint", "diffusers", "invokeai"),
+        ("sd-inpaint", "checkpoint", "diffusers", "invokeai"),
+        ("single", "checkpoint", "safetensors", "invokeai"),
+        ("il", "lora", "safetensors", "invokeai"),
+        ("ie", "embedding", "pt", "invokeai"),
+        ("iv", "vae", "safetensors", "invokeai"),
+    }
+    entries = by_name(catalog.entries)
+    assert entries["juggernaut"].family == "sdxl"
+    assert entries["sd-inpaint"].family_label == "SD 1.x inpainting"
+    assert entries["juggernaut"].size_bytes > 0
+
+
+def test_plain_folder_tells_kinds_by_subfolder_and_header(tmp_path: Path) -> None:
+    root = tmp_path / "my-models"
+    save_tensors(root / "p.safetensors")
+    save_tensors(root / "loras/pl.safetensors")
+    save_tensors(root / "lcm-lora-sdv1-5.safetensors", ("lora_unet_x.lora_down.weight",))
+    write(root / "embeddings/pe.pt")
+    diffusers_folder(root / "dreamshaper-lightning")
+
+    catalog = scan_folder(root)
+
+    assert summary(catalog.entries) == {
+        ("p", "checkpoint", "safetensors", "folder"),
+        ("pl", "lora", "safetensors", "folder"),
+        ("lcm-lora-sdv1-5", "lora", "safetensors", "folder"),
+        ("pe", "embedding", "pt", "folder"),
+        ("dreamshaper-lightning", "checkpoint", "diffusers", "folder"),
+    }
+    entries = by_name(catalog.entries)
+    assert entries["lcm-lora-sdv1-5"].flags == ("few-step",)
+    assert entries["dreamshaper-lightning"].few_step
+    assert entries["p"].to_dict()["flags"] == []
+
+
+def fake_hf_cache(cache: Path, repo: str, files: dict[str, bytes], commit: str) -> Path:
+    """A Hugging Face cache entry laid out as huggingface_hub writes it."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / commit
+    for name, data in files.items():
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        write(blob, data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    write(folder / "refs" / "main", commit.encode())
+    return snapshot
+
+
+def test_hugging_face_cache_lists_diffusers_repos(tmp_path: Path, tiny_model: Path) -> None:
+    cache = tmp_path / "hub"
+    files = {p.relative_to(tiny_model).as_posix(): p.read_bytes()
+             for p in tiny_model.rglob("*") if p.is_file()}  # fmt: skip
+    snapshot = fake_hf_cache(cache, "org/tiny-sd", files, "a" * 40)
+    fake_hf_cache(cache, "org/tokenizer-only", {"tokenizer.json": b"{}"}, "b" * 40)
+    write(cache / "datasets--org--data" / "refs" / "main", b"c" * 40)
+
+    entries = scan_hf_cache(cache).entries
+
+    assert [(e.name, e.kind, e.format, e.source, e.path) for e in entries] == [
+        ("org/tiny-sd", "checkpoint", "diffusers", "huggingface", str(snapshot))
+    ]
+    assert entries[0].size_bytes == sum(len(data) for data in files.values())
+    assert scan_hf_cache(tmp_path / "no-cache").entries == []
+
+
+def test_list_models_combines_sources_and_honours_hf_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = AppPaths.default()
+    save_tensors(paths.models_dir / "own.safetensors")
+    comfy = tmp_path / "ComfyUI"
+    save_tensors(comfy / "models/checkpoints/c.safetensors")
+    cache = tmp_path / "hf"
+    fake_hf_cache(cache, "org/x", {"model_index.json": b"{}"}, "d" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    settings = Settings(model_folders=(str(comfy), str(comfy), str(tmp_path / "missing")))
+
+    catalog = list_models(paths, settings)
+
+    assert summary(catalog.entries) == {
+        ("own", "checkpoint", "safetensors", "app"),
+        ("c", "checkpoint", "safetensors", "comfyui"),
+        ("org/x", "checkpoint", "diffusers", "huggingface"),
+    }
+    assert catalog.skipped == [(str(tmp_path / "missing"), "folder not found")]
+
+
+def test_model_folders_are_saved_in_settings(tmp_path: Path) -> None:
+    paths = AppPaths.default()
+    folder = tmp_path / "models"
+    folder.mkdir()
+    settings = add_model_folder(Settings(theme="dark"), folder)
+    assert add_model_folder(settings, folder) == settings
+    save_settings(paths, settings)
+    loaded = load_settings(paths)
+    assert loaded.model_folders == (str(folder.resolve()),)
+    assert loaded.theme == "dark" and "model_folders" not in loaded.extra
+    assert remove_model_folder(loaded, folder).model_folders == ()
+    with pytest.raises(InvalidRequest, match="not one of the model folders"):
+        remove_model_folder(Settings(), folder)
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        add_model_folder(Settings(), tmp_path / "missing")
+    paths.settings_file.write_text(json.dumps({"model_folders": "oops", "theme": "light"}))
+    assert load_settings(paths).model_folders == ()
+
+
+def test_unreadable_folder_is_skipped_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "plain"
+    save_tensors(root / "ok.safetensors")
+    locked = root / "locked"
+    save_tensors(locked / "hidden.safetensors")
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:
+        if Path(str(path)) == locked:  # as if its permissions forbade reading it
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    catalog = scan_folder(root)
+    assert [e.name for e in catalog.entries] == ["ok"]
+    assert catalog.skipped == [(str(locked), "unreadable: Permission denied")]
