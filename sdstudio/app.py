@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from sdstudio.ui.controller import GenerationController
     from sdstudio.ui.main_window import MainWindow
+    from sdstudio.ui.model_list import ModelListLoader
     from sdstudio.ui.theme import apply_theme
     from sdstudio.ui.worker import GenerationWorker
 
@@ -88,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     restore_last_request(window, paths)
     for image in args.images:
         window.open_file(Path(image))
+    models = ModelListLoader(paths, settings)
+    models.loaded.connect(window.show_models)
     window.show()
+    models.refresh()
     QTimer.singleShot(WARM_UP_DELAY_MS, controller.warm_up)
     try:
         return int(app.exec())
@@ -96,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # However the loop ended, stop the worker thread before Qt objects go away.
         save_last_request(window, paths)
         controller.shutdown()
+        models.shutdown()
         window.gallery.shutdown()
         library.close()
 

@@ -389,3 +389,24 @@ def test_dark_theme_changes_the_palette(qapp) -> None:
     finally:
         qapp.setPalette(original)
         qapp.setStyle(original_style)
+
+
+def test_model_picker_lists_models_found_on_disk(qtbot, window, tiny_model, paths) -> None:
+    import shutil
+
+    from sdstudio.engine.settings import load_settings
+    from sdstudio.ui.model_list import ModelListLoader
+
+    shutil.copytree(tiny_model, paths.models_dir / "my-model")
+    loader = ModelListLoader(paths, load_settings(paths))
+    loader.loaded.connect(window.show_models)
+    with qtbot.waitSignal(loader.loaded, timeout=30_000):
+        loader.refresh()
+    loader.shutdown()
+    picker = window.panel.model
+    index = picker.findText("my-model")
+    assert index >= 0
+    picker.setCurrentIndex(index)
+    assert window.panel.model_path() == str(paths.models_dir / "my-model")
+    assert "SD 1.x" in picker.itemData(index, Qt.ItemDataRole.ToolTipRole)
+    assert window.panel.request().model == str(paths.models_dir / "my-model")

@@ -293,6 +293,13 @@ class MainWindow(QMainWindow):
             return
         self.stack.setCurrentWidget(self.canvas)
 
+    def show_models(self, entries: list) -> None:
+        """Offer the models found on disk in the model picker."""
+        self.panel.set_known_models(
+            [(e.name, e.path, f"{e.family_label} · {e.format} · {e.source}") for e in entries]
+        )
+        self._update_welcome(self.panel.model.currentText())
+
     def _on_source_changed(self) -> None:
         source = self.canvas.source
         self.panel.set_source_size(source.size if source is not None else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QRegularExpression, Signal
+from PySide6.QtCore import QRegularExpression, Qt, Signal
 from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import (
     QComboBox,
@@ -163,7 +163,7 @@ class PromptPanel(QWidget):
     def request(self) -> GenerationRequest:
         """The request these settings describe (raises InvalidRequest when one is bad)."""
         return GenerationRequest(
-            model=self.model.currentText().strip(),
+            model=self.model_path(),
             prompt=self.prompt.toPlainText(),
             negative_prompt=self.negative.toPlainText(),
             sampler=self.sampler.currentText(),
@@ -193,11 +193,38 @@ class PromptPanel(QWidget):
         self.batch.setValue(request.batch_size)
         self.strength.setValue(request.strength)
 
+    def model_path(self) -> str:
+        """The chosen model's path: a listed model's, or the text typed."""
+        text = self.model.currentText().strip()
+        index = self.model.currentIndex()
+        if index >= 0 and self.model.itemText(index) == text and self.model.itemData(index):
+            return str(self.model.itemData(index))
+        return text
+
     def set_model(self, model: str) -> None:
-        """Select a model, adding it to the list if it is new."""
-        if model and self.model.findText(model) < 0:
-            self.model.insertItem(0, model)
-        self.model.setCurrentText(model)
+        """Select a model by path, adding it to the list if it is new."""
+        if not model:
+            return
+        index = self.model.findData(model)
+        if index < 0:
+            index = self.model.findText(model)
+        if index < 0:
+            self.model.insertItem(0, model, model)
+            index = 0
+        self.model.setCurrentIndex(index)
+
+    def set_known_models(self, models: list[tuple[str, str, str]]) -> None:
+        """List found models as (name, path, description), keeping the current choice."""
+        current = self.model_path()
+        for name, path, description in models:
+            if self.model.findData(path) >= 0:
+                continue
+            self.model.addItem(name, path)
+            self.model.setItemData(
+                self.model.count() - 1, f"{description}\n{path}", Qt.ItemDataRole.ToolTipRole
+            )
+        if current:
+            self.set_model(current)
 
     def set_busy(self, busy: bool) -> None:
         """Enable Cancel while a job runs (Generate stays on: it queues)."""
