@@ -410,3 +410,6 @@ def test_model_picker_lists_models_found_on_disk(qtbot, window, tiny_model, path
     assert window.panel.model_path() == str(paths.models_dir / "my-model")
     assert "SD 1.x" in picker.itemData(index, Qt.ItemDataRole.ToolTipRole)
     assert window.panel.request().model == str(paths.models_dir / "my-model")
+    window.panel.steps.setValue(50)
+    picker.activated.emit(index)  # the user picks it: its defaults apply
+    assert (window.panel.steps.value(), window.panel.width_box.value()) == (20, 512)

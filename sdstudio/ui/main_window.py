@@ -296,7 +296,10 @@ class MainWindow(QMainWindow):
     def show_models(self, entries: list) -> None:
         """Offer the models found on disk in the model picker."""
         self.panel.set_known_models(
-            [(e.name, e.path, f"{e.family_label} · {e.format} · {e.source}") for e in entries]
+            [
+                (e.name, e.path, e.family, f"{e.family_label} · {e.format} · {e.source}")
+                for e in entries
+            ]
         )
         self._update_welcome(self.panel.model.currentText())
 

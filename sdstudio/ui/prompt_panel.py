@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine import samplers
+from sdstudio.engine.models.defaults import defaults_for
 from sdstudio.engine.request import (
     MAX_BATCH,
     MAX_SIZE,
@@ -32,6 +33,8 @@ from sdstudio.engine.request import (
     GenerationRequest,
     round_to_multiple_of_8,
 )
+
+FAMILY_ROLE = Qt.ItemDataRole.UserRole + 1
 
 SIZE_PRESETS = [
     ("Square 512", 512, 512),
@@ -57,6 +60,7 @@ class PromptPanel(QWidget):
         self.model = QComboBox(editable=True)
         self.model.setToolTip("A diffusers folder or a .safetensors file")
         self.model.lineEdit().setPlaceholderText("Model folder or .safetensors file")
+        self.model.activated.connect(self.apply_model_defaults)
         browse = QToolButton(text="…", toolTip="Choose a model folder")
         browse.clicked.connect(self._browse_model)
         model_row = QHBoxLayout()
@@ -213,13 +217,14 @@ class PromptPanel(QWidget):
             index = 0
         self.model.setCurrentIndex(index)
 
-    def set_known_models(self, models: list[tuple[str, str, str]]) -> None:
-        """List found models as (name, path, description), keeping the current choice."""
+    def set_known_models(self, models: list[tuple[str, str, str, str]]) -> None:
+        """List found models as (name, path, family, description), keeping the current choice."""
         current = self.model_path()
-        for name, path, description in models:
+        for name, path, family, description in models:
             if self.model.findData(path) >= 0:
                 continue
             self.model.addItem(name, path)
+            self.model.setItemData(self.model.count() - 1, family, FAMILY_ROLE)
             self.model.setItemData(
                 self.model.count() - 1, f"{description}\n{path}", Qt.ItemDataRole.ToolTipRole
             )
@@ -229,6 +234,20 @@ class PromptPanel(QWidget):
     def set_busy(self, busy: bool) -> None:
         """Enable Cancel while a job runs (Generate stays on: it queues)."""
         self.cancel_button.setEnabled(busy)
+
+    def apply_model_defaults(self, index: int) -> None:
+        """When the user picks a listed model, use the settings that suit it."""
+        family = self.model.itemData(index, FAMILY_ROLE)
+        if not family:
+            return
+        d = defaults_for(str(family), self.model.itemText(index))
+        self.width_box.setValue(d.width)
+        self.height_box.setValue(d.height)
+        self.steps.setValue(d.steps)
+        self.guidance.setValue(d.guidance_scale)
+        self._chosen_schedule = d.schedule
+        self.sampler.setCurrentText(d.sampler)
+        self._update_schedules(d.sampler)
 
     def _update_schedules(self, sampler: str) -> None:
         """Offer the sampler's schedule types, keeping the user's choice where it applies."""
