@@ -12,7 +12,7 @@ from sdstudio.engine.settings import KEYS, Settings, change_setting, save_settin
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``settings``."""
     parser = commands.add_parser(
-        "settings", help="show or change settings (outputs_dir, device, theme)"
+        "settings", help="show or change settings (outputs_dir, device, theme, memory)"
     )
     parser.add_argument("key", nargs="?", choices=KEYS)
     parser.add_argument("value", nargs="?", help="new value; an empty string restores the default")
@@ -28,6 +28,7 @@ def run(args: argparse.Namespace, paths: AppPaths, settings: Settings, reporter:
         "outputs_dir": str(settings.outputs_path(paths)),
         "device": settings.device,
         "theme": settings.theme,
+        "memory": settings.memory,
     }
     shown = {args.key: effective[args.key]} if args.key else effective
     if reporter.as_json:

@@ -19,6 +19,7 @@ from typing import Any
 from sdstudio.engine.devices import DeviceConfig
 from sdstudio.engine.errors import ModelError
 from sdstudio.engine.hashing import HashCache
+from sdstudio.engine.memory import MemoryPlan, free_memory, place, plan_memory, weights_bytes
 from sdstudio.engine.request import Mode
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,27 @@ class PipelineManager:
         *,
         single_file_config: Path | None = None,
         hash_cache: HashCache | None = None,
+        memory_mode: str = "auto",
     ) -> None:
         self.device = device
         self.single_file_config = single_file_config
+        self.memory_mode = memory_mode
+        self.memory_plan = MemoryPlan()
         self._hashes = hash_cache or HashCache(None)
         self._model: LoadedModel | None = None
         self._pipes: dict[str, Any] = {}
         self._scheduler_config: dict[str, Any] = {}
         self._hash: str | None = None
+        self._unload_listeners: list[Callable[[], None]] = []
+
+    @property
+    def hash_cache(self) -> HashCache:
+        """The cache of file hashes (models, LoRAs, embeddings)."""
+        return self._hashes
+
+    def add_unload_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever the model in memory is unloaded."""
+        self._unload_listeners.append(listener)
 
     @property
     def model(self) -> LoadedModel | None:
@@ -95,6 +109,8 @@ class PipelineManager:
         if self._model is None:
             return
         log.info("Unloading %s", self._model.path)
+        for listener in self._unload_listeners:
+            listener()
         self._pipes.clear()
         self._model = None
         self._hash = None
@@ -112,7 +128,13 @@ class PipelineManager:
             else:
                 pipe = self._load_single_file(path)
                 single_file = True
-            pipe.to(self.device.device)
+            self.memory_plan = plan_memory(
+                self.memory_mode,
+                self.device.device,
+                weights_bytes(pipe),
+                free_memory(self.device.device),
+            )
+            place(pipe, self.device.device, self.memory_plan)
         except ModelError:
             raise
         except MemoryError:
@@ -122,8 +144,6 @@ class PipelineManager:
             raise ModelError(
                 f"Could not load the model {path.name}: {_first_line(error)}"
             ) from None
-        if self.device.attention_slicing:
-            pipe.enable_attention_slicing()
         pipe.set_progress_bar_config(disable=True)
         unet = getattr(pipe, "unet", None)
         inpainting = bool(unet is not None and unet.config.in_channels == 9)

@@ -28,6 +28,8 @@ class Settings:
     device: str = "auto"
     theme: str = "system"
     """The app's look: system, light or dark."""
+    memory: str = "auto"
+    """How models use GPU memory: auto (from free VRAM), fast, balanced or low (CPU offload)."""
     model_folders: tuple[str, ...] = ()
     """Folders the user added whose models are listed where they are (never copied)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -76,6 +78,8 @@ def change_setting(settings: Settings, key: str, value: str) -> Settings:
         raise InvalidRequest("device must be one of: auto, cpu, cuda, mps.")
     if key == "theme" and value not in ("system", "light", "dark"):
         raise InvalidRequest("theme must be one of: system, light, dark.")
+    if key == "memory" and value not in ("auto", "fast", "balanced", "low"):
+        raise InvalidRequest("memory must be one of: auto, fast, balanced, low.")
     if key == "outputs_dir" and value:
         value = str(Path(value).expanduser().resolve())
     changes: dict[str, Any] = {key: value}
