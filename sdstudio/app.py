@@ -29,6 +29,7 @@ from sdstudio.resource_files import resource_path
 
 if TYPE_CHECKING:
     from sdstudio.ui.main_window import MainWindow
+    from sdstudio.ui.model_list import ModelListLoader
 
 log = logging.getLogger("sdstudio.app")
 
@@ -91,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.open_file(Path(image))
     models = ModelListLoader(paths, settings)
     models.loaded.connect(window.show_models)
+    add_models_menu(window, paths, models)
     window.show()
     models.refresh()
     QTimer.singleShot(WARM_UP_DELAY_MS, controller.warm_up)
@@ -119,6 +121,22 @@ def open_library(
     except SdStudioError as error:
         on_notice(f"{error} New images are saved but kept out of the history for now.")
         return ImageLibrary.open(Path(":memory:"), outputs)
+
+
+def add_models_menu(window: MainWindow, paths: AppPaths, models: ModelListLoader) -> None:
+    """The Models menu: the model manager, whose changes refresh the model picker."""
+    from PySide6.QtGui import QKeySequence
+
+    from sdstudio.ui.model_manager import ModelManager
+
+    def open_manager() -> None:
+        manager = ModelManager(paths, load_settings(paths), window)
+        manager.models_changed.connect(lambda: models.reload(load_settings(paths)))
+        manager.open()
+
+    action = window.menuBar().addMenu("&Models").addAction("Manage models…")
+    action.setShortcut(QKeySequence("Ctrl+M"))
+    action.triggered.connect(open_manager)
 
 
 def restore_last_request(window: MainWindow, paths: AppPaths) -> None:

@@ -32,6 +32,8 @@ class Settings:
     """How models use GPU memory: auto (from free VRAM), fast, balanced or low (CPU offload)."""
     model_folders: tuple[str, ...] = ()
     """Folders the user added whose models are listed where they are (never copied)."""
+    downloaded_models: tuple[str, ...] = ()
+    """Hugging Face repo ids the app downloaded itself (only these may be removed by it)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def outputs_path(self, paths: AppPaths) -> Path:
@@ -39,7 +41,7 @@ class Settings:
         return Path(self.outputs_dir).expanduser() if self.outputs_dir else paths.outputs_dir
 
 
-LIST_KEYS = ("model_folders",)
+LIST_KEYS = ("model_folders", "downloaded_models")
 """Settings that hold a list of text; changed by their own commands, not by ``change_setting``."""
 KEYS = tuple(f.name for f in fields(Settings) if f.name != "extra" and f.name not in LIST_KEYS)
 """Settings that hold one text value."""

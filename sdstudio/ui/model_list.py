@@ -32,6 +32,11 @@ class ModelListLoader(QObject):
         """Scan again; ``loaded`` follows."""
         self._pool.start(_Scan(self._paths, self._settings, self.loaded))
 
+    def reload(self, settings: Settings) -> None:
+        """Scan again with changed settings (model folders added or removed)."""
+        self._settings = settings
+        self.refresh()
+
     def shutdown(self) -> None:
         """Wait for a running scan."""
         self._pool.clear()

@@ -1,0 +1,263 @@
+"""The model manager: the models found, folders to add, downloads with progress and cancel."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sdstudio.engine.errors import SdStudioError
+from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.settings import Settings, save_settings
+
+SUGGESTED = (
+    ("stabilityai/sd-turbo", "SD-Turbo: 1-4 steps, the quickest on a CPU", 2.6),
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "Stable Diffusion 1.5", 2.1),
+    ("stabilityai/stable-diffusion-xl-base-1.0", "SDXL base 1.0 (needs a GPU)", 7.0),
+)
+COLUMNS = ("Name", "Family", "Format", "Size", "Source", "Place")
+
+
+class _Download(QRunnable):
+    """Runs one download on a pool thread; reports through the dialog's signals."""
+
+    def __init__(self, repo_id: str, cancel: threading.Event, signals: ModelManager) -> None:
+        super().__init__()
+        self.repo_id = repo_id
+        self.cancel = cancel
+        self.signals = signals
+
+    def run(self) -> None:
+        from sdstudio.engine.models.download import download_model
+
+        try:
+            path = download_model(
+                self.repo_id,
+                progress=lambda done, total: self.signals.download_progress.emit(done, total),
+                cancel=self.cancel,
+            )
+        except SdStudioError as error:
+            self.signals.download_failed.emit(self.repo_id, str(error))
+        except Exception as error:  # the dialog must report, not die
+            self.signals.download_failed.emit(self.repo_id, f"{type(error).__name__}: {error}")
+        else:
+            self.signals.download_finished.emit(self.repo_id, str(path))
+
+
+class ModelManager(QDialog):
+    """Lists models where they are; adds folders; downloads and removes app downloads."""
+
+    download_progress = Signal(int, int)
+    download_finished = Signal(str, str)
+    download_failed = Signal(str, str)
+    models_changed = Signal()
+
+    def __init__(self, paths: AppPaths, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Models")
+        self.resize(900, 520)
+        self.paths = paths
+        self.settings = settings
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._cancel: threading.Event | None = None
+
+        self.table = QTreeWidget()
+        self.table.setHeaderLabels(list(COLUMNS))
+        self.table.setRootIsDecorated(False)
+        self.table.setSortingEnabled(True)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.status = QLabel()
+
+        add_folder = QPushButton("Add folder…")
+        add_folder.setToolTip(
+            "A folder of models, or the root of AUTOMATIC1111, ComfyUI or InvokeAI"
+        )
+        add_folder.clicked.connect(self._choose_folder)
+        self.remove_folder = QComboBox()
+        self.remove_folder.setPlaceholderText("Remove a folder…")
+        self.remove_folder.activated.connect(self._remove_folder)
+        self.remove_button = QPushButton("Delete download")
+        self.remove_button.setToolTip(
+            "Delete a model sdstudio downloaded (others are never deleted)"
+        )
+        self.remove_button.clicked.connect(self._remove_selected)
+
+        self.repo = QComboBox(editable=True)
+        self.repo.lineEdit().setPlaceholderText("Hugging Face repo id, e.g. stabilityai/sd-turbo")
+        for repo_id, description, size_gb in SUGGESTED:
+            self.repo.addItem(f"{repo_id}  ({description}, about {size_gb:g} GB)", repo_id)
+        self.repo.setCurrentIndex(-1)
+        self.download_button = QPushButton("Download")
+        self.download_button.clicked.connect(self.start_download)
+        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button.clicked.connect(self.cancel_download)
+        self.progress = QProgressBar(textVisible=True)
+        self.progress.setFormat("")
+
+        folders = QHBoxLayout()
+        folders.addWidget(add_folder)
+        folders.addWidget(self.remove_folder, 1)
+        folders.addWidget(self.remove_button)
+        download = QHBoxLayout()
+        download.addWidget(self.repo, 1)
+        download.addWidget(self.download_button)
+        download.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(folders)
+        layout.addWidget(QLabel("Download from the Hugging Face hub (into its shared cache):"))
+        layout.addLayout(download)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+
+        self.download_progress.connect(self._on_progress)
+        self.download_finished.connect(self._on_finished)
+        self.download_failed.connect(self._on_failed)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """List the models again (header reads only; fast enough for the GUI thread)."""
+        from sdstudio.engine.models.catalog import list_models
+
+        catalog = list_models(self.paths, self.settings)
+        self.table.clear()
+        for entry in catalog.entries:
+            item = QTreeWidgetItem(
+                [
+                    entry.name,
+                    entry.family_label,
+                    entry.format,
+                    _size(entry.size_bytes),
+                    entry.source,
+                    entry.path,
+                ]
+            )
+            item.setToolTip(0, f"{entry.kind}: {entry.path}")
+            item.setData(0, Qt.ItemDataRole.UserRole, entry.path)
+            self.table.addTopLevelItem(item)
+        self.remove_folder.clear()
+        self.remove_folder.addItems(list(self.settings.model_folders))
+        self.remove_folder.setCurrentIndex(-1)
+        skipped = f", {len(catalog.skipped)} unreadable skipped" if catalog.skipped else ""
+        self.status.setText(f"{len(catalog.entries)} models{skipped}")
+        self._update_buttons()
+
+    def add_folder(self, folder: Path) -> None:
+        """Add a model folder (or a tool's root) and list its models."""
+        from sdstudio.engine.models.catalog import add_model_folder
+
+        self._change(lambda: add_model_folder(self.settings, folder))
+
+    def start_download(self) -> None:
+        """Download the repo id in the box, with progress and cancel."""
+        repo_id = self.repo.currentData() or self.repo.currentText().strip().split(" ")[0]
+        if not repo_id or "/" not in repo_id:
+            self.status.setText("Give a repo id such as stabilityai/sd-turbo.")
+            return
+        self._cancel = threading.Event()
+        self.download_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"Downloading {repo_id}…")
+        self._pool.start(_Download(repo_id, self._cancel, self))
+
+    def cancel_download(self) -> None:
+        """Stop the running download (it resumes where it stopped next time)."""
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def shutdown(self) -> None:
+        """Cancel a download and wait for its thread."""
+        self.cancel_download()
+        self._pool.waitForDone()
+
+    def done(self, result: int) -> None:  # QDialog override: closing stops the worker
+        self.shutdown()
+        super().done(result)
+
+    def _on_progress(self, done: int, total: int) -> None:
+        scale = max(1, total // 1_000_000)
+        self.progress.setRange(0, max(1, total // scale))
+        self.progress.setValue(done // scale)
+        self.progress.setFormat(f"{done / 1e9:.2f} of {total / 1e9:.2f} GB")
+
+    def _on_finished(self, repo_id: str, path: str) -> None:
+        self._download_ended(f"Downloaded {repo_id}.")
+        if repo_id not in self.settings.downloaded_models:
+            import dataclasses
+
+            downloaded = (*self.settings.downloaded_models, repo_id)
+            self._change(lambda: dataclasses.replace(self.settings, downloaded_models=downloaded))
+
+    def _on_failed(self, repo_id: str, message: str) -> None:
+        self._download_ended(message)
+
+    def _download_ended(self, message: str) -> None:
+        self._cancel = None
+        self.download_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.status.setText(message)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a model folder")
+        if folder:
+            self.add_folder(Path(folder))
+
+    def _remove_folder(self, index: int) -> None:
+        from sdstudio.engine.models.catalog import remove_model_folder
+
+        folder = self.remove_folder.itemText(index)
+        self._change(lambda: remove_model_folder(self.settings, folder))
+
+    def _selected_repo(self) -> str | None:
+        from sdstudio.engine.models.removal import repo_id_of
+
+        items = self.table.selectedItems()
+        if not items:
+            return None
+        repo = repo_id_of(Path(str(items[0].data(0, Qt.ItemDataRole.UserRole))))
+        return repo if repo in self.settings.downloaded_models else None
+
+    def _remove_selected(self) -> None:
+        from sdstudio.engine.models.removal import remove_downloaded
+
+        repo = self._selected_repo()
+        if repo is not None:
+            self._change(lambda: remove_downloaded(self.settings, repo))
+
+    def _change(self, make: Callable[[], Settings]) -> None:
+        try:
+            settings = make()
+            save_settings(self.paths, settings)
+        except SdStudioError as error:
+            self.status.setText(str(error))
+            return
+        self.settings = settings
+        self.refresh()
+        self.models_changed.emit()
+
+    def _update_buttons(self) -> None:
+        self.remove_button.setEnabled(self._selected_repo() is not None)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 100_000_000 else f"{size / 1e6:.1f} MB"
