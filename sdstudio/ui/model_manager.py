@@ -155,7 +155,8 @@ class ModelManager(QDialog):
         self.remove_folder.addItems(list(self.settings.model_folders))
         self.remove_folder.setCurrentIndex(-1)
         skipped = f", {len(catalog.skipped)} unreadable skipped" if catalog.skipped else ""
-        self.status.setText(f"{len(catalog.entries)} models{skipped}")
+        count = len(catalog.entries)
+        self.status.setText(f"{count} model{'' if count == 1 else 's'}{skipped}")
         self._update_buttons()
 
     def add_folder(self, folder: Path) -> None:
