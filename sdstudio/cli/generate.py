@@ -152,6 +152,8 @@ def _run(request: GenerationRequest, args: argparse.Namespace, context: Context)
     from sdstudio.engine.generation import Engine, Progress
     from sdstudio.engine.hashing import HashCache
     from sdstudio.engine.history.library import ImageLibrary
+    from sdstudio.engine.models.catalog import network_folders
+    from sdstudio.engine.networks import Networks
     from sdstudio.engine.outputs import OutputWriter
     from sdstudio.engine.pipelines import PipelineManager
 
@@ -161,8 +163,14 @@ def _run(request: GenerationRequest, args: argparse.Namespace, context: Context)
         device,
         single_file_config=Path(args.config) if args.config else None,
         hash_cache=HashCache(paths.cache_dir / "model-hashes.json"),
+        memory_mode=context.settings.memory,
     )
-    engine = Engine(manager, paths.inputs_dir)
+    networks = Networks(
+        lambda: network_folders(paths, context.settings, "lora"),
+        lambda: network_folders(paths, context.settings, "embedding"),
+        manager.hash_cache,
+    )
+    engine = Engine(manager, paths.inputs_dir, networks=networks)
     library = context.library
     if args.out:
         # Images still go into the history, from the folder the user chose.

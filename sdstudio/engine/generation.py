@@ -25,6 +25,7 @@ from sdstudio.engine import prompt_embeds, samplers
 from sdstudio.engine.errors import GenerationCancelled, OutOfMemory, SdStudioError
 from sdstudio.engine.images import open_image, open_mask, store_input
 from sdstudio.engine.metadata.record import ImageRecord
+from sdstudio.engine.networks import ActiveNetworks, Networks, strip_notice
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.previews import latent_preview
 from sdstudio.engine.request import GenerationRequest, Mode
@@ -85,14 +86,25 @@ class Engine:
     """Turns requests into images with the pipelines of a :class:`PipelineManager`."""
 
     def __init__(
-        self, pipelines: PipelineManager, inputs_dir: Path, *, previews: bool = True
+        self,
+        pipelines: PipelineManager,
+        inputs_dir: Path,
+        *,
+        previews: bool = True,
+        networks: Networks | None = None,
     ) -> None:
+        """``networks`` finds LoRAs and embeddings; without it LoRA tags are only removed."""
         self.pipelines = pipelines
         self.inputs_dir = inputs_dir
         self.previews = previews
+        self.networks = networks
+        if networks is not None:
+            pipelines.add_unload_listener(networks.forget)
         # The prompt arguments of the last prompt, with the text encoder they
-        # were made by: a batch encodes its prompt once.
-        self._prompt_cache: tuple[tuple[str, str, int], Any, dict[str, Any]] | None = None
+        # were made by and the LoRAs and embeddings active: a batch encodes
+        # its prompt once.
+        self._prompt_cache: tuple[tuple[Any, ...], Any, dict[str, Any]] | None = None
+        self._active = ActiveNetworks()
 
     def generate(
         self,
@@ -118,6 +130,8 @@ class Engine:
         pipe = self.pipelines.pipeline(request.model, request.mode, on_status)
         model = self.pipelines.model
         assert model is not None
+        self._active = self._apply_networks(pipe, request, on_status)
+        extra = self._active.record_extra()
         for index, seed in enumerate(request.seeds()):
             cancel.raise_if_cancelled()
             started = time.perf_counter()
@@ -130,8 +144,21 @@ class Engine:
                 duration_s=time.perf_counter() - started,
                 created=datetime.now().astimezone().isoformat(timespec="milliseconds"),
                 app_version=sdstudio.__version__,
+                extra=extra,
             )
             yield GeneratedImage(image, record)
+
+    def _apply_networks(
+        self, pipe: Any, request: GenerationRequest, on_status: Callable[[str], None] | None
+    ) -> ActiveNetworks:
+        """Switch on the request's LoRAs and embeddings (none: the bare model)."""
+        self._prompt_cache = None  # text-encoder LoRAs change the embeddings
+        if self.networks is None:
+            notice = strip_notice(request.prompt, request.negative_prompt)
+            if notice and on_status:
+                on_status(notice)
+            return ActiveNetworks()
+        return self.networks.apply(pipe, request.prompt, request.negative_prompt, on_status)
 
     def _prepare_inputs(
         self, request: GenerationRequest, on_status: Callable[[str], None] | None
@@ -220,7 +247,12 @@ class Engine:
         emphasis, BREAK, prompts over 75 tokens and clip skip take embeddings
         (see :mod:`sdstudio.engine.prompt_embeds`).
         """
-        key = (request.prompt, request.negative_prompt, request.clip_skip)
+        key = (
+            request.prompt,
+            request.negative_prompt,
+            request.clip_skip,
+            self._active.signature,
+        )
         encoder = getattr(pipe, "text_encoder", None)
         cached = self._prompt_cache
         if cached is not None and encoder is not None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdstudio.engine.networks import expand_embedding_tokens
 from sdstudio.engine.prompts import BREAK, parse_prompt
 
 CHUNK_LENGTH = 75
@@ -101,10 +102,11 @@ def prompt_arguments(
             embeds = encode_prompts(pipe, prompt, negative_prompt, clip_skip=skip)
             if embeds is not None:
                 return embeds.as_kwargs()
-    return {
-        "prompt": plain_text(prompt),
-        "negative_prompt": plain_text(negative_prompt) or None,
-    }
+    tokenizer = getattr(pipe, "tokenizer", None)
+    texts = [plain_text(prompt), plain_text(negative_prompt)]
+    if tokenizer is not None:
+        texts = [expand_embedding_tokens(tokenizer, text, expand=False) for text in texts]
+    return {"prompt": texts[0], "negative_prompt": texts[1] or None}
 
 
 def needs_embeddings(tokenizer: Any, prompt: str, negative_prompt: str, clip_skip: int) -> bool:
@@ -120,7 +122,8 @@ def needs_embeddings(tokenizer: Any, prompt: str, negative_prompt: str, clip_ski
         parsed = parse_prompt(text)
         if not parsed.is_plain:
             return True
-        if len(_tokenize(tokenizer, [parsed.text])[0]) > CHUNK_LENGTH:
+        expanded = expand_embedding_tokens(tokenizer, parsed.text)
+        if len(_tokenize(tokenizer, [expanded])[0]) > CHUNK_LENGTH:
             return True
     return False
 
@@ -137,7 +140,7 @@ def plain_text(prompt: str) -> str:
 def tokenize_chunks(tokenizer: Any, prompt: str) -> list[PromptChunk]:
     """Split a prompt into finished 77-token chunks, as A1111's ``tokenize_line``."""
     runs = parse_prompt(prompt).runs
-    tokenized = _tokenize(tokenizer, [text for text, _ in runs])
+    tokenized = _tokenize(tokenizer, [expand_embedding_tokens(tokenizer, text) for text, _ in runs])
     comma = tokenizer.get_vocab().get(",</w>")
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     chunks: list[PromptChunk] = []

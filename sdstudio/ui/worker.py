@@ -114,6 +114,19 @@ class GenerationWorker(QObject):
 
         return self._tokens.setdefault(job_id, CancelToken())
 
+    def _networks(self, manager: Any) -> Any:
+        """LoRAs and embeddings from the model folders of the settings in effect at each job."""
+        from sdstudio.engine.models.catalog import network_folders
+        from sdstudio.engine.networks import Networks
+        from sdstudio.engine.settings import load_settings
+
+        paths = self._paths
+        return Networks(
+            lambda: network_folders(paths, load_settings(paths), "lora"),
+            lambda: network_folders(paths, load_settings(paths), "embedding"),
+            manager.hash_cache,
+        )
+
     def _ensure_engine(self) -> Any:
         if self._engine is None:
             from sdstudio.logs import quiet_third_party
@@ -123,10 +136,12 @@ class GenerationWorker(QObject):
             from sdstudio.engine.generation import Engine
             from sdstudio.engine.hashing import HashCache
             from sdstudio.engine.pipelines import PipelineManager
+            from sdstudio.engine.settings import load_settings
 
             manager = PipelineManager(
                 choose_device(self._device),
                 hash_cache=HashCache(self._paths.cache_dir / "model-hashes.json"),
+                memory_mode=load_settings(self._paths).memory,
             )
-            self._engine = Engine(manager, self._paths.inputs_dir)
+            self._engine = Engine(manager, self._paths.inputs_dir, networks=self._networks(manager))
         return self._engine

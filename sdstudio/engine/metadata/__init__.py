@@ -103,6 +103,7 @@ def png_info(record: ImageRecord) -> PngInfo:
             model_name=record.model_name,
             model_hash=record.model_hash,
             version=f"sdstudio {record.app_version}".strip(),
+            extra=record.extra,
         ),
     )
     info.add_text(RECORD_KEY, record.to_json())

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
@@ -47,8 +49,13 @@ def format_parameters(
     model_name: str = "",
     model_hash: str = "",
     version: str = "",
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write a request as A1111 ``parameters`` text (the seed must be resolved)."""
+    """Write a request as A1111 ``parameters`` text (the seed must be resolved).
+
+    ``extra`` is an :attr:`ImageRecord.extra`; its ``loras`` and ``embeddings``
+    become A1111's ``Lora hashes`` and ``TI hashes``.
+    """
     settings: list[tuple[str, object]] = [
         ("Steps", request.steps),
         ("Sampler", request.sampler),
@@ -66,7 +73,11 @@ def format_parameters(
         settings.append(("Denoising strength", f"{request.strength:g}"))
     if request.clip_skip > 1:
         settings.append(("Clip skip", request.clip_skip))
-    settings.append(("Version", version))
+    settings += [
+        ("Lora hashes", _hashes((extra or {}).get("loras"))),
+        ("TI hashes", _hashes((extra or {}).get("embeddings"))),
+        ("Version", version),
+    ]
     line = ", ".join(f"{key}: {_quote(str(value))}" for key, value in settings if value != "")
     lines = [request.prompt]
     if request.negative_prompt:
@@ -160,6 +171,17 @@ def _sampler_and_schedule(sampler: str, schedule: str) -> tuple[str, str]:
         except InvalidRequest:
             return name, schedule
     return name, implied
+
+
+def _hashes(entries: object) -> str:
+    """``name: hash, name: hash`` from a list of ``{"name", "hash"}`` dictionaries."""
+    if not isinstance(entries, list):
+        return ""
+    return ", ".join(
+        f"{entry['name']}: {entry['hash']}"
+        for entry in entries
+        if isinstance(entry, dict) and entry.get("name") and entry.get("hash")
+    )
 
 
 def _quote(value: str) -> str:

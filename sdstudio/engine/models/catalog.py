@@ -93,6 +93,25 @@ def list_models(
     return catalog
 
 
+def network_folders(paths: AppPaths, settings: Settings, kind: str) -> list[Path]:
+    """The folders to search for models of ``kind`` (``lora`` or ``embedding``).
+
+    A tool's root gives its own folders of that kind; the app's models folder
+    and plain user folders are given whole (their files are of mixed kinds).
+    """
+    roots = [paths.models_dir, *(Path(f).expanduser() for f in settings.model_folders)]
+    found: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        tool = layouts.detect_tool(root)
+        if tool is None:
+            found.append(root)
+        else:
+            found += [folder for folder, k in layouts.model_folders(root, tool) if k == kind]
+    return list(dict.fromkeys(found))
+
+
 def scan_folder(root: Path, *, source: str | None = None) -> Catalog:
     """The models under ``root``: a tool's root (detected) or a plain folder of models.
 

@@ -1,0 +1,289 @@
+"""LoRAs and textual-inversion embeddings, found by name as AUTOMATIC1111 finds them.
+
+- ``<lora:name:weight>`` tags name a LoRA file (``name.safetensors``, ``.pt``,
+  ``.ckpt`` or ``.bin``, matched case-insensitively) in the LoRA folders the
+  caller gives. Files are loaded with ``load_lora_weights`` (diffusers and
+  kohya/A1111 layouts), kept loaded per model, and exactly the requested set
+  is switched on with ``set_adapters``; a request without tags disables them
+  all, so its pixels are those of the bare model. ``cross_attention_kwargs``
+  are never used: diffusers would keep their ``_lora_scale``.
+- An embedding file whose name appears as a word in the prompt or negative
+  prompt is loaded with ``load_textual_inversion`` under its name in lower
+  case (CLIP lowercases prompts), and stays loaded for the model.
+
+Pickles are read by diffusers with ``torch.load(weights_only=True)``.
+Hashes are A1111's ``shorthash``: the first 12 hex digits of the file's SHA-256.
+Nothing here imports Qt.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdstudio.engine.errors import InvalidRequest, ModelError
+from sdstudio.engine.hashing import HashCache
+from sdstudio.engine.network_files import (
+    EMBEDDING_SUFFIXES,
+    LORA_SUFFIXES,
+    find_file,
+    list_files,
+    may_be_embedding,
+    named_in,
+)
+from sdstudio.engine.prompts import parse_prompt
+
+log = logging.getLogger(__name__)
+
+MAX_CACHED_LORAS = 8
+"""LoRAs kept loaded per model; the least recently used beyond this are deleted."""
+HASH_LENGTH = 12
+
+FolderProvider = Callable[[], Iterable[Path]]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkUse:
+    """A LoRA or embedding used for an image."""
+
+    name: str
+    path: Path
+    hash: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveNetworks:
+    """What :meth:`Networks.apply` switched on for a request."""
+
+    loras: tuple[NetworkUse, ...] = ()
+    embeddings: tuple[NetworkUse, ...] = ()
+
+    @property
+    def signature(self) -> tuple[tuple[str, float], ...]:
+        """A key that changes whenever the text encoder's output may change."""
+        return tuple((str(u.path), u.weight) for u in (*self.loras, *self.embeddings))
+
+    def record_extra(self) -> dict[str, Any]:
+        """The entries for :attr:`ImageRecord.extra`; empty when nothing was used."""
+        extra: dict[str, Any] = {}
+        if self.loras:
+            extra["loras"] = [
+                {"name": u.name, "weight": u.weight, "hash": u.hash} for u in self.loras
+            ]
+        if self.embeddings:
+            extra["embeddings"] = [{"name": u.name, "hash": u.hash} for u in self.embeddings]
+        return extra
+
+
+class Networks:
+    """Loads LoRAs and embeddings into the pipelines of one model at a time.
+
+    Used from one thread (the engine's). :meth:`forget` must be called when the
+    model is unloaded; a pipeline with another UNet also resets the state.
+    """
+
+    def __init__(
+        self,
+        lora_dirs: FolderProvider,
+        embedding_dirs: FolderProvider,
+        hash_cache: HashCache | None = None,
+    ) -> None:
+        self._lora_dirs = lora_dirs
+        self._embedding_dirs = embedding_dirs
+        self._hashes = hash_cache or HashCache(None)
+        self._unet: weakref.ref[Any] | None = None
+        self._adapters: dict[Path, str] = {}
+        """LoRA file → adapter name, least recently used first."""
+        self._tokens: dict[str, Path] = {}
+        self._failed: set[Path] = set()
+        self._enabled = False
+
+    def forget(self) -> None:
+        """Drop what is known to be loaded (the model was unloaded)."""
+        self._unet = None
+        self._adapters.clear()
+        self._tokens.clear()
+        self._failed.clear()
+        self._enabled = False
+
+    def apply(
+        self,
+        pipe: Any,
+        prompt: str,
+        negative_prompt: str,
+        on_status: Callable[[str], None] | None = None,
+    ) -> ActiveNetworks:
+        """Switch on exactly the LoRAs the prompts name, and load the embeddings they name."""
+        self._track(pipe)
+        loras = self._apply_loras(pipe, _lora_tags(prompt))
+        embeddings = self._apply_embeddings(pipe, (prompt, negative_prompt), on_status)
+        return ActiveNetworks(tuple(loras), tuple(embeddings))
+
+    def _track(self, pipe: Any) -> None:
+        unet = getattr(pipe, "unet", None)
+        if self._unet is None or self._unet() is not unet:
+            self.forget()
+            self._unet = weakref.ref(unet) if unet is not None else None
+
+    def _apply_loras(self, pipe: Any, tags: list[tuple[str, float]]) -> list[NetworkUse]:
+        if not tags:
+            if self._enabled:
+                pipe.disable_lora()
+                self._enabled = False
+            return []
+        if not hasattr(pipe, "set_adapters"):
+            raise InvalidRequest("This model's pipeline cannot use LoRAs.")
+        folders = [Path(f) for f in self._lora_dirs()]
+        uses = []
+        for name, weight in tags:
+            path = find_file(name, folders, LORA_SUFFIXES)
+            if path is None:
+                where = ", ".join(str(f) for f in folders) or "no LoRA folders are set"
+                raise InvalidRequest(f"LoRA '{name}' not found in {where}.")
+            uses.append(NetworkUse(name, path, self._short_hash(path), weight))
+        names = [self._load_lora(pipe, use.path, keep={u.path for u in uses}) for use in uses]
+        pipe.enable_lora()
+        pipe.set_adapters(names, [use.weight for use in uses])
+        self._enabled = True
+        return uses
+
+    def _load_lora(self, pipe: Any, path: Path, keep: set[Path]) -> str:
+        if path in self._adapters:
+            self._adapters[path] = self._adapters.pop(path)  # most recently used
+            return self._adapters[path]
+        self._evict(pipe, keep)
+        name = _adapter_name(path, set(self._adapters.values()))
+        log.info("Loading LoRA %s", path)
+        try:
+            with warnings.catch_warnings():
+                # Expected: several LoRAs are several adapters on one model.
+                warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
+                pipe.load_lora_weights(str(path), adapter_name=name)
+        except Exception as error:  # diffusers/peft raise many types for a bad file
+            log.exception("Loading LoRA %s failed", path)
+            _delete_adapter(pipe, name)
+            raise ModelError(f"Could not load the LoRA {path.name}: {_first_line(error)}") from None
+        self._adapters[path] = name
+        return name
+
+    def _evict(self, pipe: Any, keep: set[Path]) -> None:
+        for path in list(self._adapters):
+            if len(self._adapters) < MAX_CACHED_LORAS:
+                return
+            if path not in keep:
+                _delete_adapter(pipe, self._adapters.pop(path))
+
+    def _apply_embeddings(
+        self, pipe: Any, texts: tuple[str, ...], on_status: Callable[[str], None] | None
+    ) -> list[NetworkUse]:
+        """Load exactly the embeddings the prompts name (loaded tokens would split other words)."""
+        if getattr(pipe, "tokenizer", None) is None or getattr(pipe, "text_encoder_2", None):
+            return []  # SDXL embeddings (clip_l + clip_g) are not handled yet
+        plain = [parse_prompt(text).text for text in texts]
+        wanted = {
+            stem: path
+            for stem, path in list_files(self._embedding_dirs(), EMBEDDING_SUFFIXES).items()
+            if path not in self._failed and named_in(stem, plain) and may_be_embedding(path)
+        }
+        if wanted != self._tokens:
+            if self._tokens:
+                pipe.unload_textual_inversion()
+                self._tokens = {}
+            for token, path in wanted.items():
+                if self._load_embedding(pipe, path, token, on_status):
+                    self._tokens[token] = path
+        return [NetworkUse(p.stem, p, self._short_hash(p)) for p in self._tokens.values()]
+
+    def _load_embedding(
+        self, pipe: Any, path: Path, token: str, on_status: Callable[[str], None] | None
+    ) -> bool:
+        try:
+            log.info("Loading embedding %s", path)
+            pipe.load_textual_inversion(str(path), token=token)
+        except Exception as error:  # a file of another model family, or not an embedding
+            log.warning("Embedding %s not loaded: %s", path, error)
+            self._failed.add(path)
+            if on_status:
+                on_status(f"The embedding {path.name} was not used: {_first_line(error)}")
+            return False
+        return True
+
+    def _short_hash(self, path: Path) -> str:
+        return self._hashes.sha256(path)[:HASH_LENGTH]
+
+
+def strip_notice(prompt: str, negative_prompt: str) -> str | None:
+    """The notice for LoRA tags that are removed without loading anything, or ``None``."""
+    tags = _lora_tags(prompt) + _lora_tags(negative_prompt)
+    if not tags:
+        return None
+    names = ", ".join(name for name, _ in tags)
+    return f"LoRA files are not searched here; ignored: {names}."
+
+
+def _lora_tags(prompt: str) -> list[tuple[str, float]]:
+    """The prompt's LoRA tags, the weights of a name given twice added up.
+
+    As in A1111, tags in the negative prompt are removed but not applied.
+    """
+    weights: dict[str, float] = {}
+    names: dict[str, str] = {}
+    for name, weight in parse_prompt(prompt).loras:
+        key = name.lower()
+        names.setdefault(key, name)
+        weights[key] = weights.get(key, 0.0) + weight
+    return [(names[key], weight) for key, weight in weights.items()]
+
+
+def _adapter_name(path: Path, taken: set[str]) -> str:
+    base = "lora_" + re.sub(r"\W", "_", path.stem)
+    name, index = base, 1
+    while name in taken:
+        index += 1
+        name = f"{base}_{index}"
+    return name
+
+
+def _delete_adapter(pipe: Any, name: str) -> None:
+    try:
+        pipe.delete_adapters(name)
+    except Exception:  # not loaded, or loaded only partly
+        log.debug("Could not delete adapter %s", name, exc_info=True)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def expand_embedding_tokens(tokenizer: Any, text: str, *, expand: bool = True) -> str:
+    """Spell out multi-vector textual-inversion tokens as the pipelines do.
+
+    diffusers loads an embedding of *n* vectors as the tokens ``name``,
+    ``name_1`` … ``name_{n-1}`` and writes all of them where the prompt says
+    ``name`` (``maybe_convert_prompt``); the tokenizer alone would read only
+    the first. Matching ignores case, as CLIP does. With ``expand=False`` the
+    names are only written in the case they were loaded with, so that the
+    pipeline's own (case-sensitive) conversion finds them.
+    """
+    added = getattr(tokenizer, "added_tokens_encoder", None)
+    special = set(getattr(tokenizer, "all_special_tokens", []))
+    if not added or all(token in special for token in added):
+        return text
+    for token in dict.fromkeys(tokenizer.tokenize(text)):
+        if token in special or token not in added:
+            continue
+        replacement, index = token, 1
+        while expand and f"{token}_{index}" in added:
+            replacement += f" {token}_{index}"
+            index += 1
+        pattern = rf"(?<![\w-]){re.escape(token)}(?![\w-])"
+        text = re.compile(pattern, re.IGNORECASE).sub(replacement.replace("\\", r"\\"), text)
+    return text
