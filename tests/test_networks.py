@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sdstudio.engine.network_files import find_file, named_in
 
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.generation import Engine
 from sdstudio.engine.metadata import png_info
 from sdstudio.engine.metadata.a1111 import split_parameters
+from sdstudio.engine.network_files import find_file, named_in
 from sdstudio.engine.networks import Networks
 from sdstudio.engine.request import GenerationRequest
 
