@@ -20,25 +20,10 @@ import json
 import zipfile
 from pathlib import Path
 
+from sdstudio.testing.vocab import byte_to_unicode
+
 VOCAB_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 SPECIAL = {"bos": "<|startoftext|>", "eos": "<|endoftext|>"}
-
-
-def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible mapping of bytes to printable unicode characters (CLIP's order)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return {byte: chr(code) for byte, code in zip(printable, codes, strict=True)}
 
 
 def read_bpe_lines(source: Path) -> list[str]:
