@@ -34,6 +34,12 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     generate.add_argument("--init-image", default=None, help="start from this image (img2img)")
     generate.add_argument("--strength", type=float, default=0.75, help="how much to change it")
     generate.add_argument("--mask", default=None, help="white = repaint (inpainting)")
+    generate.add_argument(
+        "--vae",
+        default=None,
+        help="VAE file or name to use instead of the model's own ('none': the model's own; "
+        "default: the VAE chosen for the model with 'models vae')",
+    )
     _add_run_options(generate)
 
     info = commands.add_parser("info", help="show the generation settings stored in an image")
@@ -44,6 +50,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     rerun.add_argument("image", metavar="IMAGE_OR_ID")
     rerun.add_argument("--model", default=None, help="use this model instead of the recorded one")
     rerun.add_argument("--seed", type=int, default=None, help="use this seed instead")
+    rerun.add_argument(
+        "--vae", default=None, help="use this VAE instead of the recorded one ('none': the model's)"
+    )
     _add_run_options(rerun)
 
 
@@ -64,6 +73,8 @@ def run_generation(args: argparse.Namespace, context: Context) -> int:
     quiet_third_party()
     if args.command == "generate":
         request = _request_from_arguments(args, context.reporter)
+        if args.vae is None:
+            request = request.replace(vae=context.settings.vae_for(request.model))
     else:
         request = _request_to_rerun(args, context)
     return _run(request, args, context)
@@ -105,7 +116,15 @@ def _request_from_arguments(args: argparse.Namespace, reporter: Reporter) -> Gen
         init_image=str(Path(args.init_image).resolve()) if args.init_image else None,
         mask=str(Path(args.mask).resolve()) if args.mask else None,
         strength=args.strength if args.init_image else 0.75,
+        vae=_vae_argument(args.vae),
     )
+
+
+def _vae_argument(value: str | None) -> str:
+    """``--vae``: a path (made absolute), a name to find in the VAE folders, or none."""
+    if not value or value.lower() == "none":
+        return ""
+    return str(Path(value).expanduser().resolve()) if os.path.exists(value) else value
 
 
 def _multiple_of_8(name: str, value: int, reporter: Reporter) -> int:
@@ -140,6 +159,8 @@ def _request_to_rerun(args: argparse.Namespace, context: Context) -> GenerationR
         )
     if args.seed is not None:
         changes["seed"] = args.seed
+    if args.vae is not None:
+        changes["vae"] = _vae_argument(args.vae)
     for name in ("init_image", "mask"):
         value = getattr(request, name)
         if value and not Path(value).exists():
@@ -170,7 +191,12 @@ def _run(request: GenerationRequest, args: argparse.Namespace, context: Context)
         lambda: network_folders(paths, context.settings, "embedding"),
         manager.hash_cache,
     )
-    engine = Engine(manager, paths.inputs_dir, networks=networks)
+    engine = Engine(
+        manager,
+        paths.inputs_dir,
+        networks=networks,
+        vae_dirs=lambda: network_folders(paths, context.settings, "vae"),
+    )
     library = context.library
     if args.out:
         # Images still go into the history, from the folder the user chose.

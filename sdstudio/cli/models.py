@@ -11,10 +11,12 @@ from sdstudio.engine.models.catalog import (
     ModelEntry,
     add_model_folder,
     list_models,
+    network_folders,
     remove_model_folder,
 )
 from sdstudio.engine.paths import AppPaths
-from sdstudio.engine.settings import Settings, save_settings
+from sdstudio.engine.settings import Settings, choose_vae, model_key, save_settings
+from sdstudio.engine.vae import find_vae
 
 EXIT_CANCELLED = 130
 
@@ -42,6 +44,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     remove = actions.add_parser("remove-folder", help="stop listing a folder's models")
     remove.add_argument("folder")
     remove.add_argument("--json", action="store_true")
+
+    vae = actions.add_parser("vae", help="show or choose the VAE a model uses")
+    vae.add_argument("model", help="the model (path) the choice is for")
+    vae.add_argument(
+        "vae", nargs="?", help="VAE file or name in the VAE folders; 'none' for the model's own"
+    )
+    vae.add_argument("--json", action="store_true")
 
     fetch = actions.add_parser("download", help="download a diffusers model from Hugging Face")
     fetch.add_argument("repo_id", help="for example stabilityai/sd-turbo")
@@ -73,7 +82,25 @@ def run(args: argparse.Namespace, context: ModelsContext) -> int:
         folders = list(settings.model_folders)
         reporter.done("Model folders:\n" + "\n".join(folders or ["(none)"]), folders=folders)
         return 0
+    if args.action == "vae":
+        return _choose_vae(args, context)
     return _download(args, reporter)
+
+
+def _choose_vae(args: argparse.Namespace, context: ModelsContext) -> int:
+    """Show the model's VAE, or choose one (checked to exist first)."""
+    settings = context.settings
+    if args.vae is not None:
+        vae = ""
+        if args.vae.lower() != "none":
+            folders = network_folders(context.paths, settings, "vae")
+            vae = str(find_vae(args.vae, folders))
+        settings = choose_vae(settings, args.model, vae)
+        save_settings(context.paths, settings)
+        context.settings = settings
+    model, chosen = model_key(args.model), settings.vae_for(args.model)
+    context.reporter.done(f"{model}: {chosen or 'its own VAE'}", model=model, vae=chosen)
+    return 0
 
 
 def _download(args: argparse.Namespace, reporter: Reporter) -> int:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from sdstudio.engine.networks import ActiveNetworks, Networks, strip_notice
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.previews import latent_preview
 from sdstudio.engine.request import GenerationRequest, Mode
+from sdstudio.engine.vae import find_vae, vae_display_name
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,17 @@ class Engine:
         *,
         previews: bool = True,
         networks: Networks | None = None,
+        vae_dirs: Callable[[], Iterable[Path]] | None = None,
     ) -> None:
-        """``networks`` finds LoRAs and embeddings; without it LoRA tags are only removed."""
+        """``networks`` finds LoRAs and embeddings; without it LoRA tags are only removed.
+
+        ``vae_dirs`` gives the folders where a VAE named by file name is looked for.
+        """
         self.pipelines = pipelines
         self.inputs_dir = inputs_dir
         self.previews = previews
         self.networks = networks
+        self.vae_dirs = vae_dirs
         if networks is not None:
             pipelines.add_unload_listener(networks.forget)
         # The prompt arguments of the last prompt, with the text encoder they
@@ -126,12 +132,15 @@ class Engine:
         request = request.with_seed_resolved()
         samplers.check_combination(request.sampler, request.schedule)
         inputs = self._prepare_inputs(request, on_status)
+        vae = self._find_vae(request.vae)
         cancel.raise_if_cancelled()
-        pipe = self.pipelines.pipeline(request.model, request.mode, on_status)
+        pipe = self.pipelines.pipeline(request.model, request.mode, on_status, vae=vae)
         model = self.pipelines.model
         assert model is not None
         self._active = self._apply_networks(pipe, request, on_status)
         extra = self._active.record_extra()
+        if vae is not None:
+            extra["vae"] = {"name": vae_display_name(vae), "hash": self.pipelines.vae_hash()}
         for index, seed in enumerate(request.seeds()):
             cancel.raise_if_cancelled()
             started = time.perf_counter()
@@ -147,6 +156,12 @@ class Engine:
                 extra=extra,
             )
             yield GeneratedImage(image, record)
+
+    def _find_vae(self, value: str) -> Path | None:
+        if not value:
+            return None
+        folders = self.vae_dirs() if self.vae_dirs is not None else ()
+        return find_vae(value, folders)
 
     def _apply_networks(
         self, pipe: Any, request: GenerationRequest, on_status: Callable[[str], None] | None

@@ -55,6 +55,9 @@ class PipelineManager:
         self._pipes: dict[str, Any] = {}
         self._scheduler_config: dict[str, Any] = {}
         self._hash: str | None = None
+        self._own_vae: Any = None
+        """The model's own VAE while an override replaces it."""
+        self._vae: Path | None = None
         self._unload_listeners: list[Callable[[], None]] = []
 
     @property
@@ -84,13 +87,30 @@ class PipelineManager:
             self._hash = self._hashes.short_hash(self._model.path)
         return self._hash
 
+    @property
+    def vae(self) -> Path | None:
+        """The VAE file that replaces the model's own, if any."""
+        return self._vae
+
+    def vae_hash(self) -> str:
+        """A1111's ``VAE hash`` of the override file; empty without one or for a folder."""
+        if self._vae is None or not self._vae.is_file():
+            return ""
+        return self._hashes.short_hash(self._vae)
+
     def pipeline(
-        self, model: str, mode: Mode, on_status: Callable[[str], None] | None = None
+        self,
+        model: str,
+        mode: Mode,
+        on_status: Callable[[str], None] | None = None,
+        *,
+        vae: Path | None = None,
     ) -> Any:
         """The pipeline for ``mode`` on ``model``, loading the model if needed.
 
         An inpainting model (9-channel UNet) serves every mode through its
-        inpainting pipeline; the engine then masks the whole image.
+        inpainting pipeline; the engine then masks the whole image. ``vae``
+        replaces the model's own VAE (``None``: the model's own).
         """
         path = resolve_model_path(model)
         if self._model is None or self._model.path != path:
@@ -99,10 +119,34 @@ class PipelineManager:
                 on_status(f"Loading {path.name}…")
             self._load(path)
         assert self._model is not None
+        if vae != self._vae:
+            self._switch_vae(vae, on_status)
         task = "inpaint" if self._model.inpainting else _TASKS[mode]
         if task not in self._pipes:
             self._pipes[task] = self._derive(task)
         return self._pipes[task]
+
+    def _switch_vae(self, vae: Path | None, on_status: Callable[[str], None] | None) -> None:
+        """Put ``vae`` (or the model's own) into every pipeline of the model."""
+        from sdstudio.engine.vae import load_vae
+
+        base = next(iter(self._pipes.values()))
+        own = self._own_vae if self._own_vae is not None else base.vae
+        if vae is None:
+            replacement = own
+        else:
+            if on_status:
+                on_status(f"Loading the VAE {vae.name}…")
+            replacement = load_vae(vae, own)
+        for pipe in self._pipes.values():
+            pipe.vae = replacement
+        if self.memory_plan.cpu_offload:
+            place(base, self.device.device, self.memory_plan)  # offload hooks name the VAE
+        elif self.memory_plan.vae_tiling:
+            replacement.enable_tiling()
+        self._own_vae = None if vae is None else own
+        self._vae = vae
+        log.info("VAE: %s", vae or "the model's own")
 
     def unload(self) -> None:
         """Free the loaded model's weights."""
@@ -114,6 +158,8 @@ class PipelineManager:
         self._pipes.clear()
         self._model = None
         self._hash = None
+        self._own_vae = None
+        self._vae = None
         self._scheduler_config = {}
         gc.collect()
         _empty_device_cache(self.device.device)

@@ -189,3 +189,40 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         else:
             i += 1
     return [(str(run[0]), float(run[1])) for run in res]
+
+
+def toggle_lora_tag(prompt: str, name: str, weight: float = 1.0) -> str:
+    """Add ``<lora:name:weight>`` at the end of ``prompt``, or remove the tags naming it.
+
+    The toggle of a click on a LoRA card in AUTOMATIC1111 (which also appends
+    after a space); names match in any case, as files are found.
+    """
+
+    def names_it(match: re.Match[str]) -> bool:
+        kind, arguments = match.group(1), match.group(2)
+        return kind in _LORA_KINDS and arguments.split(":")[0].lower() == name.lower()
+
+    if any(names_it(match) for match in _EXTRA_NETWORK.finditer(prompt)):
+        return _tidy(_EXTRA_NETWORK.sub(lambda m: "" if names_it(m) else m.group(0), prompt))
+    return _append(prompt, f"<lora:{name}:{weight:g}>")
+
+
+def toggle_word(prompt: str, word: str) -> str:
+    """Add ``word`` (an embedding's name) at the end of ``prompt``, or remove it where it is."""
+    pattern = re.compile(rf"(?<![\w-]){re.escape(word)}(?![\w-])", re.IGNORECASE)
+    if pattern.search(prompt):
+        return _tidy(pattern.sub("", prompt))
+    return _append(prompt, word)
+
+
+def _append(prompt: str, text: str) -> str:
+    kept = prompt.rstrip()
+    return f"{kept} {text}" if kept else text
+
+
+def _tidy(text: str) -> str:
+    """Remove the doubled commas and spaces that taking a part out leaves."""
+    text = re.sub(r"[ \t]*,(?:[ \t]*,)+", ",", text)
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    text = re.sub(r"[ \t]+,", ",", text)
+    return text.strip().strip(",").strip()

@@ -60,6 +60,9 @@ class GenerationRequest:
     strength: float = 0.75
     clip_skip: int = 1
     """A1111's "Clip skip": 1 uses the text encoder's last layer, 2 the one before it."""
+    vae: str = ""
+    """A VAE file (or diffusers VAE folder) to use instead of the model's own: a path,
+    or a file name found in the VAE folders. Empty: the model's own VAE."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -141,7 +144,7 @@ def _validate(r: GenerationRequest) -> None:
         if not ok:
             raise InvalidRequest(message)
 
-    for name in ("model", "prompt", "negative_prompt", "sampler", "schedule"):
+    for name in ("model", "prompt", "negative_prompt", "sampler", "schedule", "vae"):
         check(isinstance(getattr(r, name), str), f"{name} must be text.")
     check(isinstance(r.mode, Mode), f"Unknown mode {r.mode!r}.")
     check(bool(r.model.strip()), "No model was given.")

@@ -34,7 +34,13 @@ class Settings:
     """Folders the user added whose models are listed where they are (never copied)."""
     downloaded_models: tuple[str, ...] = ()
     """Hugging Face repo ids the app downloaded itself (only these may be removed by it)."""
+    model_vaes: dict[str, str] = field(default_factory=dict)
+    """Model path → the VAE file chosen for it (models not listed use their own)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def vae_for(self, model: str) -> str:
+        """The VAE chosen for ``model``; empty for the model's own."""
+        return self.model_vaes.get(model_key(model), "")
 
     def outputs_path(self, paths: AppPaths) -> Path:
         """The outputs folder in effect."""
@@ -43,7 +49,9 @@ class Settings:
 
 LIST_KEYS = ("model_folders", "downloaded_models")
 """Settings that hold a list of text; changed by their own commands, not by ``change_setting``."""
-KEYS = tuple(f.name for f in fields(Settings) if f.name != "extra" and f.name not in LIST_KEYS)
+MAP_KEYS = ("model_vaes",)
+"""Settings that map text to text; changed by their own commands."""
+KEYS = tuple(f.name for f in fields(Settings) if f.name not in ("extra", *LIST_KEYS, *MAP_KEYS))
 """Settings that hold one text value."""
 
 
@@ -59,7 +67,13 @@ def load_settings(paths: AppPaths) -> Settings:
         value = data.get(key)
         if isinstance(value, list):
             known[key] = tuple(str(item) for item in value if isinstance(item, str) and item)
-    extra = {k: v for k, v in data.items() if k not in (*KEYS, *LIST_KEYS, "version")}
+    for key in MAP_KEYS:
+        value = data.get(key)
+        if isinstance(value, dict):
+            known[key] = {
+                str(k): v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)
+            }
+    extra = {k: v for k, v in data.items() if k not in (*KEYS, *LIST_KEYS, *MAP_KEYS, "version")}
     return Settings(**known, extra=extra)
 
 
@@ -68,8 +82,27 @@ def save_settings(paths: AppPaths, settings: Settings) -> None:
     data = {**settings.extra, "version": SETTINGS_VERSION}
     data.update({key: getattr(settings, key) for key in KEYS})
     data.update({key: list(getattr(settings, key)) for key in LIST_KEYS})
+    data.update({key: dict(getattr(settings, key)) for key in MAP_KEYS})
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     write_atomically(paths.settings_file, text.encode("utf-8"))
+
+
+def choose_vae(settings: Settings, model: str, vae: str) -> Settings:
+    """A copy where ``model`` uses ``vae`` (empty: the model's own VAE)."""
+    key = model_key(model)
+    chosen = {k: v for k, v in settings.model_vaes.items() if k != key}
+    if vae:
+        chosen[key] = vae
+    return replace(settings, model_vaes=chosen)
+
+
+def model_key(model: str) -> str:
+    """How a model is named in settings: its absolute path when it exists."""
+    path = Path(model).expanduser()
+    with contextlib.suppress(OSError):
+        if path.exists():
+            return str(path.resolve())
+    return model
 
 
 def change_setting(settings: Settings, key: str, value: str) -> Settings:

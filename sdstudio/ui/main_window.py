@@ -24,6 +24,7 @@ from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.images import open_image, open_mask, store_input
 from sdstudio.engine.metadata import read_image_settings
+from sdstudio.engine.models.catalog import ModelEntry
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, Mode
 from sdstudio.ui.canvas import Canvas
@@ -296,12 +297,21 @@ class MainWindow(QMainWindow):
         self.stack.setCurrentWidget(self.canvas)
 
     def show_models(self, entries: list) -> None:
-        """Offer the models found on disk in the model picker."""
+        """Offer the models, LoRAs, embeddings and VAEs found on disk in the prompt panel."""
+
+        def describe(e: ModelEntry) -> str:
+            return f"{e.family_label} · {e.format} · {e.source}"
+
+        def of_kind(kind: str) -> list[ModelEntry]:
+            return [e for e in entries if e.kind == kind]
+
         self.panel.set_known_models(
-            [
-                (e.name, e.path, e.family, f"{e.family_label} · {e.format} · {e.source}")
-                for e in entries
-            ]
+            [(e.name, e.path, e.family, describe(e)) for e in of_kind("checkpoint")]
+        )
+        self.panel.set_networks(
+            [(e.name, f"{describe(e)}\n{e.path}") for e in of_kind("lora")],
+            [(e.name, f"{describe(e)}\n{e.path}") for e in of_kind("embedding")],
+            [(e.name, e.path, describe(e)) for e in of_kind("vae")],
         )
         self._update_welcome(self.panel.model.currentText())
 

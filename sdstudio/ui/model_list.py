@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 class ModelListLoader(QObject):
     """Scans model folders and the Hugging Face cache on a pool thread.
 
-    ``loaded`` carries the checkpoint :class:`ModelEntry` list (plain Python
-    objects); the GUI thread turns them into combo-box items.
+    ``loaded`` carries the :class:`ModelEntry` list of every kind (plain
+    Python objects); the GUI thread turns them into the pickers' items.
     """
 
     loaded = Signal(list)
@@ -58,4 +58,4 @@ class _Scan(QRunnable):
         except Exception:  # a scan must never take the app down
             log.exception("Scanning for models failed")
             return
-        self._done.emit([entry for entry in catalog.entries if entry.kind == "checkpoint"])
+        self._done.emit(list(catalog.entries))

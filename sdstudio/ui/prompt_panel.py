@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QRegularExpression, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QRegularExpression, Qt, Signal
 from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import (
     QComboBox,
@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from sdstudio.engine import samplers
 from sdstudio.engine.models.defaults import defaults_for
+from sdstudio.engine.prompts import toggle_lora_tag, toggle_word
 from sdstudio.engine.request import (
     MAX_BATCH,
     MAX_SIZE,
@@ -33,6 +34,8 @@ from sdstudio.engine.request import (
     GenerationRequest,
     round_to_multiple_of_8,
 )
+from sdstudio.engine.settings import model_key
+from sdstudio.ui.network_picker import NetworkPicker
 
 FAMILY_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -51,6 +54,8 @@ class PromptPanel(QWidget):
 
     generate_requested = Signal()
     cancel_requested = Signal()
+    vae_chosen = Signal(str, str)
+    """The user chose a VAE (path, or empty for the model's own) for a model (path)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -61,6 +66,7 @@ class PromptPanel(QWidget):
         self.model.setToolTip("A diffusers folder or a .safetensors file")
         self.model.lineEdit().setPlaceholderText("Model folder or .safetensors file")
         self.model.activated.connect(self.apply_model_defaults)
+        self.model.currentIndexChanged.connect(self._show_models_vae)
         browse = QToolButton(text="…", toolTip="Choose a model folder")
         browse.clicked.connect(self._browse_model)
         model_row = QHBoxLayout()
@@ -72,6 +78,26 @@ class PromptPanel(QWidget):
         self.prompt.setTabChangesFocus(True)
         self.negative.setTabChangesFocus(True)
         self.negative.setMaximumHeight(70)
+        self._last_prompt_edit = self.prompt
+        self.prompt.installEventFilter(self)
+        self.negative.installEventFilter(self)
+
+        self.loras = NetworkPicker("LoRA", "No LoRA files found: add a folder with Models ▸ Manage")
+        self.loras.chosen.connect(self._toggle_lora)
+        self.embeddings = NetworkPicker(
+            "Embedding", "No embeddings found: add a folder with Models ▸ Manage"
+        )
+        self.embeddings.chosen.connect(self._toggle_embedding)
+        prompt_header = QHBoxLayout()
+        prompt_header.addWidget(QLabel("Prompt"), 1)
+        prompt_header.addWidget(self.loras)
+        prompt_header.addWidget(self.embeddings)
+
+        self.vae = QComboBox()
+        self.vae.addItem("Model's own", "")
+        self.vae.setToolTip("A VAE file to decode images with, remembered for each model")
+        self.vae.activated.connect(self._on_vae_activated)
+        self._model_vaes: dict[str, str] = {}
 
         self.sampler = QComboBox()
         self.sampler.addItems(samplers.sampler_names())
@@ -124,6 +150,7 @@ class PromptPanel(QWidget):
 
         form = QFormLayout()
         form.addRow("Model", model_row)
+        form.addRow("VAE", self.vae)
         form.addRow("Sampler", self.sampler)
         form.addRow("Schedule", self.schedule)
         form.addRow("Steps", self.steps)
@@ -146,7 +173,7 @@ class PromptPanel(QWidget):
         buttons.addWidget(self.cancel_button, 1)
 
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Prompt"))
+        layout.addLayout(prompt_header)
         layout.addWidget(self.prompt, 2)
         layout.addWidget(QLabel("Negative prompt"))
         layout.addWidget(self.negative, 1)
@@ -178,6 +205,7 @@ class PromptPanel(QWidget):
             width=self.width_box.value() // 8 * 8,
             height=self.height_box.value() // 8 * 8,
             batch_size=self.batch.value(),
+            vae=self.vae_value(),
         )
 
     def load(self, request: GenerationRequest) -> None:
@@ -196,6 +224,7 @@ class PromptPanel(QWidget):
         self.height_box.setValue(request.height)
         self.batch.setValue(request.batch_size)
         self.strength.setValue(request.strength)
+        self.set_vae(request.vae)
 
     def model_path(self) -> str:
         """The chosen model's path: a listed model's, or the text typed."""
@@ -230,6 +259,74 @@ class PromptPanel(QWidget):
             )
         if current:
             self.set_model(current)
+
+    def set_networks(
+        self,
+        loras: list[tuple[str, str]],
+        embeddings: list[tuple[str, str]],
+        vaes: list[tuple[str, str, str]],
+    ) -> None:
+        """Offer the LoRAs and embeddings found as (name, description), and the VAE
+        files as (name, path, description)."""
+        self.loras.set_entries(loras)
+        self.embeddings.set_entries(embeddings)
+        current = self.vae_value()
+        for name, path, description in vaes:
+            if self.vae.findData(path) < 0:
+                self.vae.addItem(name, path)
+                self.vae.setItemData(
+                    self.vae.count() - 1, f"{description}\n{path}", Qt.ItemDataRole.ToolTipRole
+                )
+        self.set_vae(current)
+
+    def set_model_vaes(self, choices: dict[str, str]) -> None:
+        """The VAE chosen for each model (by model path), as kept in the settings."""
+        self._model_vaes = dict(choices)
+        self._show_models_vae()
+
+    def vae_value(self) -> str:
+        """The chosen VAE's path (or name); empty for the model's own."""
+        return str(self.vae.currentData() or "")
+
+    def set_vae(self, vae: str) -> None:
+        """Select a VAE by path or name, adding it to the list if it is new."""
+        index = self.vae.findData(vae)
+        if index < 0:
+            index = self.vae.findText(vae)
+        if index < 0:
+            self.vae.addItem(Path(vae).name, vae)
+            index = self.vae.count() - 1
+        self.vae.setCurrentIndex(index)
+
+    def _show_models_vae(self) -> None:
+        """Select the VAE remembered for the model now chosen."""
+        self.set_vae(self._model_vaes.get(model_key(self.model_path()), ""))
+
+    def _on_vae_activated(self, _index: int) -> None:
+        model = model_key(self.model_path())
+        if not model:
+            return
+        vae = self.vae_value()
+        if vae:
+            self._model_vaes[model] = vae
+        else:
+            self._model_vaes.pop(model, None)
+        self.vae_chosen.emit(model, vae)
+
+    def _toggle_lora(self, name: str) -> None:
+        self.prompt.setPlainText(toggle_lora_tag(self.prompt.toPlainText(), name))
+        self.prompt.moveCursor(self.prompt.textCursor().MoveOperation.End)
+
+    def _toggle_embedding(self, name: str) -> None:
+        edit = self._last_prompt_edit
+        edit.setPlainText(toggle_word(edit.toPlainText(), name))
+        edit.moveCursor(edit.textCursor().MoveOperation.End)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Remember which prompt (positive or negative) an embedding goes into."""
+        if event.type() == QEvent.Type.FocusIn and watched in (self.prompt, self.negative):
+            self._last_prompt_edit = watched  # type: ignore[assignment]
+        return super().eventFilter(watched, event)
 
     def set_busy(self, busy: bool) -> None:
         """Enable Cancel while a job runs (Generate stays on: it queues)."""

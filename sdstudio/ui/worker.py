@@ -135,6 +135,7 @@ class GenerationWorker(QObject):
             from sdstudio.engine.devices import choose_device
             from sdstudio.engine.generation import Engine
             from sdstudio.engine.hashing import HashCache
+            from sdstudio.engine.models.catalog import network_folders
             from sdstudio.engine.pipelines import PipelineManager
             from sdstudio.engine.settings import load_settings
 
@@ -143,5 +144,11 @@ class GenerationWorker(QObject):
                 hash_cache=HashCache(self._paths.cache_dir / "model-hashes.json"),
                 memory_mode=load_settings(self._paths).memory,
             )
-            self._engine = Engine(manager, self._paths.inputs_dir, networks=self._networks(manager))
+            paths = self._paths
+            self._engine = Engine(
+                manager,
+                paths.inputs_dir,
+                networks=self._networks(manager),
+                vae_dirs=lambda: network_folders(paths, load_settings(paths), "vae"),
+            )
         return self._engine

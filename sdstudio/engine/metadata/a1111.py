@@ -54,8 +54,10 @@ def format_parameters(
     """Write a request as A1111 ``parameters`` text (the seed must be resolved).
 
     ``extra`` is an :attr:`ImageRecord.extra`; its ``loras`` and ``embeddings``
-    become A1111's ``Lora hashes`` and ``TI hashes``.
+    become A1111's ``Lora hashes`` and ``TI hashes``, its ``vae`` ``VAE hash`` and ``VAE``.
     """
+    vae = (extra or {}).get("vae")
+    vae = vae if isinstance(vae, dict) else {}
     settings: list[tuple[str, object]] = [
         ("Steps", request.steps),
         ("Sampler", request.sampler),
@@ -68,6 +70,8 @@ def format_parameters(
         ("Size", f"{request.width}x{request.height}"),
         ("Model hash", model_hash),
         ("Model", model_name),
+        ("VAE hash", str(vae.get("hash") or "")),
+        ("VAE", str(vae.get("name") or "")),
     ]
     if request.mode is not Mode.TXT2IMG:
         settings.append(("Denoising strength", f"{request.strength:g}"))
@@ -145,6 +149,7 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         "seed": s.get("Seed"),
         "guidance_scale": s.get("CFG scale"),
         "strength": s.get("Denoising strength"),
+        "vae": _vae_name(s.get("VAE", "")),
     }
     size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", s.get("Size", ""))
     if size:
@@ -171,6 +176,11 @@ def _sampler_and_schedule(sampler: str, schedule: str) -> tuple[str, str]:
         except InvalidRequest:
             return name, schedule
     return name, implied
+
+
+def _vae_name(value: str) -> str:
+    """The VAE an A1111 record names; its "None" and "Automatic" mean the model's own."""
+    return "" if value.strip().lower() in ("", "none", "automatic") else value.strip()
 
 
 def _hashes(entries: object) -> str:

@@ -43,7 +43,7 @@ N = TypeVar("N", int, float)
 
 MAX_GUIDANCE = 50.0
 UNKNOWN_MODEL = "unknown"
-_TEXT_FIELDS = ("prompt", "negative_prompt", "sampler", "schedule")
+_TEXT_FIELDS = ("prompt", "negative_prompt", "sampler", "schedule", "vae")
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,7 +94,7 @@ def list_models(
 
 
 def network_folders(paths: AppPaths, settings: Settings, kind: str) -> list[Path]:
-    """The folders to search for models of ``kind`` (``lora`` or ``embedding``).
+    """The folders to search for models of ``kind`` (``lora``, ``embedding`` or ``vae``).
 
     A tool's root gives its own folders of that kind; the app's models folder
     and plain user folders are given whole (their files are of mixed kinds).

@@ -1,0 +1,131 @@
+"""VAE override files: found by path or by name, loaded to fit the model in memory.
+
+A VAE file replaces the model's own autoencoder (the part that turns latents
+into pixels); users pick one to fix washed-out colours or NaN images in half
+precision. Files in the original layout (``encoder.down.0…``, as A1111 and
+ComfyUI keep them, with or without the ``first_stage_model.`` prefix) and in
+the diffusers layout both load, as do diffusers VAE folders. The new VAE takes
+the configuration of the model's own (scaling factor, upcasting), so a file of
+another architecture is refused with a message instead of giving noise.
+
+Pickles are read only through the restricted loader of
+:mod:`sdstudio.engine.models.loading`. Nothing here imports Qt.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sdstudio.engine.errors import InvalidRequest, ModelError
+from sdstudio.engine.network_files import find_file
+
+log = logging.getLogger(__name__)
+
+VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
+VAE_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def find_vae(value: str, folders: Iterable[Path]) -> Path:
+    """The VAE that ``value`` names: a path, or a file name or stem in ``folders``.
+
+    Records written by AUTOMATIC1111 name the VAE by file name
+    (``VAE: vae-ft-mse-840000-ema-pruned.safetensors``); a re-run finds it in
+    the user's VAE folders.
+    """
+    path = Path(value).expanduser()
+    if path.exists():
+        return path.resolve()
+    folders = [Path(folder) for folder in folders]
+    name = path.name
+    stem = Path(name).stem if Path(name).suffix.lower() in VAE_SUFFIXES else name
+    found = find_file(stem, folders, VAE_SUFFIXES)
+    if found is None:
+        where = ", ".join(str(folder) for folder in folders) or "no VAE folders are set"
+        raise InvalidRequest(f"The VAE '{value}' was not found (looked in {where}).")
+    return found.resolve()
+
+
+def vae_display_name(path: Path) -> str:
+    """The name A1111 records: the file name, or the folder name of a diffusers VAE."""
+    return path.name
+
+
+def load_vae(path: Path, reference: Any) -> Any:
+    """An ``AutoencoderKL`` from ``path`` with ``reference``'s config, dtype and device.
+
+    Raises :class:`ModelError` with the reason when the file is not a VAE
+    for this model.
+    """
+    from diffusers import AutoencoderKL
+
+    log.info("Loading VAE %s", path)
+    try:
+        if path.is_dir():
+            vae = AutoencoderKL.from_pretrained(path, local_files_only=True)
+            _check_same_shape(vae, reference, path)
+        else:
+            state = _read_state_dict(path)
+            _check_is_vae(state, path)
+            with tempfile.TemporaryDirectory(prefix="sdstudio-vae-") as config:
+                reference.save_config(config)
+                vae = AutoencoderKL.from_single_file(state, config=config, local_files_only=True)
+    except ModelError:
+        raise
+    except MemoryError:
+        raise ModelError(f"Not enough memory to load the VAE {path.name}.") from None
+    except Exception as error:  # diffusers raises many types for a mismatched file
+        log.exception("Loading the VAE %s failed", path)
+        raise ModelError(
+            f"{path.name} does not fit this model's VAE ({_first_line(error)}); "
+            "choose a VAE made for the model's family."
+        ) from None
+    return vae.to(device=reference.device, dtype=reference.dtype)
+
+
+def _read_state_dict(path: Path) -> dict[str, Any]:
+    from sdstudio.engine.models.loading import PICKLE_SUFFIXES, load_pickle_state_dict
+
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        return load_pickle_state_dict(path)
+    if suffix != ".safetensors":
+        raise ModelError(f"{path.name} is not a VAE file (.safetensors, .pt, .ckpt or .bin).")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelError(
+            f"The VAE {path.name} could not be read: it is truncated or damaged "
+            f"({_first_line(error)})."
+        ) from None
+
+
+def _check_is_vae(state: dict[str, Any], path: Path) -> None:
+    """Refuse files that hold no autoencoder (a LoRA, an embedding)."""
+    keys = [key.removeprefix("first_stage_model.") for key in state]
+    if not any(key.startswith("decoder.") for key in keys):
+        raise ModelError(
+            f"{path.name} is not a VAE: it holds no decoder weights "
+            "(LoRA and embedding files go in the prompt instead)."
+        )
+
+
+def _check_same_shape(vae: Any, reference: Any, path: Path) -> None:
+    ours = {key: tuple(value.shape) for key, value in reference.state_dict().items()}
+    theirs = {key: tuple(value.shape) for key, value in vae.state_dict().items()}
+    if ours != theirs:
+        raise ModelError(
+            f"{path.name} is a VAE of another architecture; choose one made for this model's "
+            "family."
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__

@@ -1,0 +1,96 @@
+"""A button that lists LoRAs or embeddings found on disk and hands back the one picked.
+
+As in AUTOMATIC1111's extra networks, picking a LoRA writes its
+``<lora:name:1>`` tag into the prompt and picking an embedding writes its
+name; the prompt stays the single place where they are chosen, so pasted
+prompts and picked ones work the same.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QLineEdit, QMenu, QToolButton, QWidget, QWidgetAction
+
+MAX_SHOWN = 200
+"""Entries shown at once; typing in the filter narrows larger lists."""
+
+
+class NetworkPicker(QToolButton):
+    """A drop-down button of named files with a filter box; ``chosen`` carries the name."""
+
+    chosen = Signal(str)
+
+    def __init__(self, label: str, empty_hint: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setText(label)
+        self.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self._empty_hint = empty_hint
+        self._entries: list[tuple[str, str]] = []
+        self._menu = QMenu(self)
+        self._filter = QLineEdit(placeholderText="Filter…", clearButtonEnabled=True)
+        self._filter.textChanged.connect(self._fill)
+        self._filter.returnPressed.connect(self._choose_first)
+        filter_action = QWidgetAction(self._menu)
+        filter_action.setDefaultWidget(self._filter)
+        self._filter_action = filter_action
+        self._menu.aboutToShow.connect(self._on_show)
+        self.setMenu(self._menu)
+        self._fill()
+
+    def set_entries(self, entries: list[tuple[str, str]]) -> None:
+        """The files to offer, as (name, description) pairs."""
+        self._entries = sorted(dict(entries).items(), key=lambda item: item[0].lower())
+        self.setToolTip(f"{len(self._entries)} found" if self._entries else self._empty_hint)
+        self._fill()
+
+    def names(self) -> list[str]:
+        """The names offered, in order."""
+        return [name for name, _ in self._entries]
+
+    def visible_names(self) -> list[str]:
+        """The names the menu shows for the current filter."""
+        return [a.text() for a in self._menu.actions() if a.data() is not None]
+
+    def set_filter(self, text: str) -> None:
+        """Narrow the list to names containing ``text``."""
+        self._filter.setText(text)
+
+    def _on_show(self) -> None:
+        self._filter.clear()
+        self._fill()
+        self._filter.setFocus(Qt.FocusReason.PopupFocusReason)
+
+    def _fill(self) -> None:
+        menu = self._menu
+        for action in menu.actions():
+            if action is not self._filter_action:
+                menu.removeAction(action)
+                action.deleteLater()
+        if not self._entries:
+            menu.removeAction(self._filter_action)
+            menu.addAction(self._empty_hint).setEnabled(False)
+            return
+        if self._filter_action not in menu.actions():
+            menu.addAction(self._filter_action)
+        words = self._filter.text().lower().split()
+        shown = [
+            (name, description)
+            for name, description in self._entries
+            if all(word in name.lower() for word in words)
+        ]
+        for name, description in shown[:MAX_SHOWN]:
+            action = menu.addAction(name)
+            action.setData(name)
+            action.setToolTip(description)
+            action.triggered.connect(lambda _checked=False, n=name: self.chosen.emit(n))
+        if len(shown) > MAX_SHOWN:
+            menu.addAction(f"… {len(shown) - MAX_SHOWN} more: type to filter").setEnabled(False)
+        if not shown:
+            menu.addAction("No match").setEnabled(False)
+        menu.setToolTipsVisible(True)
+
+    def _choose_first(self) -> None:
+        names = self.visible_names()
+        if names:
+            self._menu.close()
+            self.chosen.emit(names[0])
