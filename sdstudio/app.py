@@ -18,12 +18,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import sdstudio
+from sdstudio.desktop_entry import APP_ID, run_command
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
-from sdstudio.engine.settings import Settings, load_settings
+from sdstudio.engine.settings import Settings, choose_vae, load_settings, save_settings
 from sdstudio.logs import configure_logging
 from sdstudio.resource_files import resource_path
 
@@ -43,11 +44,27 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sdstudio", description="Stable Diffusion studio")
     parser.add_argument("images", nargs="*", help="images to open (their settings are offered)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument(
+        "--new-instance",
+        action="store_true",
+        help="open a separate window instead of handing the images to the running one",
+    )
     parser.add_argument("--version", action="version", version=f"sdstudio {sdstudio.__version__}")
     parser.add_argument(
         "--self-test",
         action="store_true",
         help="generate with a tiny model through the window, print a JSON summary, and exit",
+    )
+    desktop = parser.add_mutually_exclusive_group()
+    desktop.add_argument(
+        "--install-desktop-entry",
+        action="store_true",
+        help="add sdstudio to the applications menu of this Linux user, and exit",
+    )
+    desktop.add_argument(
+        "--uninstall-desktop-entry",
+        action="store_true",
+        help="remove what --install-desktop-entry added, and exit",
     )
     return parser.parse_args(argv)
 
@@ -55,6 +72,8 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app until its window closes."""
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if args.install_desktop_entry or args.uninstall_desktop_entry:
+        return run_command(uninstall=args.uninstall_desktop_entry)
     if args.self_test:
         from sdstudio.ui.self_test import run_self_test
 
@@ -63,21 +82,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
+    from sdstudio.ui.single_instance import InstanceServer, claim_instance
+
+    paths = AppPaths.default()
+    log_file = configure_logging(paths.log_dir / "sdstudio.log")
+    settings = load_settings(paths)
+    notices: list[str] = []
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    instance: InstanceServer | None = None
+    if not args.new_instance:
+        instance = claim_instance(paths, args.images)
+        if instance is None:
+            log.info("Handed %d file(s) to the sdstudio already running", len(args.images))
+            return 0
+    # Imported only now, so that a launch that hands its files over stays quick.
     from sdstudio.ui.controller import GenerationController
     from sdstudio.ui.main_window import MainWindow
     from sdstudio.ui.model_list import ModelListLoader
     from sdstudio.ui.theme import apply_theme
     from sdstudio.ui.worker import GenerationWorker
 
-    paths = AppPaths.default()
-    log_file = configure_logging(paths.log_dir / "sdstudio.log")
-    settings = load_settings(paths)
-    notices: list[str] = []
     library = open_library(paths, settings, notices.append)
-    app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("sdstudio")
     app.setApplicationVersion(sdstudio.__version__)
     app.setOrganizationName("sdstudio")
+    app.setDesktopFileName(APP_ID)
     app.setWindowIcon(QIcon(str(resource_path("sdstudio.svg"))))
     apply_theme(app, settings.theme)
 
@@ -87,12 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_excepthook(window, log_file)
     for notice in notices:
         window.show_error(notice)
+    remember_vae_choices(window, paths, settings)
     restore_last_request(window, paths)
     for image in args.images:
         window.open_file(Path(image))
     models = ModelListLoader(paths, settings)
     models.loaded.connect(window.show_models)
     add_models_menu(window, paths, models)
+    add_help_menu(window, paths, device, log_file)
+    if instance is not None:
+        instance.files_received.connect(lambda files: open_handed_over(window, files))
     window.show()
     models.refresh()
     QTimer.singleShot(WARM_UP_DELAY_MS, controller.warm_up)
@@ -105,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         models.shutdown()
         window.gallery.shutdown()
         library.close()
+        if instance is not None:
+            instance.close()
 
 
 def open_library(
@@ -137,6 +172,51 @@ def add_models_menu(window: MainWindow, paths: AppPaths, models: ModelListLoader
     action = window.menuBar().addMenu("&Models").addAction("Manage models…")
     action.setShortcut(QKeySequence("Ctrl+M"))
     action.triggered.connect(open_manager)
+
+
+def add_help_menu(window: MainWindow, paths: AppPaths, device: str, log_file: Path | None) -> None:
+    """The Help menu: About, with versions and data locations for bug reports."""
+    from PySide6.QtCore import Qt
+
+    from sdstudio.ui.about import AboutDialog, AboutInfo
+
+    def show_about() -> None:
+        info = AboutInfo.collect(
+            device=device,
+            outputs_dir=load_settings(paths).outputs_path(paths),
+            history_db=paths.history_db,
+            models_dir=paths.models_dir,
+            log_file=log_file,
+        )
+        dialog = AboutDialog(info, log_file, window)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+
+    window.menuBar().addMenu("&Help").addAction("About sdstudio").triggered.connect(show_about)
+
+
+def open_handed_over(window: MainWindow, files: list[str]) -> None:
+    """Open the files a later launch handed over, and bring the window to the front."""
+    for file in files:
+        window.open_file(Path(file))
+    if window.isMinimized():
+        window.showNormal()
+    window.show()
+    window.raise_()
+    window.activateWindow()
+
+
+def remember_vae_choices(window: MainWindow, paths: AppPaths, settings: Settings) -> None:
+    """Show each model with the VAE chosen for it, and keep new choices in the settings."""
+    window.panel.set_model_vaes(settings.model_vaes)
+
+    def save(model: str, vae: str) -> None:
+        try:
+            save_settings(paths, choose_vae(load_settings(paths), model, vae))
+        except SdStudioError as error:
+            window.show_error(f"The VAE choice was not saved: {error}")
+
+    window.panel.vae_chosen.connect(save)
 
 
 def restore_last_request(window: MainWindow, paths: AppPaths) -> None:

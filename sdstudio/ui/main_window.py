@@ -64,7 +64,7 @@ class MainWindow(QMainWindow):
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("sdstudio")
-        self.resize(1280, 800)
+        self._fit_to_screen(1280, 800)
         self.controller = controller
         self.library = library
         self.inputs_dir = paths.inputs_dir
@@ -126,6 +126,16 @@ class MainWindow(QMainWindow):
         controller.cancelled.connect(self._on_cancelled)
         controller.failed.connect(self._on_failed)
         self._update_welcome(self.panel.model.currentText())
+
+    def _fit_to_screen(self, width: int, height: int) -> None:
+        """Open at ``width`` x ``height``, or smaller on a screen that has less room
+        (a taskbar and the title bar take some)."""
+        screen = self.screen()
+        if screen is not None:
+            room = screen.availableGeometry()
+            width = min(width, room.width() - 16)
+            height = min(height, room.height() - 48)
+        self.resize(max(width, 640), max(height, 480))
 
     def generate(self) -> int | None:
         """Queue a generation with the panel's settings and the canvas's source."""

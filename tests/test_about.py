@@ -1,0 +1,123 @@
+"""Help ▸ About: versions, data folders and the log file, copyable for bug reports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QObject, QUrl, Slot
+from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import QMainWindow
+
+import sdstudio
+from sdstudio.engine.paths import AppPaths
+from sdstudio.ui.about import AboutDialog, AboutInfo, library_version
+
+
+@pytest.fixture
+def paths(sdstudio_home: Path) -> AppPaths:
+    return AppPaths.default()
+
+
+@pytest.fixture
+def info(paths: AppPaths) -> AboutInfo:
+    return AboutInfo.collect(
+        device="cpu",
+        outputs_dir=paths.outputs_dir,
+        history_db=paths.history_db,
+        models_dir=paths.models_dir,
+        log_file=paths.log_dir / "sdstudio.log",
+    )
+
+
+class UrlRecorder(QObject):
+    """Takes the place of the file manager for ``file:`` URLs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[QUrl] = []
+
+    @Slot(QUrl)
+    def open(self, url: QUrl) -> None:
+        self.urls.append(url)
+
+
+def test_details_name_versions_device_and_folders(info: AboutInfo, paths: AppPaths) -> None:
+    details = dict(info.rows)
+    assert details["sdstudio"] == sdstudio.__version__
+    assert details["diffusers"] == library_version("diffusers") != "not installed"
+    assert details["Device"] == "cpu"
+    assert details["History"] == str(paths.history_db)
+    assert details["Log file"] == str(paths.log_dir / "sdstudio.log")
+    assert library_version("no-such-distribution-here") == "not installed"
+
+
+def test_collecting_details_does_not_import_torch() -> None:
+    if "torch" in sys.modules:
+        pytest.skip("torch was imported by an earlier test in this process")
+    AboutInfo.collect(
+        device="auto",
+        outputs_dir=Path("o"),
+        history_db=Path("h"),
+        models_dir=Path("m"),
+        log_file=None,
+    )
+    assert "torch" not in sys.modules
+
+
+def test_dialog_shows_version_and_log_file(qtbot, info: AboutInfo, paths: AppPaths) -> None:
+    dialog = AboutDialog(info, paths.log_dir / "sdstudio.log")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    text = dialog.details.text()
+    assert str(paths.log_dir / "sdstudio.log") in text
+    assert sdstudio.__version__ in text
+    assert dialog.log_button.isEnabled()
+
+
+def test_copy_puts_the_details_on_the_clipboard(qtbot, info: AboutInfo, paths) -> None:
+    dialog = AboutDialog(info, paths.log_dir / "sdstudio.log")
+    qtbot.addWidget(dialog)
+    dialog.copy_button.click()
+    copied = QGuiApplication.clipboard().text()
+    assert copied == info.as_text()
+    assert f"sdstudio: {sdstudio.__version__}" in copied
+    assert f"Log file: {paths.log_dir / 'sdstudio.log'}" in copied
+
+
+def test_open_log_folder_asks_for_the_folder(qtbot, info: AboutInfo, paths) -> None:
+    recorder = UrlRecorder()
+    QDesktopServices.setUrlHandler("file", recorder, "open")
+    try:
+        dialog = AboutDialog(info, paths.log_dir / "sdstudio.log")
+        qtbot.addWidget(dialog)
+        dialog.log_button.click()
+    finally:
+        QDesktopServices.unsetUrlHandler("file")
+    assert [url.toLocalFile() for url in recorder.urls] == [str(paths.log_dir)]
+
+
+def test_without_a_log_file_the_button_is_off(qtbot, info: AboutInfo) -> None:
+    dialog = AboutDialog(info, None)
+    qtbot.addWidget(dialog)
+    assert not dialog.log_button.isEnabled()
+    assert dialog.open_log_folder() is False
+
+
+def test_help_menu_opens_the_dialog(qtbot, paths: AppPaths) -> None:
+    from sdstudio.app import add_help_menu
+
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    log_file = paths.log_dir / "sdstudio.log"
+    add_help_menu(window, paths, "cuda", log_file)  # type: ignore[arg-type]
+    [help_menu] = [a.menu() for a in window.menuBar().actions() if a.text() == "&Help"]
+    [about] = help_menu.actions()
+    assert about.text() == "About sdstudio"
+    about.trigger()
+    dialog = window.findChild(AboutDialog)
+    assert dialog is not None and dialog.isVisible()
+    assert dict(dialog.info.rows)["Device"] == "cuda"
+    assert str(log_file) in dialog.details.text()
+    dialog.close()
