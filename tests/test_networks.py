@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -264,3 +265,66 @@ def test_without_networks_lora_tags_are_removed_with_a_notice(
     )
     assert any("LoRA files are not searched" in n and "x" in n for n in notices)
     assert result.record.extra == {}
+
+
+def test_sdxl_embedding_loads_into_both_text_encoders(tmp_path: Path) -> None:
+    """An SDXL embedding (clip_l + clip_g) changes the image when named, and only then."""
+    import torch
+    from safetensors.torch import save_file
+    from test_model_loading import write_tiny_sdxl_folder
+
+    from sdstudio.engine.devices import choose_device
+    from sdstudio.engine.pipelines import PipelineManager
+    from sdstudio.testing.checkpoints import random_original_checkpoint
+
+    folder = write_tiny_sdxl_folder(tmp_path / "tiny-sdxl")
+    checkpoint = tmp_path / "tiny-sdxl.safetensors"
+    state = random_original_checkpoint(folder)
+    save_file({k: v * 0.1 if v.is_floating_point() else v for k, v in state.items()}, checkpoint)
+    embeddings = tmp_path / "embeddings"
+    embeddings.mkdir()
+    torch.manual_seed(3)
+    sdxl_file = embeddings / "xlstyle.safetensors"
+    save_file({"clip_l": torch.randn(2, 32), "clip_g": torch.randn(2, 48)}, sdxl_file)
+    save_file({"emb_params": torch.randn(1, 32)}, embeddings / "sd1only.safetensors")
+
+    def engine() -> Engine:
+        manager = PipelineManager(choose_device("cpu"), single_file_config=folder)
+        networks = Networks(lambda: [], lambda: [embeddings], manager.hash_cache)
+        return Engine(manager, tmp_path / "inputs", networks=networks)
+
+    with_networks, bare = (
+        engine(),
+        Engine(
+            PipelineManager(choose_device("cpu"), single_file_config=folder), tmp_path / "inputs"
+        ),
+    )
+    named = request_for(checkpoint, "a boat, xlstyle")
+    image = next(with_networks.generate(named))
+    assert image.record.extra["embeddings"] == [{"name": "xlstyle", "hash": sha12(sdxl_file)}]
+    pipe = with_networks.pipelines.pipeline(str(checkpoint), named.mode)
+    bare_pipe = bare.pipelines.pipeline(str(checkpoint), named.mode)
+    for prompt in ("a boat, xlstyle", "a boat, (xlstyle:1.2)"):  # text and A1111 paths
+        loaded = encoded(pipe, prompt)
+        plain = encoded(bare_pipe, prompt)
+        assert not torch.equal(loaded[..., :32], plain[..., :32])  # CLIP L
+        assert not torch.equal(loaded[..., 32:], plain[..., 32:])  # OpenCLIP G
+    assert torch.equal(encoded(pipe, "a boat"), encoded(bare_pipe, "a boat"))
+    notices: list[str] = []
+    other = named.replace(prompt="a boat, sd1only")
+    result = next(with_networks.generate(other, on_status=notices.append))
+    assert any("sd1only.safetensors was not used" in n for n in notices)
+    assert "embeddings" not in result.record.extra
+    assert "xlstyle" not in pipe.tokenizer.get_vocab()
+    assert "xlstyle" not in pipe.tokenizer_2.get_vocab()
+    assert torch.equal(encoded(pipe, "a boat, xlstyle"), encoded(bare_pipe, "a boat, xlstyle"))
+
+
+def encoded(pipe: object, prompt: str) -> Any:
+    """The prompt embeddings the engine gives the pipeline (text or A1111 path)."""
+    from sdstudio.engine import prompt_embeds
+
+    arguments = prompt_embeds.prompt_arguments(pipe, prompt, "", 1)
+    if "prompt_embeds" in arguments:
+        return arguments["prompt_embeds"]
+    return pipe.encode_prompt(arguments["prompt"], device="cpu")[0]  # type: ignore[attr-defined]

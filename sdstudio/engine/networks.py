@@ -184,8 +184,8 @@ class Networks:
         self, pipe: Any, texts: tuple[str, ...], on_status: Callable[[str], None] | None
     ) -> list[NetworkUse]:
         """Load exactly the embeddings the prompts name (loaded tokens would split other words)."""
-        if getattr(pipe, "tokenizer", None) is None or getattr(pipe, "text_encoder_2", None):
-            return []  # SDXL embeddings (clip_l + clip_g) are not handled yet
+        if getattr(pipe, "tokenizer", None) is None:
+            return []
         plain = [parse_prompt(text).text for text in texts]
         wanted = {
             stem: path
@@ -194,7 +194,8 @@ class Networks:
         }
         if wanted != self._tokens:
             if self._tokens:
-                pipe.unload_textual_inversion()
+                for tokenizer, encoder in _text_encoders(pipe):
+                    pipe.unload_textual_inversion(tokenizer=tokenizer, text_encoder=encoder)
                 self._tokens = {}
             for token, path in wanted.items():
                 if self._load_embedding(pipe, path, token, on_status):
@@ -204,11 +205,24 @@ class Networks:
     def _load_embedding(
         self, pipe: Any, path: Path, token: str, on_status: Callable[[str], None] | None
     ) -> bool:
+        """Load one embedding file; SDXL files hold a vector set per text encoder."""
+        encoders = _text_encoders(pipe)
+        loaded: list[tuple[Any, Any]] = []
         try:
             log.info("Loading embedding %s", path)
-            pipe.load_textual_inversion(str(path), token=token)
+            if len(encoders) == 1:
+                pipe.load_textual_inversion(str(path), token=token)
+                return True
+            vectors = _sdxl_vectors(path)
+            for (tokenizer, encoder), vector in zip(encoders, vectors, strict=True):
+                pipe.load_textual_inversion(
+                    vector, token=token, tokenizer=tokenizer, text_encoder=encoder
+                )
+                loaded.append((tokenizer, encoder))
         except Exception as error:  # a file of another model family, or not an embedding
             log.warning("Embedding %s not loaded: %s", path, error)
+            for tokenizer, encoder in loaded:  # an SDXL file loaded into one encoder only
+                pipe.unload_textual_inversion(token, tokenizer=tokenizer, text_encoder=encoder)
             self._failed.add(path)
             if on_status:
                 on_status(f"The embedding {path.name} was not used: {_first_line(error)}")
@@ -217,6 +231,29 @@ class Networks:
 
     def _short_hash(self, path: Path) -> str:
         return self._hashes.sha256(path)[:HASH_LENGTH]
+
+
+def _text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
+    """The (tokenizer, text encoder) pairs of a pipeline: one, or two for SDXL."""
+    pairs = [(pipe.tokenizer, pipe.text_encoder)]
+    if getattr(pipe, "tokenizer_2", None) is not None and getattr(pipe, "text_encoder_2", None):
+        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+    return pairs
+
+
+def _sdxl_vectors(path: Path) -> tuple[Any, Any]:
+    """The ``clip_l`` and ``clip_g`` vectors of an SDXL embedding file."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "clip_l" not in state or "clip_g" not in state:
+        raise ModelError("it is not an SDXL embedding (it has no clip_l and clip_g vectors)")
+    return state["clip_l"], state["clip_g"]
 
 
 def strip_notice(prompt: str, negative_prompt: str) -> str | None:
