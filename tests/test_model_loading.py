@@ -389,3 +389,59 @@ def test_tiny_sdxl_inpainting_single_file_loads_the_xl_inpaint_pipeline(tmp_path
     pipe = manager.pipeline(str(checkpoint), Mode.TXT2IMG)
     assert type(pipe).__name__ == "StableDiffusionXLInpaintPipeline"
     manager.unload()
+
+
+# SD 2.x files do not say whether they predict v (768 px) or noise (512 px).
+
+
+@pytest.mark.parametrize(("bias", "expected"), [(-2.0, True), (0.0, False), (1.0, False)])
+def test_v_prediction_is_told_by_denoising_a_flat_latent(
+    tiny_model: Path, bias: float, expected: bool
+) -> None:
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from sdstudio.engine.models.loading import predicts_v
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_model / "unet")
+    with torch.no_grad():
+        unet.conv_out.weight.zero_()
+        unet.conv_out.bias.fill_(bias)  # the output is exactly the bias: 0.5 - bias apart
+    assert predicts_v(unet) is expected
+
+
+def test_sd2_files_found_to_predict_v_get_the_v_scheduler(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.models.attention_processor import Attention
+
+    from sdstudio.engine.models import loading
+
+    checkpoint = tmp_path / "v2-1_768-ema-pruned.safetensors"
+    checkpoint.write_bytes(b"")
+    pipes = []
+
+    def fake_load(path, config, info, dtype, *, tokenizers):  # type: ignore[no-untyped-def]
+        pipe = StableDiffusionPipeline.from_pretrained(tiny_model, local_files_only=True)
+        with torch.no_grad():
+            pipe.unet.conv_out.weight.zero_()
+            pipe.unet.conv_out.bias.fill_(-3.0 if "768" in path.name else 0.0)
+        pipes.append(pipe)
+        return pipe
+
+    monkeypatch.setattr(loading, "_from_single_file", fake_load)
+    monkeypatch.setattr(loading, "shipped_tokenizers", lambda info: {})
+    monkeypatch.setattr(loading, "inspect_checkpoint", lambda path: ModelInfo(Family.SD2))
+    v_model = loading.load_single_file(checkpoint, dtype=torch.float32)
+    assert v_model.scheduler.config.prediction_type == "v_prediction"
+    assert v_model.unet.config.upcast_attention
+    assert all(m.upcast_attention for m in v_model.unet.modules() if isinstance(m, Attention))
+    epsilon = loading.load_single_file(tmp_path / "v2-1_512.safetensors", dtype=torch.float32)
+    assert epsilon.scheduler.config.prediction_type == "epsilon"
+    monkeypatch.setattr(
+        loading, "inspect_checkpoint", lambda path: ModelInfo(Family.SD2, False, "epsilon")
+    )
+    told = loading.load_single_file(checkpoint, dtype=torch.float32)  # a sidecar yaml said so
+    assert told.scheduler.config.prediction_type == "epsilon"

@@ -125,7 +125,41 @@ def load_single_file(path: Path, *, dtype: torch.dtype, config: Path | None = No
         )
     with tempfile.TemporaryDirectory(prefix="sdstudio-config-") as tmp:
         folder = config_folder(info, Path(tmp))
-        return _from_single_file(path, folder, info, dtype, tokenizers=shipped_tokenizers(info))
+        pipe = _from_single_file(path, folder, info, dtype, tokenizers=shipped_tokenizers(info))
+    sd2_unknown = info.family is Family.SD2 and info.prediction_type is None
+    if sd2_unknown and not info.inpainting and predicts_v(pipe.unet):
+        use_v_prediction(pipe)
+    return pipe
+
+
+def predicts_v(unet: Any) -> bool:
+    """Whether an SD 2.x UNet was trained for v-prediction (the 768 px models).
+
+    Their files do not say so. AUTOMATIC1111's test: denoise a flat latent
+    at the last timestep with a flat text context; a v-prediction model's
+    output lies far below its input, an epsilon model's does not.
+    """
+    import torch
+
+    options = {"device": unet.device, "dtype": unet.dtype}
+    latent = torch.full((1, unet.config.in_channels, 8, 8), 0.5, **options)
+    context = torch.full((1, 2, unet.config.cross_attention_dim), 0.5, **options)
+    with torch.no_grad():
+        out = unet(latent, torch.tensor([999], device=unet.device), context).sample
+    return bool((out.float() - latent.float()).mean().item() < -1)
+
+
+def use_v_prediction(pipe: Any) -> None:
+    """Switch a loaded SD 2.x pipeline to v-prediction, as its 768-v config would have it."""
+    from diffusers.models.attention_processor import Attention
+
+    pipe.scheduler = pipe.scheduler.__class__.from_config(
+        pipe.scheduler.config, prediction_type="v_prediction"
+    )
+    pipe.unet.register_to_config(upcast_attention=True, sample_size=96)
+    for module in pipe.unet.modules():
+        if isinstance(module, Attention):
+            module.upcast_attention = True
 
 
 def config_folder(info: ModelInfo, scratch: Path) -> Path:
