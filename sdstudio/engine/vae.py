@@ -65,14 +65,16 @@ def load_vae(path: Path, reference: Any) -> Any:
     log.info("Loading VAE %s", path)
     try:
         if path.is_dir():
-            vae = AutoencoderKL.from_pretrained(path, local_files_only=True)
+            vae = AutoencoderKL.from_pretrained(path, local_files_only=True, dtype=reference.dtype)
             _check_same_shape(vae, reference, path)
         else:
             state = _read_state_dict(path)
             _check_is_vae(state, path)
             with tempfile.TemporaryDirectory(prefix="sdstudio-vae-") as config:
                 reference.save_config(config)
-                vae = AutoencoderKL.from_single_file(state, config=config, local_files_only=True)
+                vae = AutoencoderKL.from_single_file(
+                    state, config=config, local_files_only=True, dtype=reference.dtype
+                )
     except ModelError:
         raise
     except MemoryError:
@@ -83,7 +85,7 @@ def load_vae(path: Path, reference: Any) -> Any:
             f"{path.name} does not fit this model's VAE ({_first_line(error)}); "
             "choose a VAE made for the model's family."
         ) from None
-    return vae.to(device=reference.device, dtype=reference.dtype)
+    return vae.to(reference.device)
 
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
