@@ -217,7 +217,7 @@ def _require_freedesktop() -> None:
     if sys.platform.startswith("win") or sys.platform == "darwin":
         raise DesktopEntryError(
             "Desktop entries are for Linux and other freedesktop.org desktops; "
-            "on Windows and macOS use the installer build."
+            "on Windows and macOS make a shortcut to the stand-alone build (see the README)."
         )
 
 

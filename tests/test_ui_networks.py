@@ -84,6 +84,8 @@ def test_pickers_write_into_the_prompts(window) -> None:
     panel.prompt.setPlainText("a castle")
     panel.loras.chosen.emit("pixel_art")
     assert panel.prompt.toPlainText() == "a castle <lora:pixel_art:1>"
+    panel.loras.set_filter("")
+    assert panel.loras.ticked_names() == ["pixel_art"]  # shown as in the prompt
     assert panel.request().prompt == "a castle <lora:pixel_art:1>"
     panel.loras.chosen.emit("pixel_art")
     assert panel.prompt.toPlainText() == "a castle"
@@ -91,6 +93,8 @@ def test_pickers_write_into_the_prompts(window) -> None:
     panel._last_prompt_edit = panel.negative  # focus is unreliable offscreen; set as FocusIn does
     panel.embeddings.chosen.emit("badhands")
     assert panel.negative.toPlainText() == "blurry badhands"
+    panel.embeddings.set_filter("")
+    assert panel.embeddings.ticked_names() == ["badhands"]
     assert panel.prompt.toPlainText() == "a castle"
 
 

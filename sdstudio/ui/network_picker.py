@@ -8,6 +8,8 @@ prompts and picked ones work the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLineEdit, QMenu, QToolButton, QWidget, QWidgetAction
 
@@ -20,8 +22,16 @@ class NetworkPicker(QToolButton):
 
     chosen = Signal(str)
 
-    def __init__(self, label: str, empty_hint: str, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        empty_hint: str,
+        in_use: Callable[[str], bool] = lambda _name: False,
+        parent: QWidget | None = None,
+    ) -> None:
+        """``in_use`` tells which names the prompt already holds: they are shown ticked."""
         super().__init__(parent)
+        self._in_use = in_use
         self.setText(label)
         self.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self._empty_hint = empty_hint
@@ -51,9 +61,16 @@ class NetworkPicker(QToolButton):
         """The names the menu shows for the current filter."""
         return [a.text() for a in self._menu.actions() if a.data() is not None]
 
+    def ticked_names(self) -> list[str]:
+        """The names shown as already in the prompt."""
+        return [a.text() for a in self._menu.actions() if a.data() is not None and a.isChecked()]
+
     def set_filter(self, text: str) -> None:
-        """Narrow the list to names containing ``text``."""
-        self._filter.setText(text)
+        """Narrow the list to names containing ``text`` (and refresh the ticks)."""
+        if self._filter.text() == text:
+            self._fill()
+        else:
+            self._filter.setText(text)
 
     def _on_show(self) -> None:
         self._filter.clear()
@@ -81,6 +98,8 @@ class NetworkPicker(QToolButton):
         for name, description in shown[:MAX_SHOWN]:
             action = menu.addAction(name)
             action.setData(name)
+            action.setCheckable(True)
+            action.setChecked(self._in_use(name))
             action.setToolTip(description)
             action.triggered.connect(lambda _checked=False, n=name: self.chosen.emit(n))
         if len(shown) > MAX_SHOWN:

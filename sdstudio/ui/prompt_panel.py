@@ -24,7 +24,8 @@ from PySide6.QtWidgets import (
 
 from sdstudio.engine import samplers
 from sdstudio.engine.models.defaults import defaults_for
-from sdstudio.engine.prompts import toggle_lora_tag, toggle_word
+from sdstudio.engine.network_files import named_in
+from sdstudio.engine.prompts import parse_prompt, toggle_lora_tag, toggle_word
 from sdstudio.engine.request import (
     MAX_BATCH,
     MAX_SIZE,
@@ -82,10 +83,14 @@ class PromptPanel(QWidget):
         self.prompt.installEventFilter(self)
         self.negative.installEventFilter(self)
 
-        self.loras = NetworkPicker("LoRA", "No LoRA files found: add a folder with Models ▸ Manage")
+        self.loras = NetworkPicker(
+            "LoRA", "No LoRA files found: add a folder with Models ▸ Manage", self._lora_in_use
+        )
         self.loras.chosen.connect(self._toggle_lora)
         self.embeddings = NetworkPicker(
-            "Embedding", "No embeddings found: add a folder with Models ▸ Manage"
+            "Embedding",
+            "No embeddings found: add a folder with Models ▸ Manage",
+            lambda name: named_in(name, [self.prompt.toPlainText(), self.negative.toPlainText()]),
         )
         self.embeddings.chosen.connect(self._toggle_embedding)
         prompt_header = QHBoxLayout()
@@ -312,6 +317,10 @@ class PromptPanel(QWidget):
         else:
             self._model_vaes.pop(model, None)
         self.vae_chosen.emit(model, vae)
+
+    def _lora_in_use(self, name: str) -> bool:
+        tags = parse_prompt(self.prompt.toPlainText()).loras
+        return name.lower() in {tag.lower() for tag, _weight in tags}
 
     def _toggle_lora(self, name: str) -> None:
         self.prompt.setPlainText(toggle_lora_tag(self.prompt.toPlainText(), name))
