@@ -1,4 +1,4 @@
-"""Start sdstudio from a checkout or a frozen build: ``python main.py [IMAGE...]``."""
+"""Start sdstudio from a checkout: ``python main.py [IMAGE...]``."""
 
 import sys
 

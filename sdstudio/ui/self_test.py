@@ -2,7 +2,8 @@
 
 Used to check that an installed or packaged app really works, with no display
 and no model download: it builds a tiny random model, runs one generation
-through the real worker thread, and checks one progress signal per step.
+through the real worker thread, checks one progress signal per step, and
+hands a file to its own single-instance server as a second launch would.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sdstudio.engine.paths import AppPaths
 
 STEPS = 4
 
@@ -71,6 +76,7 @@ def _generate_through_window(folder: Path, device: str) -> dict[str, object]:
     QTimer.singleShot(300_000, lambda: (outcome.update(error="timed out"), loop.quit()))
     window.generate()
     loop.exec()
+    handed_over = _hand_over_to_self(paths, folder / "opened.png")
     controller.shutdown()
     window.close()
     app.processEvents()
@@ -83,6 +89,7 @@ def _generate_through_window(folder: Path, device: str) -> dict[str, object]:
         and len(images) == 1  # type: ignore[arg-type]
         and all(Path(p).is_file() for p in images)  # type: ignore[union-attr]
         and recorded == 1
+        and handed_over
     )
     result: dict[str, object] = {
         "ok": ok,
@@ -92,7 +99,34 @@ def _generate_through_window(folder: Path, device: str) -> dict[str, object]:
         "images": len(images),  # type: ignore[arg-type]
         "history_rows": recorded,
         "thread_stopped": not controller.thread_running,
+        "hand_over": handed_over,
     }
     if "error" in outcome:
         result["error"] = outcome["error"]
     return result
+
+
+def _hand_over_to_self(paths: AppPaths, file: Path) -> bool:
+    """Start the single-instance server as the app does and send it ``file`` over its socket.
+
+    The client is asynchronous, so this one event loop serves both ends.
+    """
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtNetwork import QLocalSocket
+
+    from sdstudio.ui.single_instance import claim_instance, encode_message
+
+    server = claim_instance(paths, [])
+    if server is None:
+        return False
+    received: list[list[str]] = []
+    loop = QEventLoop()
+    server.files_received.connect(lambda files: (received.append(files), loop.quit()))
+    socket = QLocalSocket()
+    socket.connected.connect(lambda: socket.write(encode_message({"files": [str(file)]})))
+    socket.connectToServer(server.name)
+    QTimer.singleShot(10_000, loop.quit)
+    loop.exec()
+    socket.abort()
+    server.close()
+    return received == [[str(file)]]
