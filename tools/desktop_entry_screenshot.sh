@@ -9,6 +9,9 @@
 #
 #     tools/desktop_entry_screenshot.sh [OUTPUT.png]    (default: screenshots/desktop-entry.png)
 #
+# SDSTUDIO_COMMAND picks the program whose entry is installed, for example a
+# build: SDSTUDIO_COMMAND=dist/sdstudio/sdstudio tools/desktop_entry_screenshot.sh
+#
 # Needs: sdstudio installed (its `sdstudio` command), Xvfb, openbox, xdotool,
 # xprop, gio (libglib2.0-bin) and ImageMagick's `import`; tint2 is optional.
 # On Debian/Ubuntu: apt-get install xvfb openbox tint2 xdotool x11-utils libglib2.0-bin imagemagick
@@ -17,7 +20,10 @@ cd "$(dirname "$0")/.."
 
 output=$(realpath -m "${1:-screenshots/desktop-entry.png}")
 mkdir -p "$(dirname "$output")"
-for tool in Xvfb openbox xdotool xprop gio import sdstudio; do
+launcher=$(command -v "${SDSTUDIO_COMMAND:-sdstudio}" || true)
+[ -n "$launcher" ] || { echo "${SDSTUDIO_COMMAND:-sdstudio} is not installed" >&2; exit 2; }
+launcher=$(realpath "$launcher")
+for tool in Xvfb openbox xdotool xprop gio import; do
     command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 2; }
 done
 
@@ -63,7 +69,7 @@ if command -v tint2 >/dev/null; then
 fi
 sleep 1
 
-sdstudio --install-desktop-entry
+"$launcher" --install-desktop-entry
 entry="$XDG_DATA_HOME/applications/io.github.sdstudio.SdStudio.desktop"
 echo "Starting from $entry: $(grep '^Exec=' "$entry")"
 gio launch "$entry"
