@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
-    from sdstudio.ui.single_instance import InstanceServer, claim_instance
+    from sdstudio.ui.single_instance import FileOpenEvents, InstanceServer, claim_instance
 
     paths = AppPaths.default()
     log_file = configure_logging(paths.log_dir / "sdstudio.log")
@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_help_menu(window, paths, device, log_file)
     if instance is not None:
         instance.files_received.connect(lambda files: open_handed_over(window, files))
+    file_events = FileOpenEvents(app)
+    file_events.files_received.connect(lambda files: open_handed_over(window, files))
+    app.installEventFilter(file_events)
     window.show()
     models.refresh()
     QTimer.singleShot(WARM_UP_DELAY_MS, controller.warm_up)

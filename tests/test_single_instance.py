@@ -16,6 +16,7 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from sdstudio.engine.paths import AppPaths
 from sdstudio.ui.single_instance import (
     MAX_MESSAGE_BYTES,
+    FileOpenEvents,
     InstanceServer,
     claim_instance,
     hand_over,
@@ -242,3 +243,19 @@ def test_a_second_launch_hands_its_image_to_the_running_app(
     log = (sdstudio_home / "logs" / "sdstudio.log").read_text("utf-8")
     assert "Handed 1 file(s) to the sdstudio already running" in log
     assert not (sdstudio_home / "data" / "history.sqlite3").exists()
+
+
+def test_file_open_events_reach_the_running_app(qtbot, qapp, tmp_path: Path) -> None:
+    """macOS delivers "Open With" on a running app as a FileOpen event."""
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtGui import QFileOpenEvent
+
+    events = FileOpenEvents()
+    qapp.installEventFilter(events)
+    try:
+        image = str(tmp_path / "from-finder.png")
+        with qtbot.waitSignal(events.files_received) as received:
+            QCoreApplication.sendEvent(qapp, QFileOpenEvent(image))
+        assert received.args == [[image]]
+    finally:
+        qapp.removeEventFilter(events)

@@ -24,7 +24,8 @@ import logging
 import os
 from collections.abc import Iterable
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QTimer, Signal
+from PySide6.QtGui import QFileOpenEvent
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 from sdstudio.engine.paths import AppPaths
@@ -195,6 +196,25 @@ class InstanceServer(QObject):
     def _on_received(self, files: list[str]) -> None:
         log.info("Another launch handed over %d file(s)", len(files))
         self.files_received.emit(files)
+
+
+class FileOpenEvents(QObject):
+    """Files the system asks the running app to open (macOS Finder's "Open With").
+
+    On macOS a file opened while the app runs arrives as a ``FileOpen`` event,
+    not as a new launch. Install on the application with ``installEventFilter``.
+    """
+
+    files_received = Signal(list)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Emit ``files_received`` for a ``FileOpen`` event and consume it."""
+        if event.type() == QEvent.Type.FileOpen and isinstance(event, QFileOpenEvent):
+            path = event.file()
+            if path:
+                self.files_received.emit([path])
+                return True
+        return super().eventFilter(watched, event)
 
 
 def claim_instance(paths: AppPaths, files: Iterable[str]) -> InstanceServer | None:
