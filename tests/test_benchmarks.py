@@ -24,3 +24,12 @@ def test_engine_benchmark_prints_its_ratio(capsys) -> None:
     # The engine ran twice (warm-up and one round), 2 steps with a preview each.
     assert summary["previews_made"] == 4
     assert summary["ratio_median"] > 0 and summary["preview_ms"] > 0
+
+
+def test_memory_benchmark_runs_the_app_path(capsys) -> None:
+    benchmark = load("memory_generations")
+    assert benchmark.main(["--generations", "3", "--warm-up", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["history_rows"] == 4  # every generation was written and recorded
+    assert summary["previews"] == 3 + 2 + 3 + 2  # img2img at strength 0.75 runs 2 of 3 steps
+    assert summary["rss_after_warm_up_mb"] > 0
