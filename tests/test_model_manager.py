@@ -22,6 +22,9 @@ def dialog(qtbot, sdstudio_home, tiny_model):
     shutil.copytree(tiny_model, paths.models_dir / "app-model")
     manager = ModelManager(paths, load_settings(paths))
     qtbot.addWidget(manager)
+    # The scan runs on a pool thread; its result is queued to this thread.
+    with qtbot.waitSignal(manager.listed, timeout=30_000):
+        pass
     yield manager
     manager.shutdown()
 
@@ -30,7 +33,11 @@ def names(dialog) -> list[str]:
     return [dialog.table.topLevelItem(i).text(0) for i in range(dialog.table.topLevelItemCount())]
 
 
-def test_lists_models_and_manages_folders(dialog, tmp_path: Path) -> None:
+def kinds(dialog) -> list[str]:
+    return [dialog.table.topLevelItem(i).text(1) for i in range(dialog.table.topLevelItemCount())]
+
+
+def test_lists_models_and_manages_folders(qtbot, dialog, tmp_path: Path) -> None:
     import torch
 
     assert names(dialog) == ["app-model"]
@@ -39,10 +46,15 @@ def test_lists_models_and_manages_folders(dialog, tmp_path: Path) -> None:
     save_file({"x": torch.zeros(2)}, root / "models" / "Stable-diffusion" / "mine.safetensors")
     changes = []
     dialog.models_changed.connect(lambda: changes.append(1))
-    dialog.add_folder(root)
-    assert "mine" in names(dialog) and changes == [1]
+    (root / "models" / "VAE").mkdir()
+    save_file({"decoder.conv_in.weight": torch.zeros(2)}, root / "models" / "VAE" / "v.safetensors")
+    with qtbot.waitSignal(dialog.listed, timeout=30_000):
+        dialog.add_folder(root)
+    assert names(dialog) == ["app-model", "mine", "v"] and changes == [1]
+    assert kinds(dialog) == ["Model", "Model", "VAE"]
     assert load_settings(dialog.paths).model_folders == (str(root.resolve()),)
-    dialog.remove_folder.activated.emit(0)
+    with qtbot.waitSignal(dialog.listed, timeout=30_000):
+        dialog.remove_folder.activated.emit(0)
     assert names(dialog) == ["app-model"]
     assert load_settings(dialog.paths).model_folders == ()
 

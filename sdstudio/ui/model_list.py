@@ -20,6 +20,8 @@ class ModelListLoader(QObject):
     """
 
     loaded = Signal(list)
+    scanned = Signal(object)
+    """The whole :class:`Catalog`, with what was skipped; emitted before ``loaded``."""
 
     def __init__(self, paths: AppPaths, settings: Settings, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -30,7 +32,7 @@ class ModelListLoader(QObject):
 
     def refresh(self) -> None:
         """Scan again; ``loaded`` follows."""
-        self._pool.start(_Scan(self._paths, self._settings, self.loaded))
+        self._pool.start(_Scan(self._paths, self._settings, self.scanned, self.loaded))
 
     def reload(self, settings: Settings) -> None:
         """Scan again with changed settings (model folders added or removed)."""
@@ -44,10 +46,11 @@ class ModelListLoader(QObject):
 
 
 class _Scan(QRunnable):
-    def __init__(self, paths: AppPaths, settings: Settings, done: Signal) -> None:
+    def __init__(self, paths: AppPaths, settings: Settings, scanned: Signal, done: Signal) -> None:
         super().__init__()
         self._paths = paths
         self._settings = settings
+        self._scanned = scanned
         self._done = done
 
     def run(self) -> None:
@@ -58,4 +61,5 @@ class _Scan(QRunnable):
         except Exception:  # a scan must never take the app down
             log.exception("Scanning for models failed")
             return
+        self._scanned.emit(catalog)
         self._done.emit(list(catalog.entries))

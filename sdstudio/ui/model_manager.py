@@ -22,15 +22,18 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine.errors import SdStudioError
+from sdstudio.engine.models.catalog import Catalog
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings, save_settings
+from sdstudio.ui.model_list import ModelListLoader
 
 SUGGESTED = (
     ("stabilityai/sd-turbo", "SD-Turbo: 1-4 steps, the quickest on a CPU", 2.6),
     ("stable-diffusion-v1-5/stable-diffusion-v1-5", "Stable Diffusion 1.5", 2.1),
     ("stabilityai/stable-diffusion-xl-base-1.0", "SDXL base 1.0 (needs a GPU)", 7.0),
 )
-COLUMNS = ("Name", "Family", "Format", "Size", "Source", "Place")
+COLUMNS = ("Name", "Kind", "Family", "Format", "Size", "Source", "Place")
+KINDS = {"checkpoint": "Model", "lora": "LoRA", "embedding": "Embedding", "vae": "VAE"}
 
 
 class _Download(QRunnable):
@@ -66,6 +69,8 @@ class ModelManager(QDialog):
     download_finished = Signal(str, str)
     download_failed = Signal(str, str)
     models_changed = Signal()
+    listed = Signal()
+    """The table shows a finished scan."""
 
     def __init__(self, paths: AppPaths, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -81,6 +86,7 @@ class ModelManager(QDialog):
         self.table.setHeaderLabels(list(COLUMNS))
         self.table.setRootIsDecorated(False)
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.status = QLabel()
 
@@ -129,18 +135,23 @@ class ModelManager(QDialog):
         self.download_progress.connect(self._on_progress)
         self.download_finished.connect(self._on_finished)
         self.download_failed.connect(self._on_failed)
+        self._scanner = ModelListLoader(paths, settings, self)
+        self._scanner.scanned.connect(self._show_catalog)
         self.refresh()
 
     def refresh(self) -> None:
-        """List the models again (header reads only; fast enough for the GUI thread)."""
-        from sdstudio.engine.models.catalog import list_models
+        """List the models again; the folders are scanned on a pool thread."""
+        self.status.setText("Looking for models…")
+        self._scanner.reload(self.settings)
 
-        catalog = list_models(self.paths, self.settings)
+    def _show_catalog(self, catalog: Catalog) -> None:
+        self.table.setSortingEnabled(False)
         self.table.clear()
         for entry in catalog.entries:
             item = QTreeWidgetItem(
                 [
                     entry.name,
+                    KINDS.get(entry.kind, entry.kind),
                     entry.family_label,
                     entry.format,
                     _size(entry.size_bytes),
@@ -157,7 +168,9 @@ class ModelManager(QDialog):
         skipped = f", {len(catalog.skipped)} unreadable skipped" if catalog.skipped else ""
         count = len(catalog.entries)
         self.status.setText(f"{count} model{'' if count == 1 else 's'}{skipped}")
+        self.table.setSortingEnabled(True)
         self._update_buttons()
+        self.listed.emit()
 
     def add_folder(self, folder: Path) -> None:
         """Add a model folder (or a tool's root) and list its models."""
@@ -184,9 +197,10 @@ class ModelManager(QDialog):
             self._cancel.set()
 
     def shutdown(self) -> None:
-        """Cancel a download and wait for its thread."""
+        """Cancel a download and wait for its thread and for a running scan."""
         self.cancel_download()
         self._pool.waitForDone()
+        self._scanner.shutdown()
 
     def done(self, result: int) -> None:  # QDialog override: closing stops the worker
         self.shutdown()
