@@ -14,7 +14,7 @@ from sdstudio.engine.errors import ImageInputError, StorageError
 from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.generation import GeneratedImage
 from sdstudio.engine.hashing import HashCache
-from sdstudio.engine.images import MAX_PIXELS, open_image, open_mask, store_input
+from sdstudio.engine.images import MAX_PIXELS, input_path, open_image, open_mask, store_input
 from sdstudio.engine.metadata import ImageRecord, read_image_settings
 from sdstudio.engine.outputs import OutputWriter
 from sdstudio.engine.request import GenerationRequest
@@ -117,8 +117,13 @@ def test_masks_are_greyscale_and_resized(tmp_path: Path) -> None:
 def test_store_input_is_content_addressed(tmp_path: Path) -> None:
     image = Image.new("RGB", (8, 8), (5, 6, 7))
     first = store_input(image, tmp_path)
+    assert input_path(image, tmp_path) == first  # known before anything is written
+    written = first.stat().st_mtime_ns
     assert store_input(image.copy(), tmp_path) == first
+    assert first.stat().st_mtime_ns == written  # the same content is not written again
     assert store_input(Image.new("RGB", (8, 8)), tmp_path) != first
+    with Image.open(first) as stored:
+        assert stored.tobytes() == image.tobytes()
     assert open_image(first).tobytes() == image.tobytes()
 
 

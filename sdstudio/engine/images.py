@@ -53,16 +53,22 @@ def store_input(image: Image.Image, directory: Path) -> Path:
     """Keep a lossless copy of an input image, named by its content.
 
     Re-running an image later needs its init image and mask even if the
-    originals were moved or edited; the same content is stored once.
+    originals were moved or edited; the same content is stored once (and
+    not encoded again).
     """
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    data = buffer.getvalue()
-    digest = hashlib.sha256(image.mode.encode() + image.tobytes()).hexdigest()[:20]
-    path = directory / f"{digest}.png"
+    path = input_path(image, directory)
     if not path.exists():
-        write_atomically(path, data)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        write_atomically(path, buffer.getvalue())
     return path
+
+
+def input_path(image: Image.Image, directory: Path) -> Path:
+    """Where :func:`store_input` keeps ``image``: a hash of its pixels (milliseconds,
+    where encoding a large PNG takes a tenth of a second or more)."""
+    digest = hashlib.sha256(image.mode.encode() + image.tobytes()).hexdigest()[:20]
+    return directory / f"{digest}.png"
 
 
 def _open(path: str | Path, what: str) -> Image.Image:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
+from PIL import Image
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from sdstudio.engine.request import GenerationRequest
@@ -14,10 +16,15 @@ from sdstudio.ui.worker import GenerationWorker
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A request waiting for, or running on, the worker."""
+    """A request waiting for, or running on, the worker.
+
+    ``inputs`` are images the request names by path that are still to be
+    written (by the worker, off the GUI thread) before it runs.
+    """
 
     id: int
     request: GenerationRequest
+    inputs: tuple[tuple[Path, Image.Image], ...] = ()
 
 
 class GenerationController(QObject):
@@ -36,7 +43,7 @@ class GenerationController(QObject):
     cancelled = Signal(int)
     failed = Signal(int, str)
     warmed_up = Signal()
-    _run = Signal(int, object)
+    _run = Signal(int, object, object)
     _shutdown = Signal()
     _warm_up = Signal()
 
@@ -80,9 +87,11 @@ class GenerationController(QObject):
         """Have the worker import torch and diffusers now (see the worker)."""
         self._warm_up.emit()
 
-    def submit(self, request: GenerationRequest) -> int:
-        """Queue a request; returns its job id."""
-        job = Job(next(self._ids), request)
+    def submit(
+        self, request: GenerationRequest, inputs: tuple[tuple[Path, Image.Image], ...] = ()
+    ) -> int:
+        """Queue a request (and the input images it needs written); returns its job id."""
+        job = Job(next(self._ids), request, inputs)
         self._waiting.append(job)
         self.queue_changed.emit(len(self._waiting))
         self._start_next()
@@ -123,7 +132,7 @@ class GenerationController(QObject):
         self._running = self._waiting.popleft()
         self.queue_changed.emit(len(self._waiting))
         self.job_started.emit(self._running.id)
-        self._run.emit(self._running.id, self._running.request)
+        self._run.emit(self._running.id, self._running.request, self._running.inputs)
 
     @Slot(int, list)
     def _on_finished(self, job_id: int, paths: list) -> None:

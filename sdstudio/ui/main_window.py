@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.history.library import ImageLibrary
-from sdstudio.engine.images import open_image, open_mask, store_input
+from sdstudio.engine.images import input_path, open_image, open_mask
 from sdstudio.engine.metadata import read_image_settings
 from sdstudio.engine.models.catalog import ModelEntry
 from sdstudio.engine.paths import AppPaths
@@ -139,27 +139,38 @@ class MainWindow(QMainWindow):
 
     def generate(self) -> int | None:
         """Queue a generation with the panel's settings and the canvas's source."""
+        inputs: list[tuple[Path, Image.Image]] = []
         try:
             request = self.panel.request()
             source = self.canvas.source
             if source is not None:
-                request = self._with_source(request, source)
+                request = self._with_source(request, source, inputs)
         except SdStudioError as error:
             self.show_error(str(error))
             return None
-        return self.controller.submit(request)
+        return self.controller.submit(request, tuple(inputs))
 
-    def _with_source(self, request: GenerationRequest, source: Image.Image) -> GenerationRequest:
-        """Image-to-image from the source; inpainting when a mask is painted."""
-        init = store_input(source, self.inputs_dir)
+    def _with_source(
+        self,
+        request: GenerationRequest,
+        source: Image.Image,
+        inputs: list[tuple[Path, Image.Image]],
+    ) -> GenerationRequest:
+        """Image-to-image from the source; inpainting when a mask is painted.
+
+        The images are named by their content here and written by the worker.
+        """
+        inputs.append((input_path(source, self.inputs_dir), source.copy()))
         changes: dict[str, object] = {
             "mode": Mode.IMG2IMG,
-            "init_image": str(init),
+            "init_image": str(inputs[-1][0]),
             "strength": round(self.panel.strength.value(), 2),
         }
         if self.canvas.mask.has_paint():
+            mask = self.canvas.mask.to_pil()
+            inputs.append((input_path(mask, self.inputs_dir), mask))
             changes["mode"] = Mode.INPAINT
-            changes["mask"] = str(store_input(self.canvas.mask.to_pil(), self.inputs_dir))
+            changes["mask"] = str(inputs[-1][0])
         return request.replace(**changes)
 
     def use_as_source(self, path: Path) -> bool:

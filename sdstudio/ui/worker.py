@@ -9,12 +9,15 @@ worker thread, the first time a job runs, so the window appears first.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from PySide6.QtCore import QObject, Signal, Slot
 
-from sdstudio.engine.errors import GenerationCancelled, SdStudioError
+from sdstudio.engine.errors import GenerationCancelled, SdStudioError, StorageError
 from sdstudio.engine.history.library import ImageLibrary
+from sdstudio.engine.images import store_input
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
 
@@ -51,13 +54,21 @@ class GenerationWorker(QObject):
 
         self._tokens.setdefault(job_id, CancelToken()).cancel()
 
-    @Slot(int, object)
-    def run(self, job_id: int, request: GenerationRequest) -> None:
-        """Run a job (in the worker thread)."""
+    @Slot(int, object, object)
+    def run(
+        self,
+        job_id: int,
+        request: GenerationRequest,
+        inputs: tuple[tuple[Path, Image.Image], ...] = (),
+    ) -> None:
+        """Run a job (in the worker thread), first writing the input images it names."""
         written: list[str] = []
         try:
             token = self._token(job_id)
             token.raise_if_cancelled()
+            for path, image in inputs:
+                if store_input(image, path.parent) != path:
+                    raise StorageError(f"The input image {path.name} changed before it was saved.")
             engine = self._ensure_engine()
             for result in engine.generate(
                 request,
