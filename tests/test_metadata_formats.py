@@ -161,6 +161,17 @@ def test_comfyui_png(tmp_path: Path) -> None:
     assert found.model_name == "SDXL\\juggernautXL_v9.safetensors"
     assert found.notes == ("The image used the LoRA add_detail at weight 0.8.",)
     assert found.request.strength == 0.75  # denoise 1.0: plain text-to-image
+    assert found.request.vae == ""  # decoded with the checkpoint's own VAE
+
+
+def test_comfyui_vae_loader_names_the_vae() -> None:
+    loader = {"class_type": "VAELoader", "inputs": {"vae_name": "SDXL\\sdxl_vae.safetensors"}}
+    decode = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["20", 0]}}
+    graph = comfy(n20=loader, n8=decode)
+    assert read_comfyui({"prompt": json.dumps(graph)}).request.vae == "SDXL\\sdxl_vae.safetensors"
+    other = {"class_type": "VAEDecode", "inputs": {"samples": ["99", 0], "vae": ["4", 2]}}
+    graph = comfy(n20=loader, n8=decode, n21=other)  # the sampler's own decoder wins
+    assert read_comfyui({"prompt": json.dumps(graph)}).request.vae == "SDXL\\sdxl_vae.safetensors"
 
 
 def test_comfyui_webp_exif(tmp_path: Path) -> None:

@@ -135,6 +135,8 @@ def test_an_unknown_vae_names_the_folders_searched(vae_dir: Path) -> None:
     with pytest.raises(InvalidRequest, match=r"The VAE 'nope' was not found \(looked in .*vae"):
         find_vae("nope", [vae_dir])
     assert find_vae(str(vae_dir / "same.safetensors"), []) == vae_dir / "same.safetensors"
+    recorded_on_windows = "SD15\\Other-VAE.safetensors"  # as ComfyUI records sub-folders
+    assert find_vae(recorded_on_windows, [vae_dir]) == vae_dir / "Other-VAE.safetensors"
 
 
 def test_the_vae_is_recorded_as_a1111_does_and_read_back(

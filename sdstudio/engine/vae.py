@@ -40,7 +40,7 @@ def find_vae(value: str, folders: Iterable[Path]) -> Path:
     if path.exists():
         return path.resolve()
     folders = [Path(folder) for folder in folders]
-    name = path.name
+    name = Path(value.replace("\\", "/")).name  # ComfyUI on Windows records "SDXL\\x.safetensors"
     stem = Path(name).stem if Path(name).suffix.lower() in VAE_SUFFIXES else name
     found = find_file(stem, folders, VAE_SUFFIXES)
     if found is None:

@@ -299,7 +299,7 @@ class PromptPanel(QWidget):
         if index < 0:
             index = self.vae.findText(vae)
         if index < 0:
-            self.vae.addItem(Path(vae).name, vae)
+            self.vae.addItem(Path(vae.replace("\\", "/")).name, vae)
             index = self.vae.count() - 1
         self.vae.setCurrentIndex(index)
 

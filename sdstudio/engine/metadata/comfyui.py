@@ -14,7 +14,10 @@ base pass, not a hires-fix pass) before the others, then by node id
 - ``model`` through LoRA loaders and model patches to ``CheckpointLoaderSimple``
   (``ckpt_name``) or ``UNETLoader`` (``unet_name``);
 - ``latent_image`` to ``EmptyLatentImage`` for the size; when the latent comes
-  from an image or another sampler, the image's own size is used.
+  from an image or another sampler, the image's own size is used;
+- the ``VAEDecode`` of the sampler's output (any ``VAEDecode`` when none is
+  fed by it directly): a ``vae`` input from ``VAELoader`` names a VAE file
+  (``vae_name``); from a checkpoint loader it is the model's own.
 
 Every walk is bounded and remembers the nodes it has seen, so cycles and
 very long chains in hostile graphs end.
@@ -74,6 +77,7 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     latent_size, _ = _latent(graph, inputs.get("latent_image"))
     values["width"], values["height"] = latent_size or size
     recorded, lora_notes = _model(graph, inputs.get("model"))
+    values["vae"] = _vae(graph, sampler_id)
     parsed = build_request(values, model=names.model_name(recorded), model_name=recorded)
     return Parsed(parsed.request, parsed.model_name, parsed.notes + lora_notes)
 
@@ -180,6 +184,19 @@ def _latent(graph: Graph, link: object) -> tuple[tuple[int, int] | None, bool]:
             return (width, height), False
         link = next((inputs[key] for key in _LATENT_KEYS if key in inputs), None)
     return None, False
+
+
+def _vae(graph: Graph, sampler_id: str) -> str:
+    """The VAE file the image was decoded with; empty for the model's own."""
+    decoders = [n for n in graph.values() if n.get("class_type") == "VAEDecode"]
+    fed = [n for n in decoders if _is_link(n["inputs"].get("samples"))]
+    direct = [n for n in fed if str(n["inputs"]["samples"][0]) == sampler_id]
+    for node in direct or decoders:
+        inputs = _follow(graph, node["inputs"].get("vae"), set())
+        if inputs is not None:
+            name = _resolve(graph, inputs.get("vae_name"), ("vae_name", "value"))
+            return name if isinstance(name, str) else ""
+    return ""
 
 
 def _model(graph: Graph, link: object) -> tuple[str, tuple[str, ...]]:
