@@ -152,7 +152,7 @@ class ModelManager(QDialog):
                 [
                     entry.name,
                     KINDS.get(entry.kind, entry.kind),
-                    entry.family_label,
+                    entry.family_label if entry.family != "unknown" else "",
                     entry.format,
                     _size(entry.size_bytes),
                     entry.source,
