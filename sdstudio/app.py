@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.open_file(Path(image))
     models = ModelListLoader(paths, settings)
     models.loaded.connect(window.show_models)
+    add_settings_action(window, paths, library)
     add_models_menu(window, paths, models)
     add_help_menu(window, paths, device, log_file)
     if instance is not None:
@@ -159,6 +160,31 @@ def open_library(
     except SdStudioError as error:
         on_notice(f"{error} New images are saved but kept out of the history for now.")
         return ImageLibrary.open(Path(":memory:"), outputs)
+
+
+def add_settings_action(window: MainWindow, paths: AppPaths, library: ImageLibrary) -> None:
+    """File ▸ Settings…: the outputs folder takes effect at once, the theme too."""
+    from PySide6.QtGui import QAction, QKeySequence
+    from PySide6.QtWidgets import QApplication
+
+    from sdstudio.ui.preferences import PreferencesDialog
+    from sdstudio.ui.theme import apply_theme
+
+    def applied(settings: Settings) -> None:
+        library.set_outputs_dir(settings.outputs_path(paths))
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_theme(app, settings.theme)
+
+    def open_settings() -> None:
+        dialog = PreferencesDialog(paths, load_settings(paths), window)
+        dialog.saved.connect(applied)
+        dialog.open()
+
+    action = QAction("Settings…", window, shortcut=QKeySequence("Ctrl+,"))
+    action.setMenuRole(action.MenuRole.PreferencesRole)
+    action.triggered.connect(open_settings)
+    window.file_menu.insertAction(window.quit_action, action)
 
 
 def add_models_menu(window: MainWindow, paths: AppPaths, models: ModelListLoader) -> None:

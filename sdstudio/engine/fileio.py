@@ -63,6 +63,24 @@ def _publish_without_overwrite(temporary: str, path: Path) -> None:
     os.unlink(temporary)
 
 
+def check_writable_folder(folder: Path) -> None:
+    """Create ``folder`` if needed and make sure files can be written in it.
+
+    Raises :class:`StorageError` saying why not (no permission, a file in the
+    way, a read-only or full disk).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sdstudio-check-"):
+            pass
+    except FileExistsError:
+        raise StorageError(f"{folder} is a file, not a folder.") from None
+    except NotADirectoryError:
+        raise StorageError(f"{folder} cannot be a folder: part of its path is a file.") from None
+    except OSError as error:
+        raise StorageError(_describe(error, folder)) from None
+
+
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
 
 

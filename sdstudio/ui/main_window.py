@@ -10,6 +10,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QFileDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -185,6 +186,13 @@ class MainWindow(QMainWindow):
         self.offer_settings(path)
         return True
 
+    def _choose_image(self) -> None:
+        file, _ = QFileDialog.getOpenFileName(
+            self, "Open image", "", "Images (*.png *.jpg *.jpeg *.webp);;All files (*)"
+        )
+        if file:
+            self.open_file(Path(file))
+
     def open_file(self, path: Path) -> None:
         """Show an image file and offer the generation settings it carries."""
         try:
@@ -261,6 +269,15 @@ class MainWindow(QMainWindow):
         for action in (generate, cancel, fit, actual, zoom_in, zoom_out):
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
             self.addAction(action)
+        open_image_action = QAction("Open image…", self, shortcut=QKeySequence.StandardKey.Open)
+        open_image_action.triggered.connect(self._choose_image)
+        quit_action = QAction("Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        self.file_menu = self.menuBar().addMenu("&File")
+        self.file_menu.addAction(open_image_action)
+        self.file_menu.addSeparator()
+        self.file_menu.addAction(quit_action)
+        self.quit_action = quit_action
         view = self.menuBar().addMenu("&View")
         for action in (fit, actual, zoom_in, zoom_out):
             view.addAction(action)

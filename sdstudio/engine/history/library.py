@@ -78,6 +78,10 @@ class ImageLibrary:
                 on_notice(message)
         return cls(store, OutputWriter(outputs_dir))
 
+    def set_outputs_dir(self, folder: Path) -> None:
+        """Write the next images into ``folder`` (any thread: one attribute is swapped)."""
+        self.writer = OutputWriter(folder, by_date=self.writer.by_date)
+
     def close(self) -> None:
         """Close the database."""
         self.store.close()
