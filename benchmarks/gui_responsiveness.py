@@ -35,7 +35,8 @@ from PySide6.QtWidgets import QApplication
 original_exec = QApplication.exec
 def measured_exec(*_args):
     def report():
-        print(json.dumps({"ready": time.time(), "torch": "torch" in sys.modules}), flush=True)
+        loaded = {"torch": "torch" in sys.modules, "numpy": "numpy" in sys.modules}
+        print(json.dumps({"ready": time.time(), **loaded}), flush=True)
         QApplication.quit()
     QTimer.singleShot(0, report)
     return original_exec()

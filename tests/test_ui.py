@@ -308,6 +308,7 @@ def test_app_starts_without_torch_and_quits_cleanly(sdstudio_home: Path) -> None
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["torch"] is False
+    assert report["numpy"] is False  # a tenth of a second of start-up
     assert "QThread: Destroyed" not in done.stderr
 
 

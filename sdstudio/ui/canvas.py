@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import (
@@ -258,6 +257,8 @@ def extend_image(
     image: Image.Image, mask: Image.Image, side: str, pixels: int
 ) -> tuple[Image.Image, Image.Image]:
     """Pad ``image`` by repeating its edge, and ``mask`` with white (repaint) there."""
+    import numpy as np  # imported here: numpy adds a tenth of a second to start-up
+
     pad = {
         "left": ((0, 0), (pixels, 0)),
         "right": ((0, 0), (0, pixels)),
