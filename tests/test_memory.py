@@ -34,3 +34,43 @@ def test_weights_of_a_loaded_pipeline(manager, tiny_model: Path) -> None:
     size = weights_bytes(pipe)
     assert 1_000_000 < size < 20_000_000
     assert manager.memory_plan.reason.startswith("cpu")
+
+
+FROZEN_CHILD = """
+import gc, json, sys, time, weakref
+from pathlib import Path
+from sdstudio.engine.history.library import ImageLibrary
+from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.request import Mode
+from sdstudio.ui.worker import GenerationWorker
+
+paths = AppPaths.default()
+worker = GenerationWorker(ImageLibrary.open(paths.history_db, paths.outputs_dir), paths, "cpu")
+worker.warm_up()
+frozen = gc.get_freeze_count()
+manager = worker._engine.pipelines
+unet = weakref.ref(manager.pipeline(sys.argv[1], Mode.TXT2IMG).unet)
+started = time.perf_counter()
+manager.unload()
+print(json.dumps({"frozen": frozen, "unet_freed": unet() is None,
+                  "unload_ms": (time.perf_counter() - started) * 1000}))
+"""
+
+
+def test_warm_up_freezes_imports_and_models_are_still_freed(tiny_model: Path) -> None:
+    """After the worker's warm-up, gc skips the imported libraries; a model is still freed."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FROZEN_CHILD, str(tiny_model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["frozen"] > 100_000  # torch, diffusers and transformers
+    assert report["unet_freed"]
