@@ -259,3 +259,46 @@ def test_unreadable_folder_is_skipped_not_fatal(
     catalog = scan_folder(root)
     assert [e.name for e in catalog.entries] == ["ok"]
     assert catalog.skipped == [(str(locked), "unreadable: Permission denied")]
+
+
+SD_TO_K = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight"
+XL_TO_K = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight"
+PEFT_TO_K = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"
+
+
+@pytest.mark.parametrize(
+    ("header", "family"),
+    [
+        ({SD_TO_K: [4, 768]}, "sd1"),
+        ({SD_TO_K: [8, 1024]}, "sd2"),
+        ({XL_TO_K: [4, 2048]}, "sdxl"),
+        ({PEFT_TO_K: [4, 2048]}, "sdxl"),
+        ({"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": [4, 1280]}, "sdxl"),
+        ({"emb_params": [2, 768]}, "sd1"),
+        ({"string_to_param.*": [1, 1024]}, "sd2"),
+        ({"clip_l": [2, 768], "clip_g": [2, 1280]}, "sdxl"),
+        ({"lora_unet_x.hada_w1_a": [4, 4]}, "unknown"),
+    ],
+)
+def test_lora_and_embedding_families_come_from_tensor_widths(header: dict, family: str) -> None:
+    from sdstudio.engine.models.layouts import network_family
+
+    full = {
+        key: {"dtype": "F16", "shape": shape, "data_offsets": [0, 0]}
+        for key, shape in header.items()
+    }
+    assert network_family({"__metadata__": {}, **full})[0] == family
+
+
+def test_scanned_loras_and_embeddings_carry_their_family(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    root = tmp_path / "webui"
+    for folder in ("models/Stable-diffusion", "models/Lora", "embeddings"):
+        (root / folder).mkdir(parents=True)
+    key = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight"
+    save_file({key: torch.zeros(4, 2048)}, root / "models/Lora/xl_detail.safetensors")
+    save_file({"emb_params": torch.zeros(1, 768)}, root / "embeddings/easyneg.safetensors")
+    found = {e.name: (e.kind, e.family_label) for e in scan_folder(root).entries}
+    assert found == {"xl_detail": ("lora", "SDXL"), "easyneg": ("embedding", "SD 1.x")}

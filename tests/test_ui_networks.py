@@ -48,6 +48,14 @@ ENTRIES = [
     entry("badhands", "embedding", "/models/embeddings/badhands.pt"),
     entry("clear-vae", "vae", "/models/VAE/clear-vae.safetensors"),
 ]
+XL_ENTRIES = [
+    ModelEntry(
+        "model-xl", "checkpoint", "safetensors", "/m/xl.safetensors", 1, "folder", "sdxl", "SDXL"
+    ),
+    ModelEntry(
+        "aaa-xl-lora", "lora", "safetensors", "/m/Lora/x.safetensors", 1, "folder", "sdxl", "SDXL"
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -170,3 +178,22 @@ def test_a_generation_uses_the_vae_chosen_in_the_window(
         assert "VAE" not in own.info["parameters"]
         assert "VAE: dim.safetensors" in dim.info["parameters"]
         assert own.tobytes() != dim.tobytes()
+
+
+def test_files_for_another_family_are_listed_last_and_cannot_be_picked(window) -> None:
+    panel = window.panel
+    window.show_models(ENTRIES + XL_ENTRIES)
+    panel.set_model("/models/a.safetensors")  # SD 1.x
+    panel.loras.set_filter("")
+    assert panel.loras.visible_names() == ["detail", "pixel_art", "aaa-xl-lora"]
+    assert panel.loras.enabled_names() == ["detail", "pixel_art"]
+    panel.set_model("/m/xl.safetensors")
+    panel.loras.set_filter("")
+    assert panel.loras.visible_names() == ["aaa-xl-lora", "detail", "pixel_art"]
+    assert panel.loras.enabled_names() == ["aaa-xl-lora"]
+    panel.prompt.setPlainText("a cat <lora:detail:1>")  # pasted: it can still be taken out
+    panel.loras.set_filter("")
+    assert panel.loras.enabled_names() == ["aaa-xl-lora", "detail"]
+    panel.model.setEditText("/somewhere/unlisted.safetensors")
+    panel.loras.set_filter("")
+    assert len(panel.loras.enabled_names()) == 3  # unknown model: nothing is excluded

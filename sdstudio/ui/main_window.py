@@ -347,8 +347,8 @@ class MainWindow(QMainWindow):
             [(e.name, e.path, e.family, describe(e)) for e in of_kind("checkpoint")]
         )
         self.panel.set_networks(
-            [(e.name, f"{describe(e)}\n{e.path}") for e in of_kind("lora")],
-            [(e.name, f"{describe(e)}\n{e.path}") for e in of_kind("embedding")],
+            [(e.name, e.path, e.family, e.family_label) for e in of_kind("lora")],
+            [(e.name, e.path, e.family, e.family_label) for e in of_kind("embedding")],
             [(e.name, e.path, describe(e)) for e in of_kind("vae")],
         )
         self._update_welcome(self.panel.model.currentText())

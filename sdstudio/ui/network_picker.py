@@ -27,15 +27,22 @@ class NetworkPicker(QToolButton):
         label: str,
         empty_hint: str,
         in_use: Callable[[str], bool] = lambda _name: False,
+        model_family: Callable[[], str] = lambda: "",
         parent: QWidget | None = None,
     ) -> None:
-        """``in_use`` tells which names the prompt already holds: they are shown ticked."""
+        """``in_use`` tells which names the prompt already holds: they are shown ticked.
+
+        ``model_family`` gives the chosen model's family (``sd1``, ``sdxl``, …);
+        files made for another family are listed last and cannot be picked.
+        """
         super().__init__(parent)
         self._in_use = in_use
+        self._model_family = model_family
         self.setText(label)
         self.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self._empty_hint = empty_hint
-        self._entries: list[tuple[str, str]] = []
+        self._entries: list[tuple[str, str, str, str]] = []
+        """(name, description, family, family label) of each file."""
         self._menu = QMenu(self)
         self._filter = QLineEdit(placeholderText="Filter…", clearButtonEnabled=True)
         self._filter.textChanged.connect(self._fill)
@@ -47,23 +54,28 @@ class NetworkPicker(QToolButton):
         self.setMenu(self._menu)
         self._fill()
 
-    def set_entries(self, entries: list[tuple[str, str]]) -> None:
-        """The files to offer, as (name, description) pairs."""
-        self._entries = sorted(dict(entries).items(), key=lambda item: item[0].lower())
+    def set_entries(self, entries: list[tuple[str, str, str, str]]) -> None:
+        """The files to offer, as (name, description, family, family label)."""
+        unique = {entry[0]: entry for entry in entries}
+        self._entries = sorted(unique.values(), key=lambda entry: entry[0].lower())
         self.setToolTip(f"{len(self._entries)} found" if self._entries else self._empty_hint)
         self._fill()
 
     def names(self) -> list[str]:
         """The names offered, in order."""
-        return [name for name, _ in self._entries]
+        return [entry[0] for entry in self._entries]
+
+    def enabled_names(self) -> list[str]:
+        """The names shown that can be picked (made for the chosen model's family)."""
+        return [a.data() for a in self._menu.actions() if a.data() is not None and a.isEnabled()]
 
     def visible_names(self) -> list[str]:
         """The names the menu shows for the current filter."""
-        return [a.text() for a in self._menu.actions() if a.data() is not None]
+        return [a.data() for a in self._menu.actions() if a.data() is not None]
 
     def ticked_names(self) -> list[str]:
         """The names shown as already in the prompt."""
-        return [a.text() for a in self._menu.actions() if a.data() is not None and a.isChecked()]
+        return [a.data() for a in self._menu.actions() if a.data() is not None and a.isChecked()]
 
     def set_filter(self, text: str) -> None:
         """Narrow the list to names containing ``text`` (and refresh the ticks)."""
@@ -90,17 +102,22 @@ class NetworkPicker(QToolButton):
         if self._filter_action not in menu.actions():
             menu.addAction(self._filter_action)
         words = self._filter.text().lower().split()
-        shown = [
-            (name, description)
-            for name, description in self._entries
-            if all(word in name.lower() for word in words)
-        ]
-        for name, description in shown[:MAX_SHOWN]:
-            action = menu.addAction(name)
+        model = self._model_family()
+        shown = [entry for entry in self._entries if all(w in entry[0].lower() for w in words)]
+        fits = [e for e in shown if not _other_family(e[2], model)]
+        others = [e for e in shown if _other_family(e[2], model)]
+        for name, description, family, label in (fits + others)[:MAX_SHOWN]:
+            other = _other_family(family, model)
+            action = menu.addAction(f"{name}  ({label})" if other else name)
             action.setData(name)
             action.setCheckable(True)
             action.setChecked(self._in_use(name))
-            action.setToolTip(description)
+            action.setEnabled(not other or self._in_use(name))  # a tag in the prompt can go
+            action.setToolTip(
+                f"Made for {label}, not for the chosen model\n{description}"
+                if other
+                else description
+            )
             action.triggered.connect(lambda _checked=False, n=name: self.chosen.emit(n))
         if len(shown) > MAX_SHOWN:
             menu.addAction(f"… {len(shown) - MAX_SHOWN} more: type to filter").setEnabled(False)
@@ -109,7 +126,13 @@ class NetworkPicker(QToolButton):
         menu.setToolTipsVisible(True)
 
     def _choose_first(self) -> None:
-        names = self.visible_names()
+        names = self.enabled_names()
         if names:
             self._menu.close()
             self.chosen.emit(names[0])
+
+
+def _other_family(family: str, model_family: str) -> bool:
+    """Whether a file made for ``family`` surely does not fit a ``model_family`` model."""
+    known = ("sd1", "sd2", "sdxl")
+    return family in known and model_family in known and family != model_family

@@ -84,13 +84,17 @@ class PromptPanel(QWidget):
         self.negative.installEventFilter(self)
 
         self.loras = NetworkPicker(
-            "LoRA", "No LoRA files found: add a folder with Models ▸ Manage", self._lora_in_use
+            "LoRA",
+            "No LoRA files found: add a folder with Models ▸ Manage",
+            self._lora_in_use,
+            self.model_family,
         )
         self.loras.chosen.connect(self._toggle_lora)
         self.embeddings = NetworkPicker(
             "Embedding",
             "No embeddings found: add a folder with Models ▸ Manage",
             lambda name: named_in(name, [self.prompt.toPlainText(), self.negative.toPlainText()]),
+            self.model_family,
         )
         self.embeddings.chosen.connect(self._toggle_embedding)
         prompt_header = QHBoxLayout()
@@ -267,12 +271,12 @@ class PromptPanel(QWidget):
 
     def set_networks(
         self,
-        loras: list[tuple[str, str]],
-        embeddings: list[tuple[str, str]],
+        loras: list[tuple[str, str, str, str]],
+        embeddings: list[tuple[str, str, str, str]],
         vaes: list[tuple[str, str, str]],
     ) -> None:
-        """Offer the LoRAs and embeddings found as (name, description), and the VAE
-        files as (name, path, description)."""
+        """Offer the LoRAs and embeddings found as (name, description, family, family
+        label), and the VAE files as (name, path, description)."""
         self.loras.set_entries(loras)
         self.embeddings.set_entries(embeddings)
         current = self.vae_value()
@@ -317,6 +321,13 @@ class PromptPanel(QWidget):
         else:
             self._model_vaes.pop(model, None)
         self.vae_chosen.emit(model, vae)
+
+    def model_family(self) -> str:
+        """The chosen model's family (``sd1``, ``sd2``, ``sdxl``), if it is a listed model."""
+        index = self.model.currentIndex()
+        if index < 0 or self.model.itemText(index) != self.model.currentText():
+            return ""
+        return str(self.model.itemData(index, FAMILY_ROLE) or "")
 
     def _lora_in_use(self, name: str) -> bool:
         tags = parse_prompt(self.prompt.toPlainText()).loras

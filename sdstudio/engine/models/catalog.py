@@ -8,6 +8,7 @@ and never fails on an unreadable file or folder: it is skipped and reported.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -255,8 +256,12 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
 def _entry(
     name: str, kind: str, file_format: str, path: Path, source: str, *, size: int | None = None
 ) -> ModelEntry:
-    known = file_format in ("safetensors", "diffusers")
-    family, label = family_of(path) if known else ("unknown", "Unknown")
+    family, label = "unknown", "Unknown"
+    if kind in ("lora", "embedding") and file_format == "safetensors":
+        with contextlib.suppress(OSError, ValueError):
+            family, label = layouts.network_family(layouts.read_safetensors_header(path))
+    elif file_format in ("safetensors", "diffusers") and kind != "vae":
+        family, label = family_of(path)
     flags = ("few-step",) if _few_step(name) else ()
     return ModelEntry(
         name=name,

@@ -113,6 +113,38 @@ def kind_from_header(header: dict[str, Any], default: str) -> str:
     return default
 
 
+_WIDTH_FAMILIES = {768: ("sd1", "SD 1.x"), 1024: ("sd2", "SD 2.x"), 2048: ("sdxl", "SDXL")}
+
+
+def network_family(header: dict[str, Any]) -> tuple[str, str]:
+    """The model family a LoRA or embedding file is made for, from its tensor shapes.
+
+    A LoRA's cross-attention key projection takes the text encoder's width
+    (768 for SD 1.x, 1024 for SD 2.x, 2048 for SDXL); an embedding's vectors
+    have that width, and SDXL embeddings hold ``clip_l`` and ``clip_g``.
+    """
+
+    def shape(key: str) -> list[int]:
+        entry = header.get(key)
+        value = entry.get("shape") if isinstance(entry, dict) else None
+        return [v for v in value if isinstance(v, int)] if isinstance(value, list) else []
+
+    keys = [key for key in header if key != "__metadata__"]
+    if "clip_g" in keys:
+        return _WIDTH_FAMILIES[2048]
+    for key in keys:
+        if key == "emb_params" or "string_to_param" in key:
+            width = shape(key)[-1:] or [0]
+            return _WIDTH_FAMILIES.get(width[0], ("unknown", "Unknown"))
+    for key in keys:
+        down = any(part in key for part in ("lora_down", "lora_A", "lora.down"))
+        if down and "attn2" in key and "to_k" in key and len(shape(key)) == 2:
+            return _WIDTH_FAMILIES.get(shape(key)[1], ("unknown", "Unknown"))
+    if any(key.startswith("lora_te2_") or "text_encoder_2." in key for key in keys):
+        return _WIDTH_FAMILIES[2048]
+    return "unknown", "Unknown"
+
+
 def read_safetensors_header(path: Path) -> dict[str, Any]:
     """The JSON header of a safetensors file; ``ValueError`` when it is not one."""
     with path.open("rb") as file:
