@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -221,6 +222,22 @@ def test_delete_asks_first(panel, library, saved) -> None:
     assert not Path(saved[2].path).exists() and library.store.count() == 3
     assert panel.count_label.text() == "3 images"
     assert panel.current_entry() == saved[1]  # the next image is selected
+    # It went to the desktop's trash (here, the test's XDG data folder), not into the void.
+    trash = Path(os.environ["XDG_DATA_HOME"]) / "Trash" / "files" / Path(saved[2].path).name
+    assert trash.is_file()
+
+
+def test_discarding_without_a_trash_deletes(tmp_path: Path, monkeypatch) -> None:
+    from PySide6.QtCore import QFile
+
+    from sdstudio.ui.gallery import discard_file
+
+    monkeypatch.setattr(QFile, "moveToTrash", staticmethod(lambda path: False))
+    file = tmp_path / "image.png"
+    file.write_bytes(b"x")
+    assert discard_file(str(file)) == "was deleted (there is no trash here)"
+    assert not file.exists()
+    assert discard_file(str(file)) == "was already gone"
 
 
 def test_copy_image_and_open_folder(qtbot, panel, saved) -> None:

@@ -7,7 +7,17 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QModelIndex, QPoint, Qt, QTimer, QUrl, Signal, SignalInstance, Slot
+from PySide6.QtCore import (
+    QFile,
+    QModelIndex,
+    QPoint,
+    Qt,
+    QTimer,
+    QUrl,
+    Signal,
+    SignalInstance,
+    Slot,
+)
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -31,6 +41,22 @@ from sdstudio.ui.thumbnails import ThumbnailLoader
 log = logging.getLogger(__name__)
 
 SEARCH_DELAY_MS = 200
+
+
+def discard_file(path: str) -> str:
+    """Move a file to the desktop's trash, where the user can get it back; delete it
+    where there is no trash. Returns what happened, for the status bar."""
+    if not Path(path).exists():
+        return "was already gone"
+    if QFile.moveToTrash(path):
+        return "was moved to the trash"
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        return "was already gone"
+    except OSError as error:
+        return f"could not be deleted: {error.strerror or error}"
+    return "was deleted (there is no trash here)"
 
 
 class GalleryPanel(QWidget):
@@ -215,17 +241,20 @@ class GalleryPanel(QWidget):
 
     @Slot()
     def delete_current(self) -> None:
-        """Delete the current image from the history and the disk, after asking."""
+        """Move the current image to the desktop's trash (or delete it), after asking."""
         entry = self.current_entry()
-        if entry is None or not self.confirm(f"Delete this image from the disk?\n\n{entry.path}"):
+        if entry is None or not self.confirm(
+            f"Move this image to the trash and out of the history?\n\n{entry.path}"
+        ):
             return
         row = self.view.currentIndex().row()
         try:
-            self.library.delete(entry.id)
-        except (HistoryError, OSError) as error:
+            self.library.delete(entry.id, keep_file=True)
+        except HistoryError as error:
             self.message.emit(f"Could not delete {entry.path}: {error}")
             self.model.refresh()
             return
+        self.message.emit(f"{Path(entry.path).name} {discard_file(entry.path)}.")
         self.thumbnails.forget(entry.path)
         self.model.remove_row(row)
         if self.model.rowCount():
