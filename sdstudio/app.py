@@ -43,7 +43,12 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     """The app's command line: images to open, and device choice."""
     parser = argparse.ArgumentParser(prog="sdstudio", description="Stable Diffusion studio")
     parser.add_argument("images", nargs="*", help="images to open (their settings are offered)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="where to generate (default: the Device setting, itself automatic)",
+    )
     parser.add_argument(
         "--new-instance",
         action="store_true",
