@@ -280,6 +280,8 @@ class PromptPanel(QWidget):
         self.loras.set_entries(loras)
         self.embeddings.set_entries(embeddings)
         current = self.vae_value()
+        self.vae.clear()  # files found before may be gone
+        self.vae.addItem("Model's own", "")
         for name, path, description in vaes:
             if self.vae.findData(path) < 0:
                 self.vae.addItem(name, path)
