@@ -328,3 +328,48 @@ def encoded(pipe: object, prompt: str) -> Any:
     if "prompt_embeds" in arguments:
         return arguments["prompt_embeds"]
     return pipe.encode_prompt(arguments["prompt"], device="cpu")[0]  # type: ignore[attr-defined]
+
+
+def test_a_lora_for_another_family_is_refused_before_loading(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import torch
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.networks import _check_family
+
+    key = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight"
+    xl_lora = tmp_path / "xl_detail.safetensors"
+    save_file({key: torch.zeros(4, 2048)}, xl_lora)
+
+    def pipe(width: int) -> object:
+        return SimpleNamespace(
+            unet=SimpleNamespace(config=SimpleNamespace(cross_attention_dim=width))
+        )
+
+    with pytest.raises(
+        InvalidRequest, match=r"xl_detail is made for SDXL models; the chosen model is SD 1\.x"
+    ):
+        _check_family(pipe(768), xl_lora)
+    _check_family(pipe(2048), xl_lora)  # fits
+    _check_family(pipe(32), xl_lora)  # a model of unknown family: loading decides
+
+
+def test_an_incomplete_lora_gets_a_readable_error(
+    net_engine: Engine, tiny_model: Path, network_dirs: tuple[Path, Path]
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.errors import ModelError
+
+    loras, _ = network_dirs
+    key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight"
+    save_file({key: torch.zeros(4, 32)}, loras / "half.safetensors")
+    try:
+        with pytest.raises(ModelError, match=r"half.safetensors: it lacks the tensor .*lora_up"):
+            next(net_engine.generate(request_for(tiny_model, "a boat <lora:half:1>")))
+        before = pixels(net_engine, request_for(tiny_model, "a boat"))
+        assert before.shape == (64, 64, 3)  # the engine keeps working
+    finally:
+        (loras / "half.safetensors").unlink()

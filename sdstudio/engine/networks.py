@@ -29,6 +29,7 @@ from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.hashing import HashCache
+from sdstudio.engine.models import layouts
 from sdstudio.engine.network_files import (
     EMBEDDING_SUFFIXES,
     LORA_SUFFIXES,
@@ -147,6 +148,7 @@ class Networks:
             if path is None:
                 where = ", ".join(str(f) for f in folders) or "no LoRA folders are set"
                 raise InvalidRequest(f"LoRA '{name}' not found in {where}.")
+            _check_family(pipe, path)
             uses.append(NetworkUse(name, path, self._short_hash(path), weight))
         names = [self._load_lora(pipe, use.path, keep={u.path for u in uses}) for use in uses]
         pipe.enable_lora()
@@ -169,7 +171,8 @@ class Networks:
         except Exception as error:  # diffusers/peft raise many types for a bad file
             log.exception("Loading LoRA %s failed", path)
             _delete_adapter(pipe, name)
-            raise ModelError(f"Could not load the LoRA {path.name}: {_first_line(error)}") from None
+            problem = _lora_problem(error)
+            raise ModelError(f"Could not load the LoRA {path.name}: {problem}") from None
         self._adapters[path] = name
         return name
 
@@ -231,6 +234,39 @@ class Networks:
 
     def _short_hash(self, path: Path) -> str:
         return self._hashes.sha256(path)[:HASH_LENGTH]
+
+
+_FAMILY_LABELS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+
+
+def _check_family(pipe: Any, path: Path) -> None:
+    """Refuse a LoRA made for another model family, when both families are known."""
+    unet = getattr(pipe, "unet", None)
+    width = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
+    model = _FAMILY_LABELS.get(width) if isinstance(width, int) else None
+    if model is None or path.suffix.lower() != ".safetensors":
+        return
+    try:
+        _family, label = layouts.network_family(layouts.read_safetensors_header(path))
+    except (OSError, ValueError):
+        return  # loading it will say what is wrong
+    if label in _FAMILY_LABELS.values() and label != model:
+        raise InvalidRequest(
+            f"The LoRA {path.stem} is made for {label} models; the chosen model is {model}."
+        )
+
+
+def _lora_problem(error: BaseException) -> str:
+    """Why a LoRA file did not load, in words."""
+    if isinstance(error, KeyError):
+        return (
+            f"it lacks the tensor {error.args[0]!r}: the file is incomplete, or a kind of LoRA "
+            "this version cannot read"
+        )
+    text = _first_line(error)
+    if "size mismatch" in text.lower():
+        return f"it does not fit this model ({text}); it may be made for another model family"
+    return text
 
 
 def _text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
