@@ -362,3 +362,53 @@ def test_scroll_benchmark_still_runs(qapp, capsys) -> None:
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["rows"] == 300 and figures["scroll_steps"] == 4 and figures["last_row_shown"]
     assert figures["thumbnail_cold_ms"] > 0
+
+
+def test_two_selected_images_can_be_compared(qtbot, panel, saved) -> None:
+    from PySide6.QtCore import QItemSelectionModel
+
+    selection = panel.view.selectionModel()
+    panel.select_row(0)
+    assert not panel.compare_action.isEnabled()  # one image: nothing to compare
+    selection.select(panel.model.index(2), QItemSelectionModel.SelectionFlag.Select)
+    assert panel.compare_action.isEnabled()
+    with qtbot.waitSignal(panel.compare_requested) as asked:
+        panel.compare_action.trigger()
+    assert [entry.id for entry in asked.args] == [saved[1].id, saved[3].id]  # older first
+    selection.select(panel.model.index(3), QItemSelectionModel.SelectionFlag.Select)
+    assert not panel.compare_action.isEnabled()  # three: which two?
+
+
+def test_compare_window_wipes_between_the_images_and_lists_differences(qtbot, saved) -> None:
+    from sdstudio.ui.compare import CompareDialog
+
+    red, blue = Image.new("RGB", (96, 64), (255, 0, 0)), Image.new("RGB", (96, 64), (0, 0, 255))
+    dialog = CompareDialog((saved[0], red), (saved[1], blue))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    view = dialog.view
+    view.resize(400, 200)
+    view.set_split(0.5)
+    shot = view.grab().toImage()
+    y = shot.height() // 2
+    assert shot.pixelColor(int(shot.width() * 0.3), y).red() > 200  # A on the left
+    assert shot.pixelColor(int(shot.width() * 0.7), y).blue() > 200  # B on the right
+    view.set_split(1.0)
+    assert view.grab().toImage().pixelColor(int(shot.width() * 0.7), y).red() > 200
+    dialog.side_by_side.setChecked(True)
+    shot = view.grab().toImage()
+    assert shot.pixelColor(shot.width() // 4, y).red() > 200
+    assert shot.pixelColor(shot.width() * 3 // 4, y).blue() > 200
+    rows = {
+        dialog.table.topLevelItem(i).text(0): dialog.table.topLevelItem(i).text(2)
+        for i in range(dialog.table.topLevelItemCount())
+    }
+    assert rows == {"prompt": PROMPTS[1], "seed": "1"}
+
+
+def test_request_differences() -> None:
+    from sdstudio.engine.request import differences
+
+    a = GenerationRequest(model="m", prompt="a cat", seed=1)
+    assert differences(a, a) == []
+    assert differences(a, a.replace(seed=2, steps=30)) == [("steps", 20, 30), ("seed", 1, 2)]

@@ -414,3 +414,25 @@ def test_model_picker_lists_models_found_on_disk(qtbot, window, tiny_model, path
     window.panel.steps.setValue(50)
     picker.activated.emit(index)  # the user picks it: its defaults apply
     assert (window.panel.steps.value(), window.panel.width_box.value()) == (20, 512)
+
+
+def test_comparing_from_the_gallery_opens_a_compare_window(qtbot, window) -> None:
+    from sdstudio.engine.generation import GeneratedImage
+    from sdstudio.engine.metadata import ImageRecord
+    from sdstudio.ui.compare import CompareDialog
+
+    entries = [
+        window.library.save(
+            GeneratedImage(
+                Image.new("RGB", (64, 64), (seed * 90, 40, 40)),
+                ImageRecord(GenerationRequest(model="m", prompt="a cat", seed=seed)),
+            )
+        )
+        for seed in (1, 2)
+    ]
+    window.gallery.compare_requested.emit(entries[0], entries[1])
+    dialog = window.findChild(CompareDialog)
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.windowTitle() == f"Compare #{entries[0].id} and #{entries[1].id}"
+    Path(entries[1].path).unlink()  # a file that is gone gets a message, not a crash
+    window.gallery.compare_requested.emit(entries[0], entries[1])

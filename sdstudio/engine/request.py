@@ -134,6 +134,15 @@ class GenerationRequest:
         return cls.from_dict(data)
 
 
+def differences(a: GenerationRequest, b: GenerationRequest) -> list[tuple[str, Any, Any]]:
+    """The settings that differ between two requests: (field name, value in a, value in b)."""
+    return [
+        (f.name.replace("_", " "), getattr(a, f.name), getattr(b, f.name))
+        for f in dataclasses.fields(GenerationRequest)
+        if getattr(a, f.name) != getattr(b, f.name)
+    ]
+
+
 def round_to_multiple_of_8(value: int) -> int:
     """The nearest multiple of 8, at least :data:`MIN_SIZE`."""
     return max(MIN_SIZE, (value + 4) // 8 * 8)

@@ -77,6 +77,8 @@ class GalleryPanel(QWidget):
     """Use this entry's image as the init image of an img2img run."""
     open_requested = Signal(object)
     """Show this entry's image (double-click or Enter)."""
+    compare_requested = Signal(object, object)
+    """Compare the two selected entries (older first)."""
     message = Signal(str)
     """Something to tell the user, for the status bar."""
 
@@ -130,7 +132,7 @@ class GalleryPanel(QWidget):
         view.setBatchSize(500)
         view.setUniformItemSizes(True)
         view.setSpacing(4)
-        view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         view.setDragEnabled(True)
         view.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
@@ -139,6 +141,7 @@ class GalleryPanel(QWidget):
         view.customContextMenuRequested.connect(self._show_menu)
         view.doubleClicked.connect(lambda index: self._emit(self.open_requested, index))
         view.selectionModel().currentChanged.connect(self._update_actions)
+        view.selectionModel().selectionChanged.connect(self._update_actions)
 
     def _make_actions(self) -> None:
         def action(text: str, slot: Callable[[], None], *keys: str) -> QAction:
@@ -162,12 +165,15 @@ class GalleryPanel(QWidget):
         self.use_as_init_action = action(
             "Use as init image", lambda: self._emit(self.use_as_init_requested)
         )
+        self.compare_action = action("Compare the two selected", self.compare_selected)
+        self.compare_action.setToolTip("Select two images (Ctrl+click) to compare them")
         self.copy_action = action("Copy image", self.copy_image, "Ctrl+C")
         self.folder_action = action("Open containing folder", self.open_folder)
         self.favourite_action = action("Add to favourites", self.toggle_favourite, "F")
         self.delete_action = action("Delete…", self.delete_current, "Delete")
         self.menu_actions = [
             self.open_action,
+            self.compare_action,
             self.rerun_action,
             self.rerun_new_seed_action,
             self.load_settings_action,
@@ -179,6 +185,19 @@ class GalleryPanel(QWidget):
             self.favourite_action,
             self.delete_action,
         ]
+
+    def selected_entries(self) -> list[HistoryEntry]:
+        """The entries of the selected tiles, in gallery order (newest first)."""
+        rows = sorted(index.row() for index in self.view.selectionModel().selectedIndexes())
+        entries = (self.model.entry_at(row) for row in rows)
+        return [entry for entry in entries if entry is not None]
+
+    @Slot()
+    def compare_selected(self) -> None:
+        """Ask to compare the two selected images, the older one first."""
+        entries = self.selected_entries()
+        if len(entries) == 2:
+            self.compare_requested.emit(entries[1], entries[0])
 
     def current_entry(self) -> HistoryEntry | None:
         """The entry of the current (selected) tile, if any."""
@@ -274,7 +293,11 @@ class GalleryPanel(QWidget):
         index = self.view.indexAt(position)
         if not index.isValid():
             return
-        self.view.setCurrentIndex(index)
+        selection = self.view.selectionModel()
+        if selection.isSelected(index):  # keep a multiple selection (for Compare)
+            selection.setCurrentIndex(index, selection.SelectionFlag.NoUpdate)
+        else:
+            self.view.setCurrentIndex(index)
         menu = QMenu(self)
         for action in self.menu_actions:
             if action is None:
@@ -306,6 +329,7 @@ class GalleryPanel(QWidget):
         for action in self.menu_actions:
             if action is not None:
                 action.setEnabled(entry is not None)
+        self.compare_action.setEnabled(len(self.view.selectionModel().selectedIndexes()) == 2)
         favourite = entry is not None and entry.favorite
         self.favourite_action.setText(
             "Remove from favourites" if favourite else "Add to favourites"

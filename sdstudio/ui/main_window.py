@@ -293,6 +293,7 @@ class MainWindow(QMainWindow):
         gallery.load_settings_requested.connect(self.load_entry)
         gallery.use_as_init_requested.connect(lambda entry: self.use_as_source(Path(entry.path)))
         gallery.open_requested.connect(self.show_entry)
+        gallery.compare_requested.connect(self.compare_entries)
         gallery.message.connect(lambda text: self.statusBar().showMessage(text, 5_000))
 
     def rerun(self, entry: HistoryEntry, *, new_seed: bool = False) -> int | None:
@@ -324,6 +325,19 @@ class MainWindow(QMainWindow):
             self.show_error(str(error))
             return
         self.statusBar().showMessage(f"Loaded the settings of image {entry.id}", 5_000)
+
+    def compare_entries(self, first: HistoryEntry, second: HistoryEntry) -> None:
+        """Open a window comparing two history images and their settings."""
+        from sdstudio.ui.compare import CompareDialog
+
+        try:
+            images = [open_image(first.path), open_image(second.path)]
+        except SdStudioError as error:
+            self.show_error(str(error))
+            return
+        dialog = CompareDialog((first, images[0]), (second, images[1]), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
 
     def show_entry(self, entry: HistoryEntry) -> None:
         """Show a history image on the canvas."""
