@@ -12,14 +12,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)
-def sdstudio_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def sdstudio_home(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own SDSTUDIO_HOME (and XDG data folder, where the desktop's
     trash is), so nothing touches real user data."""
     home = tmp_path / "home"
     monkeypatch.setenv("SDSTUDIO_HOME", str(home))
-    xdg_data = tmp_path / "xdg-data"
-    xdg_data.mkdir()
-    monkeypatch.setenv("XDG_DATA_HOME", str(xdg_data))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
     return home
 
 
