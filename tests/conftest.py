@@ -79,3 +79,31 @@ def mask_image(tmp_path: Path) -> Path:
     path = tmp_path / "mask.png"
     mask.save(path)
     return path
+
+
+@pytest.fixture
+def paths(sdstudio_home: Path):
+    """The app's folders under this test's SDSTUDIO_HOME."""
+    from sdstudio.engine.paths import AppPaths
+
+    return AppPaths.default()
+
+
+@pytest.fixture
+def window(qtbot, paths):
+    """The main window over a real worker thread (stopped, and checked stopped, afterwards)."""
+    from sdstudio.engine.history.library import ImageLibrary
+    from sdstudio.ui.controller import GenerationController
+    from sdstudio.ui.main_window import MainWindow
+    from sdstudio.ui.worker import GenerationWorker
+
+    library = ImageLibrary.open(paths.history_db, paths.outputs_dir)
+    controller = GenerationController(GenerationWorker(library, paths, "cpu"))
+    main_window = MainWindow(controller, library, paths)
+    qtbot.addWidget(main_window)
+    main_window.show()
+    yield main_window
+    controller.shutdown()
+    main_window.gallery.shutdown()
+    assert not controller.thread_running
+    library.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QObject, QUrl, Slot
@@ -14,11 +13,6 @@ from PySide6.QtWidgets import QMainWindow
 import sdstudio
 from sdstudio.engine.paths import AppPaths
 from sdstudio.ui.about import AboutDialog, AboutInfo, library_version
-
-
-@pytest.fixture
-def paths(sdstudio_home: Path) -> AppPaths:
-    return AppPaths.default()
 
 
 @pytest.fixture

@@ -16,11 +16,6 @@ from sdstudio.ui.preferences import PreferencesDialog
 
 
 @pytest.fixture
-def paths(sdstudio_home: Path) -> AppPaths:
-    return AppPaths.default()
-
-
-@pytest.fixture
 def dialog(qtbot, paths: AppPaths) -> PreferencesDialog:
     window = PreferencesDialog(paths, load_settings(paths))
     qtbot.addWidget(window)

@@ -4,39 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.ui.mask_layer import mask_from_pil
-
-
-@pytest.fixture
-def paths(sdstudio_home: Path) -> AppPaths:
-    return AppPaths.default()
-
-
-@pytest.fixture
-def window(qtbot, paths: AppPaths):
-    from sdstudio.ui.controller import GenerationController
-    from sdstudio.ui.main_window import MainWindow
-    from sdstudio.ui.worker import GenerationWorker
-
-    library = ImageLibrary.open(paths.history_db, paths.outputs_dir)
-    controller = GenerationController(GenerationWorker(library, paths, "cpu"))
-    main_window = MainWindow(controller, library, paths)
-    qtbot.addWidget(main_window)
-    main_window.show()
-    yield main_window
-    controller.shutdown()
-    main_window.gallery.shutdown()
-    assert not controller.thread_running
-    library.close()
 
 
 def fill(window, model: Path, **changes) -> None:

@@ -7,33 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.models.catalog import ModelEntry
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.prompts import toggle_lora_tag, toggle_word
 from sdstudio.engine.request import GenerationRequest
-
-
-@pytest.fixture
-def paths(sdstudio_home: Path) -> AppPaths:
-    return AppPaths.default()
-
-
-@pytest.fixture
-def window(qtbot, paths: AppPaths):
-    from sdstudio.ui.controller import GenerationController
-    from sdstudio.ui.main_window import MainWindow
-    from sdstudio.ui.worker import GenerationWorker
-
-    library = ImageLibrary.open(paths.history_db, paths.outputs_dir)
-    controller = GenerationController(GenerationWorker(library, paths, "cpu"))
-    main_window = MainWindow(controller, library, paths)
-    qtbot.addWidget(main_window)
-    main_window.show()
-    yield main_window
-    controller.shutdown()
-    main_window.gallery.shutdown()
-    library.close()
 
 
 def entry(name: str, kind: str, path: str, family: str = "sd1") -> ModelEntry:
