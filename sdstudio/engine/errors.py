@@ -41,3 +41,11 @@ class GenerationCancelled(SdStudioError):
 
     def __init__(self, message: str = "Generation cancelled.") -> None:
         super().__init__(message)
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type name when it has none),
+    cut to ``limit`` characters: libraries' errors can run to pages."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line[:limit] if limit is not None else line

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdstudio.engine.errors import InvalidRequest, ModelError
+from sdstudio.engine.errors import InvalidRequest, ModelError, first_line
 from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.models import layouts
 from sdstudio.engine.network_files import (
@@ -228,7 +228,7 @@ class Networks:
                 pipe.unload_textual_inversion(token, tokenizer=tokenizer, text_encoder=encoder)
             self._failed.add(path)
             if on_status:
-                on_status(f"The embedding {path.name} was not used: {_first_line(error)}")
+                on_status(f"The embedding {path.name} was not used: {first_line(error)}")
             return False
         return True
 
@@ -263,7 +263,7 @@ def _lora_problem(error: BaseException) -> str:
             f"it lacks the tensor {error.args[0]!r}: the file is incomplete, or a kind of LoRA "
             "this version cannot read"
         )
-    text = _first_line(error)
+    text = first_line(error)
     if "size mismatch" in text.lower():
         return f"it does not fit this model ({text}); it may be made for another model family"
     return text
@@ -329,11 +329,6 @@ def _delete_adapter(pipe: Any, name: str) -> None:
         pipe.delete_adapters(name)
     except Exception:  # not loaded, or loaded only partly
         log.debug("Could not delete adapter %s", name, exc_info=True)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def expand_embedding_tokens(tokenizer: Any, text: str, *, expand: bool = True) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.engine.devices import DeviceConfig
-from sdstudio.engine.errors import ModelError
+from sdstudio.engine.errors import ModelError, first_line
 from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.memory import MemoryPlan, free_memory, place, plan_memory, weights_bytes
 from sdstudio.engine.request import Mode
@@ -187,9 +187,7 @@ class PipelineManager:
             raise ModelError(f"Not enough memory to load {path.name}.") from None
         except Exception as error:  # diffusers raises many types for a bad model
             log.exception("Loading %s failed", path)
-            raise ModelError(
-                f"Could not load the model {path.name}: {_first_line(error)}"
-            ) from None
+            raise ModelError(f"Could not load the model {path.name}: {first_line(error)}") from None
         pipe.set_progress_bar_config(disable=True)
         unet = getattr(pipe, "unet", None)
         inpainting = bool(unet is not None and unet.config.in_channels == 9)
@@ -271,11 +269,6 @@ def _disable_library_progress_bars() -> None:
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _empty_device_cache(device: str) -> None:

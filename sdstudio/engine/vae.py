@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sdstudio.engine.errors import InvalidRequest, ModelError
+from sdstudio.engine.errors import InvalidRequest, ModelError, first_line
 from sdstudio.engine.network_files import find_file
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def load_vae(path: Path, reference: Any) -> Any:
     except Exception as error:  # diffusers raises many types for a mismatched file
         log.exception("Loading the VAE %s failed", path)
         raise ModelError(
-            f"{path.name} does not fit this model's VAE ({_first_line(error)}); "
+            f"{path.name} does not fit this model's VAE ({first_line(error, 300)}); "
             "choose a VAE made for the model's family."
         ) from None
     return vae.to(reference.device)
@@ -104,7 +104,7 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelError(
             f"The VAE {path.name} could not be read: it is truncated or damaged "
-            f"({_first_line(error)})."
+            f"({first_line(error, 300)})."
         ) from None
 
 
@@ -126,8 +126,3 @@ def _check_same_shape(vae: Any, reference: Any, path: Path) -> None:
             f"{path.name} is a VAE of another architecture; choose one made for this model's "
             "family."
         )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
