@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -252,22 +253,34 @@ def test_cli_reports_a_truncated_checkpoint_in_one_line(
 # Full-size architecture, offline, no config given (slow: ~2 GB file, ~7 GB peak).
 
 
-@pytest.mark.slow
-def test_full_size_sd15_single_file_generates_offline_without_a_config(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def full_size_sd15(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A 2 GB SD 1.5 checkpoint of random fp16 weights, built once and removed afterwards."""
     import gc
+    import shutil
 
     import torch
     from safetensors.torch import save_file
 
+    folder = tmp_path_factory.mktemp("full-size")
     generator = torch.Generator().manual_seed(0)
     state = {
         key: torch.randn(shape, generator=generator, dtype=torch.float16) * 0.02
         for key, shape in meta_shapes("sd1").items()
     }
-    checkpoint = tmp_path / "sd15-random.safetensors"
+    checkpoint = folder / "sd15-random.safetensors"
     save_file(state, str(checkpoint))
     del state
     gc.collect()
+    yield checkpoint
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_full_size_sd15_single_file_generates_offline_without_a_config(
+    full_size_sd15: Path, tmp_path: Path
+) -> None:
+    checkpoint = full_size_sd15
     assert detect_family(checkpoint) == ModelInfo(Family.SD1)
     env = {
         **os.environ,

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -376,6 +375,7 @@ def test_cli_ctrl_c_cancels_the_download(
     models.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["models", "download", REPO, "--json", "--endpoint", hub.endpoint])
     out = io.StringIO()
+    cancel = threading.Event()
 
     class Interrupting(Reporter):
         pressed = False
@@ -385,10 +385,15 @@ def test_cli_ctrl_c_cancels_the_download(
             if kind == "progress" and fields["done"] > 1_000_000 and not self.pressed:
                 self.pressed = True
                 _thread.interrupt_main()  # Ctrl+C, delivered to the main thread
-                time.sleep(1)  # the download goes on until the main thread sets the cancel
+                # The download thread goes on until the main thread has handled it,
+                # however long a busy machine takes to get there.
+                assert cancel.wait(60), "Ctrl+C was not handled"
 
     context = SimpleNamespace(
-        paths=AppPaths.default(), settings=Settings(), reporter=Interrupting(True, out, out)
+        paths=AppPaths.default(),
+        settings=Settings(),
+        reporter=Interrupting(True, out, out),
+        cancel=cancel,
     )
     assert models.run(args, context) == models.EXIT_CANCELLED
     events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]

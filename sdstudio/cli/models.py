@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, context: ModelsContext) -> int:
         return 0
     if args.action == "vae":
         return _choose_vae(args, context)
-    return _download(args, reporter)
+    return _download(args, reporter, getattr(context, "cancel", None))
 
 
 def _choose_vae(args: argparse.Namespace, context: ModelsContext) -> int:
@@ -103,11 +103,16 @@ def _choose_vae(args: argparse.Namespace, context: ModelsContext) -> int:
     return 0
 
 
-def _download(args: argparse.Namespace, reporter: Reporter) -> int:
-    """Download in a worker thread, so that Ctrl+C can cancel it cleanly."""
+def _download(
+    args: argparse.Namespace, reporter: Reporter, cancel: threading.Event | None = None
+) -> int:
+    """Download in a worker thread, so that Ctrl+C can cancel it cleanly.
+
+    Ctrl+C sets ``cancel`` (a caller may pass its own to see when it is set).
+    """
     from sdstudio.engine.models.download import DownloadCancelled, download_model
 
-    cancel = threading.Event()
+    cancel = cancel or threading.Event()
     finished = threading.Event()
     outcome: dict[str, Any] = {}
     shown = [-1]
