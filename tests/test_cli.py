@@ -343,7 +343,9 @@ def test_installed_command_runs_end_to_end(
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [e["event"] for e in events] == ["notice", "step", "step", "step", "image", "done"]
+    kinds = ["notice", "notice", "step", "step", "step", "image", "done"]
+    assert [e["event"] for e in events] == kinds
+    assert events[0]["message"].startswith("Using the settings that suit tiny-sd: CFG 7, ")
     assert done.stderr == ""
     failed = subprocess.run(
         [*command[:5], str(tmp_path / "nope"), *command[6:]],

@@ -202,3 +202,47 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
         assert store.count() == 300
         assert store.count(HistoryQuery(search="app")) == 150
         assert store.integrity_check() == "ok"
+
+
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_hub_snapshots_are_recorded_by_repository_id(store: HistoryStore, tmp_path: Path) -> None:
+    cached = record("a fox", 1).request.replace(
+        model=f"/cache/models--org--tiny-sd/snapshots/{SNAPSHOT}"
+    )
+    old_style = ImageRecord(request=cached, model_name=SNAPSHOT)
+    assert store.get(store.add(tmp_path / "fox.png", old_style)).model_name == "org/tiny-sd"
+    named = ImageRecord(request=cached.replace(model="org/tiny-sd"), model_name="org/tiny-sd")
+    assert store.get(store.add(tmp_path / "fox2.png", named)).model_name == "org/tiny-sd"
+    plain = store.add(tmp_path / "cat.png", record("a cat", 2, model="dreamy"))
+    assert store.get(plain).model_name == "dreamy"
+
+
+def test_old_rows_naming_a_snapshot_hash_are_migrated(tmp_path: Path) -> None:
+    from sdstudio.engine.history import schema
+
+    path = tmp_path / "history.sqlite3"
+    with sqlite3.connect(path) as db:
+        for statement in schema._statements(schema.MIGRATIONS[0]):
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 1")
+        rows = [
+            (f"/cache/models--org--tiny-sd/snapshots/{SNAPSHOT}", SNAPSHOT),
+            (rf"C:\hf\models--org--win\snapshots\{SNAPSHOT}", SNAPSHOT),
+            ("/models/" + SNAPSHOT, SNAPSHOT),  # a folder that merely has such a name
+            ("/models/dreamy", "dreamy"),
+        ]
+        for index, (model, name) in enumerate(rows):
+            request = record("a fox", index).request.replace(model=model)
+            db.execute(
+                "INSERT INTO images (path, created, created_ts, prompt, negative_prompt, "
+                "model_name, model_hash, seed, width, height, mode, sampler, duration_s, "
+                "source, request_json, record_json) VALUES (?, '', 0, 'a fox', '', ?, '', "
+                "?, 64, 64, 'txt2img', 'Euler', 0, 'sdstudio', ?, '{}')",
+                (f"/out/{index}.png", name, index, request.to_json()),
+            )
+    with HistoryStore(path) as store:
+        names = [e.model_name for e in sorted(store.page(), key=lambda e: e.seed)]
+        assert names == ["org/tiny-sd", "org/win", SNAPSHOT, "dreamy"]
+        assert [e.seed for e in store.page(HistoryQuery(model="org/tiny-sd"))] == [0]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.cli.model_choice import ChosenModel, choose_model, settings_for
 from sdstudio.cli.report import Reporter
-from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.errors import InvalidRequest, ModelError
+from sdstudio.engine.models.lookup import HOW_TO_LIST, AmbiguousModel, ModelFinder
 from sdstudio.engine.request import GenerationRequest, Mode, round_to_multiple_of_8
 from sdstudio.logs import quiet_third_party
 
@@ -20,13 +23,19 @@ if TYPE_CHECKING:
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``generate``, ``info`` and ``rerun``."""
     generate = commands.add_parser("generate", help="generate images from a prompt or an image")
-    generate.add_argument("--model", required=True, help="diffusers folder or .safetensors file")
+    generate.add_argument(
+        "--model",
+        required=True,
+        help="diffusers folder, .safetensors file, or a name 'models list' shows (org/name)",
+    )
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--negative", default="", help="negative prompt")
-    generate.add_argument("--sampler", default="DPM++ 2M", help="for example 'Euler a', 'DDIM'")
+    generate.add_argument(
+        "--sampler", default=None, help="for example 'Euler a', 'DDIM' (default: the model's)"
+    )
     generate.add_argument("--schedule", default=None, help="Automatic, Karras, Exponential, …")
-    generate.add_argument("--steps", type=int, default=20)
-    generate.add_argument("--cfg", type=float, default=7.0, help="guidance scale")
+    generate.add_argument("--steps", type=int, default=None, help="default: the model's")
+    generate.add_argument("--cfg", type=float, default=None, help="guidance scale")
     generate.add_argument("--seed", type=int, default=-1, help="-1 for a random seed")
     generate.add_argument("--width", type=int, default=None)
     generate.add_argument("--height", type=int, default=None)
@@ -48,7 +57,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
     rerun = commands.add_parser("rerun", help="generate again from an image or a history id")
     rerun.add_argument("image", metavar="IMAGE_OR_ID")
-    rerun.add_argument("--model", default=None, help="use this model instead of the recorded one")
+    rerun.add_argument(
+        "--model", default=None, help="use this model (path or name) instead of the recorded one"
+    )
     rerun.add_argument("--seed", type=int, default=None, help="use this seed instead")
     rerun.add_argument(
         "--vae", default=None, help="use this VAE instead of the recorded one ('none': the model's)"
@@ -71,47 +82,50 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 def run_generation(args: argparse.Namespace, context: Context) -> int:
     """``generate`` or ``rerun``."""
     quiet_third_party()
+    finder = ModelFinder.for_catalog(context.paths, lambda: context.settings, remember=True)
     if args.command == "generate":
-        request = _request_from_arguments(args, context.reporter)
+        model = choose_model(args.model, finder)
+        request = _request_from_arguments(args, model, context.reporter)
         if args.vae is None:
-            request = request.replace(vae=context.settings.vae_for(request.model))
+            vae = context.settings.vae_for(str(model.path)) or context.settings.vae_for(args.model)
+            request = request.replace(vae=vae)
     else:
-        request = _request_to_rerun(args, context)
-    return _run(request, args, context)
+        request = _request_to_rerun(args, context, finder)
+    return _run(request, args, context, finder)
 
 
-def _request_from_arguments(args: argparse.Namespace, reporter: Reporter) -> GenerationRequest:
-    from sdstudio.engine import samplers
+def _request_from_arguments(
+    args: argparse.Namespace, model: ChosenModel, reporter: Reporter
+) -> GenerationRequest:
     from sdstudio.engine.images import open_image
 
-    sampler, implied_schedule = samplers.split_sampler_name(args.sampler)
-    schedule = samplers.get_schedule(args.schedule) if args.schedule else implied_schedule
-    if args.schedule is None and implied_schedule == samplers.AUTOMATIC:
-        schedule = samplers.get_sampler(sampler).default_schedule
     if args.mask and not args.init_image:
         raise InvalidRequest("--mask needs --init-image: the mask marks what to repaint in it.")
     mode = Mode.TXT2IMG
-    width, height = args.width or 512, args.height or 512
+    init_size = None
     if args.init_image:
         mode = Mode.INPAINT if args.mask else Mode.IMG2IMG
-        init_width, init_height = open_image(args.init_image, what="init image").size
-        width, height = args.width or init_width, args.height or init_height
-    width = _multiple_of_8("width", width, reporter)
-    height = _multiple_of_8("height", height, reporter)
+        init_size = open_image(args.init_image, what="init image").size
+    chosen = settings_for(args, model, with_size=init_size is None)
+    width, height = chosen.width, chosen.height
+    if init_size is not None:
+        width = init_size[0] if width is None else width
+        height = init_size[1] if height is None else height
+    assert width is not None and height is not None
+    if chosen.notice:  # first: an error below may come from a default
+        reporter.event("notice", chosen.notice, message=chosen.notice)
     return GenerationRequest(
-        model=str(Path(args.model).expanduser().resolve())
-        if os.path.exists(args.model)
-        else args.model,
+        model=model.request_model,
         prompt=args.prompt,
         negative_prompt=args.negative,
         mode=mode,
-        sampler=sampler,
-        schedule=schedule,
-        steps=args.steps,
-        guidance_scale=args.cfg,
+        sampler=chosen.sampler,
+        schedule=chosen.schedule,
+        steps=chosen.steps,
+        guidance_scale=chosen.guidance_scale,
         seed=args.seed,
-        width=width,
-        height=height,
+        width=_multiple_of_8("width", width, reporter),
+        height=_multiple_of_8("height", height, reporter),
         batch_size=args.batch,
         init_image=str(Path(args.init_image).resolve()) if args.init_image else None,
         mask=str(Path(args.mask).resolve()) if args.mask else None,
@@ -139,24 +153,27 @@ def _multiple_of_8(name: str, value: int, reporter: Reporter) -> int:
     return rounded
 
 
-def _request_to_rerun(args: argparse.Namespace, context: Context) -> GenerationRequest:
+def _request_to_rerun(
+    args: argparse.Namespace, context: Context, finder: ModelFinder
+) -> GenerationRequest:
     from sdstudio.engine.metadata import read_image_settings
 
     source = args.image
     if source.isdigit() and not Path(source).exists():
-        request = context.library.store.get(int(source)).request
+        entry = context.library.store.get(int(source))
+        request, model_name = entry.request, entry.model_name
         source = f"history entry {source}"
     else:
-        request = read_image_settings(source).request
+        settings = read_image_settings(source)
+        request, model_name = settings.request, settings.model_name
         source = Path(source).name
     changes: dict[str, Any] = {}
     if args.model:
-        changes["model"] = str(Path(args.model).expanduser().resolve())
-    elif not Path(request.model).exists():
-        raise InvalidRequest(
-            f"The model {request.model!r} recorded in {source} was not found; "
-            "give it with --model PATH."
-        )
+        changes["model"] = choose_model(args.model, finder).request_model
+    else:
+        model = _recorded_model(request.model, model_name, source, finder, context.reporter)
+        if model != request.model:
+            changes["model"] = model
     if args.seed is not None:
         changes["seed"] = args.seed
     if args.vae is not None:
@@ -168,7 +185,35 @@ def _request_to_rerun(args: argparse.Namespace, context: Context) -> GenerationR
     return request.replace(**changes) if changes else request
 
 
-def _run(request: GenerationRequest, args: argparse.Namespace, context: Context) -> int:
+def _recorded_model(
+    model: str, model_name: str, source: str, finder: ModelFinder, reporter: Reporter
+) -> str:
+    """The recorded model, or the model of the recorded name when its path is gone
+    (a Hugging Face model updated since, say)."""
+    try:
+        finder(model)
+        return model
+    except AmbiguousModel as error:
+        raise InvalidRequest(f"{error} Re-run with --model PATH.") from None
+    except ModelError:
+        pass
+    if model_name and model_name != model:
+        # A name read from the image: looked up in the catalog only.
+        with contextlib.suppress(ModelError):
+            path, entry = finder.find(model_name)
+            found = entry.name if entry is not None else str(path)
+            message = f"The model {model} is gone; using {found}, which has its name."
+            reporter.event("notice", message, message=message)
+            return found
+    raise InvalidRequest(
+        f"The model {model!r} recorded in {source} was not found; give it with --model PATH. "
+        f"{HOW_TO_LIST}"
+    )
+
+
+def _run(
+    request: GenerationRequest, args: argparse.Namespace, context: Context, finder: ModelFinder
+) -> int:
     from sdstudio.engine.devices import choose_device
     from sdstudio.engine.generation import Engine, Progress
     from sdstudio.engine.hashing import HashCache
@@ -185,6 +230,7 @@ def _run(request: GenerationRequest, args: argparse.Namespace, context: Context)
         single_file_config=Path(args.config) if args.config else None,
         hash_cache=HashCache(paths.cache_dir / "model-hashes.json"),
         memory_mode=context.settings.memory,
+        find_model=finder,
     )
     networks = Networks(
         lambda: network_folders(paths, context.settings, "lora"),

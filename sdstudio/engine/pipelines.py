@@ -20,6 +20,7 @@ from sdstudio.engine.devices import DeviceConfig
 from sdstudio.engine.errors import ModelError, first_line
 from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.memory import MemoryPlan, free_memory, place, plan_memory, weights_bytes
+from sdstudio.engine.models.lookup import ModelFinder, display_name, hf_repo_id
 from sdstudio.engine.request import Mode
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ class PipelineManager:
         single_file_config: Path | None = None,
         hash_cache: HashCache | None = None,
         memory_mode: str = "auto",
+        find_model: Callable[[str], Path] | None = None,
     ) -> None:
+        """``find_model`` turns a request's model (a path or a name) into a path;
+        without it only absolute paths are found (see :class:`ModelFinder`)."""
         self.device = device
         self.single_file_config = single_file_config
         self.memory_mode = memory_mode
@@ -59,6 +63,7 @@ class PipelineManager:
         """The model's own VAE while an override replaces it."""
         self._vae: Path | None = None
         self._unload_listeners: list[Callable[[], None]] = []
+        self._find_model = find_model or ModelFinder()
 
     @property
     def hash_cache(self) -> HashCache:
@@ -112,11 +117,11 @@ class PipelineManager:
         inpainting pipeline; the engine then masks the whole image. ``vae``
         replaces the model's own VAE (``None``: the model's own).
         """
-        path = resolve_model_path(model)
+        path = self._find_model(model)
         if self._model is None or self._model.path != path:
             self.unload()
             if on_status:
-                on_status(f"Loading {path.name}…")
+                on_status(f"Loading {hf_repo_id(path) or path.name}…")
             self._load(path)
         assert self._model is not None
         if vae != self._vae:
@@ -250,17 +255,10 @@ def weights_variant(folder: Path) -> str | None:
     return None
 
 
-def resolve_model_path(model: str) -> Path:
-    """The model's path on disk, or :class:`ModelError` with what is wrong."""
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise ModelError(f"The model {model} does not exist.")
-    return path.resolve()
-
-
 def model_display_name(path: Path) -> str:
-    """The name users see: the file name without extension, or the folder name."""
-    return path.stem if path.is_file() else path.name
+    """The name users see: ``org/name`` for the Hugging Face cache, the file name
+    without extension, or the folder name."""
+    return display_name(path)
 
 
 def _disable_library_progress_bars() -> None:

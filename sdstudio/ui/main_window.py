@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
         self.inputs_dir = paths.inputs_dir
         self.last_error = ""
         self.pending_settings: GenerationRequest | None = None
+        self.pending_model_name = ""
         self.settings_box: QMessageBox | None = None
         self.last_image_path: str | None = None
         self._size: tuple[int, int] = (512, 512)
@@ -210,7 +211,7 @@ class MainWindow(QMainWindow):
             settings = read_image_settings(path)
         except SdStudioError:
             return
-        self.pending_settings = settings.request
+        self.pending_settings, self.pending_model_name = settings.request, settings.model_name
         box = QMessageBox(
             QMessageBox.Icon.Question,
             "sdstudio",
@@ -225,12 +226,17 @@ class MainWindow(QMainWindow):
         self.settings_box = box
 
     def load_pending_settings(self) -> None:
-        """Load the settings offered by :meth:`offer_settings`, keeping the model if unknown."""
+        """Load the settings offered by :meth:`offer_settings`: the image's model when it
+        is a path that exists or a listed name (the one recorded, then the model's name),
+        else the model chosen now."""
         request = self.pending_settings
         if request is None:
             return
-        if not Path(request.model).exists() and self.panel.model.currentText().strip():
-            request = request.replace(model=self.panel.model.currentText().strip())
+        model, name, listed = request.model, self.pending_model_name, self.panel.model.findText
+        if not (Path(model).is_absolute() and Path(model).exists()) and listed(model) < 0:
+            other = name if name and listed(name) >= 0 else self.panel.model.currentText().strip()
+            if other:
+                request = request.replace(model=other)
         size = (self.panel.width_box.value(), self.panel.height_box.value())
         self.panel.load(request)
         if self.canvas.source is not None:  # the source decides the size

@@ -163,15 +163,17 @@ class GenerationWorker(QObject):
             from sdstudio.engine.generation import Engine
             from sdstudio.engine.hashing import HashCache
             from sdstudio.engine.models.catalog import network_folders
+            from sdstudio.engine.models.lookup import ModelFinder
             from sdstudio.engine.pipelines import PipelineManager
             from sdstudio.engine.settings import load_settings
 
+            paths = self._paths
             manager = PipelineManager(
                 choose_device(self._device),
-                hash_cache=HashCache(self._paths.cache_dir / "model-hashes.json"),
-                memory_mode=load_settings(self._paths).memory,
+                hash_cache=HashCache(paths.cache_dir / "model-hashes.json"),
+                memory_mode=load_settings(paths).memory,
+                find_model=ModelFinder.for_catalog(paths, lambda: load_settings(paths)),
             )
-            paths = self._paths
             self._engine = Engine(
                 manager,
                 paths.inputs_dir,

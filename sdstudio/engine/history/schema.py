@@ -56,7 +56,24 @@ CREATE TRIGGER images_text_update AFTER UPDATE OF prompt, negative_prompt ON ima
 END;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Models in the Hugging Face cache were once recorded by their snapshot folder's
+# name (40 hex digits): give those rows the repository id, as new rows have.
+_V2 = """
+UPDATE images SET model_name = replace(
+    substr(
+        replace(json_extract(request_json, '$.model'), '\\', '/'),
+        instr(replace(json_extract(request_json, '$.model'), '\\', '/'), '/models--') + 9,
+        instr(replace(json_extract(request_json, '$.model'), '\\', '/'), '/snapshots/')
+        - instr(replace(json_extract(request_json, '$.model'), '\\', '/'), '/models--') - 9
+    ),
+    '--', '/'
+)
+WHERE length(model_name) = 40 AND model_name NOT GLOB '*[^0-9a-f]*'
+AND replace(json_extract(request_json, '$.model'), '\\', '/')
+    GLOB '*/models--?*/snapshots/' || model_name;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """MIGRATIONS[i] takes the database from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -256,7 +256,7 @@ def _row_values(path: Path, record: ImageRecord, source: str) -> dict[str, Any]:
         "created_ts": _timestamp(created, path),
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
-        "model_name": record.model_name or Path(request.model).name,
+        "model_name": _model_name(record),
         "model_hash": record.model_hash,
         "seed": request.seed,
         "width": request.width,
@@ -268,6 +268,17 @@ def _row_values(path: Path, record: ImageRecord, source: str) -> dict[str, Any]:
         "request_json": request.to_json(),
         "record_json": record.to_json(),
     }
+
+
+def _model_name(record: ImageRecord) -> str:
+    """The recorded model name; ``org/name`` for a Hugging Face cache snapshot, whose
+    folder name (a 40-hex revision) older versions recorded."""
+    from sdstudio.engine.models.lookup import hf_repo_id
+
+    model = Path(record.request.model)
+    if not record.model_name or record.model_name == model.name:
+        return hf_repo_id(model) or record.model_name or model.name
+    return record.model_name
 
 
 def _enable_wal(db: sqlite3.Connection) -> None:
