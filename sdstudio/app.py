@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import sdstudio
 from sdstudio.desktop_entry import APP_ID, run_command
+from sdstudio.display_check import display_problem
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.history.library import ImageLibrary
@@ -83,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sdstudio.ui.self_test import run_self_test
 
         return run_self_test("cpu" if args.device == "auto" else args.device)
+    problem = display_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
     from PySide6.QtCore import QTimer
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication

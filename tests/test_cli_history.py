@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,9 @@ from PIL import Image
 
 from sdstudio.cli import main
 from sdstudio.engine.history import HistoryStore
+from sdstudio.engine.metadata import ImageRecord
 from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.request import GenerationRequest, Mode
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -122,6 +125,94 @@ def test_show_favorite_and_delete(capsys, generated) -> None:
     assert cli_json(capsys, "history", "list")["total"] == 2
     code, _out, err = cli(capsys, "history", "show", str(second["id"]))
     assert code == 1 and f"No image with id {second['id']}" in err
+
+
+def test_show_in_words_gives_every_setting_of_the_request(capsys, tmp_path) -> None:
+    request = GenerationRequest(
+        model="/models/dreamy-v2.safetensors",
+        prompt="a lighthouse at dusk",
+        negative_prompt="blurry, low detail",
+        mode=Mode.INPAINT,
+        sampler="Euler a",
+        schedule="Exponential",
+        steps=33,
+        guidance_scale=6.5,
+        seed=4242,
+        width=576,
+        height=704,
+        batch_size=3,
+        init_image="/inputs/ab12cd.png",
+        mask="/inputs/ef34ab.png",
+        strength=0.55,
+        clip_skip=2,
+        vae="/vaes/kl-f8-anime.safetensors",
+    )
+    record = ImageRecord(
+        request=request,
+        model_name="dreamy-v2",
+        model_hash="9f8e7d6c5b",
+        device="cuda",
+        duration_s=4.25,
+        created="2026-03-04T05:06:07",
+        extra={"loras": [{"name": "ink", "weight": 0.8, "hash": "aa11bb22"}]},
+    )
+    image = tmp_path / "lighthouse.png"
+    with HistoryStore(AppPaths.default().history_db) as store:
+        entry_id = store.add(image, record)
+        store.set_favorite(entry_id, True)
+
+    code, out, err = cli(capsys, "history", "show", str(entry_id))
+    assert code == 0, err
+    shown = dict(line.strip().split(": ", 1) for line in out.splitlines() if ": " in line)
+    for field in dataclasses.fields(GenerationRequest):
+        value = getattr(request, field.name)
+        if isinstance(value, Mode):
+            value = value.value
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        assert any(v.strip() == text for v in shown.values()), (field.name, text, out)
+    assert shown["Steps"].strip() == "33"
+    assert shown["CFG scale"].strip() == "6.5"
+    assert shown["Schedule"].strip() == "Exponential"
+    assert shown["Strength"].strip() == "0.55"
+    assert shown["Init image"].strip() == "/inputs/ab12cd.png"
+    assert shown["Mask"].strip() == "/inputs/ef34ab.png"
+    settings = out.split("\nSettings\n", 1)[1].splitlines()
+    assert len(settings) == len(dataclasses.fields(GenerationRequest))  # one line a field
+    assert shown["File"].strip() == str(image.resolve())
+    assert shown["Created"].strip() == "2026-03-04T05:06:07"
+    assert shown["Model hash"].strip() == "9f8e7d6c5b"
+    assert shown["Favourite"].strip() == "yes"
+    assert "ink (weight 0.8, hash aa11bb22)" in shown["LoRAs"]
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path) -> None:
+    request = GenerationRequest(model="dreamy", prompt="a quiet harbour " * 20, seed=1)
+    with HistoryStore(AppPaths.default().history_db) as store:
+        store.add_many(
+            (tmp_path / f"{i:05d}.png", ImageRecord(request=request.replace(seed=i)), "sdstudio")
+            for i in range(600)
+        )
+    command = [sys.executable, "-m", "sdstudio.cli", "history", "list", "--json", "--limit", "600"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, **pipes, env=dict(os.environ)) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().strip() == b"{"  # far more than a pipe holds follows
+        process.stdout.close()  # as `| head -1` does
+        err = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert err == ""
+
+
+def test_a_broken_pipe_elsewhere_is_still_reported(capsys, monkeypatch) -> None:
+    from sdstudio.cli import history
+
+    def broken(*args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(history, "run", broken)
+    code, _out, err = cli(capsys, "history", "list")
+    assert code == 1 and "unexpected failure: a connection was closed" in err
 
 
 def test_rerun_by_history_id_reproduces_the_pixels(capsys, generated, tmp_path) -> None:

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from sdstudio.engine import fileio
 from sdstudio.engine.errors import ImageInputError, StorageError
-from sdstudio.engine.fileio import write_atomically
+from sdstudio.engine.fileio import current_umask, write_atomically
 from sdstudio.engine.generation import GeneratedImage
 from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.images import MAX_PIXELS, input_path, open_image, open_mask, store_input
 from sdstudio.engine.metadata import ImageRecord, read_image_settings
 from sdstudio.engine.outputs import OutputWriter
+from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
+from sdstudio.engine.settings import Settings, save_settings
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -139,3 +145,43 @@ def test_hash_cache_gives_a1111_hash_and_notices_changes(tmp_path: Path) -> None
     )
     model.write_bytes(b"other weights")
     assert cache.sha256(model) == hashlib.sha256(b"other weights").hexdigest()
+
+
+@pytest.fixture
+def set_umask(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Sets the process's umask for one test, and puts the old one back."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+
+    def apply(mask: int) -> None:
+        os.umask(mask)
+        # Where /proc cannot tell, the umask read at import stands for the process's.
+        monkeypatch.setattr(fileio, "_UMASK_AT_START", mask)
+
+    yield apply
+    os.umask(previous)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize(
+    ("umask", "mode"),
+    [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)],
+    ids=["umask-022", "umask-077", "umask-002"],
+)
+def test_written_files_get_the_permissions_the_umask_allows(
+    tmp_path: Path, set_umask, umask: int, mode: int
+) -> None:
+    set_umask(umask)
+    image = OutputWriter(tmp_path / "outputs").write(_result(7))
+    paths = AppPaths.under(tmp_path / "home")
+    save_settings(paths, Settings(theme="dark"))
+    save_settings(paths, Settings(theme="light"))  # replacing a file, too
+    for written in (image, paths.settings_file):
+        assert stat.S_IMODE(written.stat().st_mode) == mode, written
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/status")
+def test_the_umask_is_read_without_changing_it(set_umask) -> None:
+    for mask in (0o027, 0o002):
+        os.umask(mask)
+        assert current_umask() == mask

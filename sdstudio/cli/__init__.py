@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -68,7 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return its exit status."""
+    """Run the CLI and return its exit status.
+
+    Output piped into a command that stops reading early (``| head``) ends the
+    run quietly with status 1, as the Python documentation recommends.
+    """
+    try:
+        status = _run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        log.debug("The reader of the output went away", exc_info=True)
+        _discard_stdout()
+        return EXIT_ERROR
+    return status
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     paths = AppPaths.default()
     log_file = paths.log_dir / "sdstudio-cli.log"
@@ -91,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SdStudioError as error:
         reporter.error(str(error))
         return EXIT_ERROR
+    except BrokenPipeError:
+        if _stdout_closed():
+            raise  # main ends quietly
+        log.exception("Unexpected failure")
+        reporter.error(f"unexpected failure: a connection was closed (details in {log_file})")
+        return EXIT_ERROR
     except Exception as error:
         log.exception("Unexpected failure")
         reporter.error(
@@ -99,3 +123,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         context.close()
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (not some other broken pipe)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    if not hasattr(select, "poll"):
+        return True  # Windows: a BrokenPipeError in the CLI is almost surely its output
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    gone = select.POLLERR | select.POLLHUP  # Linux reports POLLERR, others may say POLLHUP
+    return any(events & gone for _fd, events in poller.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Point standard output at the null device, so that exiting flushes nowhere."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

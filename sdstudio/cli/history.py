@@ -6,12 +6,14 @@ import argparse
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
+from sdstudio.cli.details import entry_lines
 from sdstudio.cli.report import Reporter
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.fileio import write_atomically
+from sdstudio.engine.fileio import new_file_mode, write_atomically
 from sdstudio.engine.history import HistoryEntry, HistoryQuery
 from sdstudio.engine.history.library import ImageLibrary, rebuild
 
@@ -24,7 +26,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     listing = actions.add_parser("list", help="newest first")
     listing.add_argument("--search", default="", help="words of the prompt or negative prompt")
     listing.add_argument("--favorites", action="store_true")
-    listing.add_argument("--model", default="", help="only images made with this model")
+    listing.add_argument(
+        "--model", default="", help="only images made with this model (its name, or its path)"
+    )
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--offset", type=int, default=0)
     listing.add_argument("--json", action="store_true")
@@ -60,7 +64,9 @@ def run(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter) -> 
     if args.action == "list":
         if args.limit < 1:
             raise InvalidRequest("--limit must be at least 1.")
-        query = HistoryQuery(search=args.search, favorites=args.favorites, model=args.model)
+        query = HistoryQuery(
+            search=args.search, favorites=args.favorites, model=_model_name(args.model)
+        )
         entries = store.page(query, offset=max(0, args.offset), limit=args.limit)
         if reporter.as_json:
             reporter.data({"total": store.count(query), "entries": [e.to_dict() for e in entries]})
@@ -75,9 +81,7 @@ def run(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter) -> 
         if reporter.as_json:
             reporter.data(entry.to_dict())
         else:
-            for key, value in entry.to_dict().items():
-                if key != "request":
-                    reporter.result(f"{key}: {value}")
+            reporter.result("\n".join(entry_lines(entry)))
         return 0
     if args.action == "delete":
         entry = library.delete(args.id, keep_file=args.keep_file)
@@ -119,6 +123,7 @@ def _export(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter)
             raise InvalidRequest(f"The image file of {entry.id} is missing: {source}.")
         target = destination / source.name
         shutil.copy2(source, target)
+        target.chmod(new_file_mode())  # a new file, not the source's (perhaps owner-only) mode
         rows.append({**entry.to_dict(), "path": str(target), "original_path": entry.path})
     if args.format == "json":
         data = json.dumps(rows, indent=2, ensure_ascii=False).encode("utf-8")
@@ -139,6 +144,16 @@ def _export(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter)
         settings=str(settings_file),
     )
     return 0
+
+
+def _model_name(model: str) -> str:
+    """The name the history records for ``model``: a path becomes the model's name."""
+    from sdstudio.engine.models.lookup import display_name
+
+    path = Path(model).expanduser()
+    if model and os.path.exists(path):
+        return display_name(path.resolve())
+    return model
 
 
 def _line(entry: HistoryEntry) -> str:

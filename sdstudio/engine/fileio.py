@@ -11,6 +11,40 @@ from pathlib import Path
 from sdstudio.engine.errors import StorageError
 
 
+def _umask_at_start() -> int:
+    # os.umask can only be read by setting it, and the umask is process-wide: a
+    # thread creating a file in between would get the wrong permissions. So it
+    # is read that way once, at import (early in start-up, before any worker
+    # thread), and only used where /proc cannot tell (macOS, Windows, BSD).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_START = _umask_at_start()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    Linux (4.7 and newer) shows it in ``/proc/self/status``; elsewhere the value
+    the process had when this module was imported is used.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_START
+
+
+def new_file_mode() -> int:
+    """The permissions a plain ``open()`` would give a new file: ``0o666`` less the umask."""
+    return 0o666 & ~current_umask()
+
+
 def write_atomically(path: Path, data: bytes, *, overwrite: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder.
 
@@ -18,6 +52,8 @@ def write_atomically(path: Path, data: bytes, *, overwrite: bool = True) -> Path
     file is never replaced, even by another process racing for the same name
     (:class:`FileExistsError` is raised). Disk and permission errors become a
     :class:`StorageError` with a clear message, and no temporary file is left.
+    The file gets the permissions a plain ``open()`` would give it (``0o666``
+    less the umask), not the owner-only ones of a temporary file.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +62,8 @@ def write_atomically(path: Path, data: bytes, *, overwrite: bool = True) -> Path
         raise StorageError(_describe(error, path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
+            if hasattr(os, "fchmod"):  # POSIX; on Windows there are no such bits to set
+                os.fchmod(handle.fileno(), new_file_mode())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from sdstudio.engine.errors import ModelError
+from sdstudio.engine.models.layouts import kind_from_header
 
 UNET = "model.diffusion_model."
 CONV_IN = UNET + "input_blocks.0.0.weight"
@@ -201,6 +202,109 @@ def read_safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     if 8 + length + end > size:
         raise damaged
     return shapes
+
+
+TEXT_PREFIXES = ("cond_stage_model.", "conditioner.embedders.")
+"""Where original-layout checkpoints keep their text encoders (SD 1.x and 2.x, SDXL)."""
+VAE_PREFIX = "first_stage_model."
+
+
+@dataclass(frozen=True, slots=True)
+class Widths:
+    """The sizes that tell a model's architecture; ``None`` or empty for a missing part."""
+
+    unet_channels: int | None = None
+    """The width of the UNet's first block (320 in SD 1.x, SD 2.x and SDXL)."""
+    context: int | None = None
+    """The width of the text the UNet attends to (768, 1024 or 2048)."""
+    input_blocks: int = 0
+    """The UNet's down path: 12 blocks in SD 1.x and 2.x, 9 in SDXL."""
+    text: tuple[int, ...] = ()
+    """The width of each text encoder, smallest first."""
+    vae: bool = False
+
+
+def checkpoint_widths(shapes: Shapes) -> Widths:
+    """The :class:`Widths` of an original-layout (LDM) checkpoint, from its header."""
+    conv_in = shapes.get(CONV_IN)
+    blocks = {
+        key[len(UNET + "input_blocks.") :].split(".", 1)[0]
+        for key in shapes
+        if key.startswith(UNET + "input_blocks.")
+    }
+    return Widths(
+        unet_channels=int(conv_in[0]) if conv_in else None,
+        context=_context_dim(shapes),
+        input_blocks=len(blocks),
+        text=tuple(
+            sorted(int(shape[-1]) for key, shape in shapes.items() if _is_tokens(key, shape))
+        ),
+        vae=_has_prefix(shapes, VAE_PREFIX + "decoder."),
+    )
+
+
+def width_differences(found: Widths, expected: Widths, name: str) -> list[str]:
+    """How a checkpoint's :class:`Widths` differ from those ``name`` (a family or folder) has."""
+    if found.unet_channels is None:
+        return ["it holds no UNet weights"]
+    differences = []
+    if expected.unet_channels and found.unet_channels != expected.unet_channels:
+        differences.append(
+            f"its UNet is {found.unet_channels} channels wide ({name}: {expected.unet_channels})"
+        )
+    if expected.context and found.context != expected.context:
+        differences.append(f"{_attention(found.context)} ({name}: {expected.context})")
+    if expected.input_blocks and found.input_blocks != expected.input_blocks:
+        differences.append(
+            f"its UNet has {found.input_blocks} input blocks ({name}: {expected.input_blocks})"
+        )
+    if expected.text and not found.text:
+        differences.append("it holds no text encoder")
+    elif expected.text and found.text != expected.text:
+        wanted = " and ".join(str(w) for w in expected.text)
+        differences.append(f"{_text_widths(found.text)} ({name}: {wanted})")
+    if expected.vae and not found.vae:
+        differences.append("it holds no VAE weights")
+    return differences
+
+
+def describe_checkpoint(shapes: Shapes, name: str = "NAME") -> str:
+    """What a file that is no model sdstudio knows looks like, in words, from its header.
+
+    ``name`` is the file's name without its suffix, for the advice.
+    """
+    kind = kind_from_header(dict(shapes), "")
+    if kind == "lora":
+        return f"it looks like a LoRA, not a model (use it in the prompt: <lora:{name}:1>)"
+    if kind == "embedding":
+        return "it looks like a textual-inversion embedding, not a model (use its name in a prompt)"
+    if kind == "vae":
+        return "it looks like a VAE, not a model (choose it as a model's VAE)"
+    widths = checkpoint_widths(shapes)
+    if widths.unet_channels is None:
+        names = ", ".join(repr(key) for key in list(shapes)[:2])
+        return f"it holds no UNet weights (its {len(shapes)} tensors are named like {names})"
+    known = ", ".join(f"{_LABELS[family]}: {width}" for width, family in _CONTEXT_DIMS.items())
+    look = f"{_attention(widths.context)} ({known})"
+    look += f" and {_text_widths(widths.text)}" if widths.text else " and it holds no text encoder"
+    return look + ", like no family sdstudio knows"
+
+
+def _is_tokens(key: str, shape: Sequence[int]) -> bool:
+    """Whether ``key`` is a text encoder's token embedding (its width is the encoder's)."""
+    return key.startswith(TEXT_PREFIXES) and key.endswith("token_embedding.weight") and bool(shape)
+
+
+def _attention(context: int | None) -> str:
+    if context is None:
+        return "its UNet attends to no text"
+    return f"its UNet attends to text {context} wide"
+
+
+def _text_widths(widths: Sequence[int]) -> str:
+    if len(widths) == 1:
+        return f"its text encoder is {widths[0]} wide"
+    return f"its text encoders are {' and '.join(map(str, widths))} wide"
 
 
 def _has_prefix(shapes: Shapes, prefix: str) -> bool:

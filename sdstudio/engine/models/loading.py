@@ -6,6 +6,10 @@ files, no weights), so ``from_single_file`` never needs the Hugging Face hub. In
 and v-prediction variants are the same folders with ``in_channels`` or
 ``prediction_type`` changed, written to a temporary copy for the load.
 
+A checkpoint that does not fit the configs (a pruned, distilled or custom model, missing
+parts) is refused with what its header shows (its widths against the family's, the parts
+it lacks) and what to do, instead of the loader's advice to load random weights.
+
 ``.ckpt``/``.pt``/``.pth``/``.bin`` files are Python pickles that can run code when
 loaded: they are opened with ``torch.load(weights_only=True)``, which only rebuilds
 tensors and plain containers, and a file that needs more is refused.
@@ -13,9 +17,13 @@ tensors and plain containers, and a file that needs more is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +32,14 @@ from sdstudio.engine.models.families import (
     LOADABLE_FAMILIES,
     Family,
     ModelInfo,
+    Shapes,
+    Widths,
+    checkpoint_widths,
+    describe_checkpoint,
     detect_family_from_header,
     detect_folder_family,
     read_safetensors_shapes,
+    width_differences,
     with_sidecar_prediction,
 )
 from sdstudio.resource_files import resource_path
@@ -34,8 +47,14 @@ from sdstudio.resource_files import resource_path
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
+
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SUPPORTED = "SD 1.x, SD 2.x and SDXL (and their inpainting versions)"
+CONFIG_ADVICE = (
+    "To load it, give a diffusers folder of a model with the same architecture as its "
+    "config (sdstudio-cli generate --config DIR)."
+)
 
 
 def configs_root() -> Path:
@@ -45,18 +64,21 @@ def configs_root() -> Path:
 
 def inspect_checkpoint(path: Path) -> ModelInfo:
     """The family of a single-file checkpoint (safetensors or restricted pickle)."""
+    return with_sidecar_prediction(detect_family_from_header(checkpoint_shapes(path)), path)
+
+
+def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes of a checkpoint (safetensors, or a restricted pickle)."""
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         state = load_pickle_state_dict(path)
-        shapes = {key: tuple(value.shape) for key, value in state.items()}
-        del state
-        return with_sidecar_prediction(detect_family_from_header(shapes), path)
+        return {key: tuple(value.shape) for key, value in state.items()}
     if suffix != ".safetensors":
         raise ModelError(
             f"{path.name} is not a model: give a diffusers folder, a .safetensors file "
             "or a .ckpt checkpoint."
         )
-    return with_sidecar_prediction(detect_family_from_header(read_safetensors_shapes(path)), path)
+    return read_safetensors_shapes(path)
 
 
 def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -112,24 +134,76 @@ def load_single_file(path: Path, *, dtype: torch.dtype, config: Path | None = No
         if not (config / "model_index.json").is_file():
             raise ModelError(f"The config folder {config} has no model_index.json.")
         folder_info = detect_folder_family(config)
-        return _from_single_file(path, config, folder_info, dtype, tokenizers={})
+        with _explaining_mismatches(path, config):
+            return _from_single_file(path, config, folder_info, dtype, tokenizers={})
     if info.family not in LOADABLE_FAMILIES:
-        if info.family is Family.UNKNOWN:
-            raise ModelError(
-                f"{path.name} is not a Stable Diffusion checkpoint sdstudio knows "
-                f"(LoRA, VAE and embedding files are not models); supported: {SUPPORTED}."
-            )
-        raise ModelError(
-            f"{path.name} is an {info.label} checkpoint, which sdstudio cannot load yet; "
-            f"supported: {SUPPORTED}."
-        )
+        raise ModelError(unknown_checkpoint_message(path, checkpoint_shapes(path), info))
     with tempfile.TemporaryDirectory(prefix="sdstudio-config-") as tmp:
         folder = config_folder(info, Path(tmp))
-        pipe = _from_single_file(path, folder, info, dtype, tokenizers=shipped_tokenizers(info))
+        with _explaining_mismatches(path, folder, family=info.label):
+            pipe = _from_single_file(path, folder, info, dtype, tokenizers=shipped_tokenizers(info))
     sd2_unknown = info.family is Family.SD2 and info.prediction_type is None
     if sd2_unknown and not info.inpainting and predicts_v(pipe.unet):
         use_v_prediction(pipe)
     return pipe
+
+
+def unknown_checkpoint_message(path: Path, shapes: Shapes, info: ModelInfo) -> str:
+    """Why a checkpoint of no loadable family is refused, what it looks like, what to do."""
+    if info.family is not Family.UNKNOWN:
+        return (
+            f"{path.name} is an {info.label} checkpoint, which sdstudio cannot load yet; "
+            f"supported: {SUPPORTED}."
+        )
+    look = describe_checkpoint(shapes, path.stem)
+    advice = f" {CONFIG_ADVICE}" if checkpoint_widths(shapes).unet_channels else ""
+    return (
+        f"{path.name} is not a Stable Diffusion checkpoint sdstudio knows: {look}. "
+        f"Supported: {SUPPORTED}.{advice}"
+    )
+
+
+def mismatch_message(
+    path: Path, shapes: Shapes, config: Path, *, family: str = "", detail: str = ""
+) -> str:
+    """Why a checkpoint does not fit the config folder ``config``, and what to do.
+
+    ``family`` is the family's name when ``config`` is sdstudio's own folder for it.
+    ``detail`` is the loader's own account, used when the sizes compared here all fit.
+    """
+    name = family or f"the config folder {config.name}"
+    differences = width_differences(checkpoint_widths(shapes), folder_widths(config), name)
+    if not differences:
+        differences = [detail or "some of the weights it needs are missing or shaped otherwise"]
+    if family:
+        problem = f"looks like an {family} checkpoint but not in its sizes"
+    else:
+        problem = f"does not fit {name}"
+    return f"{path.name} {problem}: {'; '.join(differences)}. {CONFIG_ADVICE}"
+
+
+def folder_widths(folder: Path) -> Widths:
+    """The :class:`Widths` a diffusers folder's configs give a model (empty where unreadable)."""
+
+    def config(component: str) -> dict[str, Any]:
+        try:
+            data = json.loads((folder / component / "config.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    unet = config("unet")
+    channels = unet.get("block_out_channels") or [None]
+    context = unet.get("cross_attention_dim")
+    layers, down = unet.get("layers_per_block"), unet.get("down_block_types") or []
+    text = [config(name).get("hidden_size") for name in ("text_encoder", "text_encoder_2")]
+    return Widths(
+        unet_channels=channels[0] if isinstance(channels[0], int) else None,
+        context=context if isinstance(context, int) else None,
+        input_blocks=len(down) * (layers + 1) if isinstance(layers, int) and down else 0,
+        text=tuple(sorted(w for w in text if isinstance(w, int))),
+        vae=bool(config("vae")),
+    )
 
 
 def predicts_v(unet: Any) -> bool:
@@ -213,6 +287,47 @@ def _from_single_file(
     if info.family is not Family.SDXL:
         options.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     return pipeline_class(info).from_single_file(str(path), **options, **tokenizers)
+
+
+@contextlib.contextmanager
+def _explaining_mismatches(path: Path, config: Path, *, family: str = "") -> Iterator[None]:
+    """Turn a load's complaint that the weights do not fit ``config`` into a :class:`ModelError`
+    that says how they differ and what to do."""
+    try:
+        yield
+    except Exception as error:
+        if not _is_mismatch(error):
+            raise
+        # diffusers' own text asks for options (low_cpu_mem_usage, ignore_mismatched_sizes)
+        # that would leave random weights; the checkpoint's header says what does not fit.
+        log.warning("Loading %s with the configs of %s failed: %s", path, config, error)
+        shapes = checkpoint_shapes(path)
+        detail = _shape_detail(str(error))
+        message = mismatch_message(path, shapes, config, family=family, detail=detail)
+        raise ModelError(message) from None
+
+
+def _shape_detail(text: str) -> str:
+    """``"its X is [77, 32] where the config has [77, 768]"`` from a diffusers shape error."""
+    match = re.search(
+        r"(\S+) expected shape torch\.Size\((\[[^\]]*\])\), but got torch\.Size\((\[[^\]]*\])\)",
+        text,
+    )
+    if match is None:
+        return ""
+    return f"its {match[1]} is {match[3]} where the config has {match[2]}"
+
+
+def _is_mismatch(error: Exception) -> bool:
+    """Whether a ``from_single_file`` error says the weights do not fit the configs."""
+    if type(error).__name__ == "SingleFileComponentError":  # a component's weights are missing
+        return True
+    if isinstance(error, KeyError | IndexError | NotImplementedError):
+        return True  # missing tensors: a key lookup, or a part left on the meta device
+    text = str(error)
+    return isinstance(error, ValueError | RuntimeError) and (
+        "shape" in text or "size mismatch" in text or "missing" in text.lower()
+    )
 
 
 def _patch(config_file: Path, **values: Any) -> None:

@@ -1,0 +1,112 @@
+"""``history show`` in words: everything stored about one image, one setting a line.
+
+The settings are read from the stored :class:`GenerationRequest`, field by field,
+so a field added to the request is shown without a change here; the known ones
+get the names the app and A1111 use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from typing import Any
+
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.history import HistoryEntry
+from sdstudio.engine.metadata.record import ImageRecord
+
+REQUEST_LABELS = {
+    "prompt": "Prompt",
+    "negative_prompt": "Negative prompt",
+    "mode": "Mode",
+    "model": "Model",
+    "sampler": "Sampler",
+    "schedule": "Schedule",
+    "steps": "Steps",
+    "guidance_scale": "CFG scale",
+    "seed": "Seed",
+    "width": "Width",
+    "height": "Height",
+    "batch_size": "Batch size",
+    "init_image": "Init image",
+    "mask": "Mask",
+    "strength": "Strength",
+    "clip_skip": "Clip skip",
+    "vae": "VAE",
+}
+"""Names for people of the request's fields; others are named from the field."""
+
+_EXTRA_LABELS = {"loras": "LoRAs", "embeddings": "Embeddings", "vae": "VAE file"}
+_EMPTY = {"vae": "the model's own"}
+
+
+def label(name: str) -> str:
+    """The name shown for a request field or record entry."""
+    return REQUEST_LABELS.get(name) or name.replace("_", " ").capitalize()
+
+
+def entry_lines(entry: HistoryEntry) -> list[str]:
+    """One history entry as aligned ``Label: value`` lines, under two headings."""
+    about: list[tuple[str, Any]] = [
+        ("File", entry.path),
+        ("Created", entry.created),
+        ("Favourite", entry.favorite),
+        ("Model name", entry.model_name),
+        ("Model hash", entry.model_hash or "unknown"),
+        ("Made by", entry.source),
+        ("Duration", f"{entry.duration_s:.2f} s" if entry.duration_s else "unknown"),
+    ]
+    record = _record(entry)
+    if record is not None:
+        about += [("Device", record.device), ("App version", record.app_version)]
+        about += [(_EXTRA_LABELS.get(key) or label(key), v) for key, v in record.extra.items()]
+    request = entry.request
+    settings = [
+        (label(f.name), _text(getattr(request, f.name), _EMPTY.get(f.name, "none")))
+        for f in dataclasses.fields(request)
+    ]
+    rows = [(name, _text(value)) for name, value in about if value not in ("", None)]
+    width = max(len(name) for name, _value in rows + settings) + 2
+    lines = [f"Image {entry.id}"]
+    lines += [_line(name, value, width) for name, value in rows]
+    lines.append("Settings")
+    lines += [_line(name, value, width) for name, value in settings]
+    return lines
+
+
+def _record(entry: HistoryEntry) -> ImageRecord | None:
+    try:
+        return ImageRecord.from_json(entry.record_json)
+    except InvalidRequest:
+        return None
+
+
+def _text(value: Any, empty: str = "none") -> str:
+    if value is None or value == "":
+        return empty
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict) and "name" in value:
+        return _network(value)
+    if isinstance(value, list | tuple) and all(isinstance(v, dict) for v in value):
+        return ", ".join(_text(v) for v in value) or empty
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _network(use: dict[str, Any]) -> str:
+    """A LoRA, embedding or VAE file as ``name (weight 0.8, hash 1234abcd)``."""
+    details = [f"{key} {_text(use[key])}" for key in ("weight", "hash") if use.get(key)]
+    return f"{use['name']} ({', '.join(details)})" if details else str(use["name"])
+
+
+def _line(name: str, value: str, width: int) -> str:
+    head = f"  {name + ':':<{width}}"
+    continuation = "\n" + " " * len(head)
+    return head + continuation.join(value.splitlines() or [""])
