@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
@@ -33,3 +35,11 @@ def test_memory_benchmark_runs_the_app_path(capsys) -> None:
     assert summary["history_rows"] == 4  # every generation was written and recorded
     assert summary["previews"] == 3 + 2 + 3 + 2  # img2img at strength 0.75 runs 2 of 3 steps
     assert summary["rss_after_warm_up_mb"] > 0
+
+
+@pytest.mark.slow
+def test_cpu_memory_benchmark_measures_a_generation_process(tiny_model: Path, tmp_path) -> None:
+    benchmark = load("cpu_memory")
+    peak_gb, seconds = benchmark.peak_of_generation(tiny_model, 64, tmp_path)
+    assert 0.1 < peak_gb < 8 and seconds > 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 1
