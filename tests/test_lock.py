@@ -111,3 +111,14 @@ def test_the_readme_installs_the_locked_torch_and_the_lock(lock: ModuleType) -> 
         assert lock.TORCH in command, command
     assert lock.INSTALL_COMMAND in readme
     assert lock.TORCH in lock.LOCK.read_text(encoding="utf-8").splitlines()
+
+
+def test_torch_floor_excludes_the_bypassable_weights_only_loader() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    torch = next(Requirement(r) for r in project["dependencies"] if r.startswith("torch"))
+    assert not torch.specifier.contains("2.5.1"), "torch before 2.6 lets pickles run code"
+    assert torch.specifier.contains("2.6.0")
