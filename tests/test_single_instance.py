@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from instance_helpers import hand_over_from_process, private_runtime_dir, send_raw
 from PIL import Image
-from PySide6.QtCore import QDir
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 from sdstudio.engine.paths import AppPaths
+from sdstudio.single_instance_socket import MAX_SOCKET_PATH_BYTES
 from sdstudio.ui.single_instance import (
     MAX_MESSAGE_BYTES,
     FileOpenEvents,
@@ -24,6 +25,11 @@ from sdstudio.ui.single_instance import (
 )
 
 
+@pytest.fixture(autouse=True)
+def runtime_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return private_runtime_dir(tmp_path_factory, monkeypatch)
+
+
 @pytest.fixture
 def server(qtbot, sdstudio_home: Path):
     instance = InstanceServer(server_name(AppPaths.default()))
@@ -32,36 +38,13 @@ def server(qtbot, sdstudio_home: Path):
     instance.close()
 
 
-LAUNCHER = """
-import sys
-from sdstudio.ui.single_instance import hand_over
-sys.exit(0 if hand_over(sys.argv[1], sys.argv[2:]) else 1)
-"""
-
-
-def hand_over_from_process(qtbot, name: str, files: list, cwd: Path | None = None) -> bool:
-    """Run the launcher side in its own process, as a second launch does."""
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, name, *map(str, files)], cwd=cwd)
-    qtbot.waitUntil(lambda: launcher.poll() is not None, timeout=20_000)
-    return launcher.returncode == 0
-
-
-def send_raw(name: str, data: bytes) -> QLocalSocket:
-    """A client that writes raw bytes and leaves the connection open."""
-    client = QLocalSocket()
-    client.connectToServer(name)
-    assert client.waitForConnected(1000)
-    client.write(data)
-    client.flush()
-    return client
-
-
 def test_name_depends_on_the_data_folder_and_stays_short(tmp_path: Path) -> None:
     first = server_name(AppPaths.under(tmp_path / "a"))
     second = server_name(AppPaths.under(tmp_path / "b" / ("x" * 200)))
     assert first != second
     assert first == server_name(AppPaths.under(tmp_path / "a"))
-    assert len(second) < 40
+    assert second is not None and len(os.fsencode(second)) <= MAX_SOCKET_PATH_BYTES
+    assert len(Path(second).name) < 40
 
 
 def test_files_arrive_and_the_launcher_gets_an_answer(qtbot, server, tmp_path: Path) -> None:
@@ -95,6 +78,9 @@ def test_a_launch_without_files_still_activates(qtbot, server) -> None:
         b'{"version": 1, "files": [3]}\n',
         b"\xff\xfe\n",
         b"[]\n",
+        b'{"version": 1, "files": [["/a.png"]]}\n',
+        b'{"version": 1, "files": [{"path": "/a.png"}]}\n',
+        b'{"version": 1, "files": [""]}\n',
     ],
 )
 def test_malformed_messages_are_ignored(qtbot, server, data: bytes) -> None:
@@ -164,7 +150,7 @@ def test_the_launcher_gives_up_on_an_app_that_does_not_answer(qtbot, sdstudio_ho
 @pytest.mark.skipif(sys.platform == "win32", reason="named pipes leave no file behind")
 def test_a_socket_left_by_a_crash_is_replaced(qtbot, sdstudio_home) -> None:
     name = server_name(AppPaths.default())
-    socket_file = Path(QDir.tempPath()) / name
+    socket_file = Path(name)
     crashed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     crashed.bind(str(socket_file))
     crashed.close()  # the file stays, as after a crash, but nobody accepts on it
