@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from sdstudio.desktop_entry import APP_ID, run_command
 from sdstudio.display_check import display_problem
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.fileio import write_atomically
-from sdstudio.engine.history.library import ImageLibrary
+from sdstudio.engine.history.library import MEMORY, ImageLibrary
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.settings import Settings, choose_vae, load_settings, save_settings
@@ -161,15 +162,29 @@ def open_library(
 ) -> ImageLibrary:
     """Open the image library; if the history cannot be used, keep one in memory.
 
-    Images are still written to the outputs folder with their settings, so a
-    later rebuild recovers them.
+    The database is checked (a damaged one is moved aside and rebuilt); one
+    that is locked, on a full or read-only disk or behind an I/O error is left
+    untouched for the next start. Images are still written to the outputs
+    folder with their settings, so a later rebuild recovers them.
     """
     outputs = settings.outputs_path(paths)
+    data_folders = (paths.data_dir, paths.inputs_dir, paths.config_dir, paths.cache_dir)
     try:
-        return ImageLibrary.open(paths.history_db, outputs, on_notice=on_notice)
-    except SdStudioError as error:
-        on_notice(f"{error} New images are saved but kept out of the history for now.")
-        return ImageLibrary.open(Path(":memory:"), outputs)
+        return ImageLibrary.open(
+            paths.history_db,
+            outputs,
+            on_notice=on_notice,
+            data_folders=data_folders,
+            check_integrity=True,
+        )
+    except (SdStudioError, sqlite3.Error, OSError) as error:
+        log.warning("The history could not be opened: %s", error, exc_info=True)
+        on_notice(
+            f"{error} sdstudio keeps working without its history for now: new images are "
+            f"still saved to {outputs} with their settings; run `sdstudio-cli history rebuild` "
+            "later to add them."
+        )
+        return ImageLibrary.open(MEMORY, outputs, data_folders=())
 
 
 def add_settings_action(window: MainWindow, paths: AppPaths, library: ImageLibrary) -> None:

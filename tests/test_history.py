@@ -172,14 +172,30 @@ def test_stale_partial_files_are_removed(tmp_path: Path) -> None:
     import os
     import time
 
-    old = tmp_path / "2026-01-01" / ".x.png.abc.part"
-    old.parent.mkdir()
-    old.write_bytes(b"x")
-    os.utime(old, (time.time() - 3600, time.time() - 3600))
-    fresh = tmp_path / "2026-01-01" / ".y.png.abc.part"
-    fresh.write_bytes(b"x")
-    assert remove_stale_partial_files(tmp_path) == 1
-    assert not old.exists() and fresh.exists()
+    hour_ago = time.time() - 3600
+    day = tmp_path / "2026-01-01"
+    day.mkdir()
+    old = day / ".20260101-101010-123_5.png.k2_x9q0z.part"
+    fresh = day / ".20260101-101011-456_6.png.a1b2c3d4.part"
+    data = tmp_path / "data"
+    data.mkdir()
+    old_settings = data / ".settings.json.0abc_def.part"
+    others = [
+        tmp_path / ".foo.part",  # another program's, in the outputs folder itself
+        day / ".foo.part",
+        day / ".download.iso.part",
+        day / ".notes.txt.ABCDEFGH.part",  # mkstemp never uses capitals
+        tmp_path / "keep" / "deep" / ".x.png.abcdefgh.part",  # not a folder sdstudio writes
+        tmp_path / "2026-01-02" / "sub" / ".x.png.abcdefgh.part",
+    ]
+    for path in [old, fresh, old_settings, *others]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        if path is not fresh:
+            os.utime(path, (hour_ago, hour_ago))
+    assert remove_stale_partial_files(tmp_path, [data]) == 2
+    assert not old.exists() and not old_settings.exists()
+    assert fresh.exists() and all(path.exists() for path in others)
 
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 from sdstudio.cli.details import entry_lines
 from sdstudio.cli.report import Reporter
-from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.fileio import new_file_mode, write_atomically
+from sdstudio.engine.errors import InvalidRequest, StorageError
+from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.history import HistoryEntry, HistoryQuery
 from sdstudio.engine.history.library import ImageLibrary, rebuild
+
+_MAX_NUMBER = 10_000
+"""How far ``name-2``, ``name-3``… go before an export gives up."""
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter) -> 
                 raise InvalidRequest(f"The folder {folder} does not exist.")
         report = rebuild(store, folders)
         for path, reason in report.skipped:
+            path, reason = _printable(path), _printable(reason)
             reporter.event("skipped", f"skipped {path}: {reason}", path=path, reason=reason)
         reporter.done(
             f"{report.added} images added, {report.already} already recorded, "
@@ -113,21 +117,27 @@ def run(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter) -> 
 
 
 def _export(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter) -> int:
-    entries = [library.store.get(entry_id) for entry_id in args.ids]
+    """Copy images and their settings; nothing already in the folder is replaced."""
+    entries = [library.store.get(entry_id) for entry_id in dict.fromkeys(args.ids)]
+    for entry in entries:
+        if not Path(entry.path).is_file():
+            raise InvalidRequest(f"The image file of {entry.id} is missing: {entry.path}.")
     destination = Path(args.to)
-    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(
+            f"Cannot create the folder {destination}: {error.strerror or error}."
+        ) from None
     rows = []
     for entry in entries:
         source = Path(entry.path)
-        if not source.is_file():
-            raise InvalidRequest(f"The image file of {entry.id} is missing: {source}.")
-        target = destination / source.name
-        shutil.copy2(source, target)
-        target.chmod(new_file_mode())  # a new file, not the source's (perhaps owner-only) mode
+        target = _write_new(destination / source.name, _read(source))
+        _keep_times(source, target)
+        reporter.result(str(target))
         rows.append({**entry.to_dict(), "path": str(target), "original_path": entry.path})
     if args.format == "json":
         data = json.dumps(rows, indent=2, ensure_ascii=False).encode("utf-8")
-        settings_file = destination / "settings.json"
     else:
         buffer = io.StringIO()
         columns = [k for k in rows[0] if k != "request"] + ["request"]
@@ -136,14 +146,40 @@ def _export(args: argparse.Namespace, library: ImageLibrary, reporter: Reporter)
         for row in rows:
             writer.writerow({**row, "request": json.dumps(row["request"], ensure_ascii=False)})
         data = buffer.getvalue().encode("utf-8")
-        settings_file = destination / "settings.csv"
-    write_atomically(settings_file, data)
+    settings_file = _write_new(destination / f"settings.{args.format}", data)
+    reporter.result(str(settings_file))
     reporter.done(
         f"Exported {len(rows)} images and {settings_file.name} to {destination}",
         count=len(rows),
         settings=str(settings_file),
+        files=[row["path"] for row in rows],
     )
     return 0
+
+
+def _write_new(path: Path, data: bytes) -> Path:
+    """Write ``data`` under ``path``'s name, or ``name-2``, ``name-3``… if that is taken."""
+    for number in range(1, _MAX_NUMBER + 1):
+        name = path.name if number == 1 else f"{path.stem}-{number}{path.suffix}"
+        try:
+            return write_atomically(path.with_name(name), data, overwrite=False)
+        except FileExistsError:
+            continue
+    raise StorageError(f"No free name for {path.name} in {path.parent}.")
+
+
+def _read(source: Path) -> bytes:
+    try:
+        return source.read_bytes()
+    except OSError as error:
+        raise StorageError(f"Cannot read {source}: {error.strerror or error}.") from None
+
+
+def _keep_times(source: Path, target: Path) -> None:
+    """Give the copy the image's own times, as a file manager's copy does."""
+    with contextlib.suppress(OSError):
+        stat = source.stat()
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def _model_name(model: str) -> str:
@@ -154,6 +190,12 @@ def _model_name(model: str) -> str:
     if model and os.path.exists(path):
         return display_name(path.resolve())
     return model
+
+
+def _printable(text: str) -> str:
+    """``text`` with what no terminal can print (a lone surrogate from an odd file
+    name or metadata) written as an escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _line(entry: HistoryEntry) -> str:

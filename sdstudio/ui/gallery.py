@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PySide6.QtCore import (
     SignalInstance,
     Slot,
 )
-from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QImage, QKeySequence
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -32,8 +33,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry, HistoryError
 from sdstudio.engine.history.library import ImageLibrary
+from sdstudio.ui.canvas import load_qimage
 from sdstudio.ui.gallery_delegate import GalleryDelegate
 from sdstudio.ui.gallery_model import GalleryModel
 from sdstudio.ui.thumbnails import ThumbnailLoader
@@ -45,10 +48,13 @@ SEARCH_DELAY_MS = 200
 
 def discard_file(path: str) -> str:
     """Move a file to the desktop's trash, where the user can get it back; delete it
-    where there is no trash. Returns what happened, for the status bar."""
-    if not Path(path).exists():
+    where there is no trash. Returns what happened, for the status bar.
+
+    A link is removed itself: trashing it could move the file it points to."""
+    if not os.path.lexists(path):
         return "was already gone"
-    if QFile.moveToTrash(path):
+    link = os.path.islink(path)
+    if not link and QFile.moveToTrash(path):
         return "was moved to the trash"
     try:
         Path(path).unlink()
@@ -56,6 +62,8 @@ def discard_file(path: str) -> str:
         return "was already gone"
     except OSError as error:
         return f"could not be deleted: {error.strerror or error}"
+    if link:
+        return "(a link) was removed; the file it points to was kept"
     return "was deleted (there is no trash here)"
 
 
@@ -231,9 +239,10 @@ class GalleryPanel(QWidget):
         entry = self.current_entry()
         if entry is None:
             return
-        image = QImage(entry.path)
-        if image.isNull():
-            self.message.emit(f"Could not read {entry.path}")
+        try:
+            image = load_qimage(entry.path)
+        except SdStudioError as error:
+            self.message.emit(str(error))
             return
         QGuiApplication.clipboard().setImage(image)
         self.message.emit("Image copied")

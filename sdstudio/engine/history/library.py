@@ -4,15 +4,16 @@ Each image is written whole to the outputs folder first, then recorded. A
 process killed at any moment leaves, at worst, an image not yet recorded
 (which ``rebuild`` picks up), never a row without its file or half an image.
 Because every image carries its full settings, the database can always be
-rebuilt from the images; a corrupt database is moved aside and rebuilt.
+rebuilt from the images: a damaged database is moved aside and rebuilt, and a
+missing or empty one is filled from the outputs folder. A database that is
+only locked, on a full or read-only disk, or behind an I/O error is left as it
+is and reported (:class:`HistoryUnavailable`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.generation import GeneratedImage
-from sdstudio.engine.history.schema import HistoryError
+from sdstudio.engine.history.cleanup import remove_stale_partial_files
+from sdstudio.engine.history.errors import HistoryDamaged, HistoryError, HistoryUnavailable
 from sdstudio.engine.history.store import HistoryEntry, HistoryStore
 from sdstudio.engine.metadata import read_image_settings
 from sdstudio.engine.metadata.record import ImageRecord
@@ -29,8 +31,18 @@ from sdstudio.engine.outputs import OutputWriter
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "MEMORY",
+    "ImageLibrary",
+    "RebuildReport",
+    "rebuild",
+    "remove_file",
+    "remove_stale_partial_files",
+]
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-STALE_PART_AGE_S = 600
+MEMORY = Path(":memory:")
+"""The database of a library that keeps its history in memory only."""
 _REBUILD_BATCH = 500
 
 
@@ -53,29 +65,52 @@ class ImageLibrary:
 
     @classmethod
     def open(
-        cls, database: Path, outputs_dir: Path, *, on_notice: Callable[[str], None] | None = None
+        cls,
+        database: Path,
+        outputs_dir: Path,
+        *,
+        on_notice: Callable[[str], None] | None = None,
+        data_folders: Iterable[Path] | None = None,
+        check_integrity: bool = False,
     ) -> ImageLibrary:
-        """Open the library, recovering from a corrupt database by rebuilding it."""
-        remove_stale_partial_files(outputs_dir)
+        """Open the library, first removing temporary files a killed writer left.
+
+        A damaged database (unreadable, or failing ``PRAGMA quick_check`` when
+        ``check_integrity``) is moved aside and rebuilt from the images; a
+        missing or empty one is filled from them. Each repair is told through
+        ``on_notice``. A database that cannot be used now (locked, disk full,
+        read-only, I/O error) raises :class:`HistoryUnavailable` and is left
+        untouched. ``data_folders`` (default: the database's folder) are the
+        other folders whose temporary files are removed.
+        """
+        in_memory = database == MEMORY
+        if data_folders is None:
+            data_folders = () if in_memory else (database.parent,)
+        remove_stale_partial_files(outputs_dir, data_folders)
+        notice = on_notice or (lambda _message: None)
+        fresh = not in_memory and _is_empty(database)
         try:
-            store = _open_checked(database)
-        except HistoryError:
-            raise
-        except sqlite3.DatabaseError as error:
-            aside = database.with_name(f"{database.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            for suffix in ("", "-wal", "-shm"):
-                source = Path(f"{database}{suffix}")
-                if source.exists():
-                    os.replace(source, Path(f"{aside}{suffix}"))
+            store = _open_checked(database, check_integrity)
+        except HistoryDamaged as error:
+            aside = _move_aside(database, error)
             store = HistoryStore(database)
-            report = rebuild(store, [outputs_dir])
-            message = (
-                f"The history database was damaged ({error}); it was moved to {aside.name} and "
-                f"rebuilt from the images: {report.added} images restored."
+            _restore(
+                store,
+                outputs_dir,
+                f"{error} It was moved to {aside.name} and rebuilt from the images",
+                notice,
             )
-            log.warning(message)
-            if on_notice:
-                on_notice(message)
+        else:
+            if store.repaired:
+                notice(f"The history database was repaired: {', '.join(store.repaired)} rebuilt.")
+            if fresh:
+                _restore(
+                    store,
+                    outputs_dir,
+                    "The history database was missing or empty; it was rebuilt from the images",
+                    notice,
+                    quiet_if_empty=True,
+                )
         return cls(store, OutputWriter(outputs_dir))
 
     def set_outputs_dir(self, folder: Path) -> None:
@@ -100,67 +135,143 @@ class ImageLibrary:
         """
         entry = self.store.delete(entry_id)
         if not keep_file:
-            with contextlib.suppress(FileNotFoundError):
-                Path(entry.path).unlink()
+            remove_file(Path(entry.path))
         return entry
 
 
+def remove_file(path: Path) -> None:
+    """Delete an image file; a link is removed itself, what it points to is kept.
+
+    Raises :class:`HistoryError` if the file is there but cannot be removed.
+    """
+    try:
+        os.unlink(path)  # never follows a link in the last part of the path
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise HistoryError(
+            f"The image was removed from the history but its file {path} could not be "
+            f"deleted: {error.strerror or error}."
+        ) from None
+
+
 def rebuild(store: HistoryStore, folders: Iterable[Path]) -> RebuildReport:
-    """Index every image with generation settings under ``folders``."""
+    """Index every image with generation settings under ``folders``.
+
+    Each image is recorded by its own path (a link as the link, not what it
+    points to). An image that cannot be read or stored is reported in
+    :attr:`RebuildReport.skipped` and the others are indexed; only a database
+    that cannot be written at all stops the rebuild (:class:`HistoryError`).
+    """
     report = RebuildReport()
     known = set(store.paths())
     batch: list[tuple[Path, ImageRecord, str]] = []
+
+    def skipped(path: Path, reason: str) -> None:
+        report.skipped.append((str(path), reason))
+
     for folder in folders:
         for path in sorted(_image_files(folder)):
-            resolved = str(path.resolve())
-            if resolved in known:
+            own = os.path.abspath(path)
+            if own in known or (not os.path.islink(path) and _resolved(path) in known):
                 report.already += 1
                 continue
             try:
-                settings = read_image_settings(path)
+                batch.append(_indexed(path))
             except SdStudioError as error:
-                report.skipped.append((str(path), str(error)))
+                skipped(path, str(error))
                 continue
-            except Exception as error:  # a reader bug must not stop the rebuild
-                log.exception("Reading %s failed", path)
-                report.skipped.append((str(path), f"{type(error).__name__}: {error}"))
+            except Exception as error:  # one odd file must not stop the rebuild
+                log.warning("Reading %s failed", path, exc_info=True)
+                skipped(path, f"{type(error).__name__}: {error}")
                 continue
-            record = settings.record or ImageRecord(
-                request=settings.request, created=_file_created(path)
-            )
-            batch.append((path, record, settings.source))
-            known.add(resolved)
+            known.add(own)
             if len(batch) >= _REBUILD_BATCH:
-                report.added += store.add_many(batch)
+                report.added += store.add_many(batch, skipped)
                 batch.clear()
-    report.added += store.add_many(batch)
+    report.added += store.add_many(batch, skipped)
     return report
 
 
-def remove_stale_partial_files(outputs_dir: Path, max_age_s: float = STALE_PART_AGE_S) -> int:
-    """Delete temporary files left by a killed writer (older than ``max_age_s``)."""
-    removed = 0
-    if not outputs_dir.is_dir():
-        return 0
-    now = time.time()
-    for part in outputs_dir.rglob(".*.part"):
-        with contextlib.suppress(OSError):
-            if now - part.stat().st_mtime > max_age_s:
-                part.unlink()
-                removed += 1
-    return removed
+def _indexed(path: Path) -> tuple[Path, ImageRecord, str]:
+    settings = read_image_settings(path)
+    record = settings.record or ImageRecord(request=settings.request, created=_file_created(path))
+    return path, record, settings.source
 
 
-def _open_checked(database: Path) -> HistoryStore:
+def _restore(
+    store: HistoryStore,
+    outputs_dir: Path,
+    what: str,
+    notice: Callable[[str], None],
+    *,
+    quiet_if_empty: bool = False,
+) -> None:
+    """Rebuild ``store`` from the outputs and tell how it went; never raises."""
+    try:
+        report = rebuild(store, [outputs_dir]) if outputs_dir.is_dir() else RebuildReport()
+    except Exception as error:  # start-up goes on with what was indexed
+        log.warning("Rebuilding the history from %s failed", outputs_dir, exc_info=True)
+        notice(
+            f"{what}, but that stopped early ({error}). Run `sdstudio-cli history rebuild` "
+            "to index the rest."
+        )
+        return
+    if quiet_if_empty and not report.added and not report.skipped:
+        return
+    skipped = f", {len(report.skipped)} could not be read" if report.skipped else ""
+    message = f"{what}: {report.added} images restored{skipped}."
+    log.warning(message)
+    notice(message)
+
+
+def _open_checked(database: Path, check_integrity: bool) -> HistoryStore:
     """Open the store and read from it once, so a damaged file shows itself now."""
     store = HistoryStore(database)
     try:
         store.count()
         store.page(limit=1)
+        if check_integrity:
+            result = store.quick_check()
+            if result != "ok":
+                raise HistoryDamaged(f"The history database {database} is damaged ({result}).")
     except BaseException:
         store.close()
         raise
     return store
+
+
+def _move_aside(database: Path, error: HistoryDamaged) -> Path:
+    """Rename a damaged database (and its journal files) so that a new one can start."""
+    aside = database.with_name(f"{database.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{database}{suffix}")
+            if os.path.lexists(source):
+                os.replace(source, Path(f"{aside}{suffix}"))
+    except OSError as problem:
+        raise HistoryUnavailable(
+            f"{error} It could not be moved aside to be rebuilt: {problem.strerror or problem}."
+        ) from None
+    log.warning("Moved the damaged history database %s to %s: %s", database, aside, error)
+    return aside
+
+
+def _is_empty(database: Path) -> bool:
+    """Whether the database is missing or an empty file (a new one will be created)."""
+    try:
+        return os.stat(database).st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # opening it reports the problem
+
+
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return ""
 
 
 def _image_files(folder: Path) -> Iterable[Path]:

@@ -3,112 +3,86 @@
 WAL mode lets the app read while the CLI writes; a busy timeout makes two
 writers wait for each other instead of failing. Queries page newest first and
 stay fast at 100,000 rows (indexes on time, favourites and model; an FTS5
-index over prompt and negative prompt).
+index over prompt and negative prompt). Every SQLite failure reaches callers
+as a :class:`HistoryError` saying what it means (locked, disk full, damaged…).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sdstudio.engine.history.schema import HistoryError, migrate
+from sdstudio.engine.history.entry import HistoryEntry, HistoryQuery
+from sdstudio.engine.history.errors import HistoryError, error_kind, history_error
+from sdstudio.engine.history.schema import migrate, rebuild_search_index, repair_schema
 from sdstudio.engine.metadata.record import ImageRecord
-from sdstudio.engine.request import GenerationRequest
+
+__all__ = ["HistoryEntry", "HistoryQuery", "HistoryStore", "fts_query"]
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 15.0
+"""How long to wait for another program that holds the database."""
+MAX_ID = 2**63 - 1
+"""The largest id (and count) SQLite can store."""
+ROW_ERRORS = (UnicodeError, ValueError, TypeError, RecursionError, OverflowError)
+"""What one record's odd values can raise while becoming a row."""
 _COLUMNS = (
     "id, path, created, prompt, negative_prompt, model_name, model_hash, seed, width, height, "
     "mode, sampler, duration_s, source, favorite, request_json, record_json"
 )
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One image in the history."""
-
-    id: int
-    path: str
-    created: str
-    prompt: str
-    negative_prompt: str
-    model_name: str
-    model_hash: str
-    seed: int
-    width: int
-    height: int
-    mode: str
-    sampler: str
-    duration_s: float
-    source: str
-    favorite: bool
-    request_json: str
-    record_json: str
-
-    @property
-    def request(self) -> GenerationRequest:
-        """The request that re-creates this image."""
-        return GenerationRequest.from_json(self.request_json)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary, with the full request."""
-        return {
-            "id": self.id,
-            "path": self.path,
-            "created": self.created,
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "model": self.model_name,
-            "model_hash": self.model_hash,
-            "seed": self.seed,
-            "width": self.width,
-            "height": self.height,
-            "mode": self.mode,
-            "sampler": self.sampler,
-            "duration_s": self.duration_s,
-            "source": self.source,
-            "favorite": self.favorite,
-            "request": self.request.to_dict(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryQuery:
-    """Which entries to list: all by default, newest first."""
-
-    search: str = ""
-    favorites: bool = False
-    model: str = ""
-
-
 class HistoryStore:
-    """The history database. Safe to share between threads of one process."""
+    """The history database. Safe to share between threads of one process.
 
-    def __init__(self, path: Path) -> None:
+    ``busy_timeout_s`` is how long to wait for another program holding the
+    database before giving up (default :data:`BUSY_TIMEOUT_S`).
+    """
+
+    def __init__(self, path: Path, *, busy_timeout_s: float | None = None) -> None:
         self.path = path
+        self.busy_timeout_s = BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
+        self.repaired: list[str] = []
+        """What opening put back (a missing index, the search index)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-        except (OSError, sqlite3.Error) as error:
-            raise HistoryError(f"Cannot open the history database {path}: {error}.") from None
+        except OSError as error:
+            raise HistoryError(
+                f"Cannot create the folder of the history database {path}: "
+                f"{error.strerror or error}."
+            ) from None
         self._lock = threading.RLock()
         try:
-            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            _enable_wal(self._db)
+            self._db = sqlite3.connect(
+                path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as error:
+            raise self._error(error) from None
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            _enable_wal(self._db, self.busy_timeout_s)
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             migrate(self._db)
+            self.repaired = repair_schema(self._db)
+        except sqlite3.Error as error:
+            self._db.close()
+            raise self._error(error) from None
         except BaseException:
             self._db.close()
             raise
+        if self.repaired:
+            log.warning("Repaired the history database %s: %s", path, ", ".join(self.repaired))
 
     def close(self) -> None:
         """Close the connection."""
@@ -126,48 +100,88 @@ class HistoryStore:
 
         Adding a path that is already recorded updates its row instead.
         """
-        with self._lock:
-            row = self._db.execute(_UPSERT, _row_values(path, record, source)).fetchone()
-        return int(row[0])
+        try:
+            values = _row_values(path, record, source)
+            rows = self._run(_UPSERT, values)
+        except ROW_ERRORS as error:
+            raise HistoryError(
+                f"{path} was saved but could not be recorded in the history: {_reason(error)}."
+            ) from None
+        return int(rows[0][0])
 
-    def add_many(self, items: Iterable[tuple[Path, ImageRecord, str]]) -> int:
-        """Record many images in one transaction (for rebuilds); returns how many."""
-        rows = [_row_values(path, record, source) for path, record, source in items]
-        with self._lock:
+    def add_many(
+        self,
+        items: Iterable[tuple[Path, ImageRecord, str]],
+        on_skip: Callable[[Path, str], None] | None = None,
+    ) -> int:
+        """Record many images in one transaction (for rebuilds); returns how many.
+
+        An image whose record cannot be stored (odd text, numbers out of range)
+        is passed to ``on_skip`` with the reason, and the others are recorded.
+        A database that cannot be written at all raises :class:`HistoryError`.
+        """
+        added = 0
+        with self._using():
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for values in rows:
-                    self._db.execute(_UPSERT, values)
+                for path, record, source in items:
+                    reason = self._add_one(path, record, source)
+                    if reason is None:
+                        added += 1
+                        continue
+                    log.warning("Not recorded in the history: %s: %s", path, reason)
+                    if on_skip is not None:
+                        on_skip(path, reason)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-        return len(rows)
+        return added
+
+    def _add_one(self, path: Path, record: ImageRecord, source: str) -> str | None:
+        """Insert one row inside a transaction; the reason it was refused, or ``None``."""
+        try:
+            values = _row_values(path, record, source)
+        except ROW_ERRORS as error:
+            return _reason(error)
+        self._db.execute("SAVEPOINT one_image")
+        try:
+            self._db.execute(_UPSERT, values).fetchall()
+        except ROW_ERRORS as error:
+            reason = _reason(error)
+        except sqlite3.Error as error:
+            if error_kind(error) != "other" or not self._db.in_transaction:
+                raise  # the database itself failed, not this row
+            reason = _reason(error)
+        else:
+            self._db.execute("RELEASE one_image")
+            return None
+        self._db.execute("ROLLBACK TO one_image")
+        self._db.execute("RELEASE one_image")
+        return reason
 
     def get(self, entry_id: int) -> HistoryEntry:
         """The entry with this id, or :class:`HistoryError`."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM images WHERE id = ?", (entry_id,)
-            ).fetchone()
-        if row is None:
+        rows = self._run(f"SELECT {_COLUMNS} FROM images WHERE id = ?", (_id(entry_id),))
+        if not rows:
             raise HistoryError(f"No image with id {entry_id} in the history.")
-        return _entry(row)
+        return _entry(rows[0])
 
     def find_path(self, path: Path) -> HistoryEntry | None:
-        """The entry for an image file, if it is recorded."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM images WHERE path = ?", (str(path.resolve()),)
-            ).fetchone()
-        return _entry(row) if row else None
+        """The entry for an image file, if it is recorded (by its own path, or the
+        path with links resolved that older versions recorded)."""
+        for candidate in dict.fromkeys((os.path.abspath(path), str(path.resolve()))):
+            rows = self._run(f"SELECT {_COLUMNS} FROM images WHERE path = ?", (candidate,))
+            if rows:
+                return _entry(rows[0])
+        return None
 
     def count(self, query: HistoryQuery | None = None) -> int:
         """How many entries match."""
         where, parameters = _where(query or HistoryQuery())
-        with self._lock:
-            row = self._db.execute(f"SELECT count(*) FROM images {where}", parameters).fetchone()
-        return int(row[0])
+        rows = self._run(f"SELECT count(*) FROM images {where}", parameters)
+        return int(rows[0][0])
 
     def page(
         self, query: HistoryQuery | None = None, *, offset: int = 0, limit: int = 100
@@ -183,15 +197,14 @@ class HistoryStore:
             f"SELECT {_COLUMNS} FROM {source} {where} "
             "ORDER BY created_ts DESC, id DESC LIMIT ? OFFSET ?"
         )
-        with self._lock:
-            rows = self._db.execute(sql, [*parameters, limit, offset]).fetchall()
-        return [_entry(row) for row in rows]
+        limit, offset = max(-1, min(limit, MAX_ID)), max(0, min(offset, MAX_ID))
+        return [_entry(row) for row in self._run(sql, [*parameters, limit, offset])]
 
     def set_favorite(self, entry_id: int, favorite: bool) -> None:
         """Mark or unmark an entry as a favourite."""
-        with self._lock:
+        with self._using():
             changed = self._db.execute(
-                "UPDATE images SET favorite = ? WHERE id = ?", (int(favorite), entry_id)
+                "UPDATE images SET favorite = ? WHERE id = ?", (int(favorite), _id(entry_id))
             ).rowcount
         if not changed:
             raise HistoryError(f"No image with id {entry_id} in the history.")
@@ -199,27 +212,59 @@ class HistoryStore:
     def delete(self, entry_id: int) -> HistoryEntry:
         """Remove an entry (not its file); returns what was removed."""
         entry = self.get(entry_id)
-        with self._lock:
-            self._db.execute("DELETE FROM images WHERE id = ?", (entry_id,))
+        self._run("DELETE FROM images WHERE id = ?", (entry_id,))
         return entry
 
     def models(self) -> list[str]:
         """The model names in the history, most used first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT model_name FROM images GROUP BY model_name ORDER BY count(*) DESC"
-            ).fetchall()
+        rows = self._run("SELECT model_name FROM images GROUP BY model_name ORDER BY count(*) DESC")
         return [str(row[0]) for row in rows]
 
     def integrity_check(self) -> str:
         """SQLite's integrity check result (``"ok"`` when healthy)."""
-        with self._lock:
-            return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+        return str(self._run("PRAGMA integrity_check")[0][0])
+
+    def quick_check(self) -> str:
+        """SQLite's quick check (every page readable and well formed): ``"ok"`` when healthy."""
+        return "; ".join(str(row[0]) for row in self._run("PRAGMA quick_check(5)"))
 
     def paths(self) -> list[str]:
         """Every recorded image path."""
+        return [str(row[0]) for row in self._run("SELECT path FROM images")]
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[None]:
+        """Hold the connection; SQLite's errors leave as :class:`HistoryError`."""
         with self._lock:
-            return [str(row[0]) for row in self._db.execute("SELECT path FROM images")]
+            try:
+                yield
+            except sqlite3.Error as error:
+                raise self._error(error) from None
+
+    def _run(self, sql: str, parameters: Any = ()) -> list[Any]:
+        """Run one statement and return its rows.
+
+        A search index found broken (dropped or damaged by another program) is
+        rebuilt from the images table, and the statement run again.
+        """
+        with self._using():
+            try:
+                return self._db.execute(sql, parameters).fetchall()
+            except sqlite3.Error as error:
+                if error_kind(error) != "search-index" or self._db.in_transaction:
+                    raise
+                log.warning("Rebuilding the history's search index after: %s", error)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rebuild_search_index(self._db)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return self._db.execute(sql, parameters).fetchall()
+
+    def _error(self, error: sqlite3.Error) -> HistoryError:
+        return history_error(error, self.path, self.busy_timeout_s)
 
 
 _FIELDS = (
@@ -251,7 +296,9 @@ def _row_values(path: Path, record: ImageRecord, source: str) -> dict[str, Any]:
     request = record.request
     created = record.created or _file_time(path)
     return {
-        "path": str(path.resolve()),
+        # The path itself, links not followed: deleting the entry removes this
+        # file (a link), never what a link points to.
+        "path": os.path.abspath(path),
         "created": created,
         "created_ts": _timestamp(created, path),
         "prompt": request.prompt,
@@ -281,12 +328,12 @@ def _model_name(record: ImageRecord) -> str:
     return record.model_name
 
 
-def _enable_wal(db: sqlite3.Connection) -> None:
+def _enable_wal(db: sqlite3.Connection, timeout_s: float) -> None:
     """Switch to WAL, waiting for another process that holds the database.
 
     Changing the journal mode does not wait on the busy timeout by itself.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
             db.execute("PRAGMA journal_mode = WAL")
@@ -316,6 +363,15 @@ def _where(query: HistoryQuery) -> tuple[str, list[Any]]:
         clauses.append("model_name = ?")
         parameters.append(query.model)
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), parameters
+
+
+def _id(entry_id: int) -> int | None:
+    """An id SQLite can compare: one out of its range matches nothing (no OverflowError)."""
+    return entry_id if -MAX_ID <= entry_id <= MAX_ID else None
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _entry(row: tuple[Any, ...]) -> HistoryEntry:
