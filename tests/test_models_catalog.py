@@ -302,3 +302,104 @@ def test_scanned_loras_and_embeddings_carry_their_family(tmp_path: Path) -> None
     save_file({"emb_params": torch.zeros(1, 768)}, root / "embeddings/easyneg.safetensors")
     found = {e.name: (e.kind, e.family_label) for e in scan_folder(root).entries}
     assert found == {"xl_detail": ("lora", "SDXL"), "easyneg": ("embedding", "SD 1.x")}
+
+
+def header_file(path: Path, count: int, key: str = "data_offsets") -> Path:
+    """A safetensors file whose header lists ``count`` empty tensors (no tensor data)."""
+    entry = f'{{"dtype":"F16","shape":[0],"{key}":[0,0]}}'
+    header = ("{" + ",".join(f'"t{i}":{entry}' for i in range(count)) + "}").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("count", "key", "reason"),
+    [
+        (1_000_000, "data_offsets", "safetensors header of 56 MB, larger than any model's"),
+        (150_000, "data_offsets", "safetensors header lists 150,000 tensors, more than any"),
+        # Written so that the header's bytes do not show its entries: counted once parsed.
+        (110_000, "data\\u005foffsets", "safetensors header lists 110,000 tensors"),
+    ],
+)
+def test_a_header_listing_too_many_tensors_is_skipped_quickly(
+    tmp_path: Path, count: int, key: str, reason: str
+) -> None:
+    import time
+    import tracemalloc
+
+    root = tmp_path / "webui"
+    save_tensors(root / "models/Lora/fine.safetensors", (SD_TO_K,))
+    huge = header_file(root / "models/Lora/huge.safetensors", count, key)
+    shown = key == "data_offsets"  # refused from its bytes, before parsing
+    if shown:
+        tracemalloc.start()
+    started = time.perf_counter()
+    catalog = scan_folder(root)
+    elapsed = time.perf_counter() - started
+    if shown:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 2 * min(huge.stat().st_size, 16 * 2**20) + 8_000_000, f"{peak:,} bytes"
+    assert [e.name for e in catalog.entries] == ["fine"]
+    ((path, why),) = catalog.skipped
+    assert path == str(huge) and why.startswith(reason) and why.endswith("not read")
+    assert elapsed < (3 if shown else 20), f"{elapsed:.1f} s"
+
+
+def test_each_header_is_parsed_once_per_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from sdstudio.engine.models import families
+
+    root = tmp_path / "webui"
+    for folder in ("models/Stable-diffusion", "models/VAE", "embeddings"):
+        (root / folder).mkdir(parents=True)
+    checkpoint = {
+        "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
+        "cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.zeros(1),
+    }
+    save_file(checkpoint, root / "models/Stable-diffusion/sd15.safetensors")
+    (root / "models/Lora/xl").mkdir(parents=True)
+    save_file({XL_TO_K: torch.zeros(4, 2048)}, root / "models/Lora/xl/detail.safetensors")
+    save_tensors(root / "models/VAE/vae.safetensors", ("decoder.conv_in.weight",))
+    save_file({"emb_params": torch.zeros(1, 768)}, root / "embeddings/easyneg.safetensors")
+    plain = tmp_path / "plain"
+    (plain / "loras").mkdir(parents=True)
+    save_file({SD_TO_K: torch.zeros(4, 768)}, plain / "loras/pl.safetensors")
+    save_tensors(plain / "p.safetensors")
+    files = sorted([*root.rglob("*.safetensors"), *plain.rglob("*.safetensors")])
+
+    headers = {}
+    for path in files:
+        data = path.read_bytes()
+        headers[data[8 : 8 + int.from_bytes(data[:8], "little")]] = path
+    parses = dict.fromkeys(files, 0)
+    real_loads = json.loads
+
+    def counting_loads(text: str | bytes, *args: object, **kwargs: object) -> object:
+        found = headers.get(text.encode() if isinstance(text, str) else bytes(text))
+        if found is not None:
+            parses[found] += 1
+        return real_loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counting_loads)
+    monkeypatch.setattr(families, "read_safetensors_shapes", None)  # would read it again
+    settings = Settings(model_folders=(str(root), str(plain), str(root / "models/Lora")))
+
+    catalog = list_models(AppPaths.default(), settings, with_hf=False)
+
+    assert parses == dict.fromkeys(files, 1)
+    assert catalog.skipped == []
+    found = {e.name: (e.kind, e.family_label) for e in catalog.entries}
+    assert found == {
+        "sd15": ("checkpoint", "SD 1.x"),
+        "detail": ("lora", "SDXL"),
+        "vae": ("vae", "Unknown"),
+        "easyneg": ("embedding", "SD 1.x"),
+        "pl": ("lora", "SD 1.x"),
+        "p": ("checkpoint", "unknown model type"),
+    }

@@ -11,7 +11,9 @@
   prompt is loaded with ``load_textual_inversion`` under its name in lower
   case (CLIP lowercases prompts), and stays loaded for the model.
 
-Pickles are read by diffusers with ``torch.load(weights_only=True)``.
+Pickles are read by diffusers with ``torch.load(weights_only=True)``, or through
+:mod:`sdstudio.engine.models.loading`'s restricted loader; a refused one is reported
+as holding code.
 Hashes are A1111's ``shorthash``: the first 12 hex digits of the file's SHA-256.
 Nothing here imports Qt.
 """
@@ -30,6 +32,7 @@ from typing import Any
 from sdstudio.engine.errors import InvalidRequest, ModelError, first_line
 from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.models import layouts
+from sdstudio.engine.models.loading import load_pickle_state_dict, pickle_refusal, refused_pickle
 from sdstudio.engine.network_files import (
     EMBEDDING_SUFFIXES,
     LORA_SUFFIXES,
@@ -171,6 +174,8 @@ class Networks:
         except Exception as error:  # diffusers/peft raise many types for a bad file
             log.exception("Loading LoRA %s failed", path)
             _delete_adapter(pipe, name)
+            if refused_pickle(error):
+                raise pickle_refusal(path) from None
             problem = _lora_problem(error)
             raise ModelError(f"Could not load the LoRA {path.name}: {problem}") from None
         self._adapters[path] = name
@@ -228,7 +233,8 @@ class Networks:
                 pipe.unload_textual_inversion(token, tokenizer=tokenizer, text_encoder=encoder)
             self._failed.add(path)
             if on_status:
-                on_status(f"The embedding {path.name} was not used: {first_line(error)}")
+                reason = pickle_refusal(path) if refused_pickle(error) else error
+                on_status(f"The embedding {path.name} was not used: {first_line(reason)}")
             return False
         return True
 
@@ -284,9 +290,7 @@ def _sdxl_vectors(path: Path) -> tuple[Any, Any]:
 
         state = load_file(str(path))
     else:
-        import torch
-
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_pickle_state_dict(path)
     if not isinstance(state, dict) or "clip_l" not in state or "clip_g" not in state:
         raise ModelError("it is not an SDXL embedding (it has no clip_l and clip_g vectors)")
     return state["clip_l"], state["clip_g"]

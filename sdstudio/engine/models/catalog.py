@@ -3,12 +3,12 @@
 Sources: the app's own models folder, folders the user added (plain folders of
 checkpoints or the roots of AUTOMATIC1111/Forge/SD.Next, ComfyUI and InvokeAI),
 and the Hugging Face cache. Listing reads file headers at most, never tensors,
+each file's header once per scan and only up to the limits in :mod:`layouts`,
 and never fails on an unreadable file or folder: it is skipped and reported.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -74,14 +74,15 @@ def list_models(
 ) -> Catalog:
     """Every model from the app's folder, the user's folders and the Hugging Face cache."""
     catalog = Catalog()
+    seen_files: set[Path] = set()
     if paths.models_dir.is_dir():
-        catalog.extend(scan_folder(paths.models_dir, source="app"))
+        catalog.extend(scan_folder(paths.models_dir, source="app", seen=seen_files))
     for folder in settings.model_folders:
         root = Path(folder).expanduser()
         if not root.is_dir():
             catalog.skipped.append((str(root), "folder not found"))
             continue
-        catalog.extend(scan_folder(root))
+        catalog.extend(scan_folder(root, seen=seen_files))
     if with_hf:
         catalog.extend(scan_hf_cache(hf_cache))
     seen: set[str] = set()
@@ -113,15 +114,18 @@ def network_folders(paths: AppPaths, settings: Settings, kind: str) -> list[Path
     return list(dict.fromkeys(found))
 
 
-def scan_folder(root: Path, *, source: str | None = None) -> Catalog:
+def scan_folder(root: Path, *, source: str | None = None, seen: set[Path] | None = None) -> Catalog:
     """The models under ``root``: a tool's root (detected) or a plain folder of models.
 
     ``source`` overrides the detected source (``folder`` for a plain folder).
+    Files in ``seen`` (listed by an earlier scan of an overlapping folder) are not
+    read again; the files found are added to it.
     """
     tool = layouts.detect_tool(root)
     catalog = Catalog()
+    seen = set() if seen is None else seen
     for folder, kind in layouts.model_folders(root, tool):
-        catalog.extend(_scan_tree(folder, kind, source or tool or "folder"))
+        catalog.extend(_scan_tree(folder, kind, source or tool or "folder", seen))
     return catalog
 
 
@@ -207,7 +211,7 @@ def family_of(path: Path) -> tuple[str, str]:
     return family, label
 
 
-def _scan_tree(folder: Path, kind: str, source: str) -> Catalog:
+def _scan_tree(folder: Path, kind: str, source: str, seen: set[Path]) -> Catalog:
     """Model files and diffusers folders under ``folder``, skipping what cannot be read."""
     catalog = Catalog()
 
@@ -227,41 +231,75 @@ def _scan_tree(folder: Path, kind: str, source: str) -> Catalog:
                 dirnames.remove(name)
                 catalog.entries.append(_entry(name, kind, "diffusers", sub, source))
         for name in sorted(filenames):
-            _add_file(catalog, base / name, folder, kind, source)
+            path = base / name
+            if path not in seen:
+                seen.add(path)
+                _add_file(catalog, path, folder, kind, source)
     return catalog
 
 
 def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) -> None:
-    """Add one model file; a plain folder's kinds are told by sub-folder names and headers."""
+    """Add one model file; a plain folder's kinds are told by sub-folder names and headers.
+
+    A safetensors header is read once here and gives the kind and the family.
+    """
     file_format = layouts.FORMATS.get(path.suffix.lower())
     if file_format is None:
         return
     plain = source in ("app", "folder")
     if plain:
         kind = layouts.kind_from_path(path, root, kind)
+    family = ("unknown", "Unknown")
     try:
         size = path.stat().st_size
         if file_format == "safetensors":
-            header = layouts.read_safetensors_header(path)
+            header, data_size = layouts.read_safetensors_layout(path)
             if plain and kind == "checkpoint":
                 kind = layouts.kind_from_header(header, kind)
+            family = _file_family(path, kind, header, data_size)
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         log.warning("Skipping model file %s: %s", path, reason)
         catalog.skipped.append((str(path), reason))
         return
-    catalog.entries.append(_entry(path.stem, kind, file_format, path, source, size=size))
+    catalog.entries.append(
+        _entry(path.stem, kind, file_format, path, source, size=size, family=family)
+    )
+
+
+def _file_family(path: Path, kind: str, header: dict[str, Any], data_size: int) -> tuple[str, str]:
+    """A safetensors file's family from its parsed header (never reading the file again)."""
+    if kind in ("lora", "embedding"):
+        return layouts.network_family(header)
+    if kind == "vae":
+        return "unknown", "Unknown"
+    try:
+        from sdstudio.engine.models.families import (
+            detect_family_from_header,
+            with_sidecar_prediction,
+        )
+
+        shapes = layouts.header_shapes(header, data_size)
+        found = with_sidecar_prediction(detect_family_from_header(shapes), path)
+        return str(found.family), str(found.label)
+    except Exception as error:  # the detector is another module's; never let it break listing
+        log.info("Family detection failed for %s: %s", path, error)
+        return "unknown", "Unknown"
 
 
 def _entry(
-    name: str, kind: str, file_format: str, path: Path, source: str, *, size: int | None = None
+    name: str,
+    kind: str,
+    file_format: str,
+    path: Path,
+    source: str,
+    *,
+    size: int | None = None,
+    family: tuple[str, str] | None = None,
 ) -> ModelEntry:
-    family, label = "unknown", "Unknown"
-    if kind in ("lora", "embedding") and file_format == "safetensors":
-        with contextlib.suppress(OSError, ValueError):
-            family, label = layouts.network_family(layouts.read_safetensors_header(path))
-    elif file_format in ("safetensors", "diffusers") and kind != "vae":
-        family, label = family_of(path)
+    """An entry; a folder's family is detected here, a file's is given."""
+    if family is None:
+        family = family_of(path) if kind != "vae" else ("unknown", "Unknown")
     flags = ("few-step",) if _few_step(name) else ()
     return ModelEntry(
         name=name,
@@ -270,8 +308,8 @@ def _entry(
         path=str(path),
         size_bytes=_folder_size(path) if size is None else size,
         source=source,
-        family=family,
-        family_label=label,
+        family=family[0],
+        family_label=family[1],
         flags=flags,
     )
 

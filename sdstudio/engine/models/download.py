@@ -2,11 +2,13 @@
 
 Only the files a pipeline needs are fetched (configs, tokenizers, scheduler and
 one set of weights per component, fp16 safetensors where offered, never
-pickles when safetensors exist), one file at a time, with byte progress and
-cancel. ``model_index.json`` comes last, so an interrupted download never looks
-like a usable model. Running it again skips the files already complete and
-continues a partial one where it stopped (see :mod:`resume`); within a run, a
-dropped connection is resumed by huggingface_hub itself.
+pickles when safetensors exist, never code or files of unknown types), one
+file at a time from the listed commit, with byte progress and cancel.
+``model_index.json`` comes last, so an interrupted download never looks like a
+usable model. Running it again skips the files already complete and continues
+a partial one where it stopped (see :mod:`resume`, which also checks every
+name the server sends); within a run, a dropped connection is resumed by
+huggingface_hub itself.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ SPACE_MARGIN = 1.10
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _SUPPORT_FOLDERS = ("scheduler", "tokenizer", "feature_extractor")
+_SUPPORT_SUFFIXES = (".json", ".txt", ".model")
+"""Configs, tokenizer vocabularies and merges, and sentencepiece models."""
 
 
 class DownloadCancelled(SdStudioError):
@@ -69,7 +73,7 @@ def choose_files(sizes: dict[str, int]) -> list[str]:
         if not folder or "/" in folder:
             continue
         if base == "config.json" or folder.startswith(_SUPPORT_FOLDERS):
-            if not base.endswith(_WEIGHT_SUFFIXES):
+            if base.endswith(_SUPPORT_SUFFIXES) and not _weight_suffix(base):
                 chosen.append(name)
         elif _weight_suffix(base):
             folders.setdefault(folder, []).append(name)
@@ -117,9 +121,12 @@ def plan_download(
         info = HfApi(endpoint=endpoint, token=token).model_info(
             repo_id, revision=revision, files_metadata=True, timeout=30
         )
+    server = resume.server_name(endpoint)
     sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+    resume.check_names(sizes, repo_id, server)
+    commit = resume.check_commit(str(info.sha), repo_id, server)
     files = tuple((name, sizes[name]) for name in choose_files(sizes))
-    return DownloadPlan(repo_id=repo_id, commit=str(info.sha), files=files)
+    return DownloadPlan(repo_id=repo_id, commit=commit, files=files)
 
 
 def download_model(
@@ -136,37 +143,35 @@ def download_model(
 
     Raises :class:`DownloadCancelled` when ``cancel`` is set, :class:`StorageError`
     when the disk is too full, and :class:`ModelError` when the Hub cannot be
-    reached or the repo is missing, gated or not a diffusers model.
+    reached, the repo is missing, gated or not a diffusers model, or the server
+    sends a name that is not a safe path or digest (nothing is written outside
+    the cache).
     """
-    from huggingface_hub import hf_hub_download
-
     cache = cache_dir or hf_cache_dir()
+    if resume.unsafe_name(revision):
+        raise ModelError(f"{revision!r} is not a revision name (a branch, tag or commit id).")
     plan = plan_download(repo_id, revision=revision, token=token, endpoint=endpoint)
-    snapshot = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots" / plan.commit
+    repo = resume.repo_folder(cache, repo_id)
+    snapshot = resume.inside(cache, repo / "snapshots" / plan.commit)
     missing = [(name, size) for name, size in plan.files if not (snapshot / name).exists()]
     check_free_space(cache, sum(size for _name, size in missing))
     tracker = _Tracker(plan.total_bytes, progress, cancel)
     tracker.done = plan.total_bytes - sum(size for _name, size in missing)
     tracker.report()
     bar = cast(Any, functools.partial(_Bar, tracker))
+    server = resume.server_name(endpoint)
     for name, size in missing:
         tracker.check()
         before = tracker.done
         with _hub_errors(repo_id):
             blob, url, expected = resume.blob_path(
-                cache, repo_id, name, revision=revision, token=token, endpoint=endpoint
+                cache, repo_id, name, commit=plan.commit, token=token, endpoint=endpoint
             )
-            resume.fetch_blob(url, blob, size=expected, token=token, tqdm_class=bar)
-            hf_hub_download(  # links the blob into the snapshot and records the revision
-                repo_id,
-                name,
-                revision=revision,
-                cache_dir=cache,
-                token=token,
-                endpoint=endpoint,
-                tqdm_class=bar,
-            )
+            label = f"{name} from {server}"
+            resume.fetch_blob(url, blob, size=expected, token=token, tqdm_class=bar, label=label)
+            resume.link_into_snapshot(cache, snapshot, name, blob)
         tracker.finish_file(before + size)
+    resume.write_ref(repo, revision, plan.commit)
     log.info("Downloaded %s (%d bytes) to %s", repo_id, plan.total_bytes, snapshot)
     return snapshot
 

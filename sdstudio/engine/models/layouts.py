@@ -7,6 +7,7 @@ and a diffusers folder is told by its ``model_index.json`` and ``unet/config.jso
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,18 @@ INVOKEAI_BASES = ("sd-1", "sd-2", "sdxl", "sdxl-refiner", "sd-3", "flux", "any")
 
 INVOKEAI_TYPES = {"main": "checkpoint", "lora": "lora", "embedding": "embedding", "vae": "vae"}
 
-_MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+"""The largest safetensors header read here (safetensors itself allows 100 MB).
+
+Real headers are far smaller: an SDXL checkpoint's 2,500 tensors take about
+0.4 MB, a large LoRA or LyCORIS with its training metadata 1 to 2 MB. A header
+entry takes about 150 bytes, so 16 MB holds :data:`MAX_TENSORS` entries, and
+parsing the worst 16 MB of JSON stays near a second and 200 MB of memory per
+file, where 100 MB would take several seconds and more than a gigabyte.
+"""
+
+MAX_TENSORS = 100_000
+"""The most tensors a header may list (SDXL checkpoints have about 2,500, big LoRAs 6,000)."""
 
 
 def detect_tool(root: Path) -> str | None:
@@ -146,24 +158,67 @@ def network_family(header: dict[str, Any]) -> tuple[str, str]:
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file; ``ValueError`` when it is not one."""
+    """The JSON header of a safetensors file; ``ValueError`` when it is not one.
+
+    A header over :data:`MAX_HEADER_BYTES` or listing more than :data:`MAX_TENSORS`
+    tensors is refused with ``ValueError`` too, before it is parsed where its bytes
+    show it.
+    """
+    return read_safetensors_layout(path)[0]
+
+
+def read_safetensors_layout(path: Path) -> tuple[dict[str, Any], int]:
+    """The header of a safetensors file (as :func:`read_safetensors_header`) and the size
+    of the tensor data that follows it."""
     with path.open("rb") as file:
         prefix = file.read(8)
         if len(prefix) != 8:
             raise ValueError("not a safetensors file (too short)")
         (length,) = struct.unpack("<Q", prefix)
-        if length > _MAX_HEADER:
-            raise ValueError("not a safetensors file (header too large)")
+        if length > MAX_HEADER_BYTES:
+            raise ValueError(
+                f"safetensors header of {length / 2**20:,.0f} MB, larger than any model's "
+                f"(limit {MAX_HEADER_BYTES // 2**20} MB); not read"
+            )
         raw = file.read(length)
+        data_size = os.fstat(file.fileno()).st_size - 8 - len(raw)
     if len(raw) != length:
         raise ValueError("not a safetensors file (truncated header)")
+    _check_tensor_count(raw.count(b'"data_offsets"'))
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError("not a safetensors file (unreadable header)") from error
     if not isinstance(header, dict):
         raise ValueError("not a safetensors file (bad header)")
-    return header
+    _check_tensor_count(len(header) - ("__metadata__" in header))
+    return header, data_size
+
+
+def _check_tensor_count(count: int) -> None:
+    if count > MAX_TENSORS:
+        raise ValueError(
+            f"safetensors header lists {count:,} tensors, more than any model has "
+            f"(limit {MAX_TENSORS:,}); not read"
+        )
+
+
+def header_shapes(header: dict[str, Any], data_size: int) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a parsed header; ``ValueError`` when an entry is
+    malformed or points past the ``data_size`` bytes that follow the header."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    end = 0
+    try:
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            shapes[name] = tuple(int(n) for n in entry["shape"])
+            end = max(end, int(entry["data_offsets"][1]))
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise ValueError("not a safetensors file (bad tensor entry)") from error
+    if end > data_size:
+        raise ValueError("truncated safetensors file")
+    return shapes
 
 
 def diffusers_family(folder: Path) -> tuple[str, str]:

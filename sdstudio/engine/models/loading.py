@@ -102,12 +102,7 @@ def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError:
         # weights_only refuses any global that is not a tensor or plain data (os.system,
         # arbitrary classes), and garbage; nothing in the file has run.
-        raise ModelError(
-            f"{path.name} was not opened: it is a pickle checkpoint, which can run code when "
-            "loaded, and it holds more than plain weights (code-capable pickle data) or is "
-            "damaged. Convert it to .safetensors with a tool you trust, or get a .safetensors "
-            "version of the model."
-        ) from None
+        raise pickle_refusal(path) from None
     except (OSError, EOFError, RuntimeError, ValueError):
         raise _unreadable_pickle(path) from None
     while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
@@ -115,6 +110,30 @@ def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict):
         raise ModelError(f"{path.name} is a pickle checkpoint without a state dict of weights.")
     return {str(k): v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+def pickle_refusal(path: Path) -> ModelError:
+    """The error for a pickle file the restricted loader refused (it holds code)."""
+    return ModelError(
+        f"{path.name} was not opened: it is a pickle checkpoint, which can run code when "
+        "loaded, and it holds code or other objects besides weights (or is damaged). Convert "
+        "it to .safetensors with a tool you trust, or get a .safetensors version of it."
+    )
+
+
+def refused_pickle(error: BaseException) -> bool:
+    """Whether ``error``, or an error it came from, is ``torch.load(weights_only=True)``
+    refusing a pickle (libraries such as diffusers wrap it in their own errors)."""
+    import pickle
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, pickle.UnpicklingError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _unreadable_pickle(path: Path) -> ModelError:
