@@ -26,9 +26,19 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
 
+from sdstudio.engine.images import open_image
 from sdstudio.ui.mask_layer import MaskLayer, mask_from_pil
 
 EXTEND_SIDES = ("left", "right", "up", "down")
+
+
+def load_qimage(path: str | Path) -> QImage:
+    """An image file as a QImage (GUI thread only), opened like every input image.
+
+    Qt would read any format it has a plugin for; this reads only PNG, JPEG
+    and WebP, checked for size. Raises :class:`~sdstudio.engine.errors.ImageInputError`.
+    """
+    return pil_to_qimage(open_image(path))
 
 
 def pil_to_qimage(image: Image.Image) -> QImage:

@@ -20,6 +20,7 @@ from PIL import Image
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 
+from sdstudio.engine.images import open_checked, to_rgb
 from sdstudio.ui.canvas import pil_to_qimage
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,22 @@ def disk_cache_name(path: str, size: int, stat: os.stat_result) -> str:
 def make_thumbnail(path: str, size: int, cache_dir: Path | None = None) -> Image.Image | None:
     """A thumbnail of the image at ``path`` no larger than ``size`` pixels, or ``None``.
 
-    Runs on any thread and never raises: an unreadable or missing file gives ``None``.
+    Runs on any thread and never raises: an unreadable, missing or too large
+    file (see :func:`~sdstudio.engine.images.open_checked`) gives ``None``.
     """
     try:
         stat = os.stat(path)
         cached = cache_dir / disk_cache_name(path, size, stat) if cache_dir else None
         if cached is not None:
-            with contextlib.suppress(OSError), Image.open(cached) as hit:
+            with contextlib.suppress(OSError), Image.open(cached, formats=["JPEG"]) as hit:
                 hit.load()
                 return hit
-        with Image.open(path) as source:
-            source.draft("RGB", (size, size))
+        # PNG, JPEG or WebP only, checked for size after a JPEG's reduced decode.
+        with open_checked(path, draft=(size, size)) as source:
+            source.load()  # the first frame only
             source.thumbnail((size, size))
-            image = source.convert("RGBA" if source.mode in ("RGBA", "LA", "PA") else "RGB")
+            alpha = source.mode in ("RGBA", "LA", "PA") or "transparency" in source.info
+            image = source.convert("RGBA") if alpha else to_rgb(source)
         if cached is not None:
             _write_cache(cached, image)
         return image

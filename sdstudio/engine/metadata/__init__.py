@@ -9,19 +9,19 @@ AUTOMATIC1111 (``a1111``, also from JPEG/WebP EXIF through ``exif``),
 ComfyUI (``comfyui``), InvokeAI (``invokeai``, ``invokeai2``) and Fooocus
 (``fooocus``); ``names`` maps their sampler names onto sdstudio's and
 ``values`` makes their values valid for a :class:`GenerationRequest`.
+``files`` reads the texts from a file without decoding its pixels, within
+size limits, and makes them safe to store and print.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from sdstudio.engine.errors import ImageInputError, InvalidRequest
+from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata.a1111 import (
     PARAMETERS_KEY,
     format_parameters,
@@ -29,7 +29,7 @@ from sdstudio.engine.metadata.a1111 import (
     read_parameters,
 )
 from sdstudio.engine.metadata.comfyui import PROMPT_KEY, read_comfyui
-from sdstudio.engine.metadata.exif import exif_texts
+from sdstudio.engine.metadata.files import read_texts
 from sdstudio.engine.metadata.fooocus import SCHEME_KEY, read_fooocus
 from sdstudio.engine.metadata.invokeai import METADATA_KEY, read_invokeai
 from sdstudio.engine.metadata.invokeai2 import DREAM_KEY, SD_METADATA_KEY, read_invokeai2
@@ -115,11 +115,14 @@ def read_image_settings(path: str | Path) -> ImageSettings:
 
     sdstudio's own record is preferred; then Fooocus, AUTOMATIC1111
     ``parameters`` (PNG text, or EXIF UserComment in JPEG and WebP), InvokeAI
-    and ComfyUI, in that order. Raises :class:`ImageInputError` when the file
-    is not a readable image and :class:`InvalidRequest` when it holds no
-    settings sdstudio can read.
+    and ComfyUI, in that order. Only the metadata is read, never the pixels
+    (see :mod:`~sdstudio.engine.metadata.files` for the limits). Raises
+    :class:`~sdstudio.engine.errors.ImageInputError` when the file is not a
+    readable PNG, JPEG or WebP image and :class:`InvalidRequest` when it holds
+    no settings sdstudio can read.
     """
-    texts, size = _text_chunks(path)
+    found = read_texts(path, _KNOWN_KEYS)
+    texts, size = found.texts, found.size
     parameters = texts.get(PARAMETERS_KEY, "")
     record_error: InvalidRequest | None = None
     if RECORD_KEY in texts:
@@ -129,7 +132,12 @@ def read_image_settings(path: str | Path) -> ImageSettings:
             record_error = error
         else:
             return ImageSettings(
-                "sdstudio", record.request, record, parameters, model_name=record.model_name
+                "sdstudio",
+                record.request,
+                record,
+                parameters,
+                model_name=record.model_name,
+                notes=found.notes,
             )
     for source, read in _READERS:
         try:
@@ -137,36 +145,9 @@ def read_image_settings(path: str | Path) -> ImageSettings:
         except InvalidRequest:
             continue
         return ImageSettings(
-            source, parsed.request, None, parameters, parsed.model_name, parsed.notes
+            source, parsed.request, None, parameters, parsed.model_name, parsed.notes + found.notes
         )
     if record_error is not None:
         raise record_error
-    raise InvalidRequest(f"{Path(path).name} holds no generation settings.")
-
-
-def _text_chunks(path: str | Path) -> tuple[dict[str, str], tuple[int, int]]:
-    """The image's metadata texts (PNG text chunks, then EXIF) and its size."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageInputError(f"The image {path} does not exist.")
-    try:
-        with warnings.catch_warnings():
-            # Only the header and text chunks are read, never the pixels.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                size = image.size
-                raw = dict(image.info)
-                if image.format == "PNG" and not raw.keys() & _KNOWN_KEYS:
-                    # Chunks written after the pixel data are read only on load.
-                    raw.update(image.text)  # type: ignore[attr-defined]
-                texts = {str(k): v for k, v in raw.items() if isinstance(v, str)}
-                if "exif" in raw:
-                    for key, value in exif_texts(image.getexif()).items():
-                        texts.setdefault(key, value)
-    except UnidentifiedImageError:
-        raise ImageInputError(f"The file {path} is not an image sdstudio can read.") from None
-    except Image.DecompressionBombError:
-        raise ImageInputError(f"The image {path} is too large to open safely.") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageInputError(f"The image {path} is damaged or truncated ({error}).") from None
-    return texts, size
+    left_out = f" {found.notes[0]}" if found.notes else ""
+    raise InvalidRequest(f"{Path(path).name} holds no generation settings.{left_out}")

@@ -20,7 +20,7 @@ from typing import Any
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata.values import Parsed, as_int, build_request
+from sdstudio.engine.metadata.values import Parsed, as_int, build_request, clean_text
 from sdstudio.engine.request import MAX_CLIP_SKIP, GenerationRequest, Mode
 
 PARAMETERS_KEY = "parameters"
@@ -32,6 +32,10 @@ DEFAULT_SAMPLER = "Euler a"
 # colon takes quadratic time (a 1 MB text chunk would take hours). Keys are
 # far shorter than 64 characters, so the pairs found are the same.
 _PAIR = re.compile(r"""\s{0,64}(\w[\w \-/]{1,64}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)""")
+# A longer last line is read as part of the prompt, not searched for settings (about
+# a second per megabyte). Real settings lines, quoted extension prompts and all, are
+# a few kilobytes.
+MAX_SETTINGS_LINE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +98,13 @@ def split_parameters(text: str) -> A1111Parameters:
     """Split a ``parameters`` text into prompt, negative prompt and settings.
 
     Never raises on odd input: text that is not in this format is read as a
-    prompt with no settings.
+    prompt with no settings. Characters that cannot be stored are replaced
+    (see :func:`~sdstudio.engine.metadata.values.clean_text`).
     """
-    lines = text.strip().split("\n")
+    lines = clean_text(text).strip().split("\n")
     settings: dict[str, str] = {}
     last = lines[-1] if lines else ""
-    pairs = _PAIR.findall(last)
+    pairs = _PAIR.findall(last) if len(last) <= MAX_SETTINGS_LINE else []
     if len(pairs) >= 3:
         settings = {key.strip(): _unquote(value.strip()) for key, value in pairs}
         lines = lines[:-1]
@@ -206,5 +211,5 @@ def _unquote(value: str) -> str:
             decoded = json.loads(value)
         except json.JSONDecodeError:
             return value
-        return decoded if isinstance(decoded, str) else value
+        return clean_text(decoded) if isinstance(decoded, str) else value
     return value

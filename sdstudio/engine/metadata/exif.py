@@ -22,6 +22,19 @@ _COMFYUI_KEYS = ("prompt", "workflow")
 _SCHEMES = ("fooocus", "a1111")
 
 
+def exif_bytes_texts(data: bytes) -> dict[str, str]:
+    """The metadata texts in raw EXIF data (with or without its ``Exif\\0\\0`` header).
+
+    Never raises: unreadable EXIF gives an empty dict.
+    """
+    exif = Image.Exif()
+    try:
+        exif.load(data)
+    except Exception:  # damaged EXIF is only missing metadata
+        return {}
+    return exif_texts(exif)
+
+
 def exif_texts(exif: Image.Exif) -> dict[str, str]:
     """The metadata texts in an image's EXIF, under the PNG chunk names they stand for.
 
