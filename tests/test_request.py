@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -121,3 +123,94 @@ def test_from_json_refuses_newer_schema_and_bad_text() -> None:
 def test_from_dict_ignores_unknown_keys() -> None:
     data = {**make(seed=3).to_dict(), "added_later": 1}
     assert GenerationRequest.from_dict(data) == make(seed=3)
+
+
+# --- numbers too large for any setting ----------------------------------------
+
+HUGE_NUMBERS = [
+    ("seed", 10**30, "Seed must be -1 (random) or between 0 and 4294967295"),
+    ("steps", 10**20, "Steps must be between 1 and 500"),
+    ("width", 10**20, "Width must be between 64 and 4096 pixels"),
+    ("height", -(10**20), "Height must be between 64 and 4096 pixels"),
+    ("batch_size", 10**20, "Batch size must be between 1 and 64"),
+    ("clip_skip", 10**20, "Clip skip must be between 1 and 12"),
+    ("guidance_scale", 10**400, "Guidance scale must be between 0 and 50"),
+    ("strength", 10**400, "Strength must be between 0 and 1"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), HUGE_NUMBERS, ids=lambda v: str(v)[:12])
+def test_huge_numbers_are_refused_with_a_short_message(name: str, value: int, message: str) -> None:
+    for build in (
+        lambda: make(**{name: value}),
+        lambda: GenerationRequest.from_dict({**make().to_dict(), name: value}),
+        lambda: GenerationRequest.from_json(json.dumps({**make().to_dict(), name: value})),
+    ):
+        with pytest.raises(InvalidRequest) as raised:
+            build()
+        text = str(raised.value)
+        assert text.startswith(message) and text.endswith("digits.") and len(text) < 120, text
+
+
+def test_json_with_a_number_python_cannot_read_is_refused() -> None:
+    text = make().to_json().replace('"seed": -1', '"seed": 1' + "0" * 5000)
+    with pytest.raises(InvalidRequest, match="a number in it has too many digits"):
+        GenerationRequest.from_json(text)
+    with pytest.raises(InvalidRequest, match="nests too deeply"):
+        GenerationRequest.from_json("[" * 100_000)
+    with pytest.raises(InvalidRequest, match="Unknown mode"):
+        GenerationRequest.from_dict({**make().to_dict(), "mode": ["img2img"]})
+    with pytest.raises(InvalidRequest, match="init_image must be a path"):
+        make(mode=Mode.IMG2IMG, init_image=10**30)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--seed", "Seed must be -1 (random) or between 0 and 4294967295, not a number of"),
+        ("--steps", "Steps must be between 1 and 500, not a number of 21 digits."),
+        ("--width", "Width must be between 64 and 4096 pixels, not a number of 21 digits."),
+        ("--height", "Height must be between 64 and 4096 pixels, not a number of 21 digits."),
+        ("--batch", "Batch size must be between 1 and 64, not a number of 21 digits."),
+    ],
+)
+def test_huge_numbers_on_the_command_line_get_a_clear_message(
+    capsys: pytest.CaptureFixture[str], tiny_model, option: str, message: str
+) -> None:
+    from sdstudio.cli import main
+
+    value = str(10**30 if option == "--seed" else 10**20)
+    common = ["--prompt", "x", "--steps", "1", "--width", "64", "--height", "64"]
+    code = main(["generate", "--model", str(tiny_model), *common, option, value])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"error: {message}" in err and "unexpected failure" not in err
+    assert main(["rerun", "1", "--seed", str(10**30)]) == 1
+    assert "unexpected failure" not in capsys.readouterr().err
+
+
+def test_huge_numbers_in_an_image_give_a_clear_message(
+    capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from sdstudio.cli import main
+
+    record = {"format": "sdstudio", "version": 1, "request": make(seed=1).to_dict()}
+    for name, value, _message in HUGE_NUMBERS:
+        for number in (str(value), "1" + "0" * 4400):
+            info = PngInfo()
+            data = {**record, "request": {**record["request"], name: 0}}
+            info.add_text(
+                "sdstudio", json.dumps(data).replace(f'"{name}": 0', f'"{name}": {number}')
+            )
+            info.add_text("parameters", f"x\nSteps: {number}, Seed: {number}, Size: {number}x64")
+            path = tmp_path / "huge.png"
+            Image.new("RGB", (64, 64)).save(path, pnginfo=info)
+            for command in (["info", str(path)], ["rerun", str(path), "--model", "m"]):
+                code = main(command)
+                captured = capsys.readouterr()
+                assert code in (0, 1)
+                assert "unexpected failure" not in captured.err
+                assert code == 0 or captured.err.startswith("error: ")

@@ -1,10 +1,20 @@
-"""``sdstudio-cli generate``, ``rerun`` and ``info``."""
+"""``sdstudio-cli generate``, ``rerun`` and ``info``.
+
+``rerun ID`` trusts the history, which is sdstudio's own: its model and VAE
+paths are those the user gave. So does ``rerun IMAGE`` for an image the
+history lists (its entry is re-run). Settings read from any other image are
+another tool's or another person's: their model and VAE are looked for only in
+the model and VAE folders and the Hugging Face cache; anything else asks for
+``--model`` or ``--vae``. A recorded init image or mask is used only from
+sdstudio's inputs folder, where the engine keeps a copy of every one; anything
+else is reported as missing. The prompts' length is checked before a model is
+loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,12 +22,19 @@ from typing import TYPE_CHECKING, Any
 from sdstudio.cli.model_choice import ChosenModel, choose_model, settings_for
 from sdstudio.cli.report import Reporter
 from sdstudio.engine.errors import InvalidRequest, ModelError
-from sdstudio.engine.models.lookup import HOW_TO_LIST, AmbiguousModel, ModelFinder
+from sdstudio.engine.models.lookup import (
+    HOW_TO_LIST,
+    AmbiguousModel,
+    ModelFinder,
+    ModelOutsideFolders,
+    is_inside,
+)
 from sdstudio.engine.request import GenerationRequest, Mode, round_to_multiple_of_8
 from sdstudio.logs import quiet_third_party
 
 if TYPE_CHECKING:
     from sdstudio.cli import Context
+    from sdstudio.engine.history import HistoryEntry
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -91,6 +108,7 @@ def run_generation(args: argparse.Namespace, context: Context) -> int:
             request = request.replace(vae=vae)
     else:
         request = _request_to_rerun(args, context, finder)
+    request.check_prompts()
     return _run(request, args, context, finder)
 
 
@@ -159,56 +177,105 @@ def _request_to_rerun(
     from sdstudio.engine.metadata import read_image_settings
 
     source = args.image
+    entry: HistoryEntry | None
     if source.isdigit() and not Path(source).exists():
         entry = context.library.store.get(int(source))
-        request, model_name = entry.request, entry.model_name
         source = f"history entry {source}"
     else:
-        settings = read_image_settings(source)
-        request, model_name = settings.request, settings.model_name
+        entry = context.library.store.find_path(Path(source))
         source = Path(source).name
+    if entry is not None:
+        request, model_name, trusted = entry.request, entry.model_name, True
+    else:
+        settings = read_image_settings(args.image)
+        request, model_name, trusted = settings.request, settings.model_name, False
     changes: dict[str, Any] = {}
     if args.model:
         changes["model"] = choose_model(args.model, finder).request_model
     else:
-        model = _recorded_model(request.model, model_name, source, finder, context.reporter)
+        model = _recorded_model(request.model, model_name, source, finder, context, trusted)
         if model != request.model:
             changes["model"] = model
     if args.seed is not None:
         changes["seed"] = args.seed
     if args.vae is not None:
         changes["vae"] = _vae_argument(args.vae)
+    elif request.vae and not trusted:
+        vae = _recorded_vae(request.vae, context)
+        if vae != request.vae:
+            changes["vae"] = vae
     for name in ("init_image", "mask"):
-        value = getattr(request, name)
-        if value and not Path(value).exists():
-            raise InvalidRequest(f"The {name.replace('_', ' ')} {value} of this image is gone.")
+        _check_source_image(getattr(request, name), name, source, context.paths.inputs_dir)
     return request.replace(**changes) if changes else request
 
 
+def _check_source_image(value: str | None, name: str, source: str, inputs_dir: Path) -> None:
+    """A recorded init image or mask is used only from the inputs folder, where
+    sdstudio keeps a copy of every one it used: a record read from elsewhere
+    could name any file on this computer."""
+    if not value:
+        return
+    what = name.replace("_", " ")
+    if not is_inside(Path(value), [inputs_dir]):
+        raise InvalidRequest(
+            f"The {what} of {source} is missing: sdstudio re-runs only {what}s kept in its "
+            f"inputs folder ({inputs_dir}), and {value} is not there. Start again from the "
+            "image with 'sdstudio-cli generate --init-image'."
+        )
+    if not Path(value).is_file():
+        raise InvalidRequest(f"The {what} {value} of {source} is gone.")
+
+
 def _recorded_model(
-    model: str, model_name: str, source: str, finder: ModelFinder, reporter: Reporter
+    model: str, model_name: str, source: str, finder: ModelFinder, context: Context, trusted: bool
 ) -> str:
     """The recorded model, or the model of the recorded name when its path is gone
-    (a Hugging Face model updated since, say)."""
+    (a Hugging Face model updated since, say). Unless ``trusted``, a path is taken
+    only inside the model folders (:meth:`ModelFinder.find_recorded`)."""
+    outside: ModelOutsideFolders | None = None
     try:
-        finder(model)
+        finder.find(model) if trusted else finder.find_recorded(model)
         return model
     except AmbiguousModel as error:
         raise InvalidRequest(f"{error} Re-run with --model PATH.") from None
+    except ModelOutsideFolders as error:
+        outside = error
     except ModelError:
         pass
     if model_name and model_name != model:
         # A name read from the image: looked up in the catalog only.
         with contextlib.suppress(ModelError):
-            path, entry = finder.find(model_name)
+            path, entry = finder.find_recorded(model_name)
             found = entry.name if entry is not None else str(path)
-            message = f"The model {model} is gone; using {found}, which has its name."
-            reporter.event("notice", message, message=message)
+            gone = "is not used" if outside is not None else "is gone"
+            message = f"The model {model} {gone}; using {found}, which has its name."
+            context.reporter.event("notice", message, message=message)
             return found
+    if outside is not None:
+        raise InvalidRequest(f"{outside} Give the model to use with --model PATH.")
     raise InvalidRequest(
         f"The model {model!r} recorded in {source} was not found; give it with --model PATH. "
         f"{HOW_TO_LIST}"
     )
+
+
+def _recorded_vae(value: str, context: Context) -> str:
+    """The VAE an image names, found only in the VAE folders (a path elsewhere is not
+    used): the value itself when the engine finds the same file by it, else its path."""
+    from sdstudio.engine.models.catalog import hf_cache_dir, network_folders
+    from sdstudio.engine.vae import find_recorded_vae, find_vae
+
+    folders = network_folders(context.paths, context.settings, "vae")
+    try:
+        found = find_recorded_vae(value, folders, also=[hf_cache_dir()])
+    except InvalidRequest as error:
+        raise InvalidRequest(
+            f"{error} Give the VAE to use with --vae PATH, or --vae none for the model's own."
+        ) from None
+    with contextlib.suppress(InvalidRequest):
+        if find_vae(value, folders) == found:
+            return value
+    return str(found)
 
 
 def _run(
@@ -286,7 +353,7 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
             data["created"] = settings.record.created
         if settings.parameters:
             data["parameters"] = settings.parameters
-        print(json.dumps(data, ensure_ascii=False, indent=2))
+        reporter.data(data)
         return 0
     source_labels = {
         "sdstudio": "sdstudio",

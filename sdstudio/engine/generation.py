@@ -125,8 +125,10 @@ class Engine:
         Image *i* of a batch uses seed ``seed + i`` and is generated on its
         own, so its record re-creates it exactly. Raises
         :class:`GenerationCancelled` when cancelled (images already yielded
-        stay valid) and :class:`SdStudioError` subclasses for user errors.
+        stay valid) and :class:`SdStudioError` subclasses for user errors; a
+        prompt over the length limit is refused before anything is loaded.
         """
+        request.check_prompts()
         cancel = cancel or CancelToken()
         self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()

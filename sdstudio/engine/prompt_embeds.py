@@ -20,6 +20,10 @@ translating them. Every step follows A1111's ``FrozenCLIPEmbedderWithCustomWords
    is padded with chunks of the empty prompt (A1111's "pad prompt/negative
    prompt to be same length").
 
+A prompt that makes more than :data:`~sdstudio.engine.prompts.MAX_PROMPT_CHUNKS`
+chunks is refused with :class:`~sdstudio.engine.errors.InvalidRequest` before
+anything is encoded.
+
 SDXL (two encoders) works the same way per encoder, as A1111 does: both take
 the penultimate layer without the final layer norm, the two are concatenated
 along the channels and the pooled embedding is the second encoder's for the
@@ -35,9 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdstudio.engine.networks import expand_embedding_tokens
-from sdstudio.engine.prompts import BREAK, parse_prompt
+from sdstudio.engine.prompts import BREAK, CHUNK_TOKENS, check_chunk_count, parse_prompt
 
-CHUNK_LENGTH = 75
+CHUNK_LENGTH = CHUNK_TOKENS
 COMMA_BACKTRACK = 20
 
 
@@ -137,8 +141,12 @@ def plain_text(prompt: str) -> str:
     return parse_prompt(prompt).text
 
 
-def tokenize_chunks(tokenizer: Any, prompt: str) -> list[PromptChunk]:
-    """Split a prompt into finished 77-token chunks, as A1111's ``tokenize_line``."""
+def tokenize_chunks(tokenizer: Any, prompt: str, what: str = "prompt") -> list[PromptChunk]:
+    """Split a prompt into finished 77-token chunks, as A1111's ``tokenize_line``.
+
+    Raises :class:`~sdstudio.engine.errors.InvalidRequest` (calling the text
+    ``what``) when there are more chunks than the limit.
+    """
     runs = parse_prompt(prompt).runs
     tokenized = _tokenize(tokenizer, [expand_embedding_tokens(tokenizer, text) for text, _ in runs])
     comma = tokenizer.get_vocab().get(",</w>")
@@ -181,6 +189,7 @@ def tokenize_chunks(tokenizer: Any, prompt: str) -> list[PromptChunk]:
             chunk.weights.append(weight)
     if chunk.tokens or not chunks:
         next_chunk()
+    check_chunk_count(len(chunks), what)
     return chunks
 
 
@@ -189,7 +198,9 @@ def encode_prompts(
 ) -> PromptEmbeds | None:
     """Encode prompt and negative prompt A1111's way, padded to the same length.
 
-    Returns ``None`` for pipelines :func:`supports` rejects. The embeddings
+    Returns ``None`` for pipelines :func:`supports` rejects, and raises
+    :class:`~sdstudio.engine.errors.InvalidRequest` for a prompt over the
+    chunk limit. The embeddings
     are on the text encoder's device, in its dtype. For SDXL, ``clip_skip``
     is not used and an empty negative prompt gives zeros when the model asks
     for that (``force_zeros_for_empty_prompt``), as in A1111 and diffusers.
@@ -202,7 +213,7 @@ def encode_prompts(
     results = []
     for tokenizer, encoder in encoders:
         positive = tokenize_chunks(tokenizer, prompt)
-        negative = tokenize_chunks(tokenizer, negative_prompt)
+        negative = tokenize_chunks(tokenizer, negative_prompt, "negative prompt")
         empty = tokenize_chunks(tokenizer, "")[0]
         count = max(len(positive), len(negative))
         positive += [empty] * (count - len(positive))

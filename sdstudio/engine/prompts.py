@@ -20,6 +20,13 @@ and any other ``<kind:...>`` tag from the text, as A1111 does before the
 prompt reaches the text encoder, and returns them for the code that applies
 LoRAs. Prompt editing (``[a:b:0.5]``) and alternation (``[a|b]``) are not
 supported; such text is read as emphasis and plain text.
+
+:func:`check_prompt_length` holds a prompt to :data:`MAX_PROMPT_CHARACTERS`
+and :data:`MAX_PROMPT_CHUNKS`. Neither A1111 nor ComfyUI sets a limit, but
+every chunk of 75 tokens is encoded on its own and widens the cross-attention
+context by 77 tokens, so an unbounded prompt costs unbounded time and memory.
+The longest prompts people write run to several hundred tokens (a handful of
+chunks); 32 chunks (2,400 tokens) leaves ample room for them.
 """
 
 from __future__ import annotations
@@ -27,10 +34,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sdstudio.engine.errors import InvalidRequest
+
 BREAK = "BREAK"
 BREAK_WEIGHT = -1.0
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
+CHUNK_TOKENS = 75
+MAX_PROMPT_CHARACTERS = 20_000
+"""The longest prompt (or negative prompt) accepted, in characters."""
+MAX_PROMPT_CHUNKS = 32
+"""The most 75-token chunks a prompt (or negative prompt) may make."""
+_CHUNK_LIMIT = f"{MAX_PROMPT_CHUNKS} chunks ({MAX_PROMPT_CHUNKS * CHUNK_TOKENS:,} tokens)"
 
 _ATTENTION = re.compile(
     r"""
@@ -99,6 +114,42 @@ def parse_prompt(text: str) -> ParsedPrompt:
     """Remove the extra-network tags, then parse the emphasis syntax."""
     cleaned, networks = extract_extra_networks(text)
     return ParsedPrompt(parse_prompt_attention(cleaned), networks)
+
+
+def check_prompt_length(text: str, what: str = "prompt") -> None:
+    """Raise :class:`InvalidRequest` naming the limit when ``text`` is too long to encode.
+
+    Characters are counted first (at once, before any parsing); then ``BREAK``s,
+    each of which ends a chunk. The exact number of chunks needs the model's
+    tokenizer: :func:`check_chunk_count` is called where the prompt is tokenized.
+    """
+    if len(text) > MAX_PROMPT_CHARACTERS:
+        raise InvalidRequest(
+            f"The {what} is too long: {len(text):,} characters, and the limit is "
+            f"{MAX_PROMPT_CHARACTERS:,}."
+        )
+    runs = parse_prompt(text).runs
+    breaks = [i for i, run in enumerate(runs) if is_break(run)]
+    if not breaks:
+        return
+    # Each BREAK ends a chunk; words after the last one make one more.
+    tail = "".join(run[0] for run in runs[breaks[-1] + 1 :])
+    chunks = len(breaks) + any(character.isalnum() for character in tail)
+    if chunks > MAX_PROMPT_CHUNKS:
+        raise InvalidRequest(
+            f"The {what} is too long: its BREAKs split it into {chunks:,} chunks (of up to "
+            f"{CHUNK_TOKENS} tokens each), and the limit is {_CHUNK_LIMIT}."
+        )
+
+
+def check_chunk_count(chunks: int, what: str = "prompt") -> None:
+    """Raise :class:`InvalidRequest` when a prompt makes more than :data:`MAX_PROMPT_CHUNKS`
+    chunks of 75 tokens."""
+    if chunks > MAX_PROMPT_CHUNKS:
+        raise InvalidRequest(
+            f"The {what} is too long: it makes {chunks:,} chunks (of up to {CHUNK_TOKENS} "
+            f"tokens each), and the limit is {_CHUNK_LIMIT}."
+        )
 
 
 def is_break(run: tuple[str, float]) -> bool:

@@ -3,6 +3,11 @@
 A :class:`GenerationRequest` holds everything needed to reproduce an image.
 Metadata, history and re-runs all read and write this type, so nothing can be
 forgotten on the way. Its JSON form is lossless: ``from_json(r.to_json()) == r``.
+
+Building a request checks every setting. The prompts' length is checked
+apart, by :meth:`GenerationRequest.check_prompts`, which every generation
+calls: a record with a prompt over the limit still reads (to be shown and
+edited) but does not run.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.prompts import check_prompt_length
 
 REQUEST_SCHEMA_VERSION = 1
 MAX_SEED = 2**32 - 1
@@ -69,6 +75,13 @@ class GenerationRequest:
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         object.__setattr__(self, "strength", float(self.strength))
 
+    def check_prompts(self) -> None:
+        """Raise :class:`InvalidRequest`, naming the limit, when the prompt or the
+        negative prompt is too long to generate from (see
+        :func:`~sdstudio.engine.prompts.check_prompt_length`)."""
+        check_prompt_length(self.prompt, "prompt")
+        check_prompt_length(self.negative_prompt, "negative prompt")
+
     def replace(self, **changes: Any) -> GenerationRequest:
         """Return a copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
@@ -103,17 +116,18 @@ class GenerationRequest:
         schema = data.get("schema", REQUEST_SCHEMA_VERSION)
         if not isinstance(schema, int) or schema > REQUEST_SCHEMA_VERSION:
             raise InvalidRequest(
-                f"This request was written by a newer sdstudio (schema {schema}); please update."
+                f"This request was written by a newer sdstudio (schema {_shown(schema)}); "
+                "please update."
             )
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         if "mode" in values:
             try:
                 values["mode"] = Mode(values["mode"])
-            except ValueError:
+            except (ValueError, TypeError):
                 valid = ", ".join(m.value for m in Mode)
                 raise InvalidRequest(
-                    f"Unknown mode {values['mode']!r}; valid modes: {valid}."
+                    f"Unknown mode {_shown(values['mode'])}; valid modes: {valid}."
                 ) from None
         try:
             return cls(**values)
@@ -129,8 +143,14 @@ class GenerationRequest:
         """Parse :meth:`to_json` output."""
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise InvalidRequest("Not a valid generation request: it nests too deeply.") from None
         except (json.JSONDecodeError, TypeError) as error:
             raise InvalidRequest(f"Not a valid generation request: {error}.") from None
+        except ValueError:  # Python reads no integer of over 4300 digits
+            raise InvalidRequest(
+                "Not a valid generation request: a number in it has too many digits."
+            ) from None
         return cls.from_dict(data)
 
 
@@ -155,34 +175,41 @@ def _validate(r: GenerationRequest) -> None:
 
     for name in ("model", "prompt", "negative_prompt", "sampler", "schedule", "vae"):
         check(isinstance(getattr(r, name), str), f"{name} must be text.")
-    check(isinstance(r.mode, Mode), f"Unknown mode {r.mode!r}.")
+    for name in ("init_image", "mask"):
+        value = getattr(r, name)
+        check(value is None or isinstance(value, str), f"{name} must be a path or nothing.")
+    check(isinstance(r.mode, Mode), f"Unknown mode {_shown(r.mode)}.")
     check(bool(r.model.strip()), "No model was given.")
     for name in ("steps", "seed", "width", "height", "batch_size", "clip_skip"):
         value = getattr(r, name)
         check(
             isinstance(value, int) and not isinstance(value, bool),
-            f"{name} must be a whole number, not {value!r}.",
+            f"{name} must be a whole number, not {_shown(value)}.",
         )
     for name in ("guidance_scale", "strength"):
         value = getattr(r, name)
         check(
             isinstance(value, int | float) and not isinstance(value, bool),
-            f"{name} must be a number, not {value!r}.",
+            f"{name} must be a number, not {_shown(value)}.",
         )
-    check(1 <= r.steps <= MAX_STEPS, f"Steps must be between 1 and {MAX_STEPS}, not {r.steps}.")
+    check(
+        1 <= r.steps <= MAX_STEPS,
+        f"Steps must be between 1 and {MAX_STEPS}, not {_shown(r.steps)}.",
+    )
     check(
         0.0 <= r.guidance_scale <= 50.0,
-        f"Guidance scale must be between 0 and 50, not {r.guidance_scale}.",
+        f"Guidance scale must be between 0 and 50, not {_shown(r.guidance_scale)}.",
     )
     check(
         r.seed == RANDOM_SEED or 0 <= r.seed <= MAX_SEED,
-        f"Seed must be -1 (random) or between 0 and {MAX_SEED}, not {r.seed}.",
+        f"Seed must be -1 (random) or between 0 and {MAX_SEED}, not {_shown(r.seed)}.",
     )
     for name in ("width", "height"):
         value = getattr(r, name)
         check(
             MIN_SIZE <= value <= MAX_SIZE,
-            f"{name.capitalize()} must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {value}.",
+            f"{name.capitalize()} must be between {MIN_SIZE} and {MAX_SIZE} pixels, "
+            f"not {_shown(value)}.",
         )
         check(
             value % 8 == 0,
@@ -191,12 +218,12 @@ def _validate(r: GenerationRequest) -> None:
         )
     check(
         1 <= r.batch_size <= MAX_BATCH,
-        f"Batch size must be between 1 and {MAX_BATCH}, not {r.batch_size}.",
+        f"Batch size must be between 1 and {MAX_BATCH}, not {_shown(r.batch_size)}.",
     )
-    check(0.0 <= r.strength <= 1.0, f"Strength must be between 0 and 1, not {r.strength}.")
+    check(0.0 <= r.strength <= 1.0, f"Strength must be between 0 and 1, not {_shown(r.strength)}.")
     check(
         1 <= r.clip_skip <= MAX_CLIP_SKIP,
-        f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, not {r.clip_skip}.",
+        f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, not {_shown(r.clip_skip)}.",
     )
     if r.mode is Mode.TXT2IMG:
         check(r.init_image is None, "A text-to-image request takes no init image.")
@@ -213,3 +240,21 @@ def _validate(r: GenerationRequest) -> None:
             f"Strength {r.strength:g} with {r.steps} steps leaves no denoising step; "
             "raise the strength or the number of steps.",
         )
+
+
+_SHOWN_LENGTH = 40
+
+
+def _shown(value: object) -> str:
+    """``value`` for a message: a number of many digits by its length, long text cut.
+
+    (Formatting such a number with ``:g`` would raise ``OverflowError``, and
+    printing it whole would fill the message with digits.)
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        digits = len(str(abs(value))) if value.bit_length() < 14_000 else "thousands of"
+        return f"a number of {digits} digits"
+    text = str(value) if isinstance(value, int | float) else repr(value)
+    if len(text) > _SHOWN_LENGTH:
+        text = text[: _SHOWN_LENGTH - 1] + "…"
+    return text

@@ -8,12 +8,17 @@ the diffusers layout both load, as do diffusers VAE folders. The new VAE takes
 the configuration of the model's own (scaling factor, upcasting), so a file of
 another architecture is refused with a message instead of giving noise.
 
+A VAE the user names (``--vae``, the app's VAE box, the settings) is found by
+path or by name with :func:`find_vae`; one named by an image's metadata only
+in the VAE folders, with :func:`find_recorded_vae`.
+
 Pickles are read only through the restricted loader of
 :mod:`sdstudio.engine.models.loading`. Nothing here imports Qt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Iterable
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest, ModelError, first_line
+from sdstudio.engine.models.lookup import is_inside
 from sdstudio.engine.network_files import find_file
 
 log = logging.getLogger(__name__)
@@ -40,13 +46,49 @@ def find_vae(value: str, folders: Iterable[Path]) -> Path:
     if path.exists():
         return path.resolve()
     folders = [Path(folder) for folder in folders]
+    found = _find_by_name(value, folders)
+    if found is None:
+        raise InvalidRequest(f"The VAE '{value}' was not found (looked in {_where(folders)}).")
+    return found
+
+
+def find_recorded_vae(value: str, folders: Iterable[Path], also: Iterable[Path] = ()) -> Path:
+    """The VAE that an image's metadata names, found only in the VAE ``folders``.
+
+    A path is taken when it lies in ``folders`` or ``also`` (the Hugging Face
+    cache); otherwise its file name is looked up in ``folders``, as for a name
+    recorded by AUTOMATIC1111. Raises :class:`InvalidRequest` when nothing
+    there has the name.
+    """
+    folders = [Path(folder) for folder in folders]
+    path = None
+    with contextlib.suppress(RuntimeError):  # ~user of an unknown user
+        path = Path(value).expanduser()
+    if path is not None and path.is_absolute() and is_inside(path, [*folders, *also]):
+        with contextlib.suppress(OSError, ValueError):
+            if path.exists():
+                return path.resolve()
+    found = _find_by_name(value, folders)
+    if found is None:
+        raise InvalidRequest(
+            f"The VAE '{value}' named by the image is not in the VAE folders "
+            f"(looked in {_where(folders)})."
+        )
+    return found
+
+
+def _find_by_name(value: str, folders: list[Path]) -> Path | None:
+    """The VAE file in ``folders`` whose name is the last part of ``value``."""
     name = Path(value.replace("\\", "/")).name  # ComfyUI on Windows records "SDXL\\x.safetensors"
     stem = Path(name).stem if Path(name).suffix.lower() in VAE_SUFFIXES else name
+    if not stem or stem in (".", ".."):
+        return None
     found = find_file(stem, folders, VAE_SUFFIXES)
-    if found is None:
-        where = ", ".join(str(folder) for folder in folders) or "no VAE folders are set"
-        raise InvalidRequest(f"The VAE '{value}' was not found (looked in {where}).")
-    return found.resolve()
+    return found.resolve() if found is not None else None
+
+
+def _where(folders: list[Path]) -> str:
+    return ", ".join(str(folder) for folder in folders) or "no VAE folders are set"
 
 
 def vae_display_name(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QLabel,
     QMainWindow,
@@ -32,6 +34,7 @@ from sdstudio.ui.canvas import Canvas
 from sdstudio.ui.controller import GenerationController
 from sdstudio.ui.edit_toolbar import EditToolbar
 from sdstudio.ui.gallery import GalleryPanel
+from sdstudio.ui.image_settings import PanelChoices, settings_to_load
 from sdstudio.ui.mask_layer import mask_from_pil
 from sdstudio.ui.prompt_panel import PromptPanel
 
@@ -72,6 +75,7 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self.pending_settings: GenerationRequest | None = None
         self.pending_model_name = ""
+        self.pending_trusted = False
         self.settings_box: QMessageBox | None = None
         self.last_image_path: str | None = None
         self._size: tuple[int, int] = (512, 512)
@@ -144,6 +148,7 @@ class MainWindow(QMainWindow):
         inputs: list[tuple[Path, Image.Image]] = []
         try:
             request = self.panel.request()
+            request.check_prompts()
             source = self.canvas.source
             if source is not None:
                 request = self._with_source(request, source, inputs)
@@ -206,12 +211,21 @@ class MainWindow(QMainWindow):
         self.offer_settings(path)
 
     def offer_settings(self, path: Path) -> None:
-        """If the image carries settings, ask (without blocking) whether to load them."""
+        """If the image carries settings, ask (without blocking) whether to load them.
+
+        For an image the history lists, its history entry's settings are offered.
+        """
         try:
             settings = read_image_settings(path)
         except SdStudioError:
             return
         self.pending_settings, self.pending_model_name = settings.request, settings.model_name
+        self.pending_trusted = False
+        with contextlib.suppress(SdStudioError):
+            entry = self.library.store.find_path(path)
+            if entry is not None:
+                self.pending_settings, self.pending_model_name = entry.request, entry.model_name
+                self.pending_trusted = True
         box = QMessageBox(
             QMessageBox.Icon.Question,
             "sdstudio",
@@ -226,24 +240,29 @@ class MainWindow(QMainWindow):
         self.settings_box = box
 
     def load_pending_settings(self) -> None:
-        """Load the settings offered by :meth:`offer_settings`: the image's model when it
-        is a path that exists or a listed name (the one recorded, then the model's name),
-        else the model chosen now."""
-        request = self.pending_settings
-        if request is None:
+        """Load the settings offered by :meth:`offer_settings`, with the model and VAE
+        the panel lists (see :func:`~sdstudio.ui.image_settings.settings_to_load`),
+        and say what was not taken."""
+        if self.pending_settings is None:
             return
-        model, name, listed = request.model, self.pending_model_name, self.panel.model.findText
-        if not (Path(model).is_absolute() and Path(model).exists()) and listed(model) < 0:
-            other = name if name and listed(name) >= 0 else self.panel.model.currentText().strip()
-            if other:
-                request = request.replace(model=other)
+        panel = self.panel
+        choices = PanelChoices(
+            models=_items(panel.model),
+            vaes=_items(panel.vae),
+            model=panel.model.currentText(),
+            vae=panel.vae_value(),
+        )
+        request, notices = settings_to_load(
+            self.pending_settings, self.pending_model_name, choices, trusted=self.pending_trusted
+        )
         size = (self.panel.width_box.value(), self.panel.height_box.value())
         self.panel.load(request)
         if self.canvas.source is not None:  # the source decides the size
             self.panel.width_box.setValue(size[0])
             self.panel.height_box.setValue(size[1])
         self.pending_settings = None
-        self.statusBar().showMessage("Settings loaded", 5_000)
+        message = "; ".join(["Settings loaded", *notices]) + "."
+        self.statusBar().showMessage(message, 15_000 if notices else 5_000)
 
     def cancel(self) -> None:
         """Cancel the running job and everything queued."""
@@ -421,9 +440,8 @@ class MainWindow(QMainWindow):
         self.last_image_path = path
         self.panel.last_seed = entry.seed
         try:
-            with Image.open(path) as image:
-                self.canvas.show_image(image.convert("RGB"))
-        except OSError as error:
+            self.canvas.show_image(open_image(path))
+        except SdStudioError as error:
             log.warning("Could not show %s: %s", path, error)
         self.stack.setCurrentWidget(self.canvas)
         self.statusBar().showMessage(f"Saved {path}", 10_000)
@@ -452,3 +470,8 @@ class MainWindow(QMainWindow):
         self.controller.shutdown()
         self.gallery.shutdown()
         super().closeEvent(event)
+
+
+def _items(box: QComboBox) -> list[tuple[str, str]]:
+    """(text, data) of each item of a combo box whose data is a path."""
+    return [(box.itemText(i), str(box.itemData(i) or "")) for i in range(box.count())]

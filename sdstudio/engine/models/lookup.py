@@ -5,6 +5,12 @@ Names are what ``sdstudio-cli models list`` and the app's model picker show:
 diffusers model, the file name without extension of a checkpoint. A name is
 only ever compared with the catalog's entries, never joined into a path, so a
 name read from an image cannot reach a file outside the model folders.
+
+A path given by the user (``--model``, the app's model box, the history) is
+taken as it is. A path read from an image is another tool's (or another
+person's) and is taken only by :meth:`ModelFinder.find_recorded`: when it lies
+in a model folder or the Hugging Face cache, or is the path of a model the
+catalog lists.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sdstudio.engine.errors import ModelError
-from sdstudio.engine.models.catalog import ModelEntry, list_models
+from sdstudio.engine.models.catalog import ModelEntry, hf_cache_dir, list_models
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings
 
@@ -31,6 +37,26 @@ class UnknownModel(ModelError):
 
 class AmbiguousModel(ModelError):
     """Several models carry the name given."""
+
+
+class ModelOutsideFolders(ModelError):
+    """A path read from an image names a model outside the model folders and the cache."""
+
+
+def model_roots(paths: AppPaths, settings: Settings) -> list[Path]:
+    """The folders a path read from an image may name a model in: the app's models
+    folder, the user's model folders and the Hugging Face cache."""
+    folders = [paths.models_dir, *(Path(f).expanduser() for f in settings.model_folders)]
+    return [*folders, hf_cache_dir()]
+
+
+def is_inside(path: Path, folders: Iterable[Path]) -> bool:
+    """Whether ``path`` (links resolved) lies in one of ``folders`` (links resolved)."""
+    try:
+        resolved = path.resolve()
+        return any(resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
+    except (OSError, RuntimeError, ValueError):  # a link loop, an odd name
+        return False
 
 
 def hf_repo_id(path: Path) -> str | None:
@@ -69,11 +95,17 @@ class ModelFinder:
     """Finds a model from an absolute path or a name in the catalog.
 
     ``entries`` gives the catalog's entries; it is called only when a name is
-    looked up. Without it only paths are found.
+    looked up. Without it only paths are found. ``roots`` gives the folders
+    in which :meth:`find_recorded` takes a path.
     """
 
-    def __init__(self, entries: Callable[[], Iterable[ModelEntry]] | None = None) -> None:
+    def __init__(
+        self,
+        entries: Callable[[], Iterable[ModelEntry]] | None = None,
+        roots: Callable[[], Iterable[Path]] | None = None,
+    ) -> None:
         self._entries = entries
+        self._roots = roots
 
     @classmethod
     def for_catalog(
@@ -86,7 +118,10 @@ class ModelFinder:
         def entries() -> list[ModelEntry]:
             return list_models(paths, settings()).entries
 
-        return cls(functools.cache(entries) if remember else entries)
+        return cls(
+            functools.cache(entries) if remember else entries,
+            lambda: model_roots(paths, settings()),
+        )
 
     def __call__(self, model: str) -> Path:
         """The path of ``model``, or :class:`ModelError` saying what is wrong."""
@@ -99,14 +134,34 @@ class ModelFinder:
         name looked up in the catalog.
         """
         text = model.strip()
-        path: Path | None = None
-        with contextlib.suppress(RuntimeError):  # ~user of an unknown user
-            path = Path(text).expanduser()
-        if path is not None and path.is_absolute():
-            with contextlib.suppress(OSError, ValueError):
-                if path.exists():
-                    return path.resolve(), None
-            raise UnknownModel(f"The model {text} does not exist.")
+        path = _absolute_path(text)
+        if path is not None:
+            return path, None
+        return self._named(text)
+
+    def find_recorded(self, model: str) -> tuple[Path, ModelEntry | None]:
+        """Like :meth:`find`, for a model named by an image's metadata.
+
+        A name is looked up in the catalog; a path is taken only when it lies
+        in a model folder or the Hugging Face cache, or is the path of a model
+        the catalog lists. Other paths raise :class:`ModelOutsideFolders`.
+        """
+        text = model.strip()
+        path = _absolute_path(text)
+        if path is None:
+            return self._named(text)
+        if is_inside(path, self._roots() if self._roots else ()):
+            return path, None
+        for entry in self._entries() if self._entries else ():
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
+                if entry.kind == "checkpoint" and Path(entry.path).resolve() == path:
+                    return path, entry
+        raise ModelOutsideFolders(
+            f"The model {text} is outside sdstudio's model folders and the Hugging Face "
+            "cache, so a path read from an image does not load it."
+        )
+
+    def _named(self, text: str) -> tuple[Path, ModelEntry | None]:
         matches = named_entries(text, self._entries() if self._entries else ())
         if len(matches) == 1:
             return Path(matches[0].path).resolve(), matches[0]
@@ -120,3 +175,17 @@ class ModelFinder:
             f"No model named {text!r} was found, and it is not the path of a file or folder. "
             f"{HOW_TO_LIST}"
         )
+
+
+def _absolute_path(text: str) -> Path | None:
+    """The existing file or folder an absolute path (``~`` allowed) names, links
+    resolved; ``None`` for a name; :class:`UnknownModel` for a path that is not there."""
+    path: Path | None = None
+    with contextlib.suppress(RuntimeError):  # ~user of an unknown user
+        path = Path(text).expanduser()
+    if path is None or not path.is_absolute():
+        return None
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        if path.exists():
+            return path.resolve()
+    raise UnknownModel(f"The model {text} does not exist.")

@@ -1,0 +1,89 @@
+"""Which of the settings read from an image file the prompt panel takes.
+
+An image's settings may come from another tool or another person, so the
+model and VAE it names are taken only when the app lists them (the catalog of
+the model and VAE folders and the Hugging Face cache): a path elsewhere is
+replaced by a listed model of the recorded name, or by the model chosen now.
+A history entry is sdstudio's own and is trusted, as the CLI's ``rerun ID``
+is. The source image a record names is never read from its path; the
+settings load without it. Nothing here imports Qt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.request import GenerationRequest
+from sdstudio.engine.vae import VAE_SUFFIXES
+
+
+@dataclass(frozen=True, slots=True)
+class PanelChoices:
+    """What the prompt panel lists and has chosen now."""
+
+    models: list[tuple[str, str]]
+    """(name, path) of each model in the model box."""
+    vaes: list[tuple[str, str]]
+    """(name, path) of each VAE in the VAE box."""
+    model: str
+    vae: str
+
+
+def settings_to_load(
+    request: GenerationRequest, model_name: str, choices: PanelChoices, *, trusted: bool
+) -> tuple[GenerationRequest, list[str]]:
+    """The request to load into the panel, and notices saying what was not taken."""
+    notices: list[str] = []
+    request = _with_usable_model(request, model_name, choices, trusted, notices)
+    if request.vae and not trusted:
+        request = _with_usable_vae(request, choices, notices)
+    if request.init_image:
+        notices.append(
+            "the source image they were made from is not loaded (open or drop it to start from it)"
+        )
+    try:
+        request.check_prompts()
+    except InvalidRequest as error:
+        notices.append(str(error).rstrip("."))
+    return request, notices
+
+
+def _with_usable_model(
+    request: GenerationRequest,
+    model_name: str,
+    choices: PanelChoices,
+    trusted: bool,
+    notices: list[str],
+) -> GenerationRequest:
+    model = request.model
+    names = {name for name, _path in choices.models}
+    if model in names or any(model == path for _name, path in choices.models):
+        return request
+    is_path = Path(model).is_absolute() and Path(model).exists()
+    if trusted and is_path:
+        return request
+    other = model_name if model_name in names else choices.model.strip()
+    if not other:
+        return request
+    if is_path:
+        notices.append(
+            f"the model {model} is outside the model folders, so {other} is chosen instead"
+        )
+    return request.replace(model=other)
+
+
+def _with_usable_vae(
+    request: GenerationRequest, choices: PanelChoices, notices: list[str]
+) -> GenerationRequest:
+    vae = request.vae
+    if any(vae == path for _name, path in choices.vaes if path):
+        return request
+    name = Path(vae.replace("\\", "/")).name
+    stem = Path(name).stem if Path(name).suffix.lower() in VAE_SUFFIXES else name
+    for listed, path in choices.vaes:
+        if path and listed.casefold() == stem.casefold():
+            return request.replace(vae=path)
+    notices.append(f"the VAE {vae} is not in the VAE folders, so the VAE chosen now is kept")
+    return request.replace(vae=choices.vae)
