@@ -403,3 +403,22 @@ def test_each_header_is_parsed_once_per_listing(
         "pl": ("lora", "SD 1.x"),
         "p": ("checkpoint", "unknown model type"),
     }
+
+
+def test_opening_a_checkpoint_with_a_huge_header_is_refused_before_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from sdstudio.engine.errors import ModelError
+    from sdstudio.engine.models.families import read_safetensors_shapes
+
+    path = header_file(tmp_path / "huge.safetensors", 150_000)
+    parsed: list[int] = []
+    real_loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda text, *a, **k: parsed.append(1) or real_loads(text))
+    with pytest.raises(ModelError, match=r"huge\.safetensors is not a model: its safetensors"):
+        read_safetensors_shapes(path)
+    assert not parsed
+    small = header_file(tmp_path / "small.safetensors", 3)
+    assert read_safetensors_shapes(small) == {"t0": (0,), "t1": (0,), "t2": (0,)}

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from sdstudio.engine.errors import ModelError
-from sdstudio.engine.models.layouts import kind_from_header
+from sdstudio.engine.models.layouts import (
+    header_shapes,
+    kind_from_header,
+    read_safetensors_layout,
+)
 
 UNET = "model.diffusion_model."
 CONV_IN = UNET + "input_blocks.0.0.weight"
 LABEL_EMB = UNET + "label_emb.0.0.weight"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 Shapes = Mapping[str, Sequence[int]]
 
@@ -167,41 +169,20 @@ def with_sidecar_prediction(info: ModelInfo, checkpoint: Path) -> ModelInfo:
 def read_safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes from a safetensors header, without reading any tensor.
 
-    Raises :class:`ModelError` when the file is shorter than its header says (truncated)
-    or is not a safetensors file.
+    Raises :class:`ModelError` when the file is shorter than its header says (truncated),
+    is not a safetensors file, or has a header larger than any model's.
     """
-    damaged = ModelError(
-        f"{path.name} is truncated or damaged: it is not a valid safetensors file."
-    )
     try:
-        with path.open("rb") as file:
-            size = path.stat().st_size
-            prefix = file.read(8)
-            if len(prefix) < 8:
-                raise damaged
-            (length,) = struct.unpack("<Q", prefix)
-            if length < 2 or length > min(MAX_HEADER_BYTES, size - 8):
-                raise damaged
-            header = json.loads(file.read(length).decode("utf-8"))
+        header, data_size = read_safetensors_layout(path)
+        return header_shapes(header, data_size)
     except OSError as error:
         raise ModelError(f"{path.name} cannot be read: {error.strerror or error}.") from None
-    except (UnicodeDecodeError, ValueError):
-        raise damaged from None
-    if not isinstance(header, dict):
-        raise damaged
-    shapes: dict[str, tuple[int, ...]] = {}
-    end = 0
-    try:
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            shapes[name] = tuple(int(n) for n in entry["shape"])
-            end = max(end, int(entry["data_offsets"][1]))
-    except (KeyError, TypeError, ValueError, IndexError):
-        raise damaged from None
-    if 8 + length + end > size:
-        raise damaged
-    return shapes
+    except ValueError as error:
+        if "limit" in str(error):
+            raise ModelError(f"{path.name} is not a model: its {error}.") from None
+        raise ModelError(
+            f"{path.name} is truncated or damaged: it is not a valid safetensors file."
+        ) from None
 
 
 TEXT_PREFIXES = ("cond_stage_model.", "conditioner.embedders.")
