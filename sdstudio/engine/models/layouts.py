@@ -175,6 +175,8 @@ def read_safetensors_layout(path: Path) -> tuple[dict[str, Any], int]:
         if len(prefix) != 8:
             raise ValueError("not a safetensors file (too short)")
         (length,) = struct.unpack("<Q", prefix)
+        if length > os.fstat(file.fileno()).st_size - 8:
+            raise ValueError("not a safetensors file (truncated header)")
         if length > MAX_HEADER_BYTES:
             raise ValueError(
                 f"safetensors header of {length / 2**20:,.0f} MB, larger than any model's "
