@@ -16,11 +16,20 @@ def sdstudio_home(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """Every test gets its own SDSTUDIO_HOME (and XDG data folder, where the desktop's
-    trash is), so nothing touches real user data."""
+    trash is, and a runtime folder for sockets), so nothing touches real user data."""
     home = tmp_path / "home"
     monkeypatch.setenv("SDSTUDIO_HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime_dir(tmp_path_factory)))
     return home
+
+
+def runtime_dir(factory: pytest.TempPathFactory) -> Path:
+    """A private runtime folder (0700, as the desktop session's) for the session's sockets."""
+    folder = factory.getbasetemp() / "runtime"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
 
 
 @pytest.fixture(scope="session")
