@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -69,6 +70,31 @@ def test_seed_resolution_and_batch_seeds() -> None:
     assert make(seed=5).with_seed_resolved().seed == 5
 
 
+def test_64_bit_seeds_are_kept_and_batches_wrap_at_2_to_the_64() -> None:
+    assert MAX_SEED == 2**64 - 1
+    for seed in (2**32, 1125899906842624, 2**63, 2**64 - 1):
+        request = make(seed=seed)
+        assert request.seed == seed
+        assert GenerationRequest.from_json(request.to_json()).seed == seed
+    assert make(seed=2**64 - 2, batch_size=3).seeds() == [2**64 - 2, 2**64 - 1, 0]
+    for seed in (2**64, -2):
+        with pytest.raises(
+            InvalidRequest, match=rf"between 0 and {2**64 - 1}, not (-2|a number of 20 digits)\."
+        ):
+            make(seed=seed)
+
+
+def test_random_seeds_are_drawn_from_32_bits() -> None:
+    class Recording(random.Random):
+        def randint(self, a: int, b: int) -> int:
+            self.bounds = (a, b)
+            return b
+
+    rng = Recording()
+    assert make().with_seed_resolved(rng).seed == 2**32 - 1
+    assert rng.bounds == (0, 2**32 - 1)
+
+
 def test_unresolved_seed_has_no_batch_seeds() -> None:
     with pytest.raises(InvalidRequest):
         make().seeds()
@@ -128,7 +154,7 @@ def test_from_dict_ignores_unknown_keys() -> None:
 # --- numbers too large for any setting ----------------------------------------
 
 HUGE_NUMBERS = [
-    ("seed", 10**30, "Seed must be -1 (random) or between 0 and 4294967295"),
+    ("seed", 10**30, "Seed must be -1 (random) or between 0 and 18446744073709551615"),
     ("steps", 10**20, "Steps must be between 1 and 500"),
     ("width", 10**20, "Width must be between 64 and 4096 pixels"),
     ("height", -(10**20), "Height must be between 64 and 4096 pixels"),
@@ -167,7 +193,10 @@ def test_json_with_a_number_python_cannot_read_is_refused() -> None:
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("--seed", "Seed must be -1 (random) or between 0 and 4294967295, not a number of"),
+        (
+            "--seed",
+            "Seed must be -1 (random) or between 0 and 18446744073709551615, not a number of",
+        ),
         ("--steps", "Steps must be between 1 and 500, not a number of 21 digits."),
         ("--width", "Width must be between 64 and 4096 pixels, not a number of 21 digits."),
         ("--height", "Height must be between 64 and 4096 pixels, not a number of 21 digits."),

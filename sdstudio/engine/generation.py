@@ -230,15 +230,21 @@ class Engine:
             cancel.raise_if_cancelled()
             return {}
 
+        generator = torch.Generator("cpu").manual_seed(seed)
         kwargs: dict[str, Any] = {
             **self._prompt_arguments(pipe, request),
             "num_inference_steps": request.steps,
             "guidance_scale": request.guidance_scale,
-            "generator": torch.Generator("cpu").manual_seed(seed),
+            "generator": generator,
             "callback_on_step_end": on_step_end,
             "output_type": "pil",
         }
         kwargs.update(self._mode_arguments(request, inputs))
+        model = self.pipelines.model
+        if request.mode is Mode.TXT2IMG and model is not None and not model.inpainting:
+            noise = initial_noise(pipe, request.width, request.height, generator)
+            if noise is not None:
+                kwargs["latents"] = noise
         try:
             result = pipe(**kwargs)
         except (GenerationCancelled, SdStudioError):
@@ -323,3 +329,25 @@ class Engine:
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover - best effort only
             log.debug("Could not empty the device cache", exc_info=True)
+
+
+def initial_noise(pipe: Any, width: int, height: int, generator: Any) -> Any | None:
+    """The starting noise of a text-to-image image, drawn as ComfyUI draws it
+    (``None`` for a pipeline without a UNet, which draws its own).
+
+    It is drawn in float32 on the CPU from ``generator`` (a CPU generator seeded
+    with the seed, which takes any seed from 0 to 2**64-1) and then cast to the
+    pipeline's dtype, so a seed gives the same noise on every device and in every
+    precision. Drawn in half precision, as diffusers would draw it for a
+    half-precision pipeline, the numbers differ whenever the latent holds a
+    number of values that is not a multiple of 16 (72x72 pixels, for one).
+    """
+    import torch
+
+    unet = getattr(pipe, "unet", None)
+    factor = getattr(pipe, "vae_scale_factor", None)
+    if unet is None or not isinstance(factor, int):
+        return None  # not a UNet pipeline: it draws its own noise
+    shape = (1, unet.config.in_channels, height // factor, width // factor)
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")
+    return noise.to(dtype=unet.dtype)

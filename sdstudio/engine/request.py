@@ -23,7 +23,11 @@ from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.prompts import check_prompt_length
 
 REQUEST_SCHEMA_VERSION = 1
-MAX_SEED = 2**32 - 1
+MAX_SEED = 2**64 - 1
+"""The largest seed: a CPU ``torch.Generator`` takes any 64-bit seed, as ComfyUI
+(and Fooocus) images carry them."""
+MAX_RANDOM_SEED = 2**32 - 1
+"""Random seeds are drawn up to here, as A1111 does, so they stay short to type."""
 RANDOM_SEED = -1
 MIN_SIZE = 64
 MAX_SIZE = 4096
@@ -90,10 +94,10 @@ class GenerationRequest:
         """Return this request with a random seed drawn if the seed is -1."""
         if self.seed != RANDOM_SEED:
             return self
-        return self.replace(seed=(rng or random.SystemRandom()).randint(0, MAX_SEED))
+        return self.replace(seed=(rng or random.SystemRandom()).randint(0, MAX_RANDOM_SEED))
 
     def seeds(self) -> list[int]:
-        """The seed of each image of the batch: s, s+1, ... (wrapping at 2**32)."""
+        """The seed of each image of the batch: s, s+1, ... (wrapping at 2**64)."""
         if self.seed == RANDOM_SEED:
             raise InvalidRequest("The seed must be resolved before the batch seeds are known.")
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.batch_size)]

@@ -28,6 +28,7 @@ from sdstudio.engine.network_files import named_in
 from sdstudio.engine.prompts import parse_prompt, toggle_lora_tag, toggle_word
 from sdstudio.engine.request import (
     MAX_BATCH,
+    MAX_SEED,
     MAX_SIZE,
     MAX_STEPS,
     MIN_SIZE,
@@ -123,9 +124,9 @@ class PromptPanel(QWidget):
 
         self.seed = QLineEdit(placeholderText="Random")
         self.seed.setValidator(
-            QRegularExpressionValidator(QRegularExpression(r"-1|\d{0,10}"), self.seed)
+            QRegularExpressionValidator(QRegularExpression(r"-1|\d{0,20}"), self.seed)
         )
-        self.seed.setToolTip("Empty or -1 draws a new random seed for every generation")
+        self.seed.setToolTip(f"0 to {MAX_SEED}; empty or -1 draws a new random seed each time")
         random_seed = QToolButton(text="Random", toolTip="Draw a new random seed each time")
         random_seed.clicked.connect(self.seed.clear)
         reuse_seed = QToolButton(text="Last", toolTip="Reuse the seed of the last image")

@@ -5,13 +5,20 @@ transaction together with the version bump, so a crash leaves the database at
 the old version or the new one, never between. A database from a newer
 sdstudio is refused, not changed. Indexes and the full-text search index hold
 nothing that the images table does not: when one is missing it is rebuilt.
+Seeds of 2**63 and more are kept in the signed ``seed`` column by
+:func:`seed_to_column`.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from sdstudio.engine.history.errors import HistoryDamaged, HistoryError
+from sdstudio.engine.request import MAX_SEED, RANDOM_SEED
+
+_SEED_WRAP = 2**64
+_LARGEST_INTEGER = 2**63 - 1
 
 _TABLE = """
 CREATE TABLE images (
@@ -182,6 +189,33 @@ def rebuild_search_index(connection: sqlite3.Connection) -> None:
     for statement in _statements(_SEARCH_TABLE + _SEARCH_TRIGGERS):
         connection.execute(statement)
     connection.execute("INSERT INTO images_text (images_text) VALUES ('rebuild')")
+
+
+def seed_to_column(seed: int) -> int:
+    """The ``seed`` column's value for a seed: SQLite integers are signed 64-bit, so
+    seeds from 2**63 to 2**64-1 are stored as their two's-complement value (negative).
+
+    Seeds below 2**63 (every A1111 seed and almost every other) are stored as they are;
+    ``ORDER BY seed < 0, seed`` sorts by the seed itself.
+    """
+    return seed - _SEED_WRAP if seed > _LARGEST_INTEGER else seed
+
+
+def seed_from_column(value: int, request_json: str) -> int:
+    """The seed from its ``seed`` column value (see :func:`seed_to_column`).
+
+    -1 stands both for "random" (a record that has no seed) and for 2**64-1; the
+    row's request tells them apart.
+    """
+    if value >= 0:
+        return value
+    if value != RANDOM_SEED:
+        return value + _SEED_WRAP
+    try:
+        seed = json.loads(request_json).get("seed")
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return value
+    return seed if seed == MAX_SEED else value
 
 
 def _statements(script: str) -> list[str]:

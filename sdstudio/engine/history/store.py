@@ -23,7 +23,13 @@ from typing import Any
 
 from sdstudio.engine.history.entry import HistoryEntry, HistoryQuery
 from sdstudio.engine.history.errors import HistoryError, error_kind, history_error
-from sdstudio.engine.history.schema import migrate, rebuild_search_index, repair_schema
+from sdstudio.engine.history.schema import (
+    migrate,
+    rebuild_search_index,
+    repair_schema,
+    seed_from_column,
+    seed_to_column,
+)
 from sdstudio.engine.metadata.record import ImageRecord
 
 __all__ = ["HistoryEntry", "HistoryQuery", "HistoryStore", "fts_query"]
@@ -305,7 +311,7 @@ def _row_values(path: Path, record: ImageRecord, source: str) -> dict[str, Any]:
         "negative_prompt": request.negative_prompt,
         "model_name": _model_name(record),
         "model_hash": record.model_hash,
-        "seed": request.seed,
+        "seed": seed_to_column(request.seed),
         "width": request.width,
         "height": request.height,
         "mode": request.mode.value,
@@ -376,6 +382,7 @@ def _reason(error: BaseException) -> str:
 
 def _entry(row: tuple[Any, ...]) -> HistoryEntry:
     values = list(row)
+    values[7] = seed_from_column(values[7], values[15])
     values[14] = bool(values[14])
     return HistoryEntry(*values)
 

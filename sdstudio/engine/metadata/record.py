@@ -10,13 +10,14 @@ from typing import Any
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata.values import as_float, parse_json
 from sdstudio.engine.metadata.values import text as text_of
-from sdstudio.engine.request import REQUEST_SCHEMA_VERSION, GenerationRequest
+from sdstudio.engine.request import MAX_SEED, REQUEST_SCHEMA_VERSION, GenerationRequest
 
 RECORD_KEY = "sdstudio"
 RECORD_FORMAT = "sdstudio"
 RECORD_VERSION = 1
 _PATHS = ("init_image", "mask")
-# No setting comes near this; larger numbers would fill messages with digits.
+# No setting but the seed (up to MAX_SEED) comes near this; larger numbers would
+# fill messages with digits.
 _LARGEST = 2**63
 
 
@@ -103,7 +104,8 @@ def _request(data: object) -> GenerationRequest:
         if name in _PATHS and value is not None and not isinstance(value, str):
             raise InvalidRequest(f"The sdstudio record's {name.replace('_', ' ')} is not a path.")
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if number and (not math.isfinite(value) or abs(value) > _LARGEST):
+        largest = MAX_SEED if name == "seed" else _LARGEST
+        if number and (not math.isfinite(value) or abs(value) > largest):
             raise InvalidRequest(f"The sdstudio record's {name.replace('_', ' ')} is out of range.")
     try:
         return GenerationRequest.from_dict(data)
