@@ -85,7 +85,7 @@ def test_user_comment_decoding() -> None:
 
 
 def test_a1111_out_of_range_values_are_fixed_not_refused() -> None:
-    text = "x\nSteps: 0, Sampler: Euler, CFG scale: 99, Seed: 99999999999, Size: 513x70"
+    text = "x\nSteps: 0, Sampler: Euler, CFG scale: 99, Seed: 99999999999999999999999, Size: 513x70"
     parsed = read_parameters(text)
     request = parsed.request
     assert (request.steps, request.guidance_scale, request.seed) == (20, 50.0, -1)
@@ -139,7 +139,7 @@ COMFY_GRAPH: dict[str, Any] = {
     },
 }
 COMFY_EXPECTED = (
-    "a lighthouse at dusk, (waves:1.1)",
+    "a lighthouse at dusk, (waves:1.1) <lora:add_detail:0.8>",
     "blurry, lowres",
     30,
     "DPM++ 2M",
@@ -159,7 +159,7 @@ def test_comfyui_png(tmp_path: Path) -> None:
     assert summary(found.request) == COMFY_EXPECTED
     assert found.request.model == "juggernautXL_v9"
     assert found.model_name == "SDXL\\juggernautXL_v9.safetensors"
-    assert found.notes == ("The image used the LoRA add_detail at weight 0.8.",)
+    assert found.notes == ()
     assert found.request.strength == 0.75  # denoise 1.0: plain text-to-image
     assert found.request.vae == ""  # decoded with the checkpoint's own VAE
 
@@ -205,7 +205,7 @@ def test_comfyui_img2img_huge_seed_advanced_sampler_and_unknown_names() -> None:
         n3={
             "class_type": "KSamplerAdvanced",
             "inputs": {
-                "noise_seed": 2**64 - 1,
+                "noise_seed": 2**64 + 5,
                 "steps": 25,
                 "cfg": 5,
                 "sampler_name": "res_multistep",
@@ -226,9 +226,9 @@ def test_comfyui_img2img_huge_seed_advanced_sampler_and_unknown_names() -> None:
     parsed = read_comfyui({"prompt": json.dumps(graph)}, (1024, 680))
     request = parsed.request
     assert request.seed == -1
-    assert any(str(2**64 - 1) in note for note in parsed.notes)
+    assert any(str(2**64 + 5) in note for note in parsed.notes)
     assert (request.sampler, request.schedule) == ("res_multistep", "Automatic")
-    assert request.prompt == "a lighthouse at dusk, (waves:1.1)"
+    assert request.prompt == "a lighthouse at dusk, (waves:1.1) <lora:add_detail:0.8>"
     assert (request.width, request.height) == (1024, 680)
 
 
@@ -379,12 +379,12 @@ def test_fooocus_json_scheme(tmp_path: Path) -> None:
         "DPM++ 2M SDE",
         "Karras",
         4.0,
-        -1,  # 7623987412 is beyond 2**32-1
+        7623987412,
         1152,
         896,
     )
     assert found.request.model == "juggernautXL_v8Rundiffusion"
-    assert any("7623987412" in note for note in found.notes)
+    assert not any("7623987412" in note for note in found.notes)
 
 
 def test_fooocus_labelled_keys_and_performance_steps() -> None:

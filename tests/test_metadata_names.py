@@ -67,13 +67,14 @@ def test_model_names() -> None:
 
 def test_build_request_fixes_values() -> None:
     parsed = build_request(
-        {"seed": 2**32, "width": 1000, "height": 9000, "steps": 900, "guidance_scale": "nan"},
+        {"seed": 2**70, "width": 1000, "height": 9000, "steps": 900, "guidance_scale": "nan"},
         model="m",
     )
     request = parsed.request
     assert (request.seed, request.width, request.height) == (-1, 1000, 4096)
     assert (request.steps, request.guidance_scale) == (500, 7.0)
-    assert len(parsed.notes) == 3
+    # seed, height and steps fixed; CFG scale unusable; no prompt and no sampler
+    assert len(parsed.notes) == 6
     request = build_request({"seed": 2**32 - 1, "steps": "12.0", "width": True}).request
     assert (request.seed, request.steps, request.width, request.model) == (
         2**32 - 1,

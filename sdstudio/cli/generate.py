@@ -53,7 +53,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     generate.add_argument("--schedule", default=None, help="Automatic, Karras, Exponential, …")
     generate.add_argument("--steps", type=int, default=None, help="default: the model's")
     generate.add_argument("--cfg", type=float, default=None, help="guidance scale")
-    generate.add_argument("--seed", type=int, default=-1, help="-1 for a random seed")
+    generate.add_argument(
+        "--seed", type=int, default=-1, help="0 to 2**64-1 (64-bit seeds); -1 for a random seed"
+    )
     generate.add_argument("--width", type=int, default=None)
     generate.add_argument("--height", type=int, default=None)
     generate.add_argument("--batch", type=int, default=1, help="images, with seeds s, s+1, …")
@@ -353,6 +355,7 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
             data["created"] = settings.record.created
         if settings.parameters:
             data["parameters"] = settings.parameters
+        data["notes"] = list(settings.notes)
         reporter.data(data)
         return 0
     source_labels = {
@@ -382,4 +385,8 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
     for key, value in rows:
         if value:
             reporter.result(f"{key}: {value}")
+    if settings.notes:
+        reporter.result("Notes:")
+        for note in settings.notes:
+            reporter.result(f"  - {note}")
     return 0

@@ -6,9 +6,11 @@ Every image sdstudio writes carries two PNG text chunks: ``parameters``
 
 Images from other tools are read too, each format in its own module:
 AUTOMATIC1111 (``a1111``, also from JPEG/WebP EXIF through ``exif``),
-ComfyUI (``comfyui``), InvokeAI (``invokeai``, ``invokeai2``) and Fooocus
-(``fooocus``); ``names`` maps their sampler names onto sdstudio's and
-``values`` makes their values valid for a :class:`GenerationRequest`.
+ComfyUI (``comfyui``), InvokeAI (``invokeai``, ``invokeai2``), Fooocus
+(``fooocus``), NovelAI (``novelai``) and SwarmUI (``swarmui``); ``stealth``
+reads the settings some tools hide in the pixels' lowest bits; ``names``
+maps their sampler names onto sdstudio's and ``values`` makes their values
+valid for a :class:`GenerationRequest`.
 ``files`` reads the texts from a file without decoding its pixels, within
 size limits, and makes them safe to store and print.
 """
@@ -28,12 +30,16 @@ from sdstudio.engine.metadata.a1111 import (
     parse_parameters,
     read_parameters,
 )
-from sdstudio.engine.metadata.comfyui import PROMPT_KEY, read_comfyui
+from sdstudio.engine.metadata.comfyui import PROMPT_KEY, WORKFLOW_KEY, read_comfyui
 from sdstudio.engine.metadata.files import read_texts
 from sdstudio.engine.metadata.fooocus import SCHEME_KEY, read_fooocus
 from sdstudio.engine.metadata.invokeai import METADATA_KEY, read_invokeai
 from sdstudio.engine.metadata.invokeai2 import DREAM_KEY, SD_METADATA_KEY, read_invokeai2
+from sdstudio.engine.metadata.novelai import KEYS as NOVELAI_KEYS
+from sdstudio.engine.metadata.novelai import read_novelai
 from sdstudio.engine.metadata.record import RECORD_KEY, ImageRecord
+from sdstudio.engine.metadata.stealth import StealthTexts, stealth_texts
+from sdstudio.engine.metadata.swarmui import read_swarmui
 from sdstudio.engine.metadata.values import Parsed, guarded
 from sdstudio.engine.request import GenerationRequest
 
@@ -43,9 +49,11 @@ _KNOWN_KEYS = {
     RECORD_KEY,
     SCHEME_KEY,
     PROMPT_KEY,
+    WORKFLOW_KEY,
     METADATA_KEY,
     SD_METADATA_KEY,
     DREAM_KEY,
+    *NOVELAI_KEYS,
 }
 
 __all__ = [
@@ -64,7 +72,8 @@ class ImageSettings:
 
     source: str
     """Which format they came from: ``"sdstudio"``, ``"a1111"``, ``"comfyui"``,
-    ``"invokeai"`` or ``"fooocus"``."""
+    ``"invokeai"``, ``"fooocus"``, ``"novelai"`` or ``"swarmui"`` (also when the
+    text was hidden in the pixels; the notes then say so)."""
     request: GenerationRequest
     record: ImageRecord | None = None
     parameters: str = ""
@@ -79,12 +88,18 @@ def _read_a1111(texts: Mapping[str, str], size: tuple[int, int]) -> Parsed:
     return read_parameters(texts.get(PARAMETERS_KEY, ""))
 
 
-# Formats other than sdstudio's own record, most complete first: Fooocus and
-# AUTOMATIC1111 write one flat, curated set of settings (Fooocus's
-# ``parameters`` would also read as A1111 text, but its scheme says more);
-# InvokeAI's metadata is flat too; a ComfyUI graph may hold several samplers,
-# so its settings are a best guess. The first format that yields settings wins.
+# Formats other than sdstudio's own record, the most specific shapes first.
+# SwarmUI (a ``sui_image_params`` object) and NovelAI (``Software`` "NovelAI")
+# are recognised by a mark no other tool writes, and their JSON would
+# otherwise be offered to the looser Fooocus reader. Then the most complete:
+# Fooocus and AUTOMATIC1111 write one flat, curated set of settings
+# (Fooocus's ``parameters`` would also read as A1111 text, but its scheme
+# says more); InvokeAI's metadata is flat too; a ComfyUI graph may hold
+# several samplers, so its settings are a best guess. The first format that
+# yields settings wins.
 _READERS: tuple[tuple[str, Callable[[Mapping[str, str], tuple[int, int]], Parsed]], ...] = (
+    ("swarmui", read_swarmui),
+    ("novelai", read_novelai),
     ("fooocus", read_fooocus),
     ("a1111", _read_a1111),
     ("invokeai", read_invokeai),
@@ -113,10 +128,12 @@ def png_info(record: ImageRecord) -> PngInfo:
 def read_image_settings(path: str | Path) -> ImageSettings:
     """Read the generation settings stored in an image file.
 
-    sdstudio's own record is preferred; then Fooocus, AUTOMATIC1111
-    ``parameters`` (PNG text, or EXIF UserComment in JPEG and WebP), InvokeAI
-    and ComfyUI, in that order. Only the metadata is read, never the pixels
-    (see :mod:`~sdstudio.engine.metadata.files` for the limits). Raises
+    sdstudio's own record is preferred; then SwarmUI, NovelAI, Fooocus,
+    AUTOMATIC1111 ``parameters`` (PNG text, or EXIF UserComment in JPEG and
+    WebP), InvokeAI and ComfyUI, in that order. Only the metadata is read
+    (see :mod:`~sdstudio.engine.metadata.files` for the limits); the pixels
+    are decoded only when it holds nothing, to look for settings hidden in
+    them (see :mod:`~sdstudio.engine.metadata.stealth`). Raises
     :class:`~sdstudio.engine.errors.ImageInputError` when the file is not a
     readable PNG, JPEG or WebP image and :class:`InvalidRequest` when it holds
     no settings sdstudio can read.
@@ -139,15 +156,37 @@ def read_image_settings(path: str | Path) -> ImageSettings:
                 model_name=record.model_name,
                 notes=found.notes,
             )
-    for source, read in _READERS:
-        try:
-            parsed = read(texts, size)
-        except InvalidRequest:
-            continue
+    reading = _first_reading(texts, size)
+    if reading is not None:
+        source, parsed = reading
         return ImageSettings(
             source, parsed.request, None, parameters, parsed.model_name, parsed.notes + found.notes
         )
     if record_error is not None:
         raise record_error
-    left_out = f" {found.notes[0]}" if found.notes else ""
+    # Only now, with no other metadata, are the pixels decoded for hidden settings.
+    hidden = stealth_texts(path) if not texts and not found.notes else StealthTexts({})
+    reading = _first_reading(hidden.texts, size) if hidden.texts else None
+    if reading is not None:
+        source, parsed = reading
+        return ImageSettings(
+            source,
+            parsed.request,
+            None,
+            hidden.texts.get(PARAMETERS_KEY, ""),
+            parsed.model_name,
+            parsed.notes + hidden.notes + found.notes,
+        )
+    notes = found.notes + (hidden.notes if not hidden.texts else ())
+    left_out = f" {notes[0]}" if notes else ""
     raise InvalidRequest(f"{Path(path).name} holds no generation settings.{left_out}")
+
+
+def _first_reading(texts: Mapping[str, str], size: tuple[int, int]) -> tuple[str, Parsed] | None:
+    """The source and settings of the first reader that recognises ``texts``."""
+    for source, read in _READERS:
+        try:
+            return source, read(texts, size)
+        except InvalidRequest:
+            continue
+    return None

@@ -20,13 +20,15 @@ from typing import Any
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata.values import Parsed, as_int, build_request, clean_text
+from sdstudio.engine.metadata import names
+from sdstudio.engine.metadata.values import Parsed, as_int, build_request, clean_text, load_json
 from sdstudio.engine.request import MAX_CLIP_SKIP, GenerationRequest, Mode
 
 PARAMETERS_KEY = "parameters"
 _NEGATIVE = "Negative prompt:"
-# A1111's own default when a text names no sampler.
-DEFAULT_SAMPLER = "Euler a"
+# Keys that make a last line A1111 settings; other tools' text may hold a few
+# ``word: value`` pairs by chance.
+_CORE_KEYS = frozenset({"steps", "sampler", "cfg scale", "seed", "size"})
 # The pattern A1111's own reader uses for the last line, with the leading
 # whitespace and the key bounded: unbounded, a long line of words with no
 # colon takes quadratic time (a 1 MB text chunk would take hours). Keys are
@@ -136,51 +138,54 @@ def parse_parameters(text: str, *, model: str = "") -> GenerationRequest:
 def read_parameters(text: str, *, model: str = "") -> Parsed:
     """Read a ``parameters`` text into a request and notes on what was fixed.
 
-    Out-of-range values (a seed beyond 2**32-1, a size that is not a multiple
-    of 8) are dropped or fixed by :func:`~sdstudio.engine.metadata.values.build_request`.
-    Raises :class:`InvalidRequest` when the text holds no generation settings.
+    Keys are matched ignoring case (``CFG scale``, ``cfg scale``). Out-of-range
+    values (a seed beyond 2**64-1, a size that is not a multiple of 8) are
+    dropped or fixed by :func:`~sdstudio.engine.metadata.values.build_request`,
+    and settings the text does not give are named in the notes. Raises
+    :class:`InvalidRequest` when the text is not in this format: JSON, or a
+    last line without at least two of Steps, Sampler, CFG scale, Seed and Size.
     """
+    if _is_json(text):
+        raise InvalidRequest("The parameters text is JSON, not AUTOMATIC1111 text.")
     parts = split_parameters(text)
-    s = parts.settings
-    if not s:
+    s = {key.casefold(): value for key, value in parts.settings.items()}
+    if len(_CORE_KEYS & s.keys()) < 2:
         raise InvalidRequest("The parameters text holds no generation settings.")
-    sampler, schedule = _sampler_and_schedule(s.get("Sampler", ""), s.get("Schedule type", ""))
     values: dict[str, object] = {
         "prompt": parts.prompt,
         "negative_prompt": parts.negative_prompt,
-        "sampler": sampler,
-        "schedule": schedule,
-        "steps": s.get("Steps"),
-        "seed": s.get("Seed"),
-        "guidance_scale": s.get("CFG scale"),
-        "strength": s.get("Denoising strength"),
-        "vae": _vae_name(s.get("VAE", "")),
+        "steps": s.get("steps"),
+        "seed": s.get("seed"),
+        "guidance_scale": s.get("cfg scale"),
+        "strength": s.get("denoising strength"),
+        "vae": _vae_name(s.get("vae", "")),
     }
-    size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", s.get("Size", ""))
+    notes: tuple[str, ...] = ()
+    if s.get("sampler", "").strip():
+        # Fooocus writes ComfyUI's scheduler name as "Scheduler".
+        schedule = s.get("schedule type") or s.get("scheduler") or ""
+        choice = names.sampler_and_schedule(s["sampler"], schedule)
+        values["sampler"], values["schedule"], notes = choice.sampler, choice.schedule, choice.notes
+    size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", s.get("size", ""))
     if size:
         values["width"], values["height"] = size.group(1), size.group(2)
-    recorded = s.get("Model", "")
+    recorded = s.get("model", "")
     parsed = build_request(values, model=recorded or model, model_name=recorded)
-    clip_skip = as_int(s.get("Clip skip"))
+    parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
+    clip_skip = as_int(s.get("clip skip"))
     if clip_skip is not None and 1 <= clip_skip <= MAX_CLIP_SKIP:
-        parsed = dataclasses.replace(parsed, request=parsed.request.replace(clip_skip=clip_skip))
+        parsed = dataclasses.replace(
+            parsed,
+            request=parsed.request.replace(clip_skip=clip_skip),
+            read=parsed.read | {"clip_skip"},
+        )
     return parsed
 
 
-def _sampler_and_schedule(sampler: str, schedule: str) -> tuple[str, str]:
-    if not sampler:
-        return DEFAULT_SAMPLER, samplers.AUTOMATIC
-    try:
-        name, implied = samplers.split_sampler_name(sampler)
-    except InvalidRequest:
-        # A sampler sdstudio lacks: keep its name so the user sees what it was.
-        return sampler, schedule or samplers.AUTOMATIC
-    if schedule:
-        try:
-            return name, samplers.get_schedule(schedule)
-        except InvalidRequest:
-            return name, schedule
-    return name, implied
+def _is_json(text: str) -> bool:
+    """Whether ``text`` is a JSON object or list (other tools' metadata, not A1111 text)."""
+    stripped = text.strip()
+    return stripped[:1] in ("{", "[") and isinstance(load_json(stripped), dict | list)
 
 
 def _vae_name(value: str) -> str:

@@ -2,219 +2,216 @@
 
 The graph maps node ids to ``{"class_type": ..., "inputs": {...}}``; an input
 that is a list ``[node_id, output_index]`` links to another node's output.
-Settings come from a sampler node (``KSampler``, ``KSamplerAdvanced``, then
-any other ``KSampler...`` class). When there are several, the first is taken
-in this order: samplers whose latent does not come from another sampler (the
-base pass, not a hires-fix pass) before the others, then by node id
-(numerically). From it, links are followed:
+When an image has no ``prompt`` chunk, the editor graph in ``workflow`` is
+read instead (see :mod:`~sdstudio.engine.metadata.comfyui_workflow`).
 
-- ``positive``/``negative`` to ``CLIPTextEncode`` nodes, through conditioning
-  nodes (ControlNet, combine, area); a ``text`` that is itself a link is
-  followed to the node that holds the text (a primitive or string node);
-- ``model`` through LoRA loaders and model patches to ``CheckpointLoaderSimple``
-  (``ckpt_name``) or ``UNETLoader`` (``unet_name``);
-- ``latent_image`` to ``EmptyLatentImage`` for the size; when the latent comes
-  from an image or another sampler, the image's own size is used;
-- the ``VAEDecode`` of the sampler's output (any ``VAEDecode`` when none is
-  fed by it directly): a ``vae`` input from ``VAELoader`` names a VAE file
-  (``vae_name``); from a checkpoint loader it is the model's own.
+Settings come from one sampler node (see
+:mod:`~sdstudio.engine.metadata.comfyui_sampling` for the kinds read). When
+there are several, the base pass is taken: a sampler whose latent does not
+come from another sampler, preferably one that starts from an empty latent,
+then ``KSampler``/``KSamplerAdvanced``/``SamplerCustom...`` before other
+classes, then the lowest node id. A sampler fed (through upscale or resize
+nodes, latent or image) by another one is a hires pass: its upscale, steps
+and denoise go into the notes. From the base sampler, links are followed:
 
-Every walk is bounded and remembers the nodes it has seen, so cycles and
-very long chains in hostile graphs end.
+- ``positive``/``negative`` back through conditioning nodes (ControlNet,
+  combine and concat, whose texts are joined with ``BREAK``) to the text
+  encoders (``CLIPTextEncode``, ``CLIPTextEncodeSDXL``'s ``text_g``), and their
+  text through text, concatenation, switch and primitive nodes;
+- the encoders' ``clip`` to ``CLIPSetLastLayer``: ``stop_at_clip_layer`` -2
+  is A1111's clip skip 2;
+- ``model`` through LoRA loaders (which become ``<lora:name:weight>`` tags at
+  the end of the prompt) and model patches to the checkpoint (``ckpt_name``
+  or ``unet_name``);
+- ``latent_image`` to an empty-latent node's ``width``/``height``; when the
+  latent comes from an image, the image's own size is used;
+- the ``VAEDecode`` of the sampler's output: a ``VAELoader`` names a VAE file.
+
+Every walk is bounded (see :mod:`~sdstudio.engine.metadata.comfyui_graph`);
+a value that cannot be followed is left at sdstudio's default and the notes
+say it was not read.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping
-from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import names
-from sdstudio.engine.metadata.values import (
-    Parsed,
-    as_float,
-    as_int,
-    build_request,
-    guarded,
-    load_json,
-    text,
+from sdstudio.engine.metadata.comfyui_graph import (
+    MAX_DEPTH,
+    Graph,
+    Walker,
+    is_link,
+    is_sampler,
+    parse_graph,
 )
+from sdstudio.engine.metadata.comfyui_sampling import (
+    LatentSource,
+    hires_note,
+    latent_source,
+    sampler_inputs,
+)
+from sdstudio.engine.metadata.comfyui_workflow import WORKFLOW_KEY, workflow_graph
+from sdstudio.engine.metadata.values import Parsed, as_float, build_request, guarded, text
+from sdstudio.engine.request import MAX_CLIP_SKIP
 
 PROMPT_KEY = "prompt"
-SAMPLER_CLASSES = ("KSampler", "KSamplerAdvanced")
-_MAX_DEPTH = 32
-_TEXT_KEYS = ("text", "text_g", "value", "string", "prompt", "text_l")
-_CONDITIONING_KEYS = ("conditioning", "conditioning_to", "conditioning_1", "conditioning_from")
-_LATENT_KEYS = ("samples", "latent_image", "latent")
+SAMPLER_CLASSES = ("KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced", "SamplerCustom")
+_MAX_SAMPLERS = 64
 
-Graph = dict[str, dict[str, Any]]
+__all__ = ["PROMPT_KEY", "WORKFLOW_KEY", "read_comfyui"]
 
 
 @guarded
 def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Parsed:
-    """Read the settings of a ComfyUI API graph; ``size`` is the image's own size.
+    """Read the settings of a ComfyUI graph; ``size`` is the image's own size.
 
     Raises :class:`InvalidRequest` when there is no graph or it has no sampler.
     """
-    graph = _graph(texts.get(PROMPT_KEY, ""))
-    sampler_id = _pick_sampler(graph)
-    inputs = graph[sampler_id]["inputs"]
-    seed = inputs.get("seed", inputs.get("noise_seed"))
+    if texts.get(PROMPT_KEY, "").strip():
+        graph = parse_graph(texts[PROMPT_KEY])
+    else:
+        graph = workflow_graph(texts.get(WORKFLOW_KEY, ""))
+    samplers = _samplers(graph)
+    base = min(samplers, key=lambda node_id: _order(graph, node_id, samplers[node_id]))
+    found = sampler_inputs(Walker(graph), base)
+    notes: list[str] = []
     values: dict[str, object] = {
-        "seed": _resolve(graph, seed, ("seed", "noise_seed", "value", "int")),
-        "steps": _resolve(graph, inputs.get("steps"), ("steps", "value", "int")),
-        "guidance_scale": _resolve(graph, inputs.get("cfg"), ("cfg", "value", "float")),
-        "prompt": _prompt(graph, inputs.get("positive"), "positive"),
-        "negative_prompt": _prompt(graph, inputs.get("negative"), "negative"),
+        "seed": found.seed,
+        "steps": found.steps,
+        "guidance_scale": found.cfg,
     }
-    sampler = text(_resolve(graph, inputs.get("sampler_name"), ("sampler_name", "value")))
-    scheduler = text(_resolve(graph, inputs.get("scheduler"), ("scheduler", "value")))
+    sampler, scheduler = text(found.sampler_name), text(found.scheduler)
     if sampler:
         values["sampler"], values["schedule"] = names.comfyui_sampler(sampler, scheduler)
-    denoise = as_float(_resolve(graph, inputs.get("denoise"), ("denoise", "value", "float")))
+    denoise = as_float(found.denoise)
     if denoise is not None and denoise < 1.0:
         values["strength"] = denoise
-    latent_size, _ = _latent(graph, inputs.get("latent_image"))
-    values["width"], values["height"] = latent_size or size
-    recorded, lora_notes = _model(graph, inputs.get("model"))
-    values["vae"] = _vae(graph, sampler_id)
+    walker = Walker(graph)
+    positive = walker.prompt(found.positive)
+    negative = walker.prompt(found.negative)
+    if negative is None and found.negative is not None:
+        notes.append("The negative prompt was not read from the graph.")
+    recorded, loras = _model(Walker(graph), found.model, notes)
+    if positive is not None or loras:
+        values["prompt"] = _with_loras(positive or "", loras)
+    if negative is not None:
+        values["negative_prompt"] = negative
+    source = samplers[base]
+    width_height = source.size or (size if all(size) else None)
+    if width_height is not None:
+        values["width"], values["height"] = width_height
+    values["vae"] = _vae(Walker(graph), base)
     parsed = build_request(values, model=names.model_name(recorded), model_name=recorded)
-    return Parsed(parsed.request, parsed.model_name, parsed.notes + lora_notes)
+    request, read = parsed.request, parsed.read
+    clip_skip, clip_note = walker.clip_skip()
+    if clip_skip is not None and clip_skip <= MAX_CLIP_SKIP:
+        request = dataclasses.replace(request, clip_skip=clip_skip)
+        read |= {"clip_skip"}
+    elif clip_skip is not None:
+        clip_note = f"Clip skip {clip_skip} is over sdstudio's {MAX_CLIP_SKIP}; it was not read."
+    notes += [clip_note] if clip_note else []
+    notes += _hires_notes(graph, base, samplers)
+    all_notes = (*walker.notes, *notes, *parsed.notes)
+    return Parsed(request, parsed.model_name, tuple(dict.fromkeys(all_notes)), read)
 
 
-def _graph(prompt: str) -> Graph:
-    data = load_json(prompt) if prompt.lstrip().startswith("{") else None
-    if not isinstance(data, dict):
-        raise InvalidRequest("No ComfyUI graph.")
-    graph: Graph = {}
-    for node_id, node in data.items():
-        if (
-            isinstance(node, dict)
-            and isinstance(node.get("class_type"), str)
-            and isinstance(node.get("inputs"), dict)
-        ):
-            graph[str(node_id)] = node
-    return graph
-
-
-def _is_sampler(node: dict[str, Any]) -> bool:
-    return str(node["class_type"]).startswith("KSampler")
-
-
-def _pick_sampler(graph: Graph) -> str:
-    candidates = [node_id for node_id, node in graph.items() if _is_sampler(node)]
-    if not candidates:
+def _samplers(graph: Graph) -> dict[str, LatentSource]:
+    """The first sampler nodes (by id) and where each one's latent came from."""
+    found = sorted((n for n, node in graph.items() if is_sampler(node["class_type"])), key=_id_key)
+    if not found:
         raise InvalidRequest("The ComfyUI graph has no sampler.")
-
-    def order(node_id: str) -> tuple[int, bool, int, int, str]:
-        node = graph[node_id]
-        tier = 0 if node["class_type"] in SAMPLER_CLASSES else 1
-        _, from_sampler = _latent(graph, node["inputs"].get("latent_image"))
-        if node_id.isdecimal():
-            return (tier, from_sampler, 0, len(node_id), node_id)
-        return (tier, from_sampler, 1, 0, node_id)
-
-    return min(candidates, key=order)
+    return {
+        node_id: latent_source(Walker(graph), graph[node_id]["inputs"].get("latent_image"))
+        for node_id in found[:_MAX_SAMPLERS]
+    }
 
 
-def _is_link(value: object) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str | int)
-        and not isinstance(value[0], bool)
-    )
+def _id_key(node_id: str) -> tuple[int, int, str]:
+    return (0, len(node_id), node_id) if node_id.isdecimal() else (1, 0, node_id)
 
 
-def _follow(graph: Graph, link: object, seen: set[str]) -> dict[str, Any] | None:
-    """The inputs of the node a link points to, unless it was seen before."""
-    if not _is_link(link):
-        return None
-    node_id = str(link[0])  # type: ignore[index]
-    if node_id in seen or node_id not in graph:
-        return None
-    seen.add(node_id)
-    inputs: dict[str, Any] = graph[node_id]["inputs"]
-    return inputs
+def _order(graph: Graph, node_id: str, source: LatentSource) -> tuple[object, ...]:
+    known = graph[node_id]["class_type"] in SAMPLER_CLASSES
+    from_empty = source.size is not None or source.from_image
+    return (source.sampler is not None, not from_empty, not known, _id_key(node_id))
 
 
-def _resolve(graph: Graph, value: object, keys: tuple[str, ...]) -> object:
-    """A literal input, following links through nodes that hold it under one of ``keys``."""
-    seen: set[str] = set()
-    for _ in range(_MAX_DEPTH):
-        if not _is_link(value):
-            return value
-        inputs = _follow(graph, value, seen)
-        if inputs is None:
-            return None
-        value = next((inputs[key] for key in keys if key in inputs), None)
-    return None
+def _hires_notes(graph: Graph, base: str, samplers: dict[str, LatentSource]) -> list[str]:
+    """A note for each sampler that refines another's output."""
+    notes = []
+    for node_id, source in samplers.items():
+        if source.sampler is not None and node_id != base:
+            hires = sampler_inputs(Walker(graph), node_id)
+            notes.append(hires_note(hires, source, samplers[base].size))
+    return notes
 
 
-def _prompt(graph: Graph, link: object, polarity: str) -> str:
-    """The prompt text behind a conditioning input."""
-    seen: set[str] = set()
-    pending = [link]
-    while pending and len(seen) < _MAX_DEPTH:
-        inputs = _follow(graph, pending.pop(0), seen)
-        if inputs is None:
-            continue
-        for key in _TEXT_KEYS:
-            found = _resolve(graph, inputs.get(key), _TEXT_KEYS)
-            if isinstance(found, str):
-                return found
-        pending += [inputs.get(key) for key in (polarity, *_CONDITIONING_KEYS)]
-    return ""
+def _model(walker: Walker, link: object, notes: list[str]) -> tuple[str, list[tuple[str, float]]]:
+    """The checkpoint behind a ``model`` input, and the LoRAs on the way in the order applied."""
+    loras: list[tuple[str, float]] = []
+    for _ in range(MAX_DEPTH):
+        node = walker.node(link)
+        if node is None:
+            break
+        inputs = node.inputs
+        for key in ("ckpt_name", "unet_name"):
+            name = walker.value(inputs.get(key), (key, "value"))
+            if isinstance(name, str) and name:
+                loras.reverse()
+                return name, loras
+        name = walker.value(inputs.get("lora_name"), ("lora_name", "value"))
+        if isinstance(name, str):
+            weight = walker.value(inputs.get("strength_model", inputs.get("strength")))
+            _add_lora(loras, notes, name, weight)
+        for key, entry in sorted(inputs.items(), reverse=True):
+            if (
+                key.casefold().startswith("lora_")
+                and isinstance(entry, dict)
+                and entry.get("on", True) is not False
+                and isinstance(entry.get("lora"), str)
+            ):
+                _add_lora(loras, notes, entry["lora"], entry.get("strength"))
+        link = inputs.get("model")
+    if is_link(link):
+        notes.append("The model was not read from the graph.")
+    loras.reverse()
+    return "", loras
 
 
-def _latent(graph: Graph, link: object) -> tuple[tuple[int, int] | None, bool]:
-    """The size of an empty latent behind ``link``, and whether a sampler made the latent."""
-    seen: set[str] = set()
-    for _ in range(_MAX_DEPTH):
-        if not _is_link(link) or str(link[0]) not in graph:  # type: ignore[index]
-            return None, False
-        if _is_sampler(graph[str(link[0])]):  # type: ignore[index]
-            return None, True
-        inputs = _follow(graph, link, seen)
-        if inputs is None:
-            return None, False
-        width = as_int(_resolve(graph, inputs.get("width"), ("width", "value", "int")))
-        height = as_int(_resolve(graph, inputs.get("height"), ("height", "value", "int")))
-        if width and height:
-            return (width, height), False
-        link = next((inputs[key] for key in _LATENT_KEYS if key in inputs), None)
-    return None, False
+def _add_lora(loras: list[tuple[str, float]], notes: list[str], name: str, raw: object) -> None:
+    if not name.strip() or name.strip().casefold() == "none":
+        return
+    weight = as_float(raw)
+    if weight is None:
+        notes.append(f"The weight of the LoRA {names.model_name(name)} was not read; 1 is used.")
+        weight = 1.0
+    loras.append((names.model_name(name), weight))
 
 
-def _vae(graph: Graph, sampler_id: str) -> str:
+def _with_loras(prompt: str, loras: list[tuple[str, float]]) -> str:
+    """``prompt`` with a ``<lora:name:weight>`` tag at its end for each LoRA it lacks a tag for."""
+    for name, weight in loras:
+        if not re.search(rf"<lora:{re.escape(name)}:", prompt, re.IGNORECASE):
+            tag = f"<lora:{name}:{weight:g}>"
+            prompt = f"{prompt.rstrip()} {tag}" if prompt.strip() else tag
+    return prompt
+
+
+def _vae(walker: Walker, sampler_id: str) -> str:
     """The VAE file the image was decoded with; empty for the model's own."""
-    decoders = [n for n in graph.values() if n.get("class_type") == "VAEDecode"]
-    fed = [n for n in decoders if _is_link(n["inputs"].get("samples"))]
-    direct = [n for n in fed if str(n["inputs"]["samples"][0]) == sampler_id]
-    for node in direct or decoders:
-        inputs = _follow(graph, node["inputs"].get("vae"), set())
-        if inputs is not None:
-            name = _resolve(graph, inputs.get("vae_name"), ("vae_name", "value"))
+    decoders = [n for n in walker.graph.values() if n["class_type"] == "VAEDecode"]
+    direct = [
+        n
+        for n in decoders
+        if is_link(n["inputs"].get("samples")) and str(n["inputs"]["samples"][0]) == sampler_id
+    ]
+    for node in (direct or decoders)[:_MAX_SAMPLERS]:
+        loader = walker.node(node["inputs"].get("vae"))
+        if loader is not None:
+            name = walker.value(loader.inputs.get("vae_name"), ("vae_name", "value"))
             return name if isinstance(name, str) else ""
     return ""
-
-
-def _model(graph: Graph, link: object) -> tuple[str, tuple[str, ...]]:
-    """The checkpoint behind a ``model`` input, and notes on the LoRAs on the way."""
-    seen: set[str] = set()
-    notes: list[str] = []
-    for _ in range(_MAX_DEPTH):
-        inputs = _follow(graph, link, seen)
-        if inputs is None:
-            break
-        lora = _resolve(graph, inputs.get("lora_name"), ("lora_name", "value"))
-        if isinstance(lora, str):
-            weight = as_float(_resolve(graph, inputs.get("strength_model"), ("value",)))
-            shown = f" at weight {weight:g}" if weight is not None else ""
-            notes.append(f"The image used the LoRA {names.model_name(lora)}{shown}.")
-        for key in ("ckpt_name", "unet_name"):
-            name = _resolve(graph, inputs.get(key), (key, "value"))
-            if isinstance(name, str):
-                return name, tuple(notes)
-        link = inputs.get("model")
-    return "", tuple(notes)

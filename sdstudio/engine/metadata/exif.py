@@ -7,7 +7,11 @@
 - Fooocus writes the text (or its JSON) as a plain string UserComment in IFD0
   and its scheme (``fooocus`` or ``a1111``) as the MakerNote (0x927C).
 - ComfyUI's WebP writer stores ``prompt:<json>`` in Model (0x0110) and
-  ``workflow:<json>`` in Make (0x010F).
+  ``workflow:<json>`` in Make (0x010F); other ComfyUI savers write
+  ``Prompt: <json>`` and ``Workflow: <json>`` in ImageDescription (0x010E) or
+  Make. Either label is read, whatever its case, under ``prompt``/``workflow``.
+- SwarmUI and NovelAI write their JSON as the UserComment; it is read as
+  ``parameters``, whose readers recognise the JSON.
 """
 
 from __future__ import annotations
@@ -57,9 +61,10 @@ def exif_texts(exif: Image.Exif) -> dict[str, str]:
     for tag in _COMFYUI_TAGS:
         value = ifd0.get(tag)
         if isinstance(value, str):
-            key, _, rest = value.partition(":")
-            if key in _COMFYUI_KEYS and key not in texts:
-                texts[key] = rest
+            label, _, rest = value.partition(":")
+            key, graph = label.strip().casefold(), rest.strip()
+            if key in _COMFYUI_KEYS and key not in texts and graph.startswith("{"):
+                texts[key] = graph
     return texts
 
 

@@ -8,6 +8,9 @@
 - JPEG and WebP: EXIF (see :mod:`~sdstudio.engine.metadata.exif`), read by
   Pillow's header parsing; no pixels are decoded.
 
+``tEXt`` and ``zTXt`` texts are read as UTF-8 when they are valid UTF-8
+(many tools write it there, against the standard), else as Latin-1.
+
 Only the texts asked for are read. A text larger than :data:`MAX_TEXT_BYTES`
 is left out, and so is any text after :data:`MAX_TOTAL_BYTES` have been read;
 the returned notes say which. Every text is cleaned by
@@ -169,10 +172,10 @@ class _Collector:
 def _decode_text(kind: bytes, body: bytes) -> str | None:
     """The text of a tEXt, zTXt or iTXt chunk after its keyword; ``None`` if unreadable."""
     if kind == b"tEXt":
-        return body.decode("latin-1")
+        return decode_bytes(body)
     if kind == b"zTXt":
         inflated = _inflate(body[1:]) if body[:1] == b"\0" else None
-        return inflated.decode("latin-1") if inflated is not None else None
+        return decode_bytes(inflated) if inflated is not None else None
     if len(body) < 2:
         return None
     compressed, method, rest = body[0], body[1], body[2:]
@@ -184,6 +187,18 @@ def _decode_text(kind: bytes, body: bytes) -> str | None:
     if compressed:
         text = _inflate(parts[2]) if method == 0 else None
     return text.decode("utf-8", errors="replace") if text is not None else None
+
+
+def decode_bytes(data: bytes) -> str:
+    """Text as UTF-8 when it is valid UTF-8, else as Latin-1.
+
+    The PNG standard makes ``tEXt`` and ``zTXt`` Latin-1, but many tools
+    write UTF-8 there; Latin-1 text with accents is almost never valid UTF-8.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def _inflate(data: bytes) -> bytes | None:

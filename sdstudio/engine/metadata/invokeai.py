@@ -17,6 +17,7 @@ from sdstudio.engine.metadata import names
 from sdstudio.engine.metadata.values import (
     Parsed,
     as_float,
+    as_int,
     build_request,
     guarded,
     load_json,
@@ -24,14 +25,13 @@ from sdstudio.engine.metadata.values import (
 )
 
 METADATA_KEY = "invokeai_metadata"
-_SETTINGS_KEYS = ("positive_prompt", "steps", "seed", "cfg_scale", "scheduler", "width")
 
 
 @guarded
 def read_invokeai(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Parsed:
     """Read InvokeAI 3+ settings; raise :class:`InvalidRequest` when there are none."""
     data = load_json(texts.get(METADATA_KEY))
-    if not isinstance(data, dict) or not any(key in data for key in _SETTINGS_KEYS):
+    if not isinstance(data, dict) or not _has_invokeai_shape(data):
         raise InvalidRequest("No InvokeAI metadata.")
     values: dict[str, object] = {
         "prompt": text(data.get("positive_prompt")),
@@ -49,6 +49,18 @@ def read_invokeai(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> P
     recorded = model_name(data.get("model"))
     parsed = build_request(values, model=names.model_name(recorded), model_name=recorded)
     return dataclasses.replace(parsed, notes=parsed.notes + _lora_notes(data.get("loras")))
+
+
+def _has_invokeai_shape(data: dict[str, object]) -> bool:
+    """Whether the JSON holds InvokeAI's settings: its prompt key, or two of its other keys."""
+    if isinstance(data.get("positive_prompt"), str):
+        return True
+    typed = (
+        isinstance(data.get("scheduler"), str),
+        isinstance(data.get("cfg_scale"), int | float | list),
+        *(as_int(data.get(key)) is not None for key in ("steps", "seed", "width", "height")),
+    )
+    return sum(typed) >= 2
 
 
 def model_name(model: object) -> str:

@@ -4,10 +4,12 @@ Other tools accept values sdstudio's :class:`GenerationRequest` refuses (a seed
 up to 2**64, a size that is not a multiple of 8, zero steps). Readers collect
 raw values and :func:`build_request` keeps what is usable:
 
-- seed: outside 0..2**32-1 (or negative) it is dropped, so the request asks
-  for a random seed. Taking it modulo 2**32 would give a seed that looks like
-  the image's own but makes a different image; sdstudio cannot reproduce such
-  a seed anyway, and the notes say so.
+- seed: kept as written from 0 to 2**64-1 (ComfyUI, Fooocus and Civitai
+  write 48- to 64-bit seeds). Beyond that, negative (other than -1, which
+  means random) or written as a floating-point number too large to be exact,
+  it is dropped, so the request asks for a random seed, and the notes say so.
+  Taking it modulo 2**64 would give a seed that looks like the image's own
+  but makes a different image.
 - width/height: rounded to the nearest multiple of 8 and clamped to 64..4096.
 - steps: below 1 dropped (the default applies), above 500 clamped.
 - CFG scale: negative or not finite dropped, above 50 clamped.
@@ -39,6 +41,7 @@ from sdstudio.engine.request import (
     MAX_SIZE,
     MAX_STEPS,
     MIN_SIZE,
+    RANDOM_SEED,
     GenerationRequest,
     round_to_multiple_of_8,
 )
@@ -52,6 +55,9 @@ UNKNOWN_MODEL = "unknown"
 MAX_JSON_DEPTH = 64
 """Metadata JSON nests a few levels; deeper input is refused, not walked."""
 _TEXT_FIELDS = ("prompt", "negative_prompt", "sampler", "schedule", "vae")
+_NUMBER_FIELDS = ("steps", "seed", "width", "height", "guidance_scale", "strength")
+# Fields whose readable but out-of-range values already get a note of their own.
+_NOTED_WHEN_DROPPED = ("steps", "seed", "guidance_scale")
 # Lone UTF-16 surrogates (UTF-8 cannot encode them) and control characters other
 # than tab, line feed and carriage return (NUL ends C strings and paths; ESC starts
 # terminal escape sequences).
@@ -59,6 +65,8 @@ _UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
 # Longer JSON integers are no real setting; Python refuses to read over 4300 digits.
 _MAX_DIGITS = 30
+# A floating-point seed above 2**53 has lost digits: it is not the seed the image used.
+_EXACT_FLOAT = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,8 @@ class Parsed:
     model_name: str = ""
     """The model as the other tool recorded it (it may be a file name or a path)."""
     notes: tuple[str, ...] = ()
+    read: frozenset[str] = frozenset()
+    """The request fields whose values came from the image; the others are defaults."""
 
 
 def guarded(read: Callable[P, R]) -> Callable[P, R]:
@@ -93,6 +103,10 @@ def build_request(values: Mapping[str, object], *, model: str = "", model_name: 
     ``schedule`` (text), ``steps``, ``seed``, ``width``, ``height`` (whole
     numbers, also as text) and ``guidance_scale``, ``strength`` (numbers).
     ``model`` goes into the request (``"unknown"`` when empty).
+
+    A value that is missing or unusable is not invented: the request keeps its
+    default, :attr:`Parsed.read` leaves the field out and a note names the
+    default used (for the prompt, sampler, schedule, steps, CFG scale, seed and size).
     """
     notes: list[str] = []
     fields: dict[str, object] = {"model": model.strip() or UNKNOWN_MODEL, "prompt": ""}
@@ -100,6 +114,7 @@ def build_request(values: Mapping[str, object], *, model: str = "", model_name: 
         value = values.get(name)
         if isinstance(value, str):
             fields[name] = value
+    _fill_schedule(fields, notes)
     _fit_schedule(fields, notes)
     steps = as_int(values.get("steps"))
     if steps is not None:
@@ -107,15 +122,9 @@ def build_request(values: Mapping[str, object], *, model: str = "", model_name: 
             notes.append(f"Steps {steps} is unusable; the default is used.")
         else:
             fields["steps"] = _clamped(notes, "Steps", steps, 1, MAX_STEPS)
-    seed = as_int(values.get("seed"))
+    seed = _seed(values.get("seed"), notes)
     if seed is not None:
-        if 0 <= seed <= MAX_SEED:
-            fields["seed"] = seed
-        else:
-            notes.append(
-                f"The seed {seed} is outside sdstudio's range 0 to {MAX_SEED}; "
-                "a random seed is used."
-            )
+        fields["seed"] = seed
     for name in ("width", "height"):
         size = as_int(values.get(name))
         if size is not None and size > 0:
@@ -126,14 +135,99 @@ def build_request(values: Mapping[str, object], *, model: str = "", model_name: 
     cfg = as_float(values.get("guidance_scale"))
     if cfg is not None and cfg >= 0:
         fields["guidance_scale"] = _clamped(notes, "CFG scale", cfg, 0.0, MAX_GUIDANCE)
+    elif cfg is not None:
+        notes.append(f"CFG scale {cfg:g} is unusable; the default is used.")
     strength = as_float(values.get("strength"))
     if strength is not None:
         fields["strength"] = _clamped(notes, "Strength", strength, 0.0, 1.0)
+    read = {name for name in _TEXT_FIELDS if isinstance(values.get(name), str)}
+    read |= {name for name in _NUMBER_FIELDS if name in fields}
+    if as_int(values.get("seed")) == RANDOM_SEED:
+        read.add("seed")
     try:
         request = GenerationRequest(**fields)  # type: ignore[arg-type]
     except InvalidRequest as error:  # not expected: every field was checked above
         raise InvalidRequest(f"The metadata has an unusable setting: {error}") from None
-    return Parsed(request, model_name, tuple(notes))
+    notes += _unread_notes(request, read, values)
+    return Parsed(request, model_name, tuple(notes), frozenset(read))
+
+
+def _unread_notes(
+    request: GenerationRequest, read: set[str], values: Mapping[str, object]
+) -> list[str]:
+    """A note for each main setting the image did not give, naming the default used."""
+    shown = {
+        "prompt": ("prompt", "it is left empty"),
+        "sampler": ("sampler", f"the default {request.sampler} ({request.schedule}) is used"),
+        "steps": ("steps", f"the default {request.steps} is used"),
+        "guidance_scale": ("CFG scale", f"the default {request.guidance_scale:g} is used"),
+        "seed": ("seed", "a random seed is used"),
+        "width": ("width", f"the default {request.width} is used"),
+        "height": ("height", f"the default {request.height} is used"),
+    }
+    notes = []
+    for name, (label, outcome) in shown.items():
+        if name in read:
+            continue
+        value = values.get(name)
+        if value is None:
+            notes.append(f"The image does not say the {label}; {outcome}.")
+        elif name not in _NOTED_WHEN_DROPPED or _as_number(name, value) is None:
+            notes.append(f"The image's {label} {_shown_value(value)} is unusable; {outcome}.")
+    return notes
+
+
+def _as_number(name: str, value: object) -> int | float | None:
+    return as_int(value) if name in ("steps", "seed", "width", "height") else as_float(value)
+
+
+def _shown_value(value: object) -> str:
+    plain = isinstance(value, str | int | float) and not isinstance(value, bool)
+    shown = repr(value) if plain else type(value).__name__
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _fill_schedule(fields: dict[str, object], notes: list[str]) -> None:
+    """Give a sampler read without a schedule the schedule it uses on Automatic in A1111."""
+    sampler = fields.get("sampler")
+    if not isinstance(sampler, str) or isinstance(fields.get("schedule"), str):
+        return
+    try:
+        entry = samplers.get_sampler(sampler)
+    except InvalidRequest:
+        fields["schedule"] = samplers.AUTOMATIC
+        return
+    fields["schedule"] = entry.default_schedule
+    notes.append(
+        f"The image does not say the schedule type; {entry.name}'s usual "
+        f"{entry.default_schedule} is used."
+    )
+
+
+def _seed(value: object, notes: list[str]) -> int | None:
+    """The seed as written, or ``None`` (random) with a note when it is unusable."""
+    seed = as_int(value)
+    if seed is None or seed == RANDOM_SEED:
+        return None
+    if not 0 <= seed <= MAX_SEED:
+        notes.append(
+            f"The seed {_shown_seed(seed)} is outside the range 0 to {MAX_SEED}; "
+            "a random seed is used."
+        )
+        return None
+    inexact = isinstance(value, float) or (isinstance(value, str) and not value.strip().isdigit())
+    if inexact and seed > _EXACT_FLOAT:
+        notes.append(
+            f"The seed {value} was stored as a rounded number, so the image's own seed is "
+            "unknown; a random seed is used."
+        )
+        return None
+    return seed
+
+
+def _shown_seed(seed: int) -> str:
+    """The seed for a note; one of many digits (which ``str`` may refuse) by its size."""
+    return str(seed) if seed.bit_length() <= 80 else "(a number of over 24 digits)"
 
 
 def _fit_schedule(fields: dict[str, object], notes: list[str]) -> None:
