@@ -170,3 +170,110 @@ def write_stealth_png(
         image.putalpha(plane)
         image.save(path)
     return path
+
+
+# Stability Matrix's GenerationParameters as its Inference tab serialises them.
+STABILITY_MATRIX_JSON: dict[str, Any] = {
+    "PositivePrompt": "(cat:1.2), by artist, detailed, [shaded]",
+    "NegativePrompt": "blurry, jpg artifacts",
+    "Steps": 30,
+    "Sampler": "DPM++ 2M Karras",
+    "CfgScale": 7.5,
+    "Seed": 124825529,
+    "Height": 896,
+    "Width": 640,
+    "ModelHash": "b899d188a1ac7356bfb9399b2277d5b21712aa360f8f9514fba6fcce021baff7",
+    "ModelName": "ExampleMix7.safetensors",
+    "FrameCount": 0,
+    "MotionBucketId": 0,
+    "VideoQuality": 0,
+    "Lossless": False,
+    "Fps": 0,
+    "OutputFps": 0.0,
+    "MinCfg": 0.0,
+    "AugmentationLevel": 0.0,
+    "VideoOutputMethod": None,
+    "ModelVersionId": None,
+    "ExtraNetworkModelVersionIds": None,
+}
+STABILITY_MATRIX_EXPECTED = (
+    "(cat:1.2), by artist, detailed, [shaded]",
+    "blurry, jpg artifacts",
+    30,
+    "DPM++ 2M",
+    "Karras",
+    7.5,
+    124825529,
+    640,
+    896,
+)
+# The A1111 text written next to it, made different here to tell which one was read.
+STABILITY_MATRIX_A1111 = (
+    "a different prompt\nSteps: 12, Sampler: Euler, CFG scale: 3, Seed: 1, Size: 512x512"
+)
+STABILITY_MATRIX_PROJECT = json.dumps({"Version": 2, "ProjectType": "Inference", "State": {}})
+
+TENSORART_DATA: dict[str, Any] = {
+    "prompt": "splatter style painting of a man, starry sky <lora:EMS-274416-EMS:1.1>",
+    "negativePrompt": "lowres",
+    "steps": 25,
+    "cfgScale": 6.5,
+    "seed": 2405514972,
+    "width": 768,
+    "height": 1152,
+    "sampler": "DPM++ 2M Karras",
+    "clipSkip": 2,
+    "baseModel": {
+        "modelId": "681308059685024766",
+        "modelFileName": "juggernautXL_v9.safetensors",
+        "hash": "C9E3E68F89",
+    },
+}
+TENSORART_EXPECTED = (
+    "splatter style painting of a man, starry sky <lora:EMS-274416-EMS:1.1>",
+    "lowres",
+    25,
+    "DPM++ 2M",
+    "Karras",
+    6.5,
+    2405514972,
+    768,
+    1152,
+)
+
+WEBDEMO_SETTINGS: dict[str, Any] = {
+    "prompt": "1girl, souryuu asuka langley, plugsuit, masterpiece",
+    "negative_prompt": "nsfw, lowres, bad anatomy",
+    "resolution": "896 x 1152",
+    "guidance_scale": 7,
+    "num_inference_steps": 28,
+    "seed": 1418574683,
+    "sampler": "Euler a",
+    "model": "cagliostrolab/animagine-xl-3.1",
+}
+WEBDEMO_EXPECTED = (
+    "1girl, souryuu asuka langley, plugsuit, masterpiece",
+    "nsfw, lowres, bad anatomy",
+    28,
+    "Euler a",
+    "Automatic",
+    7.0,
+    1418574683,
+    896,
+    1152,
+)
+# Fooocus's own JSON (scheme "fooocus"), with a prompt and guidance_scale too.
+FOOOCUS_JSON: dict[str, Any] = {
+    "prompt": "a cabin in the woods",
+    "negative_prompt": "",
+    "resolution": "(1152, 896)",
+    "guidance_scale": 4,
+    "sharpness": 2,
+    "performance": "Speed",
+    "steps": 30,
+    "sampler": "dpmpp_2m_sde_gpu",
+    "scheduler": "karras",
+    "seed": "7",
+    "base_model": "juggernautXL_v8Rundiffusion.safetensors",
+    "version": "Fooocus v2.5.5",
+}

@@ -35,7 +35,11 @@ def test_stock_txt2img() -> None:
     assert (request.seed, request.steps, request.guidance_scale) == (156680208700286, 20, 8.0)
     assert (request.sampler, request.width, request.height) == ("Euler", 512, 768)
     assert (request.model, request.clip_skip) == ("v1-5-pruned-emaonly", 1)
-    assert parsed.notes == ()
+    # ComfyUI's "normal" schedule is the only thing sdstudio approximates here.
+    assert parsed.notes == (
+        "sdstudio has no normal schedule; the closest, Automatic "
+        "(the model's own timestep spacing), is used.",
+    )
 
 
 def test_sdxl_text_encoders() -> None:

@@ -14,21 +14,15 @@ loaded.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdstudio.cli.model_choice import ChosenModel, choose_model, settings_for
+from sdstudio.cli.recorded import Recorded, recorded_model, recorded_vae
 from sdstudio.cli.report import Reporter
-from sdstudio.engine.errors import InvalidRequest, ModelError
-from sdstudio.engine.models.lookup import (
-    HOW_TO_LIST,
-    AmbiguousModel,
-    ModelFinder,
-    ModelOutsideFolders,
-    is_inside,
-)
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.models.lookup import ModelFinder, is_inside
 from sdstudio.engine.request import GenerationRequest, Mode, round_to_multiple_of_8
 from sdstudio.logs import quiet_third_party
 
@@ -186,16 +180,19 @@ def _request_to_rerun(
     else:
         entry = context.library.store.find_path(Path(source))
         source = Path(source).name
+    model_hash = ""
     if entry is not None:
         request, model_name, trusted = entry.request, entry.model_name, True
     else:
         settings = read_image_settings(args.image)
         request, model_name, trusted = settings.request, settings.model_name, False
+        model_hash = settings.model_hash
     changes: dict[str, Any] = {}
     if args.model:
         changes["model"] = choose_model(args.model, finder).request_model
     else:
-        model = _recorded_model(request.model, model_name, source, finder, context, trusted)
+        recorded = Recorded(request.model, model_name, model_hash, request.width, request.height)
+        model = recorded_model(recorded, source, finder, context, trusted)
         if model != request.model:
             changes["model"] = model
     if args.seed is not None:
@@ -203,7 +200,7 @@ def _request_to_rerun(
     if args.vae is not None:
         changes["vae"] = _vae_argument(args.vae)
     elif request.vae and not trusted:
-        vae = _recorded_vae(request.vae, context)
+        vae = recorded_vae(request.vae, context)
         if vae != request.vae:
             changes["vae"] = vae
     for name in ("init_image", "mask"):
@@ -226,58 +223,6 @@ def _check_source_image(value: str | None, name: str, source: str, inputs_dir: P
         )
     if not Path(value).is_file():
         raise InvalidRequest(f"The {what} {value} of {source} is gone.")
-
-
-def _recorded_model(
-    model: str, model_name: str, source: str, finder: ModelFinder, context: Context, trusted: bool
-) -> str:
-    """The recorded model, or the model of the recorded name when its path is gone
-    (a Hugging Face model updated since, say). Unless ``trusted``, a path is taken
-    only inside the model folders (:meth:`ModelFinder.find_recorded`)."""
-    outside: ModelOutsideFolders | None = None
-    try:
-        finder.find(model) if trusted else finder.find_recorded(model)
-        return model
-    except AmbiguousModel as error:
-        raise InvalidRequest(f"{error} Re-run with --model PATH.") from None
-    except ModelOutsideFolders as error:
-        outside = error
-    except ModelError:
-        pass
-    if model_name and model_name != model:
-        # A name read from the image: looked up in the catalog only.
-        with contextlib.suppress(ModelError):
-            path, entry = finder.find_recorded(model_name)
-            found = entry.name if entry is not None else str(path)
-            gone = "is not used" if outside is not None else "is gone"
-            message = f"The model {model} {gone}; using {found}, which has its name."
-            context.reporter.event("notice", message, message=message)
-            return found
-    if outside is not None:
-        raise InvalidRequest(f"{outside} Give the model to use with --model PATH.")
-    raise InvalidRequest(
-        f"The model {model!r} recorded in {source} was not found; give it with --model PATH. "
-        f"{HOW_TO_LIST}"
-    )
-
-
-def _recorded_vae(value: str, context: Context) -> str:
-    """The VAE an image names, found only in the VAE folders (a path elsewhere is not
-    used): the value itself when the engine finds the same file by it, else its path."""
-    from sdstudio.engine.models.catalog import hf_cache_dir, network_folders
-    from sdstudio.engine.vae import find_recorded_vae, find_vae
-
-    folders = network_folders(context.paths, context.settings, "vae")
-    try:
-        found = find_recorded_vae(value, folders, also=[hf_cache_dir()])
-    except InvalidRequest as error:
-        raise InvalidRequest(
-            f"{error} Give the VAE to use with --vae PATH, or --vae none for the model's own."
-        ) from None
-    with contextlib.suppress(InvalidRequest):
-        if find_vae(value, folders) == found:
-            return value
-    return str(found)
 
 
 def _run(
@@ -349,9 +294,10 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
     request = settings.request
     if args.json:
         data: dict[str, Any] = {"source": settings.source, "request": request.to_dict()}
+        data["model_name"] = settings.model_name
+        data["model_hash"] = settings.model_hash
+        data["extras"] = dict(settings.extras)
         if settings.record is not None:
-            data["model_name"] = settings.record.model_name
-            data["model_hash"] = settings.record.model_hash
             data["created"] = settings.record.created
         if settings.parameters:
             data["parameters"] = settings.parameters
@@ -364,6 +310,8 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         "comfyui": "ComfyUI",
         "invokeai": "InvokeAI",
         "fooocus": "Fooocus",
+        "novelai": "NovelAI",
+        "swarmui": "SwarmUI",
     }
     rows = [
         ("Source", source_labels.get(settings.source, settings.source)),
@@ -371,6 +319,7 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         ("Negative prompt", request.negative_prompt),
         ("Mode", request.mode.value),
         ("Model", request.model),
+        ("Model hash", settings.model_hash),
         ("Sampler", request.sampler),
         ("Schedule type", request.schedule),
         ("Steps", str(request.steps)),
@@ -385,6 +334,9 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
     for key, value in rows:
         if value:
             reporter.result(f"{key}: {value}")
+    if settings.extras:
+        also = ", ".join(f"{key}: {value}" for key, value in settings.extras.items())
+        reporter.result(f"Also in the image (not applied): {also}")
     if settings.notes:
         reporter.result("Notes:")
         for note in settings.notes:

@@ -39,19 +39,29 @@ class HashCache:
                 if isinstance(data, dict):
                     self._entries = {k: v for k, v in data.items() if isinstance(v, dict)}
 
-    def sha256(self, path: Path) -> str:
-        """The file's SHA-256, from the cache when the file is unchanged."""
+    def cached_sha256(self, path: Path) -> str | None:
+        """The file's SHA-256 when the cache holds it for the file as it is now, else ``None``
+        (the file is not read)."""
         path = path.resolve()
         stat = path.stat()
-        key = str(path)
         with self._lock:
-            entry = self._entries.get(key)
+            entry = self._entries.get(str(path))
             if (
                 entry
                 and entry.get("size") == stat.st_size
                 and entry.get("mtime") == stat.st_mtime_ns
             ):
                 return str(entry["sha256"])
+        return None
+
+    def sha256(self, path: Path) -> str:
+        """The file's SHA-256, from the cache when the file is unchanged."""
+        path = path.resolve()
+        cached = self.cached_sha256(path)
+        if cached is not None:
+            return cached
+        stat = path.stat()
+        key = str(path)
         digest = file_sha256(path)
         with self._lock:
             self._entries[key] = {"size": stat.st_size, "mtime": stat.st_mtime_ns, "sha256": digest}

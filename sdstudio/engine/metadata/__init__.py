@@ -7,7 +7,9 @@ Every image sdstudio writes carries two PNG text chunks: ``parameters``
 Images from other tools are read too, each format in its own module:
 AUTOMATIC1111 (``a1111``, also from JPEG/WebP EXIF through ``exif``),
 ComfyUI (``comfyui``), InvokeAI (``invokeai``, ``invokeai2``), Fooocus
-(``fooocus``), NovelAI (``novelai``) and SwarmUI (``swarmui``); ``stealth``
+(``fooocus``), NovelAI (``novelai``), SwarmUI (``swarmui``), Stability
+Matrix (``stabilitymatrix``), TensorArt (``tensorart``) and the settings
+JSON of diffusers web demos (``webdemo``); ``stealth``
 reads the settings some tools hide in the pixels' lowest bits; ``names``
 maps their sampler names onto sdstudio's and ``values`` makes their values
 valid for a :class:`GenerationRequest`.
@@ -18,7 +20,7 @@ size limits, and makes them safe to store and print.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL.PngImagePlugin import PngInfo
@@ -38,9 +40,14 @@ from sdstudio.engine.metadata.invokeai2 import DREAM_KEY, SD_METADATA_KEY, read_
 from sdstudio.engine.metadata.novelai import KEYS as NOVELAI_KEYS
 from sdstudio.engine.metadata.novelai import read_novelai
 from sdstudio.engine.metadata.record import RECORD_KEY, ImageRecord
+from sdstudio.engine.metadata.stabilitymatrix import KEYS as STABILITY_MATRIX_KEYS
+from sdstudio.engine.metadata.stabilitymatrix import read_stability_matrix
 from sdstudio.engine.metadata.stealth import StealthTexts, stealth_texts
 from sdstudio.engine.metadata.swarmui import read_swarmui
+from sdstudio.engine.metadata.tensorart import GENERATION_DATA_KEY, read_tensorart
 from sdstudio.engine.metadata.values import Parsed, guarded
+from sdstudio.engine.metadata.webdemo import KEYS as WEBDEMO_KEYS
+from sdstudio.engine.metadata.webdemo import read_webdemo
 from sdstudio.engine.request import GenerationRequest
 
 # The text chunks any reader looks at.
@@ -54,6 +61,9 @@ _KNOWN_KEYS = {
     SD_METADATA_KEY,
     DREAM_KEY,
     *NOVELAI_KEYS,
+    *STABILITY_MATRIX_KEYS,
+    GENERATION_DATA_KEY,
+    *WEBDEMO_KEYS,
 }
 
 __all__ = [
@@ -81,6 +91,11 @@ class ImageSettings:
     """The model as the image names it (another tool's file name or path)."""
     notes: tuple[str, ...] = ()
     """What was changed to make the settings valid here, and what was left out."""
+    model_hash: str = ""
+    """The model's hash as the image gives it (see :attr:`Parsed.model_hash`)."""
+    extras: Mapping[str, str] = field(default_factory=dict)
+    """Settings read that sdstudio does not apply, by the source's key (see
+    :attr:`Parsed.extras`)."""
 
 
 @guarded
@@ -97,10 +112,18 @@ def _read_a1111(texts: Mapping[str, str], size: tuple[int, int]) -> Parsed:
 # says more); InvokeAI's metadata is flat too; a ComfyUI graph may hold
 # several samplers, so its settings are a best guess. The first format that
 # yields settings wins.
+# Stability Matrix and TensorArt come before AUTOMATIC1111 and ComfyUI: each
+# writes its own JSON (``parameters-json``, ``generation_data``) next to A1111
+# text or a ComfyUI graph, and that JSON holds the fuller settings. A web
+# demo's JSON has a strict shape that excludes Fooocus's, but Fooocus (whose
+# scheme names it) is asked first.
 _READERS: tuple[tuple[str, Callable[[Mapping[str, str], tuple[int, int]], Parsed]], ...] = (
     ("swarmui", read_swarmui),
     ("novelai", read_novelai),
+    ("stabilitymatrix", read_stability_matrix),
+    ("tensorart", read_tensorart),
     ("fooocus", read_fooocus),
+    ("webdemo", read_webdemo),
     ("a1111", _read_a1111),
     ("invokeai", read_invokeai),
     ("invokeai", read_invokeai2),
@@ -128,9 +151,10 @@ def png_info(record: ImageRecord) -> PngInfo:
 def read_image_settings(path: str | Path) -> ImageSettings:
     """Read the generation settings stored in an image file.
 
-    sdstudio's own record is preferred; then SwarmUI, NovelAI, Fooocus,
-    AUTOMATIC1111 ``parameters`` (PNG text, or EXIF UserComment in JPEG and
-    WebP), InvokeAI and ComfyUI, in that order. Only the metadata is read
+    sdstudio's own record is preferred; then SwarmUI, NovelAI, Stability
+    Matrix, TensorArt, Fooocus, web demos' JSON, AUTOMATIC1111 ``parameters``
+    (PNG text, or EXIF UserComment in JPEG and WebP), InvokeAI and ComfyUI, in
+    that order. Only the metadata is read
     (see :mod:`~sdstudio.engine.metadata.files` for the limits); the pixels
     are decoded only when it holds nothing, to look for settings hidden in
     them (see :mod:`~sdstudio.engine.metadata.stealth`). Raises
@@ -155,12 +179,20 @@ def read_image_settings(path: str | Path) -> ImageSettings:
                 parameters,
                 model_name=record.model_name,
                 notes=found.notes,
+                model_hash=record.model_hash,
             )
     reading = _first_reading(texts, size)
     if reading is not None:
         source, parsed = reading
         return ImageSettings(
-            source, parsed.request, None, parameters, parsed.model_name, parsed.notes + found.notes
+            source,
+            parsed.request,
+            None,
+            parameters,
+            parsed.model_name,
+            parsed.notes + found.notes,
+            parsed.model_hash,
+            parsed.extras,
         )
     if record_error is not None:
         raise record_error
@@ -176,6 +208,8 @@ def read_image_settings(path: str | Path) -> ImageSettings:
             hidden.texts.get(PARAMETERS_KEY, ""),
             parsed.model_name,
             parsed.notes + hidden.notes + found.notes,
+            parsed.model_hash,
+            parsed.extras,
         )
     notes = found.notes + (hidden.notes if not hidden.texts else ())
     left_out = f" {notes[0]}" if notes else ""

@@ -38,6 +38,23 @@ _PAIR = re.compile(r"""\s{0,64}(\w[\w \-/]{1,64}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?
 # a second per megabyte). Real settings lines, quoted extension prompts and all, are
 # a few kilobytes.
 MAX_SETTINGS_LINE = 64 * 1024
+# The keys (case-folded) whose values go into the request or the model name and hash.
+_APPLIED = frozenset(
+    {
+        "steps",
+        "sampler",
+        "schedule type",
+        "scheduler",
+        "cfg scale",
+        "seed",
+        "size",
+        "model",
+        "model hash",
+        "denoising strength",
+        "vae",
+        "clip skip",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +158,10 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     Keys are matched ignoring case (``CFG scale``, ``cfg scale``). Out-of-range
     values (a seed beyond 2**64-1, a size that is not a multiple of 8) are
     dropped or fixed by :func:`~sdstudio.engine.metadata.values.build_request`,
-    and settings the text does not give are named in the notes. Raises
+    and settings the text does not give are named in the notes. ``Model hash``
+    goes to :attr:`Parsed.model_hash`; every other key no request field takes
+    (``Hires upscale``, ``ADetailer model``, ``Refiner``, ``Lora hashes``, ...)
+    to :attr:`Parsed.extras` with its value as written. Raises
     :class:`InvalidRequest` when the text is not in this format: JSON, or a
     last line without at least two of Steps, Sampler, CFG scale, Seed and Size.
     """
@@ -151,13 +171,16 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     s = {key.casefold(): value for key, value in parts.settings.items()}
     if len(_CORE_KEYS & s.keys()) < 2:
         raise InvalidRequest("The parameters text holds no generation settings.")
+    # With a hires pass, the denoising strength is the second pass's, not an img2img strength.
+    hires = any(key.startswith("hires ") for key in s)
+    used = set(_APPLIED) if not hires else set(_APPLIED) - {"denoising strength"}
     values: dict[str, object] = {
         "prompt": parts.prompt,
         "negative_prompt": parts.negative_prompt,
         "steps": s.get("steps"),
         "seed": s.get("seed"),
         "guidance_scale": s.get("cfg scale"),
-        "strength": s.get("denoising strength"),
+        "strength": s.get("denoising strength") if not hires else None,
         "vae": _vae_name(s.get("vae", "")),
     }
     notes: tuple[str, ...] = ()
@@ -166,20 +189,47 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         schedule = s.get("schedule type") or s.get("scheduler") or ""
         choice = names.sampler_and_schedule(s["sampler"], schedule)
         values["sampler"], values["schedule"], notes = choice.sampler, choice.schedule, choice.notes
+    else:
+        used -= {"schedule type", "scheduler"}
     size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", s.get("size", ""))
     if size:
         values["width"], values["height"] = size.group(1), size.group(2)
-    recorded = s.get("model", "")
-    parsed = build_request(values, model=recorded or model, model_name=recorded)
-    parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
+    else:
+        used.discard("size")
     clip_skip = as_int(s.get("clip skip"))
-    if clip_skip is not None and 1 <= clip_skip <= MAX_CLIP_SKIP:
+    if clip_skip is None or not 1 <= clip_skip <= MAX_CLIP_SKIP:
+        used.discard("clip skip")
+    recorded = s.get("model", "")
+    parsed = build_request(
+        values,
+        model=recorded or model,
+        model_name=recorded,
+        model_hash=s.get("model hash", ""),
+        extras=_extras(parts.settings, used),
+    )
+    parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
+    if "clip skip" in used:
         parsed = dataclasses.replace(
             parsed,
             request=parsed.request.replace(clip_skip=clip_skip),
             read=parsed.read | {"clip_skip"},
         )
+    elif "clip skip" in s:
+        note = f"Clip skip {s['clip skip']!r} is unusable; the default 1 is used."
+        parsed = dataclasses.replace(parsed, notes=(*parsed.notes, note))
     return parsed
+
+
+def _extras(settings: Mapping[str, str], used: set[str]) -> dict[str, str]:
+    """The settings that no request field takes, as written: a hires pass, ADetailer, a
+    refiner, hashes of networks, and a value that could not be used (a schedule type
+    sdstudio lacks, an unreadable size or clip skip)."""
+    extras = {key: value for key, value in settings.items() if key.casefold() not in used}
+    for key, value in settings.items():
+        schedule = key.casefold() in ("schedule type", "scheduler") and value.strip()
+        if schedule and names.schedule_name(value)[1]:  # a schedule sdstudio does not have
+            extras[key] = value
+    return extras
 
 
 def _is_json(text: str) -> bool:

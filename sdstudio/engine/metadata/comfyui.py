@@ -86,7 +86,9 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     }
     sampler, scheduler = text(found.sampler_name), text(found.scheduler)
     if sampler:
-        values["sampler"], values["schedule"] = names.comfyui_sampler(sampler, scheduler)
+        choice = names.sampler_and_schedule(sampler, scheduler)
+        values["sampler"], values["schedule"] = choice.sampler, choice.schedule
+        notes += choice.notes
     denoise = as_float(found.denoise)
     if denoise is not None and denoise < 1.0:
         values["strength"] = denoise

@@ -31,7 +31,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 from sdstudio.engine import samplers
@@ -63,6 +63,8 @@ _NOTED_WHEN_DROPPED = ("steps", "seed", "guidance_scale")
 # terminal escape sequences).
 _UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
+# Extras that describe how an image was made rather than set anything.
+_INFORMATIONAL = re.compile(r"(?i)version|.*\bhash(es)?")
 # Longer JSON integers are no real setting; Python refuses to read over 4300 digits.
 _MAX_DIGITS = 30
 # A floating-point seed above 2**53 has lost digits: it is not the seed the image used.
@@ -79,6 +81,12 @@ class Parsed:
     notes: tuple[str, ...] = ()
     read: frozenset[str] = frozenset()
     """The request fields whose values came from the image; the others are defaults."""
+    model_hash: str = ""
+    """The model's hash as the source wrote it: A1111's short hash (the first 10 hex
+    digits of the file's SHA-256, also Civitai's AutoV2), a full SHA-256 or BLAKE3."""
+    extras: Mapping[str, str] = field(default_factory=dict)
+    """Settings read that the request has no field for (a hires pass, ADetailer, a
+    refiner), by the source's own key, values as text. Kept to show, never applied."""
 
 
 def guarded(read: Callable[P, R]) -> Callable[P, R]:
@@ -96,7 +104,14 @@ def guarded(read: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def build_request(values: Mapping[str, object], *, model: str = "", model_name: str = "") -> Parsed:
+def build_request(
+    values: Mapping[str, object],
+    *,
+    model: str = "",
+    model_name: str = "",
+    model_hash: str = "",
+    extras: Mapping[str, object] | None = None,
+) -> Parsed:
     """Build a valid request from raw values, dropping or fixing unusable ones.
 
     ``values`` may hold ``prompt``, ``negative_prompt``, ``sampler``,
@@ -107,6 +122,9 @@ def build_request(values: Mapping[str, object], *, model: str = "", model_name: 
     A value that is missing or unusable is not invented: the request keeps its
     default, :attr:`Parsed.read` leaves the field out and a note names the
     default used (for the prompt, sampler, schedule, steps, CFG scale, seed and size).
+
+    ``extras`` are settings the request has no field for: their text values are
+    kept in :attr:`Parsed.extras` and one note names them.
     """
     notes: list[str] = []
     fields: dict[str, object] = {"model": model.strip() or UNKNOWN_MODEL, "prompt": ""}
@@ -149,7 +167,32 @@ def build_request(values: Mapping[str, object], *, model: str = "", model_name: 
     except InvalidRequest as error:  # not expected: every field was checked above
         raise InvalidRequest(f"The metadata has an unusable setting: {error}") from None
     notes += _unread_notes(request, read, values)
-    return Parsed(request, model_name, tuple(notes), frozenset(read))
+    kept = _kept_extras(extras or {})
+    if any(not _INFORMATIONAL.fullmatch(key) for key in kept):
+        notes.append(kept_note(kept))
+    return Parsed(
+        request, model_name, tuple(notes), frozenset(read), clean_text(model_hash.strip()), kept
+    )
+
+
+def _kept_extras(extras: Mapping[str, object]) -> dict[str, str]:
+    """The extras with text keys and text or number values, cleaned, as text."""
+    kept: dict[str, str] = {}
+    for key, value in extras.items():
+        if not isinstance(key, str) or not key.strip():
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            continue
+        shown = value if isinstance(value, str) else str(value)
+        kept[clean_text(key.strip())] = clean_text(shown.strip())
+    return kept
+
+
+def kept_note(extras: Mapping[str, str]) -> str:
+    """The note naming the settings kept from an image that sdstudio does not apply
+    (not those that only describe it: the version and hashes of what it used)."""
+    settings = [key for key in extras if not _INFORMATIONAL.fullmatch(key)]
+    return f"Also in the image, kept but not applied by sdstudio: {', '.join(settings)}."
 
 
 def _unread_notes(

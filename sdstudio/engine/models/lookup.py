@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sdstudio.engine.errors import ModelError
+from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.models.catalog import ModelEntry, hf_cache_dir, list_models
+from sdstudio.engine.models.families import Family
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{10}|[0-9a-f]{64}")
+# The long side of the images a family makes at its native size.
+_NATIVE_SIDE: dict[str, int] = {Family.SD1: 512, Family.SD2: 768, Family.SDXL: 1024}
 
 HOW_TO_LIST = (
     'See the models sdstudio knows with "sdstudio-cli models list" '
@@ -79,6 +87,31 @@ def display_name(path: Path) -> str:
     if repo:
         return repo
     return path.stem if path.is_file() else path.name
+
+
+def sha256_of_recorded(written: str) -> str | None:
+    """The SHA-256 in lower case, or its first 10 hex digits (A1111's ``Model hash``,
+    Civitai's AutoV2), that a recorded model hash gives; ``None`` for other hashes
+    (A1111's old 8-digit hash, Civitai's CRC32)."""
+    text = written.strip().casefold()
+    return text if _SHA256_HEX.fullmatch(text) else None
+
+
+def fits_image(entry: ModelEntry, width: int, height: int) -> bool:
+    """Whether a checkpoint of ``entry``'s family could have made a ``width`` x ``height``
+    image: not an SDXL refiner (it never makes an image by itself), and not an SD 1.x or
+    2.x model for an image over three times its native size. Smaller images than native
+    are common (SDXL-Turbo makes 512 px), so they rule nothing out."""
+    if entry.family == Family.SDXL_REFINER:
+        return False
+    native = _NATIVE_SIDE.get(entry.family)
+    return native is None or entry.family == Family.SDXL or max(width, height) <= native * 3
+
+
+def _likeliness(entry: ModelEntry, width: int, height: int) -> float:
+    """How far ``entry``'s native size is from the image's (families unknown last)."""
+    native = _NATIVE_SIDE.get(entry.family)
+    return abs(math.log(max(width, height, 1) / native)) if native else math.inf
 
 
 def named_entries(name: str, entries: Iterable[ModelEntry]) -> list[ModelEntry]:
@@ -160,6 +193,52 @@ class ModelFinder:
             f"The model {text} is outside sdstudio's model folders and the Hugging Face "
             "cache, so a path read from an image does not load it."
         )
+
+    def find_by_hash(
+        self,
+        written: str,
+        hashes: HashCache,
+        *,
+        size: tuple[int, int] | None = None,
+        on_hashing: Callable[[list[ModelEntry]], None] | None = None,
+    ) -> ModelEntry | None:
+        """The single-file checkpoint whose SHA-256 matches ``written`` (see
+        :func:`sha256_of_recorded`), or ``None``.
+
+        Only checkpoints that could have made an image of ``size`` are looked at
+        (:func:`fits_image`). Files whose hash ``hashes`` holds are compared first;
+        the others are then read and hashed once, the family nearest the image's
+        size first (``on_hashing`` is told which, before), and ``hashes`` keeps
+        their hash for the next time. Diffusers folders have no file hash.
+        """
+        wanted = sha256_of_recorded(written)
+        if wanted is None or self._entries is None:
+            return None
+        candidates = [
+            entry
+            for entry in self._entries()
+            if entry.kind == "checkpoint"
+            and entry.format != "diffusers"
+            and entry.family != Family.SDXL_REFINER
+            and (size is None or fits_image(entry, *size))
+        ]
+        unhashed = []
+        for entry in candidates:
+            with contextlib.suppress(OSError):
+                digest = hashes.cached_sha256(Path(entry.path))
+                if digest is None:
+                    unhashed.append(entry)
+                elif digest.startswith(wanted):
+                    return entry
+        if size is not None:
+            unhashed.sort(key=lambda entry: _likeliness(entry, *size))
+        if unhashed and on_hashing is not None:
+            on_hashing(unhashed)
+        for entry in unhashed:
+            with contextlib.suppress(OSError):
+                if hashes.sha256(Path(entry.path)).startswith(wanted):
+                    return entry
+        return None
 
     def _named(self, text: str) -> tuple[Path, ModelEntry | None]:
         matches = named_entries(text, self._entries() if self._entries else ())
