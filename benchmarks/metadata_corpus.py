@@ -18,7 +18,7 @@ one, and a row per tool counts:
 - ``invented``: fields returned with a value the image did not hold: a field
   the image lacks given a value, or a default (prompt ``""``, 512×512, 20
   steps...) returned instead of the image's value, unless the reader says
-  it did not read that field (``ImageSettings.read``, where it exists);
+  it did not read that field (``ImageSettings.read``);
 - ``overall``: right fields over held fields, hash and extras included.
 
 The figures describe the readers; nothing here is a pass mark.
@@ -55,6 +55,7 @@ _REQUEST_FIELDS = {
     "sampler": ("sampler",),
     "schedule": ("schedule",),
     "size": ("width", "height"),
+    "model": ("model",),
 }
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".gguf", ".sft")
 _MISSING = object()
@@ -145,11 +146,8 @@ def _default(name: str) -> object:
 
 
 def _said_unread(settings: ImageSettings, name: str) -> bool:
-    """Whether the reader says it did not read ``name`` (when it can say so)."""
-    read = getattr(settings, "read", None)
-    if name == "model" or read is None:
-        return False
-    return not all(field_ in read for field_ in _REQUEST_FIELDS[name])
+    """Whether the reader says it did not read ``name`` (:attr:`ImageSettings.read`)."""
+    return not settings.read.issuperset(_REQUEST_FIELDS[name])
 
 
 def _invented(settings: ImageSettings, name: str, expected: object, right: bool) -> bool:

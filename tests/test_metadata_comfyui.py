@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sdstudio.cli import main
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import read_image_settings
 from sdstudio.engine.metadata.comfyui import read_comfyui
@@ -80,24 +81,85 @@ def test_k_sampler_select_is_not_taken_for_a_sampler() -> None:
     assert read(graph).request.steps == 28
 
 
+HIRES_PASS = {"Hires steps": "12", "Denoising strength": "0.5"}
+
+
 @pytest.mark.parametrize(
-    ("upscale", "shown"),
+    ("upscale", "kept"),
     [
-        ("latent", "upscale 1.5, upscaler LatentUpscaleBy (nearest-exact)"),
-        ("size", "upscale 1.5, upscaler LatentUpscale (bilinear)"),
-        ("model", "upscale 1.5, upscaler 4x-UltraSharp.pth"),
+        ("latent", {"Hires upscale": "1.5", "Hires upscaler": "Latent (nearest-exact)"}),
+        (
+            "size",
+            {
+                "Hires resize-1": "768",
+                "Hires resize-2": "1152",
+                "Hires upscaler": "Latent (bilinear)",
+            },
+        ),
+        ("model", {"Hires upscale": "1.5", "Hires upscaler": "4x-UltraSharp"}),
     ],
 )
-def test_two_pass_hires(upscale: str, shown: str) -> None:
+def test_two_pass_hires_is_kept_under_a1111_names(upscale: str, kept: dict[str, str]) -> None:
     parsed = read(two_pass(upscale))
     request = parsed.request
     assert (request.steps, request.width, request.height) == (20, 512, 768)
     assert request.strength == 0.75  # the hires pass's denoise is not the base's
-    hires = [note for note in parsed.notes if note.startswith("A hires pass")]
+    assert "strength" not in parsed.read
+    assert dict(parsed.extras) == kept | HIRES_PASS
+    hires = [note for note in parsed.notes if "hires" in note]
     assert hires == [
-        f"A hires pass followed: {shown}, 12 steps, denoise 0.5. "
-        "sdstudio has no hires fix; it is not in these settings."
+        "A hires pass followed; sdstudio has no hires fix, so it is kept, not applied."
     ]
+
+
+def test_an_image_upscale_without_a_model_names_its_method() -> None:
+    graph = two_pass("model")
+    graph["23"]["inputs"]["image"] = ["8", 0]  # no upscale model on the way
+    parsed = read(graph)
+    assert parsed.extras["Hires upscaler"] == "Lanczos"
+    assert parsed.extras["Hires upscale"] == "0.375"
+
+
+def test_advanced_sampler_settings_are_kept_and_plain_ones_are_not() -> None:
+    advanced = {
+        **txt2img()["3"]["inputs"],
+        "add_noise": "disable",
+        "start_at_step": 4,
+        "end_at_step": 16,
+        "return_with_leftover_noise": "enable",
+        "noise_seed": 9,
+    }
+    del advanced["seed"], advanced["denoise"]
+    parsed = read(txt2img(n3=node("KSamplerAdvanced", **advanced)))
+    assert parsed.request.seed == 9
+    assert dict(parsed.extras) == {
+        "add_noise": "disable",
+        "start_at_step": "4",
+        "return_with_leftover_noise": "enable",
+        "end_at_step": "16",
+    }
+    plain = advanced | {"add_noise": "enable", "start_at_step": 0, "end_at_step": 10000}
+    plain["return_with_leftover_noise"] = "disable"
+    parsed = read(txt2img(n3=node("KSamplerAdvanced", **plain)))
+    assert dict(parsed.extras) == {}
+    assert not any("not applied" in note for note in parsed.notes)
+
+
+def test_a_checkpoint_hash_on_the_loader_is_kept() -> None:
+    loader = node("CheckpointLoaderSimple", ckpt_name="mine.safetensors", ckpt_hash="6ce0161689")
+    assert read(txt2img(n4=loader)).model_hash == "6ce0161689"
+    loader["inputs"]["ckpt_hash"] = "not a hash"
+    assert read(txt2img(n4=loader)).model_hash == ""
+    assert read(txt2img()).model_hash == ""
+
+
+def test_info_json_shows_the_hires_pass(capsys, tmp_path: Path) -> None:
+    image = write_png(tmp_path / "two_pass.png", prompt=json.dumps(two_pass()))
+    assert main(["info", str(image), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["source"] == "comfyui" and data["request"]["steps"] == 20
+    kept = {"Hires upscale": "1.5", "Hires upscaler": "Latent (nearest-exact)"}
+    assert data["extras"] == kept | HIRES_PASS
 
 
 def test_text_through_concat_switch_and_primitive_nodes() -> None:

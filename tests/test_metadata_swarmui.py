@@ -55,14 +55,49 @@ def test_swarmui_defaults_img2img_clip_skip_vae_and_loras() -> None:
     )
     parsed = read_swarmui({"parameters": text}, (768, 512))
     request = parsed.request
-    # SwarmUI leaves out its defaults: euler with the normal schedule.
-    assert (request.sampler, request.schedule) == ("Euler", "Automatic")
     assert (request.width, request.height) == (768, 512)
     assert (request.strength, request.clip_skip, request.vae) == (0.45, 2, "sdxl_vae")
-    assert parsed.notes == (
+    assert {"strength", "clip_skip", "vae", "width", "height"} <= parsed.read
+    # SwarmUI left out the sampler: its default depends on the model, so none is read.
+    assert not {"sampler", "schedule"} & parsed.read
+    assert parsed.notes[0].startswith("SwarmUI left out the sampler")
+    assert any("does not say the sampler" in note for note in parsed.notes)
+    assert parsed.notes[-2:] == (
         "The image used the LoRA detail_tweaker at weight 0.7.",
         "The image used the LoRA ink at weight 1.",
     )
+
+
+def test_swarmui_sampler_without_scheduler_leaves_the_schedule_unread() -> None:
+    parsed = read_swarmui({"parameters": swarm_json(sampler="dpmpp_2m", scheduler=None)})
+    assert parsed.request.sampler == "DPM++ 2M"
+    assert "sampler" in parsed.read and "schedule" not in parsed.read
+    assert any("does not say the schedule type" in note for note in parsed.notes)
+
+
+def test_swarmui_scheduler_notes_are_kept() -> None:
+    parsed = read_swarmui({"parameters": swarm_json(sampler="euler", scheduler="normal")})
+    assert (parsed.request.sampler, parsed.request.schedule) == ("Euler", "Automatic")
+    assert {"sampler", "schedule"} <= parsed.read
+    assert any("no normal schedule" in note for note in parsed.notes)
+
+
+def test_swarmui_missing_prompt_is_unread() -> None:
+    parsed = read_swarmui({"parameters": swarm_json(prompt=None, negativeprompt=None)})
+    assert not {"prompt", "negative_prompt", "vae"} & parsed.read
+    assert "The image does not say the prompt; it is left empty." in parsed.notes
+
+
+def test_swarmui_model_hash_from_sui_models() -> None:
+    models = [
+        {"name": "lora.safetensors", "param": "loras", "hash": "0xabcdef0123"},
+        {"name": "sd_xl_base_1.0.safetensors", "param": "model", "hash": "0x31E35C80FC4829D1"},
+    ]
+    text = json.dumps({"sui_image_params": SWARM_PARAMS, "sui_models": models})
+    assert read_swarmui({"parameters": text}).model_hash == "31E35C80FC4829D1"
+    models[1]["hash"] = "not hex"
+    text = json.dumps({"sui_image_params": SWARM_PARAMS, "sui_models": models})
+    assert read_swarmui({"parameters": text}).model_hash == ""
 
 
 @pytest.mark.parametrize(

@@ -297,6 +297,7 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         data["model_name"] = settings.model_name
         data["model_hash"] = settings.model_hash
         data["extras"] = dict(settings.extras)
+        data["read"] = sorted(settings.read)
         if settings.record is not None:
             data["created"] = settings.record.created
         if settings.parameters:
@@ -313,27 +314,33 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         "novelai": "NovelAI",
         "swarmui": "SwarmUI",
     }
-    rows = [
-        ("Source", source_labels.get(settings.source, settings.source)),
-        ("Prompt", request.prompt),
-        ("Negative prompt", request.negative_prompt),
-        ("Mode", request.mode.value),
-        ("Model", request.model),
-        ("Model hash", settings.model_hash),
-        ("Sampler", request.sampler),
-        ("Schedule type", request.schedule),
-        ("Steps", str(request.steps)),
-        ("CFG scale", f"{request.guidance_scale:g}"),
-        ("Seed", str(request.seed)),
-        ("Size", f"{request.width}x{request.height}"),
+    # Each row with the request fields it shows: a value the image did not hold is marked.
+    rows: list[tuple[str, str, tuple[str, ...]]] = [
+        ("Source", source_labels.get(settings.source, settings.source), ()),
+        ("Prompt", request.prompt, ("prompt",)),
+        ("Negative prompt", request.negative_prompt, ("negative_prompt",)),
+        ("Mode", request.mode.value, ("mode",)),
+        ("Model", request.model, ("model",)),
+        ("Model hash", settings.model_hash, ()),
+        ("Sampler", request.sampler, ("sampler",)),
+        ("Schedule type", request.schedule, ("schedule",)),
+        ("Steps", str(request.steps), ("steps",)),
+        ("CFG scale", f"{request.guidance_scale:g}", ("guidance_scale",)),
+        ("Seed", str(request.seed), ("seed",)),
+        ("Size", f"{request.width}x{request.height}", ("width", "height")),
     ]
     if request.mode is not Mode.TXT2IMG:
-        rows += [("Init image", request.init_image or ""), ("Strength", f"{request.strength:g}")]
+        rows += [
+            ("Init image", request.init_image or "", ("init_image",)),
+            ("Strength", f"{request.strength:g}", ("strength",)),
+        ]
     if request.mask:
-        rows.append(("Mask", request.mask))
-    for key, value in rows:
+        rows.append(("Mask", request.mask, ("mask",)))
+    for key, value, fields in rows:
         if value:
-            reporter.result(f"{key}: {value}")
+            unread = not settings.read.issuperset(fields)
+            mark = " (not in the image; sdstudio's default)" if unread else ""
+            reporter.result(f"{key}: {value}{mark}")
     if settings.extras:
         also = ", ".join(f"{key}: {value}" for key, value in settings.extras.items())
         reporter.result(f"Also in the image (not applied): {also}")

@@ -19,6 +19,7 @@ size limits, and makes them safe to store and print.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,31 @@ class ImageSettings:
     extras: Mapping[str, str] = field(default_factory=dict)
     """Settings read that sdstudio does not apply, by the source's key (see
     :attr:`Parsed.extras`)."""
+    read: frozenset[str] = frozenset()
+    """The request fields whose values the image held (see :attr:`Parsed.read`); the
+    others are sdstudio's defaults. Every field for sdstudio's own record; ``model``
+    when the image names a model."""
+
+
+_ALL_FIELDS = frozenset(f.name for f in dataclasses.fields(GenerationRequest))
+
+
+def _settings(
+    source: str, parsed: Parsed, parameters: str, notes: tuple[str, ...]
+) -> ImageSettings:
+    """The settings another tool's metadata gave, with what was read from it."""
+    read = parsed.read | ({"model"} if parsed.model_name.strip() else set())
+    return ImageSettings(
+        source,
+        parsed.request,
+        None,
+        parameters,
+        parsed.model_name,
+        notes,
+        parsed.model_hash,
+        parsed.extras,
+        frozenset(read),
+    )
 
 
 @guarded
@@ -180,20 +206,12 @@ def read_image_settings(path: str | Path) -> ImageSettings:
                 model_name=record.model_name,
                 notes=found.notes,
                 model_hash=record.model_hash,
+                read=_ALL_FIELDS,
             )
     reading = _first_reading(texts, size)
     if reading is not None:
         source, parsed = reading
-        return ImageSettings(
-            source,
-            parsed.request,
-            None,
-            parameters,
-            parsed.model_name,
-            parsed.notes + found.notes,
-            parsed.model_hash,
-            parsed.extras,
-        )
+        return _settings(source, parsed, parameters, parsed.notes + found.notes)
     if record_error is not None:
         raise record_error
     # Only now, with no other metadata, are the pixels decoded for hidden settings.
@@ -201,16 +219,8 @@ def read_image_settings(path: str | Path) -> ImageSettings:
     reading = _first_reading(hidden.texts, size) if hidden.texts else None
     if reading is not None:
         source, parsed = reading
-        return ImageSettings(
-            source,
-            parsed.request,
-            None,
-            hidden.texts.get(PARAMETERS_KEY, ""),
-            parsed.model_name,
-            parsed.notes + hidden.notes + found.notes,
-            parsed.model_hash,
-            parsed.extras,
-        )
+        notes = parsed.notes + hidden.notes + found.notes
+        return _settings(source, parsed, hidden.texts.get(PARAMETERS_KEY, ""), notes)
     notes = found.notes + (hidden.notes if not hidden.texts else ())
     left_out = f" {notes[0]}" if notes else ""
     raise InvalidRequest(f"{Path(path).name} holds no generation settings.{left_out}")

@@ -11,8 +11,11 @@ there are several, the base pass is taken: a sampler whose latent does not
 come from another sampler, preferably one that starts from an empty latent,
 then ``KSampler``/``KSamplerAdvanced``/``SamplerCustom...`` before other
 classes, then the lowest node id. A sampler fed (through upscale or resize
-nodes, latent or image) by another one is a hires pass: its upscale, steps
-and denoise go into the notes. From the base sampler, links are followed:
+nodes, latent or image) by another one is a hires pass: its upscale, upscaler,
+steps and denoise are kept in :attr:`Parsed.extras` under AUTOMATIC1111's
+names (``Hires upscale``, ``Denoising strength``...), not applied. The base
+sampler's settings a request cannot hold (``start_at_step``...) are kept there
+too. From the base sampler, links are followed:
 
 - ``positive``/``negative`` back through conditioning nodes (ControlNet,
   combine and concat, whose texts are joined with ``BREAK``) to the text
@@ -22,7 +25,7 @@ and denoise go into the notes. From the base sampler, links are followed:
   is A1111's clip skip 2;
 - ``model`` through LoRA loaders (which become ``<lora:name:weight>`` tags at
   the end of the prompt) and model patches to the checkpoint (``ckpt_name``
-  or ``unet_name``);
+  or ``unet_name``, and a hash when the loader node carries one);
 - ``latent_image`` to an empty-latent node's ``width``/``height``; when the
   latent comes from an image, the image's own size is used;
 - the ``VAEDecode`` of the sampler's output: a ``VAELoader`` names a VAE file.
@@ -50,7 +53,7 @@ from sdstudio.engine.metadata.comfyui_graph import (
 )
 from sdstudio.engine.metadata.comfyui_sampling import (
     LatentSource,
-    hires_note,
+    hires_extras,
     latent_source,
     sampler_inputs,
 )
@@ -61,6 +64,9 @@ from sdstudio.engine.request import MAX_CLIP_SKIP
 PROMPT_KEY = "prompt"
 SAMPLER_CLASSES = ("KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced", "SamplerCustom")
 _MAX_SAMPLERS = 64
+# Loader inputs that hold the checkpoint's hash (image saver and hashing nodes).
+_HASH_KEYS = ("ckpt_hash", "model_hash", "hash", "sha256")
+_HEX = re.compile(r"[0-9a-fA-F]{8,64}")
 
 __all__ = ["PROMPT_KEY", "WORKFLOW_KEY", "read_comfyui"]
 
@@ -97,7 +103,7 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     negative = walker.prompt(found.negative)
     if negative is None and found.negative is not None:
         notes.append("The negative prompt was not read from the graph.")
-    recorded, loras = _model(Walker(graph), found.model, notes)
+    recorded, model_hash, loras = _model(Walker(graph), found.model, notes)
     if positive is not None or loras:
         values["prompt"] = _with_loras(positive or "", loras)
     if negative is not None:
@@ -107,7 +113,15 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     if width_height is not None:
         values["width"], values["height"] = width_height
     values["vae"] = _vae(Walker(graph), base)
-    parsed = build_request(values, model=names.model_name(recorded), model_name=recorded)
+    extras: dict[str, object] = dict(found.other)
+    extras |= _later_passes(graph, base, samplers, notes)
+    parsed = build_request(
+        values,
+        model=names.model_name(recorded),
+        model_name=recorded,
+        model_hash=model_hash,
+        extras=extras,
+    )
     request, read = parsed.request, parsed.read
     clip_skip, clip_note = walker.clip_skip()
     if clip_skip is not None and clip_skip <= MAX_CLIP_SKIP:
@@ -116,9 +130,8 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     elif clip_skip is not None:
         clip_note = f"Clip skip {clip_skip} is over sdstudio's {MAX_CLIP_SKIP}; it was not read."
     notes += [clip_note] if clip_note else []
-    notes += _hires_notes(graph, base, samplers)
-    all_notes = (*walker.notes, *notes, *parsed.notes)
-    return Parsed(request, parsed.model_name, tuple(dict.fromkeys(all_notes)), read)
+    all_notes = tuple(dict.fromkeys((*walker.notes, *notes, *parsed.notes)))
+    return dataclasses.replace(parsed, request=request, notes=all_notes, read=read)
 
 
 def _samplers(graph: Graph) -> dict[str, LatentSource]:
@@ -142,18 +155,28 @@ def _order(graph: Graph, node_id: str, source: LatentSource) -> tuple[object, ..
     return (source.sampler is not None, not from_empty, not known, _id_key(node_id))
 
 
-def _hires_notes(graph: Graph, base: str, samplers: dict[str, LatentSource]) -> list[str]:
-    """A note for each sampler that refines another's output."""
-    notes = []
-    for node_id, source in samplers.items():
-        if source.sampler is not None and node_id != base:
-            hires = sampler_inputs(Walker(graph), node_id)
-            notes.append(hires_note(hires, source, samplers[base].size))
-    return notes
+def _later_passes(
+    graph: Graph, base: str, samplers: dict[str, LatentSource], notes: list[str]
+) -> dict[str, object]:
+    """The hires pass: the first sampler that refines another's output, preferring the base's.
+
+    Further passes are only counted in a note.
+    """
+    later = [n for n, source in samplers.items() if source.sampler is not None and n != base]
+    if not later:
+        return {}
+    first = min(later, key=lambda n: (samplers[n].sampler != base, _id_key(n)))
+    notes.append("A hires pass followed; sdstudio has no hires fix, so it is kept, not applied.")
+    if len(later) > 1:
+        notes.append(f"{len(later) - 1} more sampler pass(es) followed; they were not read.")
+    return dict(hires_extras(sampler_inputs(Walker(graph), first), samplers[first]))
 
 
-def _model(walker: Walker, link: object, notes: list[str]) -> tuple[str, list[tuple[str, float]]]:
-    """The checkpoint behind a ``model`` input, and the LoRAs on the way in the order applied."""
+def _model(
+    walker: Walker, link: object, notes: list[str]
+) -> tuple[str, str, list[tuple[str, float]]]:
+    """The checkpoint behind a ``model`` input, its hash when the loader carries one, and
+    the LoRAs on the way in the order applied."""
     loras: list[tuple[str, float]] = []
     for _ in range(MAX_DEPTH):
         node = walker.node(link)
@@ -164,7 +187,7 @@ def _model(walker: Walker, link: object, notes: list[str]) -> tuple[str, list[tu
             name = walker.value(inputs.get(key), (key, "value"))
             if isinstance(name, str) and name:
                 loras.reverse()
-                return name, loras
+                return name, _hash(walker, inputs), loras
         name = walker.value(inputs.get("lora_name"), ("lora_name", "value"))
         if isinstance(name, str):
             weight = walker.value(inputs.get("strength_model", inputs.get("strength")))
@@ -181,7 +204,16 @@ def _model(walker: Walker, link: object, notes: list[str]) -> tuple[str, list[tu
     if is_link(link):
         notes.append("The model was not read from the graph.")
     loras.reverse()
-    return "", loras
+    return "", "", loras
+
+
+def _hash(walker: Walker, inputs: dict[str, object]) -> str:
+    """A hexadecimal hash a checkpoint loader node holds; empty when it has none."""
+    for key in _HASH_KEYS:
+        value = walker.value(inputs.get(key), (key, "value"))
+        if isinstance(value, str) and _HEX.fullmatch(value.strip()):
+            return value.strip()
+    return ""
 
 
 def _add_lora(loras: list[tuple[str, float]], notes: list[str], name: str, raw: object) -> None:

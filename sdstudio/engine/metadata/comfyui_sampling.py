@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from sdstudio.engine.metadata.comfyui_graph import LATENT_KEYS, MAX_DEPTH, Walker, is_sampler
+from sdstudio.engine.metadata.names import model_name
 from sdstudio.engine.metadata.values import as_float, as_int
 
 # Sigmas nodes whose class names the schedule.
@@ -29,6 +30,13 @@ _SCHEDULE_CLASSES = {
 }
 _RESIZERS = ("Upscale", "Scale", "Resize")
 _MODEL_FACTOR = re.compile(r"(?i)(?:^|[^a-z0-9])(\d)x|x(\d)(?:[^0-9]|$)")
+# Sampler inputs a request has no field for, and the value that changes nothing.
+_PLAIN = {
+    "add_noise": ("enable", True),
+    "start_at_step": (0,),
+    "return_with_leftover_noise": ("disable", False),
+}
+_LAST_STEP = 10000  # KSamplerAdvanced's end_at_step default: run to the end
 
 
 @dataclass(slots=True)
@@ -45,6 +53,8 @@ class SamplerInputs:
     negative: object = None
     model: object = None
     latent: object = None
+    other: dict[str, object] = field(default_factory=dict)
+    """Settings a request cannot hold, by input name, where they change the sampling."""
 
 
 @dataclass(slots=True)
@@ -96,7 +106,20 @@ def sampler_inputs(walker: Walker, node_id: str) -> SamplerInputs:
     found.denoise = walker.value(inputs.get("denoise"))
     if "sigmas" in inputs:
         _read_sigmas(walker, inputs["sigmas"], found)
+    _read_other(walker, inputs, found)
     return found
+
+
+def _read_other(walker: Walker, inputs: dict[str, object], found: SamplerInputs) -> None:
+    for key, plain in _PLAIN.items():
+        if key in inputs:
+            value = walker.value(inputs[key], (key, "value", "boolean"))
+            if value is not None and value not in plain:
+                found.other[key] = value
+    if "end_at_step" in inputs:
+        end, steps = as_int(walker.value(inputs["end_at_step"])), as_int(found.steps)
+        if end is not None and end < _LAST_STEP and (steps is None or end < steps):
+            found.other["end_at_step"] = end
 
 
 def _name(walker: Walker, inputs: dict[str, object], key: str, link_key: str) -> object:
@@ -174,7 +197,7 @@ def _read_resizer(
     if model is not None:
         name = walker.value(model.inputs.get("model_name"), ("model_name", "value"))
         if isinstance(name, str) and name:
-            source.upscaler = name
+            source.upscaler = model_name(name)
         factor = _MODEL_FACTOR.search(name) if isinstance(name, str) else None
         # An upscale model's factor is known only from a name such as "4x-UltraSharp".
         source.scale = (source.scale or 1.0) * int(factor[1] or factor[2]) if factor else None
@@ -182,29 +205,33 @@ def _read_resizer(
         return
     method = walker.value(inputs.get("upscale_method"), ("upscale_method", "value"))
     if not source.upscaler:
-        shown = f" ({method})" if isinstance(method, str) and method else ""
-        source.upscaler = f"{class_type}{shown}"
+        named = isinstance(method, str) and method
+        if class_type.startswith("Latent"):
+            source.upscaler = f"Latent ({method})" if named else "Latent"
+        else:
+            source.upscaler = str(method).capitalize() if named else class_type
 
 
-def hires_note(
-    hires: SamplerInputs, source: LatentSource, base_size: tuple[int, int] | None
-) -> str:
-    """A one-line description of a second (hires) pass."""
-    parts: list[str] = []
+def hires_extras(hires: SamplerInputs, source: LatentSource) -> dict[str, object]:
+    """A second (hires) pass under AUTOMATIC1111's key names, with what was read of it.
+
+    ``Hires upscale`` is the factor (not written when a model's factor is not
+    in its name), ``Hires resize-1``/``-2`` the size scaled to, ``Hires
+    upscaler`` the upscale model's name or ``Latent (method)``, ``Hires
+    steps`` and ``Denoising strength`` the pass's own.
+    """
+    extras: dict[str, object] = {}
     scale = source.scale if source.scale_known else None
-    if scale is None and source.target and base_size:
-        scale = source.target[0] / base_size[0]
-    if scale is not None:
-        parts.append(f"upscale {scale:g}")
-    elif source.target:
-        parts.append(f"to {source.target[0]}x{source.target[1]}")
+    if scale is not None and not source.target:
+        extras["Hires upscale"] = f"{scale:g}"
+    if source.target:
+        extras["Hires resize-1"], extras["Hires resize-2"] = source.target
     if source.upscaler:
-        parts.append(f"upscaler {source.upscaler}")
+        extras["Hires upscaler"] = source.upscaler
     steps = as_int(hires.steps)
     if steps is not None:
-        parts.append(f"{steps} steps")
+        extras["Hires steps"] = steps
     denoise = as_float(hires.denoise)
     if denoise is not None:
-        parts.append(f"denoise {denoise:g}")
-    shown = ": " + ", ".join(parts) if parts else ""
-    return f"A hires pass followed{shown}. sdstudio has no hires fix; it is not in these settings."
+        extras["Denoising strength"] = f"{denoise:g}"
+    return extras

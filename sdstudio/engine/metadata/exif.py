@@ -12,16 +12,31 @@
   Make. Either label is read, whatever its case, under ``prompt``/``workflow``.
 - SwarmUI and NovelAI write their JSON as the UserComment; it is read as
   ``parameters``, whose readers recognise the JSON.
+- Stability Matrix's WebP images hold its ``parameters-json`` object (with a
+  ``PositivePrompt``) in ImageDescription and its project (``smproj``, an
+  object with a ``ProjectType``) in Software (0x0131). Each is read under its
+  PNG name only when the text is a JSON object of that shape. These tags are
+  ASCII by the standard, but tools write UTF-8 there; Pillow gives such bytes
+  as Latin-1, so text that is valid UTF-8 is decoded as UTF-8.
 """
 
 from __future__ import annotations
 
 from PIL import Image
 
+from sdstudio.engine.metadata.values import load_json
+
 EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286
 MAKER_NOTE = 0x927C
-_COMFYUI_TAGS = (0x010E, 0x010F, 0x0110)  # ImageDescription, Make, Model
+IMAGE_DESCRIPTION = 0x010E
+SOFTWARE = 0x0131
+_COMFYUI_TAGS = (IMAGE_DESCRIPTION, 0x010F, 0x0110)  # ImageDescription, Make, Model
+# Stability Matrix's texts: the EXIF tag, the PNG name, a property the JSON object holds.
+_STABILITY_MATRIX = (
+    (IMAGE_DESCRIPTION, "parameters-json", "PositivePrompt"),
+    (SOFTWARE, "smproj", "ProjectType"),
+)
 _COMFYUI_KEYS = ("prompt", "workflow")
 _SCHEMES = ("fooocus", "a1111")
 
@@ -65,7 +80,36 @@ def exif_texts(exif: Image.Exif) -> dict[str, str]:
             key, graph = label.strip().casefold(), rest.strip()
             if key in _COMFYUI_KEYS and key not in texts and graph.startswith("{"):
                 texts[key] = graph
+    for tag, key, marker in _STABILITY_MATRIX:
+        value = _utf8(ifd0.get(tag))
+        if value and _is_object_with(value, marker):
+            texts[key] = value.strip()
     return texts
+
+
+def _utf8(value: object) -> str:
+    """An EXIF ASCII value as text, read as UTF-8 when its bytes are UTF-8."""
+    if isinstance(value, str):
+        try:
+            data = value.encode("latin-1")
+        except UnicodeEncodeError:
+            return value
+    elif isinstance(value, bytes):
+        data = value
+    else:
+        return ""
+    try:
+        return data.decode("utf-8").strip("\0")
+    except UnicodeDecodeError:
+        return data.decode("latin-1").strip("\0")
+
+
+def _is_object_with(value: str, key: str) -> bool:
+    """Whether ``value`` is the text of a JSON object that has ``key``."""
+    if not value.lstrip().startswith("{"):
+        return False
+    data = load_json(value)
+    return isinstance(data, dict) and key in data
 
 
 def decode_user_comment(value: object) -> str:

@@ -3,7 +3,8 @@
 With the scheme ``fooocus``, ``parameters`` is JSON. Fooocus 2.2+ writes
 snake-case keys (``prompt``, ``negative_prompt``, ``full_prompt``, ``steps``,
 ``sampler``, ``scheduler``, ``guidance_scale``, ``seed`` as text,
-``resolution`` as ``"(1152, 896)"``, ``base_model``); older logs used labels
+``resolution`` as ``"(1152, 896)"``, ``base_model`` and its short hash
+``base_model_hash``); older logs used labels
 (``Prompt``, ``Guidance Scale``, ``Base Model``). Both are read. JSON without
 a scheme is read only when it has Fooocus's shape: a text ``prompt``, a text
 ``base_model`` and one of Fooocus's own keys (``resolution`` as a pair,
@@ -15,7 +16,7 @@ With the scheme ``a1111``, ``parameters`` is AUTOMATIC1111 text.
 
 RuinedFooocus writes ``parameters`` as JSON with ``"software": "RuinedFooocus"``,
 ``Prompt``, ``Negative``, ``steps``, ``cfg``, ``width``, ``height``, ``seed``,
-``sampler_name``, ``scheduler`` and ``base_model_name``.
+``sampler_name``, ``scheduler``, ``base_model_name`` and ``base_model_hash``.
 
 The prompt is the full one Fooocus encoded (``full_prompt``: the prompt with
 its styles and prompt expansion applied), since sdstudio has neither styles
@@ -117,7 +118,12 @@ def _read_json_scheme(data: dict[str, object]) -> Parsed:
     if resolution:
         values["width"], values["height"] = resolution.groups()
     recorded = text(data.get("base_model"))
-    parsed = build_request(values, model=names.model_name(recorded), model_name=recorded)
+    parsed = build_request(
+        values,
+        model=names.model_name(recorded),
+        model_name=recorded,
+        model_hash=text(data.get("base_model_hash")),
+    )
     return dataclasses.replace(parsed, notes=notes + parsed.notes)
 
 
@@ -137,7 +143,12 @@ def _read_ruined(data: dict[str, object]) -> Parsed:
         choice = names.sampler_and_schedule(sampler, text(data.get("scheduler")))
         values["sampler"], values["schedule"], notes = choice.sampler, choice.schedule, choice.notes
     recorded = text(data.get("base_model_name"))
-    parsed = build_request(values, model=names.model_name(recorded), model_name=recorded)
+    parsed = build_request(
+        values,
+        model=names.model_name(recorded),
+        model_name=recorded,
+        model_hash=text(data.get("base_model_hash")),
+    )
     return dataclasses.replace(parsed, notes=notes + parsed.notes)
 
 

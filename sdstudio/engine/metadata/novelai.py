@@ -15,9 +15,11 @@ JPEG and WebP images (and the alpha-channel copy, see
 :mod:`~sdstudio.engine.metadata.stealth`) hold the same texts as one JSON
 object, in the EXIF UserComment, which sdstudio reads as ``parameters``.
 
-Settings sdstudio cannot apply (CFG rescale, character prompts, SMEA, the
-polyexponential schedule, image-to-image noise) are described in the notes
-with their values, so nothing read is lost.
+Settings sdstudio cannot apply are kept in :attr:`Parsed.extras`, so nothing
+read is lost: ``CFG rescale``, ``Noise schedule`` (one sdstudio lacks),
+``SMEA`` and ``SMEA DYN``, ``Img2img noise`` and, for each character of a
+version 4 prompt, ``Character N prompt``, ``Character N negative`` and
+``Character N center`` (``x, y`` from 0 to 1; several separated by ``; ``).
 """
 
 from __future__ import annotations
@@ -96,14 +98,13 @@ def read_novelai(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
         "height": comment.get("height"),
     }
     _sampler(comment, values, notes)
+    image_to_image = text(comment.get("request_type")) != _TXT2IMG_REQUEST
     strength = as_float(comment.get("strength"))
-    if strength is not None and text(comment.get("request_type")) != _TXT2IMG_REQUEST:
+    if strength is not None and image_to_image:
         values["strength"] = strength
-    notes.extend(_character_notes("character prompt", characters))
-    notes.extend(_character_notes("character negative prompt", negative_characters))
-    notes.extend(_unapplied(comment))
+    extras = _characters(characters, negative_characters) | _unapplied(comment, image_to_image)
     source = found.get(SOURCE_KEY, "").strip()
-    parsed = build_request(values, model=source, model_name=source)
+    parsed = build_request(values, model=source, model_name=source, extras=extras)
     return dataclasses.replace(parsed, notes=parsed.notes + tuple(notes))
 
 
@@ -162,35 +163,54 @@ def _sampler(comment: Mapping[str, object], values: dict[str, object], notes: li
     values["schedule"] = schedule
 
 
-def _character_notes(label: str, characters: list[dict[str, object]]) -> list[str]:
-    notes = []
-    for character in characters:
-        caption = text(character.get("char_caption"))
-        if not caption:
-            continue
-        centers = character.get("centers")
-        places = [
-            f"({as_float(c.get('x')):g}, {as_float(c.get('y')):g})"
-            for c in (centers if isinstance(centers, list) else [])
-            if isinstance(c, dict)
-            and as_float(c.get("x")) is not None
-            and as_float(c.get("y")) is not None
-        ]
-        at = f" at {', '.join(places)}" if places else ""
-        notes.append(f"NovelAI {label}{at}, not applied by sdstudio: {caption}")
-    return notes
+def _characters(
+    characters: list[dict[str, object]], negatives: list[dict[str, object]]
+) -> dict[str, str]:
+    """The character prompts, negative prompts and centers, numbered from 1 in NovelAI's order."""
+    extras: dict[str, str] = {}
+    for number in range(1, max(len(characters), len(negatives)) + 1):
+        prompt, negative = (
+            (listed[number - 1] if number <= len(listed) else {})
+            for listed in (characters, negatives)
+        )
+        caption, negative_caption = (
+            text(prompt.get("char_caption")),
+            text(negative.get("char_caption")),
+        )
+        if caption:
+            extras[f"Character {number} prompt"] = caption
+        if negative_caption:
+            extras[f"Character {number} negative"] = negative_caption
+        centers = _centers(prompt.get("centers")) or _centers(negative.get("centers"))
+        if centers and (caption or negative_caption):
+            extras[f"Character {number} center"] = centers
+    return extras
 
 
-def _unapplied(comment: Mapping[str, object]) -> list[str]:
-    """Notes on NovelAI settings that sdstudio has no control for."""
-    notes = []
+def _centers(value: object) -> str:
+    """A character's centers as ``"x, y"`` texts separated by ``"; "``."""
+    places = []
+    for center in value if isinstance(value, list) else []:
+        if isinstance(center, dict):
+            x, y = as_float(center.get("x")), as_float(center.get("y"))
+            if x is not None and y is not None:
+                places.append(f"{x:g}, {y:g}")
+    return "; ".join(places)
+
+
+def _unapplied(comment: Mapping[str, object], image_to_image: bool) -> dict[str, str]:
+    """The NovelAI settings that sdstudio has no control for, as set in ``comment``."""
+    extras = {}
+    recorded = text(comment.get("noise_schedule")).strip()
+    if recorded and recorded.casefold() not in SCHEDULES:
+        extras["Noise schedule"] = recorded
     rescale = as_float(comment.get("cfg_rescale"))
     if rescale:
-        notes.append(f"NovelAI's CFG rescale {rescale:g} is not applied by sdstudio.")
+        extras["CFG rescale"] = f"{rescale:g}"
     noise = as_float(comment.get("noise"))
-    if noise:
-        notes.append(f"NovelAI's image-to-image noise {noise:g} is not applied by sdstudio.")
+    if noise and image_to_image:
+        extras["Img2img noise"] = f"{noise:g}"
     for key, label in (("sm", "SMEA"), ("sm_dyn", "SMEA DYN")):
         if comment.get(key) is True:
-            notes.append(f"NovelAI's {label} sampling option is not applied by sdstudio.")
-    return notes
+            extras[label] = "true"
+    return extras

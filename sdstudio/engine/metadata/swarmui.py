@@ -9,8 +9,13 @@ use SwarmUI's parameter ids: ``prompt``, ``negativeprompt``, ``model``,
 ``initimagecreativity`` (the image-to-image strength), ``clipstopatlayer``
 (``-2`` is A1111's clip skip 2), ``vae``, ``loras`` and ``loraweights``.
 
-SwarmUI writes the sampler and scheduler only when they differ from its
-defaults, ``euler`` and ``normal``; those are used when they are missing.
+The models used are listed in ``sui_models``: ``name``, ``param`` (``model``
+for the main model) and ``hash`` (``0x`` and the SHA-256 of the file).
+
+SwarmUI writes the sampler and scheduler only when the user set them. Left
+out, SwarmUI picks one by the model's class (``euler`` with ``normal`` for
+most, others for Stable Cascade, LTX-Video...), which the image does not
+say: they are left unread, with a note.
 """
 
 from __future__ import annotations
@@ -33,8 +38,6 @@ from sdstudio.engine.metadata.values import (
 from sdstudio.engine.request import MAX_CLIP_SKIP
 
 PARAMS_KEY = "sui_image_params"
-_DEFAULT_SAMPLER = "euler"
-_DEFAULT_SCHEDULER = "normal"
 
 
 @guarded
@@ -48,15 +51,9 @@ def read_swarmui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     params = data.get(PARAMS_KEY) if isinstance(data, dict) else None
     if not isinstance(params, dict):
         raise InvalidRequest("No SwarmUI metadata.")
-    sampler, schedule = names.comfyui_sampler(
-        text(params.get("sampler")) or _DEFAULT_SAMPLER,
-        text(params.get("scheduler")) or _DEFAULT_SCHEDULER,
-    )
     values: dict[str, object] = {
-        "prompt": text(params.get("prompt")),
-        "negative_prompt": text(params.get("negativeprompt")),
-        "sampler": sampler,
-        "schedule": schedule,
+        "prompt": params.get("prompt"),
+        "negative_prompt": params.get("negativeprompt"),
         "steps": params.get("steps"),
         "seed": params.get("seed"),
         "guidance_scale": params.get("cfgscale"),
@@ -65,12 +62,47 @@ def read_swarmui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
         "strength": params.get("initimagecreativity"),
         "vae": _vae(text(params.get("vae"))),
     }
+    notes = _sampling(params, values)
     recorded = text(params.get("model"))
-    parsed = build_request(values, model=names.model_name(recorded), model_name=recorded)
+    parsed = build_request(
+        values,
+        model=names.model_name(recorded),
+        model_name=recorded,
+        model_hash=_model_hash(data.get("sui_models") if isinstance(data, dict) else None),
+    )
+    request, read = parsed.request, parsed.read
     clip_skip = as_int(params.get("clipstopatlayer"))
     if clip_skip is not None and 1 <= -clip_skip <= MAX_CLIP_SKIP:
-        parsed = dataclasses.replace(parsed, request=parsed.request.replace(clip_skip=-clip_skip))
-    return dataclasses.replace(parsed, notes=parsed.notes + _lora_notes(params))
+        request, read = request.replace(clip_skip=-clip_skip), read | {"clip_skip"}
+    notes += parsed.notes + _lora_notes(params)
+    return dataclasses.replace(parsed, request=request, notes=notes, read=read)
+
+
+def _sampling(params: Mapping[str, object], values: dict[str, object]) -> tuple[str, ...]:
+    """Put the sampler and schedule SwarmUI wrote into ``values``; the notes on them."""
+    sampler, scheduler = text(params.get("sampler")).strip(), text(params.get("scheduler"))
+    if not sampler:
+        return (
+            "SwarmUI left out the sampler, so it used the default for the model's class, "
+            "which the image does not say.",
+        )
+    choice = names.sampler_and_schedule(sampler, scheduler)
+    values["sampler"] = choice.sampler
+    if scheduler.strip() or choice.schedule != names.AUTOMATIC:
+        values["schedule"] = choice.schedule
+    return choice.notes
+
+
+def _model_hash(models: object) -> str:
+    """The main model's hash from ``sui_models`` (``0x`` and hex digits), without ``0x``."""
+    if not isinstance(models, list):
+        return ""
+    for entry in models:
+        if isinstance(entry, dict) and text(entry.get("param")).strip() == "model":
+            written = text(entry.get("hash")).strip()
+            digits = written[2:] if written[:2].casefold() == "0x" else written
+            return digits if digits and all(c in "0123456789abcdefABCDEF" for c in digits) else ""
+    return ""
 
 
 def _vae(recorded: str) -> str:

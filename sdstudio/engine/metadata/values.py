@@ -159,6 +159,8 @@ def build_request(
     if strength is not None:
         fields["strength"] = _clamped(notes, "Strength", strength, 0.0, 1.0)
     read = {name for name in _TEXT_FIELDS if isinstance(values.get(name), str)}
+    if not fields.get("vae"):
+        read.discard("vae")  # "" is no VAE named, not a VAE read
     read |= {name for name in _NUMBER_FIELDS if name in fields}
     if as_int(values.get("seed")) == RANDOM_SEED:
         read.add("seed")
