@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from metadata_samples import summary
+from metadata_samples import summary, write_exif
 from metadata_samples_more import (
     STABILITY_MATRIX_A1111,
     STABILITY_MATRIX_EXPECTED,
@@ -85,3 +85,21 @@ def test_a_description_that_is_not_utf8_stays_latin1(tmp_path: Path) -> None:
     parameters = json.dumps(STABILITY_MATRIX_JSON | {"PositivePrompt": "déjà"}, ensure_ascii=False)
     image = stability_matrix_webp(tmp_path / "latin.webp", parameters.encode("latin-1"), "")
     assert read_image_settings(image).request.prompt == "déjà"
+
+
+def test_an_animated_webp_gives_the_settings_of_its_exif(tmp_path: Path) -> None:
+    from metadata_samples import A1111_TEXT
+
+    comment = b"UNICODE\0" + A1111_TEXT.encode("utf-16-be")
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = comment
+    frames = [Image.new("RGB", (64, 96), (i * 60, 0, 0)) for i in range(3)]
+    path = tmp_path / "animated.webp"
+    frames[0].save(path, save_all=True, append_images=frames[1:], exif=exif, duration=100)
+    with Image.open(path) as image:
+        assert getattr(image, "n_frames", 1) == 3
+    settings = read_image_settings(path)
+    still = read_image_settings(write_exif(tmp_path / "still.webp", {0x9286: comment}))
+    assert settings.source == still.source == "a1111"
+    assert summary(settings.request) == summary(still.request)
+    assert settings.request.prompt and settings.request.steps == still.request.steps
