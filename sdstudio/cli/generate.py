@@ -313,6 +313,9 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         "fooocus": "Fooocus",
         "novelai": "NovelAI",
         "swarmui": "SwarmUI",
+        "stabilitymatrix": "Stability Matrix",
+        "tensorart": "TensorArt",
+        "webdemo": "web demo JSON",
     }
     # Each row with the request fields it shows: a value the image did not hold is marked.
     rows: list[tuple[str, str, tuple[str, ...]]] = [

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.metadata import ImageSettings
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.vae import VAE_SUFFIXES
 
@@ -87,3 +88,35 @@ def _with_usable_vae(
             return request.replace(vae=path)
     notices.append(f"the VAE {vae} is not in the VAE folders, so the VAE chosen now is kept")
     return request.replace(vae=choices.vae)
+
+
+_CORE_FIELDS = (
+    ("prompt", "prompt"),
+    ("negative_prompt", "negative prompt"),
+    ("sampler", "sampler"),
+    ("schedule", "schedule type"),
+    ("steps", "steps"),
+    ("guidance_scale", "CFG scale"),
+    ("seed", "seed"),
+    ("width", "width"),
+    ("height", "height"),
+)
+
+
+def settings_details(settings: ImageSettings) -> str:
+    """What the user should know before loading another tool's settings: the core
+    settings the image does not hold (sdstudio's defaults fill them), what it holds
+    that sdstudio does not apply, and the notes on what was adapted. Empty when
+    there is nothing to say (sdstudio's own images)."""
+    lines: list[str] = []
+    unread = [label for field, label in _CORE_FIELDS if field not in settings.read]
+    if unread:
+        lines.append(f"Not in the image (sdstudio's defaults are used): {', '.join(unread)}.")
+    if settings.extras:
+        also = ", ".join(f"{key}: {value}" for key, value in settings.extras.items())
+        lines.append(f"Also in the image, not applied: {also}.")
+    if settings.model_hash:
+        lines.append(f"Model hash: {settings.model_hash}.")
+    # The note listing the kept settings says again what the line above shows.
+    lines += [f"- {note}" for note in settings.notes if not note.startswith("Also in the image")]
+    return "\n".join(lines)

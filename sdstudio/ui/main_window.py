@@ -34,7 +34,7 @@ from sdstudio.ui.canvas import Canvas
 from sdstudio.ui.controller import GenerationController
 from sdstudio.ui.edit_toolbar import EditToolbar
 from sdstudio.ui.gallery import GalleryPanel
-from sdstudio.ui.image_settings import PanelChoices, settings_to_load
+from sdstudio.ui.image_settings import PanelChoices, settings_details, settings_to_load
 from sdstudio.ui.mask_layer import mask_from_pil
 from sdstudio.ui.prompt_panel import PromptPanel
 
@@ -234,6 +234,9 @@ class MainWindow(QMainWindow):
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             self,
         )
+        details = "" if self.pending_trusted else settings_details(settings)
+        if details:
+            box.setDetailedText(details)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.accepted.connect(self.load_pending_settings)
         box.open()
