@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import fake_hub
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -116,3 +120,44 @@ def window(qtbot, paths):
     main_window.gallery.shutdown()
     assert not controller.thread_running
     library.close()
+
+
+# The fake Hugging Face Hub of the download tests.
+
+
+@pytest.fixture(scope="module")
+def repo_files(tiny_model: Path) -> dict[str, bytes]:
+    """The tiny model's files, plus files a download must leave out."""
+    folder = tiny_model
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+             if p.is_file()}  # fmt: skip
+    files["unet/diffusion_pytorch_model.bin"] = b"pickle" * 10
+    files["tiny_turbo.safetensors"] = b"single file" * 10
+    files["README.md"] = b"# tiny"
+    files.update(fake_hub.CODE_FILES)
+    return files
+
+
+@pytest.fixture
+def hub(repo_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A running fake Hugging Face Hub (``fake_hub.py``) at ``endpoint``, http://127.0.0.1:PORT."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    state = fake_hub.FakeHub(dict(repo_files))
+    server = fake_hub.QuietServer(("127.0.0.1", 0), fake_hub.handler(state))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.endpoint = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private Hugging Face cache."""
+    folder = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(folder))
+    return folder
