@@ -187,8 +187,7 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     if s.get("sampler", "").strip():
         # Fooocus writes ComfyUI's scheduler name as "Scheduler".
         schedule = s.get("schedule type") or s.get("scheduler") or ""
-        choice = names.sampler_and_schedule(s["sampler"], schedule)
-        values["sampler"], values["schedule"], notes = choice.sampler, choice.schedule, choice.notes
+        notes = names.sampler_and_schedule(s["sampler"], schedule).put(values)
     else:
         used -= {"schedule type", "scheduler"}
     size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", s.get("size", ""))

@@ -92,9 +92,7 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     }
     sampler, scheduler = text(found.sampler_name), text(found.scheduler)
     if sampler:
-        choice = names.sampler_and_schedule(sampler, scheduler)
-        values["sampler"], values["schedule"] = choice.sampler, choice.schedule
-        notes += choice.notes
+        notes += names.sampler_and_schedule(sampler, scheduler).put(values)
     denoise = as_float(found.denoise)
     if denoise is not None and denoise < 1.0:
         values["strength"] = denoise

@@ -106,8 +106,7 @@ def _read_json_scheme(data: dict[str, object]) -> Parsed:
     notes: tuple[str, ...] = ()
     sampler = text(data.get("sampler"))
     if sampler:
-        choice = names.sampler_and_schedule(sampler, text(data.get("scheduler")))
-        values["sampler"], values["schedule"], notes = choice.sampler, choice.schedule, choice.notes
+        notes = names.sampler_and_schedule(sampler, text(data.get("scheduler"))).put(values)
     if as_int(values["steps"]) is None:
         performance = text(data.get("performance")).strip()
         steps = _PERFORMANCE_STEPS.get(performance.casefold())
@@ -140,8 +139,7 @@ def _read_ruined(data: dict[str, object]) -> Parsed:
     notes: tuple[str, ...] = ()
     sampler = text(data.get("sampler_name"))
     if sampler:
-        choice = names.sampler_and_schedule(sampler, text(data.get("scheduler")))
-        values["sampler"], values["schedule"], notes = choice.sampler, choice.schedule, choice.notes
+        notes = names.sampler_and_schedule(sampler, text(data.get("scheduler"))).put(values)
     recorded = text(data.get("base_model_name"))
     parsed = build_request(
         values,

@@ -82,6 +82,11 @@ class SamplerChoice:
     schedule: str
     notes: tuple[str, ...] = ()
 
+    def put(self, values: dict[str, object]) -> tuple[str, ...]:
+        """Set ``values``' sampler and schedule; return the notes."""
+        values["sampler"], values["schedule"] = self.sampler, self.schedule
+        return self.notes
+
 
 def sampler_and_schedule(sampler: str, scheduler: str = "") -> SamplerChoice:
     """sdstudio's sampler and schedule for a sampler name and schedule name in any spelling.

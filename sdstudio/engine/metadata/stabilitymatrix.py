@@ -62,9 +62,7 @@ def read_stability_matrix(texts: Mapping[str, str], size: tuple[int, int] = (0, 
     notes: list[str] = []
     sampler = text(data.get("Sampler")).strip()
     if sampler:
-        choice = names.sampler_and_schedule(sampler, text(data.get("Scheduler")))
-        values["sampler"], values["schedule"] = choice.sampler, choice.schedule
-        notes += choice.notes
+        notes += names.sampler_and_schedule(sampler, text(data.get("Scheduler"))).put(values)
     if texts.get(PARAMETERS_KEY, "").strip():
         notes.append(
             "The image also holds AUTOMATIC1111 parameters; Stability Matrix's fuller "

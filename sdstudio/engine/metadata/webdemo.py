@@ -120,6 +120,4 @@ def _sampler(data: Mapping[str, object], values: dict[str, object]) -> tuple[str
         # A diffusers class built with its defaults uses its own timestep spacing.
         values["sampler"], values["schedule"] = by_class, samplers.AUTOMATIC
         return ()
-    choice = names.sampler_and_schedule(sampler, scheduler)
-    values["sampler"], values["schedule"] = choice.sampler, choice.schedule
-    return choice.notes
+    return names.sampler_and_schedule(sampler, scheduler).put(values)
