@@ -34,6 +34,8 @@ MAX_SIZE = 4096
 MAX_STEPS = 500
 MAX_BATCH = 64
 MAX_CLIP_SKIP = 12
+MAX_MASK_BLUR = 64
+MAX_MASKED_PADDING = 512
 
 
 class Mode(enum.StrEnum):
@@ -42,6 +44,49 @@ class Mode(enum.StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+
+
+class ResizeMode(enum.StrEnum):
+    """How a source image of another shape is fitted to the requested size (A1111's
+    "Resize mode")."""
+
+    RESIZE = "resize"
+    """Stretch it to the size ("Just resize")."""
+    CROP = "crop"
+    """Scale it to cover the size and cut off what sticks out ("Crop and resize")."""
+    FILL = "fill"
+    """Scale it to fit inside and fill the rest with its stretched edges ("Resize and fill")."""
+
+
+class InpaintArea(enum.StrEnum):
+    """What inpainting repaints at the requested size (A1111's "Inpaint area")."""
+
+    WHOLE = "whole"
+    """The whole picture, fitted to the size."""
+    MASKED = "masked"
+    """Only the masked area with some padding around it, cut out, repainted at the
+    requested size and pasted back into the source at its own size ("Only masked")."""
+
+
+class MaskedContent(enum.StrEnum):
+    """What the masked area starts from (A1111's "Masked content")."""
+
+    ORIGINAL = "original"
+    FILL = "fill"
+    """The colours around the mask, spread over it."""
+    LATENT_NOISE = "latent-noise"
+    LATENT_NOTHING = "latent-nothing"
+    """Zeros in latent space."""
+
+
+_ENUMS: dict[str, type[enum.StrEnum]] = {
+    "mode": Mode,
+    "resize_mode": ResizeMode,
+    "inpaint_area": InpaintArea,
+    "masked_content": MaskedContent,
+}
+_INPAINT_DEFAULTS: dict[str, Any] = {}
+"""The inpainting settings' defaults (filled in below the class)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +118,38 @@ class GenerationRequest:
     vae: str = ""
     """A VAE file (or diffusers VAE folder) to use instead of the model's own: a path,
     or a file name found in the VAE folders. Empty: the model's own VAE."""
+    resize_mode: ResizeMode = ResizeMode.RESIZE
+    """How the init image (and mask) are fitted to width x height."""
+    mask_blur: int = 4
+    """Gaussian blur of the mask in pixels: the width of the seam where the repainted
+    area blends into the source."""
+    inpaint_area: InpaintArea = InpaintArea.WHOLE
+    masked_padding: int = 32
+    """With :attr:`InpaintArea.MASKED`: pixels of context around the mask."""
+    masked_content: MaskedContent = MaskedContent.ORIGINAL
 
     def __post_init__(self) -> None:
+        for name, kind in _ENUMS.items():
+            value = getattr(self, name)
+            if isinstance(value, str) and not isinstance(value, kind):
+                try:
+                    object.__setattr__(self, name, kind(value))
+                except ValueError:
+                    valid = ", ".join(m.value for m in kind)
+                    label = name.replace("_", " ").capitalize()
+                    raise InvalidRequest(
+                        f"{label} {_shown(value)} is unknown; valid: {valid}."
+                    ) from None
         _validate(self)
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         object.__setattr__(self, "strength", float(self.strength))
+        # Settings of a mode the request is not in change nothing: they take their
+        # defaults, so two requests that make the same image are equal.
+        if self.mode is not Mode.INPAINT:
+            for name, default in _INPAINT_DEFAULTS.items():
+                object.__setattr__(self, name, default)
+        if self.mode is Mode.TXT2IMG or self.inpaint_area is InpaintArea.MASKED:
+            object.__setattr__(self, "resize_mode", ResizeMode.RESIZE)
 
     def check_prompts(self) -> None:
         """Raise :class:`InvalidRequest`, naming the limit, when the prompt or the
@@ -105,7 +177,8 @@ class GenerationRequest:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with a schema version."""
         data = dataclasses.asdict(self)
-        data["mode"] = self.mode.value
+        for name in _ENUMS:
+            data[name] = getattr(self, name).value
         return {"schema": REQUEST_SCHEMA_VERSION, **data}
 
     @classmethod
@@ -133,6 +206,9 @@ class GenerationRequest:
                 raise InvalidRequest(
                     f"Unknown mode {_shown(values['mode'])}; valid modes: {valid}."
                 ) from None
+        for name in ("resize_mode", "inpaint_area", "masked_content"):
+            if name in values and not isinstance(values[name], str):
+                raise InvalidRequest(f"{name} must be text, not {_shown(values[name])}.")
         try:
             return cls(**values)
         except TypeError as error:
@@ -156,6 +232,15 @@ class GenerationRequest:
                 "Not a valid generation request: a number in it has too many digits."
             ) from None
         return cls.from_dict(data)
+
+
+_INPAINT_DEFAULTS.update(
+    {
+        f.name: f.default
+        for f in dataclasses.fields(GenerationRequest)
+        if f.name in ("mask_blur", "inpaint_area", "masked_padding", "masked_content")
+    }
+)
 
 
 def differences(a: GenerationRequest, b: GenerationRequest) -> list[tuple[str, Any, Any]]:
@@ -184,7 +269,16 @@ def _validate(r: GenerationRequest) -> None:
         check(value is None or isinstance(value, str), f"{name} must be a path or nothing.")
     check(isinstance(r.mode, Mode), f"Unknown mode {_shown(r.mode)}.")
     check(bool(r.model.strip()), "No model was given.")
-    for name in ("steps", "seed", "width", "height", "batch_size", "clip_skip"):
+    for name in (
+        "steps",
+        "seed",
+        "width",
+        "height",
+        "batch_size",
+        "clip_skip",
+        "mask_blur",
+        "masked_padding",
+    ):
         value = getattr(r, name)
         check(
             isinstance(value, int) and not isinstance(value, bool),
@@ -228,6 +322,15 @@ def _validate(r: GenerationRequest) -> None:
     check(
         1 <= r.clip_skip <= MAX_CLIP_SKIP,
         f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, not {_shown(r.clip_skip)}.",
+    )
+    check(
+        0 <= r.mask_blur <= MAX_MASK_BLUR,
+        f"Mask blur must be between 0 and {MAX_MASK_BLUR} pixels, not {_shown(r.mask_blur)}.",
+    )
+    check(
+        0 <= r.masked_padding <= MAX_MASKED_PADDING,
+        f"Masked area padding must be between 0 and {MAX_MASKED_PADDING} pixels, "
+        f"not {_shown(r.masked_padding)}.",
     )
     if r.mode is Mode.TXT2IMG:
         check(r.init_image is None, "A text-to-image request takes no init image.")
