@@ -34,6 +34,11 @@ REQUEST_LABELS = {
     "strength": "Strength",
     "clip_skip": "Clip skip",
     "vae": "VAE",
+    "resize_mode": "Resize mode",
+    "mask_blur": "Mask blur",
+    "inpaint_area": "Inpaint area",
+    "masked_padding": "Masked area padding",
+    "masked_content": "Masked content",
 }
 """Names for people of the request's fields; others are named from the field."""
 

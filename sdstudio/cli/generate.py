@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sdstudio.cli.model_choice import ChosenModel, choose_model, settings_for
 from sdstudio.cli.recorded import Recorded, recorded_model, recorded_vae
 from sdstudio.cli.report import Reporter
+from sdstudio.cli.source_options import add_source_options, source_options
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.models.lookup import ModelFinder, is_inside
 from sdstudio.engine.request import GenerationRequest, Mode, round_to_multiple_of_8
@@ -56,6 +57,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     generate.add_argument("--init-image", default=None, help="start from this image (img2img)")
     generate.add_argument("--strength", type=float, default=0.75, help="how much to change it")
     generate.add_argument("--mask", default=None, help="white = repaint (inpainting)")
+    add_source_options(generate)
     generate.add_argument(
         "--vae",
         default=None,
@@ -115,6 +117,7 @@ def _request_from_arguments(
 
     if args.mask and not args.init_image:
         raise InvalidRequest("--mask needs --init-image: the mask marks what to repaint in it.")
+    source_options(args)  # refused before a model is loaded
     mode = Mode.TXT2IMG
     init_size = None
     if args.init_image:
@@ -145,6 +148,7 @@ def _request_from_arguments(
         mask=str(Path(args.mask).resolve()) if args.mask else None,
         strength=args.strength if args.init_image else 0.75,
         vae=_vae_argument(args.vae),
+        **source_options(args),
     )
 
 

@@ -23,15 +23,17 @@ from PIL import Image
 import sdstudio
 from sdstudio.engine import prompt_embeds, samplers
 from sdstudio.engine.errors import GenerationCancelled, OutOfMemory, SdStudioError
-from sdstudio.engine.images import open_image, open_mask, store_input
+from sdstudio.engine.inpaint import latent_arguments
+from sdstudio.engine.inputs import Inputs, prepare_inputs
 from sdstudio.engine.metadata.record import ImageRecord
 from sdstudio.engine.networks import ActiveNetworks, Networks, strip_notice
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.previews import latent_preview
-from sdstudio.engine.request import GenerationRequest, Mode
+from sdstudio.engine.request import GenerationRequest, MaskedContent, Mode
 from sdstudio.engine.vae import find_vae, vae_display_name
 
 log = logging.getLogger(__name__)
+_LATENT_CONTENT = (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +76,6 @@ class CancelToken:
         """Raise :class:`GenerationCancelled` if cancelled."""
         if self._event.is_set():
             raise GenerationCancelled()
-
-
-@dataclass(frozen=True, slots=True)
-class _Inputs:
-    request: GenerationRequest
-    image: Image.Image | None
-    mask: Image.Image | None
 
 
 class Engine:
@@ -133,7 +128,7 @@ class Engine:
         self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()
         samplers.check_combination(request.sampler, request.schedule)
-        inputs = self._prepare_inputs(request, on_status)
+        inputs = prepare_inputs(request, self.inputs_dir, on_status)
         vae = self._find_vae(request.vae)
         cancel.raise_if_cancelled()
         pipe = self.pipelines.pipeline(request.model, request.mode, on_status, vae=vae)
@@ -177,35 +172,10 @@ class Engine:
             return ActiveNetworks()
         return self.networks.apply(pipe, request.prompt, request.negative_prompt, on_status)
 
-    def _prepare_inputs(
-        self, request: GenerationRequest, on_status: Callable[[str], None] | None
-    ) -> _Inputs:
-        if request.mode is Mode.TXT2IMG:
-            return _Inputs(request, None, None)
-        assert request.init_image is not None
-        size = (request.width, request.height)
-        image = open_image(request.init_image, what="init image")
-        original_size = image.size
-        if image.size != size:
-            image = image.resize(size, Image.Resampling.LANCZOS)
-        mask = None
-        if request.mode is Mode.INPAINT:
-            assert request.mask is not None
-            mask, mask_size = open_mask(request.mask, size)
-            if mask_size != original_size and on_status:
-                on_status(
-                    f"The mask ({mask_size[0]}x{mask_size[1]}) was resized to match the "
-                    f"init image ({original_size[0]}x{original_size[1]})."
-                )
-        stored = {"init_image": str(store_input(image, self.inputs_dir))}
-        if mask is not None:
-            stored["mask"] = str(store_input(mask, self.inputs_dir))
-        return _Inputs(request.replace(**stored), image, mask)
-
     def _run_one(
         self,
         pipe: Any,
-        inputs: _Inputs,
+        inputs: Inputs,
         seed: int,
         index: int,
         on_progress: Callable[[Progress], None] | None,
@@ -240,6 +210,11 @@ class Engine:
             "output_type": "pil",
         }
         kwargs.update(self._mode_arguments(request, inputs))
+        if request.mode is Mode.INPAINT and request.masked_content in _LATENT_CONTENT:
+            assert inputs.image is not None and inputs.mask is not None
+            kwargs.update(
+                latent_arguments(pipe, inputs.image, inputs.mask, request.masked_content, seed)
+            )
         model = self.pipelines.model
         if request.mode is Mode.TXT2IMG and model is not None and not model.inpainting:
             noise = initial_noise(pipe, request.width, request.height, generator)
@@ -261,7 +236,7 @@ class Engine:
                 raise OutOfMemory(f"Out of memory: {error}.") from None
             raise
         image: Image.Image = result.images[0]
-        return image
+        return inputs.finish(image)
 
     def _prompt_arguments(self, pipe: Any, request: GenerationRequest) -> dict[str, Any]:
         """The prompt as text, or as A1111-style embeddings when the text needs them.
@@ -289,7 +264,7 @@ class Engine:
             self._prompt_cache = (key, weakref.ref(encoder), arguments)
         return arguments
 
-    def _mode_arguments(self, request: GenerationRequest, inputs: _Inputs) -> dict[str, Any]:
+    def _mode_arguments(self, request: GenerationRequest, inputs: Inputs) -> dict[str, Any]:
         model = self.pipelines.model
         assert model is not None
         size = (request.width, request.height)

@@ -85,8 +85,6 @@ _ENUMS: dict[str, type[enum.StrEnum]] = {
     "inpaint_area": InpaintArea,
     "masked_content": MaskedContent,
 }
-_INPAINT_DEFAULTS: dict[str, Any] = {}
-"""The inpainting settings' defaults (filled in below the class)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +117,11 @@ class GenerationRequest:
     """A VAE file (or diffusers VAE folder) to use instead of the model's own: a path,
     or a file name found in the VAE folders. Empty: the model's own VAE."""
     resize_mode: ResizeMode = ResizeMode.RESIZE
-    """How the init image (and mask) are fitted to width x height."""
+    """How the init image (and mask) are fitted to width x height.
+
+    This and the inpainting settings below are kept in every request (a text-to-image
+    request read from an image may be used with a source later) and used only in the
+    modes they belong to; images record them only there."""
     mask_blur: int = 4
     """Gaussian blur of the mask in pixels: the width of the seam where the repainted
     area blends into the source."""
@@ -143,13 +145,6 @@ class GenerationRequest:
         _validate(self)
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         object.__setattr__(self, "strength", float(self.strength))
-        # Settings of a mode the request is not in change nothing: they take their
-        # defaults, so two requests that make the same image are equal.
-        if self.mode is not Mode.INPAINT:
-            for name, default in _INPAINT_DEFAULTS.items():
-                object.__setattr__(self, name, default)
-        if self.mode is Mode.TXT2IMG or self.inpaint_area is InpaintArea.MASKED:
-            object.__setattr__(self, "resize_mode", ResizeMode.RESIZE)
 
     def check_prompts(self) -> None:
         """Raise :class:`InvalidRequest`, naming the limit, when the prompt or the
@@ -232,15 +227,6 @@ class GenerationRequest:
                 "Not a valid generation request: a number in it has too many digits."
             ) from None
         return cls.from_dict(data)
-
-
-_INPAINT_DEFAULTS.update(
-    {
-        f.name: f.default
-        for f in dataclasses.fields(GenerationRequest)
-        if f.name in ("mask_blur", "inpaint_area", "masked_padding", "masked_content")
-    }
-)
 
 
 def differences(a: GenerationRequest, b: GenerationRequest) -> list[tuple[str, Any, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata import names
+from sdstudio.engine.metadata import inpaint_names, names
 from sdstudio.engine.metadata.values import Parsed, as_int, build_request, clean_text, load_json
 from sdstudio.engine.request import MAX_CLIP_SKIP, GenerationRequest, Mode
 
@@ -53,6 +53,7 @@ _APPLIED = frozenset(
         "denoising strength",
         "vae",
         "clip skip",
+        *inpaint_names.KEYS,
     }
 )
 
@@ -98,6 +99,7 @@ def format_parameters(
     ]
     if request.mode is not Mode.TXT2IMG:
         settings.append(("Denoising strength", f"{request.strength:g}"))
+    settings += inpaint_names.settings_written(request)
     if request.clip_skip > 1:
         settings.append(("Clip skip", request.clip_skip))
     settings += [
@@ -198,6 +200,8 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     clip_skip = as_int(s.get("clip skip"))
     if clip_skip is None or not 1 <= clip_skip <= MAX_CLIP_SKIP:
         used.discard("clip skip")
+    inpaint = inpaint_names.read(s)
+    used -= inpaint.unusable
     recorded = s.get("model", "")
     parsed = build_request(
         values,
@@ -207,6 +211,7 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         extras=_extras(parts.settings, used),
     )
     parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
+    parsed = inpaint.apply(parsed)
     if "clip skip" in used:
         parsed = dataclasses.replace(
             parsed,
