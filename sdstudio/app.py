@@ -31,6 +31,8 @@ from sdstudio.logs import configure_logging
 from sdstudio.resource_files import resource_path
 
 if TYPE_CHECKING:
+    from PySide6.QtCore import SignalInstance
+
     from sdstudio.ui.main_window import MainWindow
     from sdstudio.ui.model_list import ModelListLoader
 
@@ -135,13 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     models.loaded.connect(window.show_models)
     add_settings_action(window, paths, library)
     add_models_menu(window, paths, models)
-    add_help_menu(window, paths, device, log_file)
+    add_help_menu(window, paths, device, log_file, controller.warmed_up)
     if instance is not None:
         instance.files_received.connect(lambda files: open_handed_over(window, files))
     file_events = FileOpenEvents(app)
     file_events.files_received.connect(lambda files: open_handed_over(window, files))
     app.installEventFilter(file_events)
     window.show()
+    window.queue_keeper.offer_saved()
     models.refresh()
     QTimer.singleShot(WARM_UP_DELAY_MS, controller.warm_up)
     try:
@@ -213,7 +216,8 @@ def add_settings_action(window: MainWindow, paths: AppPaths, library: ImageLibra
 
 
 def add_models_menu(window: MainWindow, paths: AppPaths, models: ModelListLoader) -> None:
-    """The Models menu: the model manager, whose changes refresh the model picker."""
+    """The Models menu: the model manager, whose changes refresh the model picker and
+    whose "Use" chooses the model to generate with."""
     from PySide6.QtGui import QKeySequence
 
     from sdstudio.ui.model_manager import ModelManager
@@ -221,6 +225,7 @@ def add_models_menu(window: MainWindow, paths: AppPaths, models: ModelListLoader
     def open_manager() -> None:
         manager = ModelManager(paths, load_settings(paths), window)
         manager.models_changed.connect(lambda: models.reload(load_settings(paths)))
+        manager.model_chosen.connect(window.panel.pick_model)
         manager.open()
 
     action = window.menuBar().addMenu("&Models").addAction("Manage models…")
@@ -228,15 +233,29 @@ def add_models_menu(window: MainWindow, paths: AppPaths, models: ModelListLoader
     action.triggered.connect(open_manager)
 
 
-def add_help_menu(window: MainWindow, paths: AppPaths, device: str, log_file: Path | None) -> None:
-    """The Help menu: About, with versions and data locations for bug reports."""
+def add_help_menu(
+    window: MainWindow,
+    paths: AppPaths,
+    device: str,
+    log_file: Path | None,
+    engine_started: SignalInstance | None = None,
+) -> None:
+    """The Help menu: About, with versions and data locations for bug reports.
+
+    ``device`` is the Device setting; About shows the device it resolves to once
+    ``engine_started`` (the worker's warm-up) has fired, torch being imported then.
+    """
     from PySide6.QtCore import Qt
 
-    from sdstudio.ui.about import AboutDialog, AboutInfo
+    from sdstudio.ui.about import AboutDialog, AboutInfo, DeviceInUse
+
+    in_use = DeviceInUse(device)
+    if engine_started is not None:
+        engine_started.connect(in_use.engine_started)
 
     def show_about() -> None:
         info = AboutInfo.collect(
-            device=device,
+            device=in_use.text(),
             outputs_dir=load_settings(paths).outputs_path(paths),
             history_db=paths.history_db,
             models_dir=paths.models_dir,
@@ -244,6 +263,8 @@ def add_help_menu(window: MainWindow, paths: AppPaths, device: str, log_file: Pa
         )
         dialog = AboutDialog(info, log_file, window)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        if not in_use.started and engine_started is not None:
+            dialog.follow_device(in_use, engine_started)
         dialog.open()
 
     window.menuBar().addMenu("&Help").addAction("About sdstudio").triggered.connect(show_about)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import html
 import subprocess
 import sys
 
 import pytest
-from PySide6.QtCore import QObject, QUrl, Slot
+from PySide6.QtCore import QObject, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QMainWindow
 
 import sdstudio
 from sdstudio.engine.paths import AppPaths
-from sdstudio.ui.about import AboutDialog, AboutInfo, library_version
+from sdstudio.ui.about import (
+    ENGINE_STARTING,
+    AboutDialog,
+    AboutInfo,
+    DeviceInUse,
+    describe_device,
+    library_version,
+)
 
 
 @pytest.fixture
@@ -56,6 +64,8 @@ def test_collecting_details_does_not_import_torch() -> None:
         "from sdstudio.ui.about import AboutInfo\n"
         "info = AboutInfo.collect(device='auto', outputs_dir=Path('o'), history_db=Path('h'),\n"
         "                         models_dir=Path('m'), log_file=None)\n"
+        "from sdstudio.ui.about import DeviceInUse\n"
+        "assert 'engine has started' in DeviceInUse('auto').text()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print('ok')\n"
     )
@@ -111,13 +121,75 @@ def test_help_menu_opens_the_dialog(qtbot, paths: AppPaths) -> None:
     window = QMainWindow()
     qtbot.addWidget(window)
     log_file = paths.log_dir / "sdstudio.log"
-    add_help_menu(window, paths, "cuda", log_file)  # type: ignore[arg-type]
+    add_help_menu(window, paths, "cpu", log_file)  # type: ignore[arg-type]
     [help_menu] = [a.menu() for a in window.menuBar().actions() if a.text() == "&Help"]
     [about] = help_menu.actions()
     assert about.text() == "About sdstudio"
     about.trigger()
     dialog = window.findChild(AboutDialog)
     assert dialog is not None and dialog.isVisible()
-    assert dict(dialog.info.rows)["Device"] == "cuda"
+    assert dict(dialog.info.rows)["Device"] == "CPU (float32)"
     assert str(log_file) in dialog.details.text()
     dialog.close()
+
+
+class Engine(QObject):
+    started = Signal()
+
+
+def expected_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name()} (float16)"
+    mps = getattr(torch.backends, "mps", None)
+    return "MPS (float16)" if mps is not None and mps.is_available() else "CPU (float32)"
+
+
+def test_about_shows_the_device_auto_resolves_to(qtbot, paths: AppPaths) -> None:
+    from sdstudio.app import add_help_menu
+
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    engine = Engine()
+    add_help_menu(window, paths, "auto", None, engine.started)  # type: ignore[arg-type]
+    [help_menu] = [a.menu() for a in window.menuBar().actions() if a.text() == "&Help"]
+    help_menu.actions()[0].trigger()
+    dialog = window.findChild(AboutDialog)
+    starting = dict(dialog.info.rows)["Device"]
+    assert starting == f"Automatic: {ENGINE_STARTING}"
+    engine.started.emit()  # the worker has imported torch
+    device = dict(dialog.info.rows)["Device"]
+    assert device == expected_device() and "auto" not in device.casefold()
+    assert html.escape(device) in dialog.details.text()
+    dialog.close()
+    help_menu.actions()[0].trigger()  # later dialogs show it at once
+    [*_, later] = window.findChildren(AboutDialog)
+    assert dict(later.info.rows)["Device"] == expected_device()
+    later.close()
+
+
+def test_describing_devices() -> None:
+    import torch
+
+    assert describe_device("auto") == expected_device()
+    assert describe_device("cpu") == "CPU (float32)"
+    if not torch.cuda.is_available():
+        assert describe_device("cuda") == (
+            "cuda: CUDA was requested but no CUDA GPU is available to this torch build."
+        )
+    assert DeviceInUse("cpu").text() == "CPU (float32)"  # known without torch
+    assert DeviceInUse("cuda").text() == f"cuda: {ENGINE_STARTING}"
+
+
+def test_open_log_folder_without_a_file_manager(qtbot, info: AboutInfo, paths, monkeypatch):
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: False))
+    dialog = AboutDialog(info, paths.log_dir / "sdstudio.log")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.open_log_folder() is False
+    assert dialog.note.isVisible()
+    assert dialog.note.text() == (
+        f"Could not open a file manager; the folder path was copied: {paths.log_dir}"
+    )
+    assert QGuiApplication.clipboard().text() == str(paths.log_dir)

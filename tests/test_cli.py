@@ -253,8 +253,10 @@ BAD_INPUTS = [
     (lambda m, t: ["--mask-blur", "3"], "--mask-blur is an inpainting setting: it needs --mask"),
     (lambda m, t: ["--resize-mode", "crop"], "--resize-mode needs --init-image"),
     (
-        lambda m, t: ["--init-image", str(t / "init.png"), "--mask", str(t / "init.png")]
-        + ["--mask-blur", "99"],
+        lambda m, t: [
+            *("--init-image", str(t / "init.png"), "--mask", str(t / "init.png")),
+            *("--mask-blur", "99"),
+        ],
         "Mask blur must be between 0 and 64 pixels, not 99",
     ),
     (lambda m, t: ["--device", "cuda"], "no CUDA GPU is available"),

@@ -227,15 +227,19 @@ def test_delete_asks_first(panel, library, saved) -> None:
     assert trash.is_file()
 
 
-def test_discarding_without_a_trash_deletes(tmp_path: Path, monkeypatch) -> None:
-    from PySide6.QtCore import QFile
-
+def test_discarding_without_a_trash_asks_before_deleting(tmp_path: Path, monkeypatch) -> None:
+    from sdstudio.engine import trash
     from sdstudio.ui.gallery import discard_file
 
-    monkeypatch.setattr(QFile, "moveToTrash", staticmethod(lambda path: False))
+    def no_trash(path, now=None):
+        raise trash.TrashUnavailable("the drive is read-only")
+
+    monkeypatch.setattr(trash, "move_to_trash", no_trash)
+    monkeypatch.setattr(trash, "FREEDESKTOP", True)
     file = tmp_path / "image.png"
     file.write_bytes(b"x")
-    assert discard_file(str(file)) == "was deleted (there is no trash here)"
+    assert discard_file(str(file)).startswith("was kept") and file.exists()
+    assert discard_file(str(file), lambda reason: True) == "was deleted permanently"
     assert not file.exists()
     assert discard_file(str(file)) == "was already gone"
 
@@ -262,6 +266,18 @@ def test_copy_image_and_open_folder(qtbot, panel, saved) -> None:
     finally:
         QDesktopServices.unsetUrlHandler("file")
     assert handler.urls == [QUrl.fromLocalFile(str(Path(saved[3].path).parent))]
+
+
+def test_open_folder_without_a_file_manager_copies_the_path(panel, saved, monkeypatch) -> None:
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: False))
+    messages: list[str] = []
+    panel.message.connect(messages.append)
+    QGuiApplication.clipboard().setText("")
+    panel.select_row(0)
+    panel.folder_action.trigger()
+    folder = str(Path(saved[3].path).parent)
+    assert messages == [f"Could not open a file manager; the folder path was copied: {folder}"]
+    assert QGuiApplication.clipboard().text() == folder
 
 
 def test_drag_carries_the_file_url(panel, saved) -> None:

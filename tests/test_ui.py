@@ -248,18 +248,22 @@ def test_painted_mask_makes_an_inpainting_job_with_undo(
         assert stored.getpixel((40, 35)) == 255
 
 
-def test_extend_canvas_makes_an_outpainting_job(qtbot, window, tiny_model, init_image) -> None:
+def test_outpainting_makes_an_inpainting_job(qtbot, window, tiny_model, init_image) -> None:
     fill(window, tiny_model, steps=4)
     _drop(window.canvas, init_image)
     window.panel.strength.setValue(1.0)
-    window.edit_toolbar.extend_actions["right"].trigger()
+    window.edit_toolbar.outpaint.trigger()
+    dialog = window.edit_toolbar.outpaint_dialog
+    dialog.spins["right"].setValue(128)
+    dialog.accept()
     assert window.canvas.source.size == (80 + 128, 72)
     assert (window.panel.width_box.value(), window.panel.height_box.value()) == (208, 72)
     mask = window.canvas.mask.to_pil()
     assert mask.getpixel((200, 30)) == 255 and mask.getpixel((10, 30)) == 0
     entry = _run_job(qtbot, window)
     assert (entry.mode, entry.width, entry.height) == ("inpaint", 208, 72)
-    window.canvas.undo_stack.undo()
+    window.edit_toolbar.source_view.trigger()  # the result is on show: back to the source
+    window.edit_toolbar.undo.trigger()
     assert window.canvas.source.size == (80, 72)
     assert not window.canvas.mask.has_paint()
 
@@ -387,7 +391,9 @@ def test_model_picker_lists_models_found_on_disk(qtbot, window, tiny_model, path
     assert "SD 1.x" in picker.itemData(index, Qt.ItemDataRole.ToolTipRole)
     assert window.panel.request().model == str(paths.models_dir / "my-model")
     window.panel.steps.setValue(50)
-    picker.activated.emit(index)  # the user picks it: its defaults apply
+    picker.activated.emit(index)  # the user picks it: its defaults are offered, not forced
+    assert (window.panel.steps.value(), window.panel.width_box.value()) == (50, 512)
+    window.panel.recommendation.use_button.click()
     assert (window.panel.steps.value(), window.panel.width_box.value()) == (20, 512)
 
 

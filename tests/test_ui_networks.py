@@ -62,6 +62,7 @@ def test_toggling_an_embedding_word() -> None:
 def test_pickers_write_into_the_prompts(window) -> None:
     panel = window.panel
     window.show_models(ENTRIES)
+    panel.set_model("/models/a.safetensors")  # listing models chooses none
     assert panel.loras.names() == ["detail", "pixel_art"]
     assert panel.embeddings.names() == ["badhands"]
     panel.loras.set_filter("pix")

@@ -113,11 +113,24 @@ def latent_arguments(
 
 
 def _encode(pipe: Any, pixels: Any) -> Any:
-    """Latents of ``pixels`` (-1..1), scaled as the pipeline's own encoder scales them."""
+    """Latents of ``pixels`` (-1..1), scaled as the pipeline's own encoder scales them.
+
+    The pipeline's encoder is used where it has one: it runs a VAE that overflows
+    in half precision (SDXL's) in float32. The posterior's mean is taken, so the
+    latents depend on the pixels alone.
+    """
     import torch
 
     vae = pipe.vae
+    upcast = bool(getattr(vae.config, "force_upcast", False)) and vae.dtype == torch.float16
+    dtype = torch.float32 if upcast else vae.dtype
     with torch.no_grad():
-        encoded = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
+        if upcast:
+            vae.to(dtype=torch.float32)
+        try:
+            encoded = vae.encode(pixels.to(device=vae.device, dtype=dtype)).latent_dist.mode()
+        finally:
+            if upcast:
+                vae.to(dtype=torch.float16)
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return ((encoded - shift) * vae.config.scaling_factor).to(torch.float32)

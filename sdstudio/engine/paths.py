@@ -44,6 +44,11 @@ class AppPaths:
         return self.config_dir / "settings.json"
 
     @property
+    def queue_file(self) -> Path:
+        """The jobs left in the queue when the app last quit, offered at the next start."""
+        return self.data_dir / "queue.json"
+
+    @property
     def history_db(self) -> Path:
         """The history database."""
         return self.data_dir / "history.sqlite3"

@@ -10,8 +10,8 @@ from importlib import metadata
 from pathlib import Path
 
 import PySide6
-from PySide6.QtCore import Qt, QUrl, qVersion
-from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtCore import Qt, SignalInstance, Slot, qVersion
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QApplication,
     QDialog,
@@ -23,8 +23,58 @@ from PySide6.QtWidgets import (
 )
 
 import sdstudio
+from sdstudio.engine.errors import SdStudioError, first_line
+from sdstudio.ui.desktop_files import show_folder
 
 LIBRARIES = ("torch", "diffusers", "transformers")
+ENGINE_STARTING = "chosen once the engine has started (a few seconds after launch)"
+
+
+def describe_device(choice: str) -> str:
+    """The device the engine runs on for the Device setting ``choice`` ("auto", "cpu",
+    "cuda" or "mps"), resolved as the engine resolves it: "CPU (float32)",
+    "CUDA: NVIDIA GeForce RTX 4090 (float16)", "MPS (float16)".
+
+    Imports torch (no model is loaded): call it once the worker has imported it.
+    """
+    try:
+        from sdstudio.engine.devices import choose_device
+
+        config = choose_device(choice)
+        if config.device == "cuda":
+            import torch
+
+            return f"CUDA: {torch.cuda.get_device_name()} ({config.precision})"
+    except SdStudioError as error:
+        return f"{choice}: {error}"
+    except Exception as error:  # a broken torch install must not break the dialog
+        return f"{choice} (torch could not tell: {first_line(error, 200)})"
+    return f"{config.device.upper()} ({config.precision})"
+
+
+class DeviceInUse:
+    """What About shows as the device: resolved (see :func:`describe_device`) once the
+    engine has started, since torch is imported only then; call :meth:`engine_started`."""
+
+    def __init__(self, choice: str) -> None:
+        self.choice = choice
+        self.started = False
+        self._described: str | None = None
+
+    def engine_started(self) -> None:
+        """The worker has imported torch; the device can be told without a pause."""
+        self.started = True
+
+    def text(self) -> str:
+        """The device in words, or what it will be chosen from while the engine starts."""
+        if self._described is not None:
+            return self._described
+        if self.started:
+            self._described = describe_device(self.choice)
+            return self._described
+        if self.choice == "cpu":
+            return "CPU (float32)"
+        return f"{'Automatic' if self.choice == 'auto' else self.choice}: {ENGINE_STARTING}"
 
 
 def library_version(name: str) -> str:
@@ -65,6 +115,10 @@ class AboutInfo:
         ]
         return cls(tuple(rows))
 
+    def with_row(self, label: str, value: str) -> AboutInfo:
+        """The same details with one row's value changed."""
+        return AboutInfo(tuple((key, value if key == label else v) for key, v in self.rows))
+
     def as_text(self) -> str:
         """Plain text, one ``label: value`` line each, for bug reports."""
         return "\n".join(f"{label}: {value}" for label, value in self.rows)
@@ -80,6 +134,7 @@ class AboutDialog(QDialog):
         self.setWindowTitle("About sdstudio")
         self.info = info
         self.log_file = log_file
+        self._device: DeviceInUse | None = None
 
         icon = QLabel()
         icon.setPixmap(QApplication.windowIcon().pixmap(64, 64))
@@ -92,15 +147,14 @@ class AboutDialog(QDialog):
         header.addWidget(icon, 0, Qt.AlignmentFlag.AlignTop)
         header.addWidget(title, 1)
 
-        rows = "".join(
-            f"<tr><td><b>{html.escape(label)}</b>&nbsp;&nbsp;</td>"
-            f"<td>{html.escape(value)}</td></tr>"
-            for label, value in info.rows
-        )
-        self.details = QLabel(f"<table>{rows}</table>")
+        self.details = QLabel()
         self.details.setObjectName("aboutDetails")
         self.details.setTextFormat(Qt.TextFormat.RichText)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._show_details()
+        self.note = QLabel(wordWrap=True)
+        self.note.hide()
+        self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.copy_button = buttons.addButton("Copy details", QDialogButtonBox.ButtonRole.ActionRole)
@@ -115,7 +169,28 @@ class AboutDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(header)
         layout.addWidget(self.details)
+        layout.addWidget(self.note)
         layout.addWidget(buttons)
+
+    def follow_device(self, device: DeviceInUse, engine_started: SignalInstance) -> None:
+        """Show the device once ``engine_started`` fires (connected after
+        :meth:`DeviceInUse.engine_started`, so it can be told then)."""
+        self._device = device
+        engine_started.connect(self._show_device)
+
+    @Slot()
+    def _show_device(self) -> None:
+        if self._device is not None:
+            self.info = self.info.with_row("Device", self._device.text())
+            self._show_details()
+
+    def _show_details(self) -> None:
+        rows = "".join(
+            f"<tr><td><b>{html.escape(label)}</b>&nbsp;&nbsp;</td>"
+            f"<td>{html.escape(value)}</td></tr>"
+            for label, value in self.info.rows
+        )
+        self.details.setText(f"<table>{rows}</table>")
 
     def copy_details(self) -> None:
         """Put the details on the clipboard as plain text."""
@@ -123,7 +198,11 @@ class AboutDialog(QDialog):
         self.copy_button.setText("Copied")
 
     def open_log_folder(self) -> bool:
-        """Show the log folder in the file manager."""
+        """Show the log folder in the file manager (or, without one, copy its path)."""
         if self.log_file is None:
             return False
-        return QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.log_file.parent)))
+        problem = show_folder(self.log_file.parent)
+        if problem is not None:
+            self.note.setText(problem)
+            self.note.show()
+        return problem is None

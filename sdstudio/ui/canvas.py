@@ -2,22 +2,25 @@
 
 It shows each step's preview, then the result; zooms, pans and fits. A dropped
 image file becomes the *source* for image-to-image; painting a mask over it
-makes the job inpainting, and extending it makes it outpainting. Mask strokes
-and extensions are undoable.
+makes the job inpainting, and growing it on any side makes it outpainting.
+Mask strokes and outpainting are undoable; the mask is painted and undone only
+while the source is on show, never under an output that hides it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QDragEnterEvent,
     QDropEvent,
     QImage,
     QMouseEvent,
     QPainter,
+    QPalette,
     QPixmap,
     QResizeEvent,
     QUndoCommand,
@@ -25,11 +28,13 @@ from PySide6.QtGui import (
     QWheelEvent,
 )
 from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
+from shiboken6 import isValid
 
 from sdstudio.engine.images import open_image
 from sdstudio.ui.mask_layer import MaskLayer, mask_from_pil
 
-EXTEND_SIDES = ("left", "right", "up", "down")
+if TYPE_CHECKING:
+    from sdstudio.engine.outpaint import Fill
 
 
 def load_qimage(path: str | Path) -> QImage:
@@ -49,17 +54,41 @@ def pil_to_qimage(image: Image.Image) -> QImage:
     return qimage.copy()
 
 
+EMPTY_TEXT = "Drop an image here to edit it, or generate one."
+
+
+def qimage_to_pil(image: QImage) -> Image.Image:
+    """Convert a QImage to an RGB PIL image (GUI thread only)."""
+    rgb = image.convertToFormat(QImage.Format.Format_RGB888)
+    data = bytes(rgb.constBits())[: rgb.sizeInBytes()]
+    return Image.frombuffer(
+        "RGB", (rgb.width(), rgb.height()), data, "raw", "RGB", rgb.bytesPerLine(), 1
+    ).copy()
+
+
 class Canvas(QGraphicsView):
-    """Displays an image, scaled to fit until the user zooms; holds the source image."""
+    """Shows the source image with its mask, or the output (a preview, a result, an
+    opened image), scaled to fit until the user zooms.
+
+    What is on show is :attr:`view`. The mask is painted, shown and undone only
+    while the source is on show: an output replaces it on screen, so edits there
+    would land on an image the user cannot see.
+    """
 
     ZOOM_STEP = 1.25
+    SOURCE = "source"
+    OUTPUT = "output"
     file_dropped = Signal(Path)
     source_changed = Signal()
+    view_changed = Signal()
+    """What is on show changed: the source, an output, or nothing."""
+    tool_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("canvas")
         self.setAcceptDrops(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._scene = QGraphicsScene(self)
         self._item = QGraphicsPixmapItem()
         self._item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
@@ -70,40 +99,85 @@ class Canvas(QGraphicsView):
         self.undo_stack = QUndoStack(self)
         self.mask = MaskLayer(self._scene, self.undo_stack)
         self.mask.set_visible(False)
+        self.mask_wanted = True
+        """Whether the mask overlay is shown over the source ("Show mask")."""
         self.source: Image.Image | None = None
-        self.shown: Image.Image | None = None
-        """The last full image shown (a result or an opened file), not a preview."""
+        self._output: tuple[Image.Image, tuple[int, int] | None] | None = None
+        self._view = ""
         self._fit = True
         self._size: tuple[int, int] | None = None
         self._tool = "pan"
         self.set_tool("pan")
+        self.undo_stack.indexChanged.connect(self._on_undo_index)
 
     @property
     def has_image(self) -> bool:
         """Whether an image is shown."""
         return not self._item.pixmap().isNull()
 
+    @property
+    def view(self) -> str:
+        """:attr:`SOURCE`, :attr:`OUTPUT`, or ``""`` when nothing is on show."""
+        return self._view
+
+    @property
+    def showing_source(self) -> bool:
+        """Whether the source image (and its mask) is on show."""
+        return self._view == self.SOURCE
+
+    @property
+    def has_output(self) -> bool:
+        """Whether there is an output (preview, result or opened image) to show."""
+        return self._output is not None
+
+    @property
+    def tool(self) -> str:
+        """The current tool: ``"pan"``, ``"brush"`` or ``"eraser"``."""
+        return self._tool
+
+    def output_image(self) -> Image.Image | None:
+        """The last output as it is shown: a preview scaled to its job's size."""
+        if self._output is None:
+            return None
+        image, size = self._output
+        if size is None or image.size == size:
+            return image.convert("RGB")
+        return qimage_to_pil(_scaled(pil_to_qimage(image), size))
+
     # Display -----------------------------------------------------------------
 
     def show_image(
         self, image: Image.Image, *, display_size: tuple[int, int] | None = None
     ) -> None:
-        """Show an output (a preview stretched to ``display_size``); hides the mask."""
-        self.mask.set_visible(False)
-        if display_size is None:
-            self.shown = image
-        self._show(QPixmap.fromImage(pil_to_qimage(image)), display_size)
+        """Show an output (a preview stretched to ``display_size``) instead of the source."""
+        self._output = (image, display_size)
+        self._show(pil_to_qimage(image), display_size)
+        self._set_view(self.OUTPUT)
+
+    def show_output(self) -> None:
+        """Show the last output again."""
+        if self._output is not None:
+            self.show_image(self._output[0], display_size=self._output[1])
 
     def show_source(self) -> None:
         """Show the source image with its mask."""
         if self.source is not None:
-            self._show(QPixmap.fromImage(pil_to_qimage(self.source)), None)
-            self.mask.set_visible(True)
+            self._show(pil_to_qimage(self.source), None)
+            self._set_view(self.SOURCE)
+
+    def set_mask_visible(self, visible: bool) -> None:
+        """Show or hide the mask overlay; showing it brings the source on show."""
+        self.mask_wanted = visible
+        if visible and not self.showing_source:
+            self.show_source()
+        self.mask.set_visible(visible and self.showing_source)
 
     def clear(self) -> None:
-        """Show nothing."""
-        self._item.setPixmap(QPixmap())
-        self._size = None
+        """Show nothing and forget everything: source, mask, edits and output
+        (back to text-to-image)."""
+        self._output = None
+        self._blank()
+        self.clear_source()
 
     def fit(self) -> None:
         """Scale the image to fit the view, and keep fitting as the window resizes."""
@@ -121,7 +195,7 @@ class Canvas(QGraphicsView):
         self._fit = False
         self.resetTransform()
 
-    # Source image, mask and extension ------------------------------------------
+    # Source image, mask and outpainting --------------------------------------------
 
     def set_source(self, image: Image.Image) -> None:
         """Make ``image`` the source for image-to-image (clears mask and undo history)."""
@@ -132,23 +206,37 @@ class Canvas(QGraphicsView):
         self.source_changed.emit()
 
     def use_shown_as_source(self) -> None:
-        """Make the image on show (a result, an opened file) the source."""
-        if self.shown is not None:
-            self.set_source(self.shown)
+        """Make the output on show (a result, a preview, an opened image) the source."""
+        image = self.output_image()
+        if self._view == self.OUTPUT and image is not None:
+            self.set_source(image)
 
     def clear_source(self) -> None:
-        """Back to text-to-image."""
+        """Back to text-to-image; the output (if any) takes the source's place on screen."""
         self.source = None
         self.mask.reset(1, 1)
-        self.mask.set_visible(False)
         self.undo_stack.clear()
+        if self._view == self.SOURCE:
+            if self._output is not None:
+                self.show_output()
+            else:
+                self._blank()
         self.source_changed.emit()
 
-    def extend(self, side: str, pixels: int = 128) -> None:
-        """Pad the source on one side and mask the new area (outpainting), undoably."""
-        if self.source is None or side not in EXTEND_SIDES:
+    def outpaint(
+        self, left: int, top: int, right: int, bottom: int, fill: Fill = "stretch"
+    ) -> None:
+        """Grow the source on any side, pre-fill and mask the new area, undoably.
+
+        Raises :class:`~sdstudio.engine.errors.ImageInputError` for amounts out of range.
+        """
+        from sdstudio.engine.outpaint import extend
+
+        if self.source is None:
             return
-        image, mask = extend_image(self.source, self.mask.to_pil(), side, pixels)
+        image, mask = extend(self.source, self.mask.to_pil(), left, top, right, bottom, fill)
+        if image.size == self.source.size:
+            return
         self.undo_stack.push(
             SourceChange(self, (self.source, self.mask.image()), (image, mask_from_pil(mask)))
         )
@@ -160,35 +248,49 @@ class Canvas(QGraphicsView):
         self.show_source()
         self.source_changed.emit()
 
+    def undo(self) -> None:
+        """Undo the last edit of the source or mask, while they are on show."""
+        if self.showing_source:
+            self.undo_stack.undo()
+
+    def redo(self) -> None:
+        """Redo the last undone edit, while the source is on show."""
+        if self.showing_source:
+            self.undo_stack.redo()
+
     def set_tool(self, tool: str) -> None:
-        """``"pan"``, ``"brush"`` or ``"eraser"``."""
-        self._tool = tool
+        """``"pan"``, ``"brush"`` or ``"eraser"``; a painting tool brings the source on show."""
         painting = tool in ("brush", "eraser")
+        if painting and self.source is None:
+            tool, painting = "pan", False
+        self._tool = tool
         self.mask.erasing = tool == "eraser"
         self.setDragMode(
             QGraphicsView.DragMode.NoDrag if painting else QGraphicsView.DragMode.ScrollHandDrag
         )
-        if painting:
+        if painting and not self.showing_source:
             self.show_source()
+        self.tool_changed.emit(tool)
 
     # Events ----------------------------------------------------------------------
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        if self._painting(event):
+        if self._painting():
+            self.setFocus(Qt.FocusReason.MouseFocusReason)
             self.mask.begin_stroke(self.mapToScene(event.position().toPoint()))
             event.accept()
             return
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
-        if self._painting(event) and event.buttons() & Qt.MouseButton.LeftButton:
+        if self._painting() and event.buttons() & Qt.MouseButton.LeftButton:
             self.mask.continue_stroke(self.mapToScene(event.position().toPoint()))
             event.accept()
             return
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        if self._painting(event):
+        if self._painting():
             self.mask.end_stroke()
             event.accept()
             return
@@ -222,17 +324,48 @@ class Canvas(QGraphicsView):
         if self._fit:
             self.fit()
 
-    def _painting(self, event: QMouseEvent) -> bool:
-        return self._tool in ("brush", "eraser") and self.source is not None
+    def drawForeground(self, painter: QPainter, rect: QRectF | QRect) -> None:
+        super().drawForeground(painter, rect)
+        if self.has_image:
+            return
+        painter.save()
+        painter.resetTransform()
+        painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+        painter.drawText(
+            self.viewport().rect().adjusted(24, 24, -24, -24),
+            int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap),
+            EMPTY_TEXT,
+        )
+        painter.restore()
 
-    def _show(self, pixmap: QPixmap, display_size: tuple[int, int] | None) -> None:
-        if display_size is not None and display_size != (pixmap.width(), pixmap.height()):
-            pixmap = pixmap.scaled(
-                display_size[0],
-                display_size[1],
-                Qt.AspectRatioMode.IgnoreAspectRatio,
-                Qt.TransformationMode.SmoothTransformation,
-            )
+    def _painting(self) -> bool:
+        return self._tool in ("brush", "eraser") and self.showing_source
+
+    def _set_view(self, view: str) -> None:
+        self.mask.set_visible(view == self.SOURCE and self.mask_wanted)
+        if view != self.SOURCE and self._tool != "pan":
+            self.mask.end_stroke()
+            self.set_tool("pan")
+        if view != self._view:
+            self._view = view
+            self.view_changed.emit()
+
+    def _blank(self) -> None:
+        self._item.setPixmap(QPixmap())
+        self._size = None
+        self._set_view("")
+        self.viewport().update()
+
+    def _on_undo_index(self, _index: int) -> None:
+        if not isValid(self.undo_stack):  # the stack clears itself as it is deleted
+            return
+        if self.source is not None and not self.showing_source:
+            self.show_source()
+
+    def _show(self, image: QImage, display_size: tuple[int, int] | None) -> None:
+        if display_size is not None and display_size != (image.width(), image.height()):
+            image = _scaled(image, display_size)
+        pixmap = QPixmap.fromImage(image)
         self._item.setPixmap(pixmap)
         size = (pixmap.width(), pixmap.height())
         if size != self._size:
@@ -243,7 +376,7 @@ class Canvas(QGraphicsView):
 
 
 class SourceChange(QUndoCommand):
-    """Swap source image and mask between two states (canvas extension)."""
+    """Swap source image and mask between two states (outpainting)."""
 
     def __init__(
         self,
@@ -251,7 +384,7 @@ class SourceChange(QUndoCommand):
         before: tuple[Image.Image, QImage],
         after: tuple[Image.Image, QImage],
     ) -> None:
-        super().__init__("Extend canvas")
+        super().__init__("outpainting")
         self._canvas = canvas
         self._before = before
         self._after = after
@@ -263,21 +396,13 @@ class SourceChange(QUndoCommand):
         self._canvas.restore(*self._before)
 
 
-def extend_image(
-    image: Image.Image, mask: Image.Image, side: str, pixels: int
-) -> tuple[Image.Image, Image.Image]:
-    """Pad ``image`` by repeating its edge, and ``mask`` with white (repaint) there."""
-    import numpy as np  # imported here: numpy adds a tenth of a second to start-up
-
-    pad = {
-        "left": ((0, 0), (pixels, 0)),
-        "right": ((0, 0), (0, pixels)),
-        "up": ((pixels, 0), (0, 0)),
-        "down": ((0, pixels), (0, 0)),
-    }[side]
-    pixels_rgb = np.pad(np.asarray(image.convert("RGB")), (*pad, (0, 0)), mode="edge")
-    mask_array = np.pad(np.asarray(mask.convert("L")), pad, mode="constant", constant_values=255)
-    return Image.fromarray(pixels_rgb), Image.fromarray(mask_array)
+def _scaled(image: QImage, size: tuple[int, int]) -> QImage:
+    return image.scaled(
+        size[0],
+        size[1],
+        Qt.AspectRatioMode.IgnoreAspectRatio,
+        Qt.TransformationMode.SmoothTransformation,
+    )
 
 
 def _first_local_file(urls: list) -> Path | None:  # type: ignore[type-arg]

@@ -1,15 +1,18 @@
 """Comparing two images from the history: a wipe (or side by side) and what differs.
 
 Drag across the picture to move the dividing line: image A is on its left,
-image B on its right, both fitted to the same frame. Below, the settings that
-differ between the two are listed, so a change of seed, sampler or prompt
-weight can be told from its effect.
+image B on its right, both in one frame so that they line up. Images of the
+same shape are shown at the same size (an upscale lines up with its original);
+images of different shapes at the same scale, centred on each other (an
+outpainting lines up with its source). Below, the sizes and the settings that
+differ are listed, so a change of seed, sampler or prompt weight can be told
+from its effect.
 """
 
 from __future__ import annotations
 
 from PIL import Image
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, QSizeF, Qt
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -48,7 +51,7 @@ class CompareView(QWidget):
         self.update()
 
     def set_split(self, fraction: float) -> None:
-        """Put the line at ``fraction`` of the width."""
+        """Put the line at ``fraction`` of the images' width."""
         self.split = min(1.0, max(0.0, fraction))
         self.update()
 
@@ -60,6 +63,14 @@ class CompareView(QWidget):
         """Move the line while the user drags."""
         self._follow(event)
 
+    def same_shape(self) -> bool:
+        """Whether A and B have the same aspect ratio (then they are shown at one size)."""
+        return _same_shape(self.first, self.second)
+
+    def placements(self, frame: QRectF) -> tuple[QRectF, QRectF, QRectF]:
+        """Where A and B are drawn in ``frame``, and the box both lie in."""
+        return _layout(self.first, self.second, frame)
+
     def paintEvent(self, event: QPaintEvent) -> None:
         """Draw A and B, and the line between them."""
         painter = QPainter(self)
@@ -67,19 +78,19 @@ class CompareView(QWidget):
         painter.fillRect(self.rect(), self.palette().window())
         if self.side_by_side:
             half = self.width() / 2
-            painter.drawImage(_fit(self.first, QRectF(0, 0, half, self.height())), self.first)
-            painter.drawImage(_fit(self.second, QRectF(half, 0, half, self.height())), self.second)
+            painter.drawImage(self.placements(QRectF(0, 0, half, self.height()))[0], self.first)
+            painter.drawImage(self.placements(QRectF(half, 0, half, self.height()))[1], self.second)
         else:
-            frame = QRectF(self.rect())
-            line = frame.width() * self.split
+            place_a, place_b, box = self.placements(QRectF(self.rect()))
+            line = box.x() + box.width() * self.split
             painter.save()
-            painter.setClipRect(QRectF(0, 0, line, frame.height()))
-            painter.drawImage(_fit(self.first, frame), self.first)
-            painter.setClipRect(QRectF(line, 0, frame.width() - line, frame.height()))
-            painter.drawImage(_fit(self.second, frame), self.second)
+            painter.setClipRect(QRectF(0, 0, line, self.height()))
+            painter.drawImage(place_a, self.first)
+            painter.setClipRect(QRectF(line, 0, self.width() - line, self.height()))
+            painter.drawImage(place_b, self.second)
             painter.restore()
             painter.setPen(QPen(QColor(255, 255, 255, 220), 2))
-            painter.drawLine(QPointF(line, 0), QPointF(line, frame.height()))
+            painter.drawLine(QPointF(line, box.top()), QPointF(line, box.bottom()))
         painter.setPen(self.palette().windowText().color())
         painter.drawText(8, 18, "A")
         painter.drawText(self.width() - 16, 18, "B")
@@ -87,7 +98,8 @@ class CompareView(QWidget):
 
     def _follow(self, event: QMouseEvent) -> None:
         if not self.side_by_side and event.buttons() & Qt.MouseButton.LeftButton:
-            self.set_split(event.position().x() / max(1, self.width()))
+            box = self.placements(QRectF(self.rect()))[2]
+            self.set_split((event.position().x() - box.x()) / max(1.0, box.width()))
 
 
 class CompareDialog(QDialog):
@@ -116,6 +128,7 @@ class CompareDialog(QDialog):
             changed.insert(0, ("model name", entry_a.model_name, entry_b.model_name))
         for name, value_a, value_b in changed:
             self.table.addTopLevelItem(QTreeWidgetItem([name, str(value_a), str(value_b)]))
+        self.sizes = QLabel(_sizes_text(image_a.size, image_b.size, self.view.same_shape()))
         summary = QLabel(
             "The settings are the same." if not changed else f"{len(changed)} settings differ:"
         )
@@ -123,6 +136,8 @@ class CompareDialog(QDialog):
         self.table.setMaximumHeight(160)
 
         top = QHBoxLayout()
+        top.addWidget(self.sizes)
+        top.addSpacing(16)
         top.addWidget(summary, 1)
         top.addWidget(side)
         layout = QVBoxLayout(self)
@@ -132,12 +147,48 @@ class CompareDialog(QDialog):
         self.resize(900, 760)
 
 
-def _fit(image: QImage, frame: QRectF) -> QRectF:
-    """The largest rectangle of ``image``'s shape centred in ``frame``."""
-    if image.isNull() or image.width() == 0 or image.height() == 0:
+def _sizes_text(size_a: tuple[int, int], size_b: tuple[int, int], same_shape: bool) -> str:
+    sizes = f"A {size_a[0]}×{size_a[1]}, B {size_b[0]}×{size_b[1]}"
+    if size_a == size_b:
+        return sizes
+    return f"{sizes}: shown at the same {'size' if same_shape else 'scale, centred'}"
+
+
+def _same_shape(first: QImage, second: QImage) -> bool:
+    across = first.width() * second.height()
+    return abs(across - second.width() * first.height()) <= 0.01 * max(1, across)
+
+
+def _layout(first: QImage, second: QImage, frame: QRectF) -> tuple[QRectF, QRectF, QRectF]:
+    """A's and B's rectangles in ``frame`` and the box around both: one rectangle for
+    images of the same shape, else both at one scale, centred in a box that holds both."""
+    if first.isNull() or second.isNull() or _same_shape(first, second):
+        place = _fit(QSizeF(first.size()), frame)
+        return place, place, place
+    box = _fit(
+        QSizeF(max(first.width(), second.width()), max(first.height(), second.height())), frame
+    )
+    scale = box.width() / max(first.width(), second.width())
+    places = []
+    for image in (first, second):
+        width, height = image.width() * scale, image.height() * scale
+        places.append(
+            QRectF(
+                box.x() + (box.width() - width) / 2,
+                box.y() + (box.height() - height) / 2,
+                width,
+                height,
+            )
+        )
+    return places[0], places[1], box
+
+
+def _fit(size: QSizeF, frame: QRectF) -> QRectF:
+    """The largest rectangle of ``size``'s shape centred in ``frame``."""
+    if size.width() <= 0 or size.height() <= 0:
         return frame
-    scale = min(frame.width() / image.width(), frame.height() / image.height())
-    width, height = image.width() * scale, image.height() * scale
+    scale = min(frame.width() / size.width(), frame.height() / size.height())
+    width, height = size.width() * scale, size.height() * scale
     return QRectF(
         frame.x() + (frame.width() - width) / 2,
         frame.y() + (frame.height() - height) / 2,

@@ -28,14 +28,16 @@ class Job:
 
 
 class GenerationController(QObject):
-    """Owns the worker thread; runs jobs one after another in submission order.
+    """Owns the worker thread; runs jobs one after another in queue order.
 
     The worker's signals are re-emitted here, on the GUI thread; ``queue_changed``
-    tells how many jobs wait behind the running one.
+    tells how many jobs wait behind the running one, and ``jobs_changed`` that
+    :attr:`jobs` changed (a job added, started, ended, cancelled or moved).
     """
 
     job_started = Signal(int)
     queue_changed = Signal(int)
+    jobs_changed = Signal()
     status = Signal(int, str)
     progress = Signal(int, int, int, int, int, object)
     image_saved = Signal(int, object)
@@ -52,6 +54,7 @@ class GenerationController(QObject):
         self._ids = itertools.count(1)
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
+        self._cancelling: set[int] = set()
         self._thread = QThread()
         self._thread.setObjectName("generation-worker")
         self._worker = worker
@@ -80,8 +83,17 @@ class GenerationController(QObject):
 
     @property
     def waiting(self) -> list[Job]:
-        """Jobs queued behind the running one."""
+        """Jobs queued behind the running one, in the order they will run."""
         return list(self._waiting)
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every job: the running one first, then those waiting."""
+        return ([self._running] if self._running else []) + list(self._waiting)
+
+    def is_cancelling(self, job_id: int) -> bool:
+        """Whether the running job was asked to stop and has not stopped yet."""
+        return job_id in self._cancelling
 
     def warm_up(self) -> None:
         """Have the worker import torch and diffusers now (see the worker)."""
@@ -93,20 +105,37 @@ class GenerationController(QObject):
         """Queue a request (and the input images it needs written); returns its job id."""
         job = Job(next(self._ids), request, inputs)
         self._waiting.append(job)
-        self.queue_changed.emit(len(self._waiting))
+        self._changed()
         self._start_next()
         return job.id
+
+    def move(self, job_id: int, offset: int) -> bool:
+        """Move a waiting job ``offset`` places towards the front (negative) or the
+        back (positive) of the queue, stopping at either end. Returns whether it moved."""
+        order = list(self._waiting)
+        index = next((i for i, job in enumerate(order) if job.id == job_id), None)
+        if index is None:
+            return False
+        target = max(0, min(len(order) - 1, index + offset))
+        if target == index:
+            return False
+        order.insert(target, order.pop(index))
+        self._waiting = deque(order)
+        self._changed()
+        return True
 
     def cancel(self, job_id: int | None = None) -> None:
         """Cancel a job (the running one by default); a waiting job is dropped."""
         if job_id is None or (self._running and self._running.id == job_id):
-            if self._running is not None:
+            if self._running is not None and self._running.id not in self._cancelling:
+                self._cancelling.add(self._running.id)
                 self._worker.cancel(self._running.id)
+                self.jobs_changed.emit()
             return
         for job in list(self._waiting):
             if job.id == job_id:
                 self._waiting.remove(job)
-                self.queue_changed.emit(len(self._waiting))
+                self._changed()
                 self.cancelled.emit(job_id)
 
     def cancel_all(self) -> None:
@@ -116,7 +145,7 @@ class GenerationController(QObject):
         self.cancel()
 
     def shutdown(self, timeout_ms: int = 30_000) -> None:
-        """Cancel everything, free the model and stop the thread."""
+        """Cancel everything, free the model and stop the thread; no job runs after."""
         self.cancel_all()
         if self._thread.isRunning():
             # Runs after the current job, which stops within one step, and
@@ -125,29 +154,42 @@ class GenerationController(QObject):
             if not self._thread.wait(timeout_ms):
                 self._thread.terminate()
                 self._thread.wait()
+        if self._running is not None:
+            self._running = None
+            self._cancelling.clear()
+            self._changed()
+
+    def _changed(self) -> None:
+        self.queue_changed.emit(len(self._waiting))
+        self.jobs_changed.emit()
 
     def _start_next(self) -> None:
-        if self._running is not None or not self._waiting:
+        if self._running is not None or not self._waiting or not self._thread.isRunning():
             return
         self._running = self._waiting.popleft()
-        self.queue_changed.emit(len(self._waiting))
+        self._changed()
         self.job_started.emit(self._running.id)
         self._run.emit(self._running.id, self._running.request, self._running.inputs)
 
     @Slot(int, list)
     def _on_finished(self, job_id: int, paths: list) -> None:
-        self._running = None
+        self._end(job_id)
         self.finished.emit(job_id, paths)
         self._start_next()
 
     @Slot(int)
     def _on_cancelled(self, job_id: int) -> None:
-        self._running = None
+        self._end(job_id)
         self.cancelled.emit(job_id)
         self._start_next()
 
     @Slot(int, str)
     def _on_failed(self, job_id: int, message: str) -> None:
-        self._running = None
+        self._end(job_id)
         self.failed.emit(job_id, message)
         self._start_next()
+
+    def _end(self, job_id: int) -> None:
+        self._running = None
+        self._cancelling.discard(job_id)
+        self.jobs_changed.emit()

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import (
-    QFile,
     QModelIndex,
     QPoint,
     Qt,
     QTimer,
-    QUrl,
     Signal,
     SignalInstance,
     Slot,
 )
-from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -37,6 +34,7 @@ from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry, HistoryError
 from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.ui.canvas import load_qimage
+from sdstudio.ui.desktop_files import discard_file, permanent_delete_box, show_folder, trash_problem
 from sdstudio.ui.gallery_delegate import GalleryDelegate
 from sdstudio.ui.gallery_model import GalleryModel
 from sdstudio.ui.thumbnails import ThumbnailLoader
@@ -44,27 +42,6 @@ from sdstudio.ui.thumbnails import ThumbnailLoader
 log = logging.getLogger(__name__)
 
 SEARCH_DELAY_MS = 200
-
-
-def discard_file(path: str) -> str:
-    """Move a file to the desktop's trash, where the user can get it back; delete it
-    where there is no trash. Returns what happened, for the status bar.
-
-    A link is removed itself: trashing it could move the file it points to."""
-    if not os.path.lexists(path):
-        return "was already gone"
-    link = os.path.islink(path)
-    if not link and QFile.moveToTrash(path):
-        return "was moved to the trash"
-    try:
-        Path(path).unlink()
-    except FileNotFoundError:
-        return "was already gone"
-    except OSError as error:
-        return f"could not be deleted: {error.strerror or error}"
-    if link:
-        return "(a link) was removed; the file it points to was kept"
-    return "was deleted (there is no trash here)"
 
 
 class GalleryPanel(QWidget):
@@ -98,6 +75,8 @@ class GalleryPanel(QWidget):
         self.library = library
         self.confirm: Callable[[str], bool] = self._ask
         """Asks before deleting; replace it to answer without a dialog (tests, scripts)."""
+        self.confirm_permanent: Callable[[str, str], bool] = self._ask_permanent
+        """Asks (reason, path) before deleting an image that cannot go to the trash."""
         self.thumbnails = ThumbnailLoader(cache_dir, parent=self)
         self.model = GalleryModel(library.store, self.thumbnails, self)
 
@@ -252,7 +231,9 @@ class GalleryPanel(QWidget):
         """Show the current image's folder in the file manager."""
         entry = self.current_entry()
         if entry is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(entry.path).parent)))
+            problem = show_folder(Path(entry.path).parent)
+            if problem is not None:
+                self.message.emit(problem)
 
     @Slot()
     def toggle_favourite(self) -> None:
@@ -269,21 +250,29 @@ class GalleryPanel(QWidget):
 
     @Slot()
     def delete_current(self) -> None:
-        """Move the current image to the desktop's trash (or delete it), after asking."""
+        """Move the current image to the desktop's trash, after asking; where it cannot
+        go there, delete it for good only if the user agrees to that."""
         entry = self.current_entry()
-        if entry is None or not self.confirm(
-            f"Move this image to the trash and out of the history?\n\n{entry.path}"
-        ):
+        if entry is None:
+            return
+        path = entry.path
+        reason = trash_problem(path)
+        if reason is not None:
+            if not self.confirm_permanent(reason, path):
+                return
+        elif not self.confirm(f"Move this image to the trash and out of the history?\n\n{path}"):
             return
         row = self.view.currentIndex().row()
         try:
             self.library.delete(entry.id, keep_file=True)
         except HistoryError as error:
-            self.message.emit(f"Could not delete {entry.path}: {error}")
+            self.message.emit(f"Could not delete {path}: {error}")
             self.model.refresh()
             return
-        self.message.emit(f"{Path(entry.path).name} {discard_file(entry.path)}.")
-        self.thumbnails.forget(entry.path)
+        agreed = reason is not None
+        outcome = discard_file(path, lambda why: agreed or self.confirm_permanent(why, path))
+        self.message.emit(f"{Path(path).name} {outcome}.")
+        self.thumbnails.forget(path)
         self.model.remove_row(row)
         if self.model.rowCount():
             self.select_row(min(row, self.model.rowCount() - 1))
@@ -296,6 +285,11 @@ class GalleryPanel(QWidget):
     def _ask(self, text: str) -> bool:
         answer = QMessageBox.question(self, "Delete image", text)
         return answer == QMessageBox.StandardButton.Yes
+
+    def _ask_permanent(self, reason: str, path: str) -> bool:
+        box = permanent_delete_box(reason, path, self)
+        box.exec()
+        return box.buttonRole(box.clickedButton()) == QMessageBox.ButtonRole.DestructiveRole
 
     @Slot(QPoint)
     def _show_menu(self, position: QPoint) -> None:

@@ -3,7 +3,8 @@
 An image's settings may come from another tool or another person, so the
 model and VAE it names are taken only when the app lists them (the catalog of
 the model and VAE folders and the Hugging Face cache): a path elsewhere is
-replaced by a listed model of the recorded name, or by the model chosen now.
+replaced by a listed model of the recorded name, or by the model chosen now, and
+a model the app does not list is named in a notice (the model chosen now is kept).
 A history entry is sdstudio's own and is trusted, as the CLI's ``rerun ID``
 is. The source image a record names is never read from its path; the
 settings load without it. Nothing here imports Qt.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import ImageSettings
+from sdstudio.engine.metadata.values import UNKNOWN_MODEL
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.vae import VAE_SUFFIXES
 
@@ -59,20 +61,51 @@ def _with_usable_model(
     notices: list[str],
 ) -> GenerationRequest:
     model = request.model
-    names = {name for name, _path in choices.models}
-    if model in names or any(model == path for _name, path in choices.models):
+    if any(model == path for _name, path in choices.models if path):
         return request
+    current = choices.model.strip()
+    if model == UNKNOWN_MODEL and not model_name:  # the image names no model
+        return request.replace(model=current) if current else request
+    listed = _listed(model, choices) or _listed(model_name, choices)
     is_path = Path(model).is_absolute() and Path(model).exists()
     if trusted and is_path:
         return request
-    other = model_name if model_name in names else choices.model.strip()
-    if not other:
-        return request
+    other = listed or current
     if is_path:
-        notices.append(
-            f"the model {model} is outside the model folders, so {other} is chosen instead"
-        )
-    return request.replace(model=other)
+        if other:
+            notices.append(
+                f"the model {model} is outside the model folders, "
+                f"so {_name_of(other, choices)} is chosen instead"
+            )
+            return request.replace(model=other)
+        return request
+    if listed:
+        return request.replace(model=listed)
+    shown = Path(model.replace("\\", "/")).name if _looks_like_path(model) else model
+    kept = f"keeping {_name_of(current, choices)}" if current else "choose a model to generate with"
+    notices.append(f"the image was made with '{shown}', which is not among your models; {kept}")
+    return request.replace(model=current) if current else request
+
+
+def _listed(name: str, choices: PanelChoices) -> str:
+    """The path of the listed model named ``name`` (in any case), or empty."""
+    folded = name.strip().casefold()
+    for listed, path in choices.models:
+        if folded and path and listed.casefold() == folded:
+            return path
+    return ""
+
+
+def _name_of(model: str, choices: PanelChoices) -> str:
+    """How the model box shows a model (a path's listed name, or its file or folder name)."""
+    for name, path in choices.models:
+        if path == model:
+            return name
+    return Path(model).name if _looks_like_path(model) else model
+
+
+def _looks_like_path(model: str) -> bool:
+    return "\\" in model or Path(model).is_absolute() or model.startswith(".")
 
 
 def _with_usable_vae(

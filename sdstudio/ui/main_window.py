@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from pathlib import Path
 
 from PIL import Image
@@ -16,7 +15,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
     QSplitter,
     QStackedWidget,
     QWidget,
@@ -26,7 +24,7 @@ from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.images import input_path, open_image, open_mask
-from sdstudio.engine.metadata import read_image_settings
+from sdstudio.engine.metadata import ImageSettings, read_image_settings
 from sdstudio.engine.models.catalog import ModelEntry
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, Mode
@@ -35,8 +33,12 @@ from sdstudio.ui.controller import GenerationController
 from sdstudio.ui.edit_toolbar import EditToolbar
 from sdstudio.ui.gallery import GalleryPanel
 from sdstudio.ui.image_settings import PanelChoices, settings_details, settings_to_load
+from sdstudio.ui.info_panel import InfoPanel
 from sdstudio.ui.mask_layer import mask_from_pil
+from sdstudio.ui.progress_status import ProgressStatus
 from sdstudio.ui.prompt_panel import PromptPanel
+from sdstudio.ui.queue_keeper import QueueKeeper
+from sdstudio.ui.queue_panel import QueuePanel, dock_under
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,6 @@ class MainWindow(QMainWindow):
         self.settings_box: QMessageBox | None = None
         self.last_image_path: str | None = None
         self._size: tuple[int, int] = (512, 512)
-        self._step_started: float | None = None
-        self._step_times: list[float] = []
 
         self.panel = PromptPanel()
         self.canvas = Canvas()
@@ -97,26 +97,24 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.panel)
         splitter.addWidget(self.stack)
         splitter.addWidget(self.gallery)
+        self.info_panel = InfoPanel(library.store.find_path, self)
+        dock_under(self.stack, self.info_panel)
+        self.queue_panel = QueuePanel(controller, self)
+        dock_under(self.gallery, self.queue_panel)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([370, 610, 300])
         self.setCentralWidget(splitter)
 
-        self.progress = QProgressBar(maximumWidth=260, textVisible=True)
-        self.progress.setFormat("Ready")
-        self.progress.setValue(0)
-        self.progress_label = QLabel()
-        self.progress_label.setMinimumWidth(170)
-        self.progress_label.setAlignment(
-            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-        )
-        self.queue_label = QLabel()
-        self.statusBar().addPermanentWidget(self.queue_label)
-        self.statusBar().addPermanentWidget(self.progress_label)
-        self.statusBar().addPermanentWidget(self.progress)
+        self.progress_status = ProgressStatus(controller, self.statusBar(), parent=self)
+        self.progress = self.progress_status.bar
+        self.progress_label = self.progress_status.label
+        self.queue_label = self.progress_status.queue_label
+        self.queue_keeper = QueueKeeper(controller, paths.queue_file, self, self.show_error)
 
         self._add_actions()
         self.edit_toolbar = EditToolbar(self.canvas, self)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.edit_toolbar)
+        self.edit_toolbar.add_menu(self.menuBar())
         self.canvas.file_dropped.connect(self.use_as_source)
         self._connect_gallery()
         self.canvas.source_changed.connect(self._on_source_changed)
@@ -125,9 +123,12 @@ class MainWindow(QMainWindow):
         self.panel.model.currentTextChanged.connect(self._update_welcome)
         controller.job_started.connect(self._on_job_started)
         controller.queue_changed.connect(self._on_queue_changed)
-        controller.status.connect(lambda _job, message: self.statusBar().showMessage(message))
+        controller.status.connect(self.progress_status.show_note)
         controller.progress.connect(self._on_progress)
         controller.image_saved.connect(self._on_image_saved)
+        self.info_panel.use_entry_requested.connect(self.load_entry)
+        self.info_panel.use_file_requested.connect(self.load_image_settings)
+        self.info_panel.use_seed_requested.connect(lambda seed: self.panel.seed.setText(str(seed)))
         controller.finished.connect(self._on_finished)
         controller.cancelled.connect(self._on_cancelled)
         controller.failed.connect(self._on_failed)
@@ -189,6 +190,7 @@ class MainWindow(QMainWindow):
             return False
         self.canvas.set_source(image)
         self.stack.setCurrentWidget(self.canvas)
+        self.info_panel.show_file(path)
         self.offer_settings(path)
         return True
 
@@ -200,15 +202,8 @@ class MainWindow(QMainWindow):
             self.open_file(Path(file))
 
     def open_file(self, path: Path) -> None:
-        """Show an image file and offer the generation settings it carries."""
-        try:
-            image = open_image(path)
-        except SdStudioError as error:
-            self.show_error(str(error))
-            return
-        self.canvas.show_image(image)
-        self.stack.setCurrentWidget(self.canvas)
-        self.offer_settings(path)
+        """Make an image file the source, as a drop does, and offer its settings."""
+        self.use_as_source(path)
 
     def offer_settings(self, path: Path) -> None:
         """If the image carries settings, ask (without blocking) whether to load them.
@@ -252,7 +247,7 @@ class MainWindow(QMainWindow):
         choices = PanelChoices(
             models=_items(panel.model),
             vaes=_items(panel.vae),
-            model=panel.model.currentText(),
+            model=panel.model_path(),
             vae=panel.vae_value(),
         )
         request, notices = settings_to_load(
@@ -267,9 +262,16 @@ class MainWindow(QMainWindow):
         message = "; ".join(["Settings loaded", *notices]) + "."
         self.statusBar().showMessage(message, 15_000 if notices else 5_000)
 
+    def load_image_settings(self, settings: ImageSettings) -> None:
+        """Load the settings read from an opened image, as :meth:`load_pending_settings`
+        does once they are offered."""
+        self.pending_settings, self.pending_model_name = settings.request, settings.model_name
+        self.pending_trusted = False
+        self.load_pending_settings()
+
     def cancel(self) -> None:
-        """Cancel the running job and everything queued."""
-        self.controller.cancel_all()
+        """Cancel the running job; the queued ones then run (Generate ▸ Cancel all stops all)."""
+        self.controller.cancel()
 
     def show_error(self, message: str) -> None:
         """Tell the user something went wrong, without blocking the window."""
@@ -286,6 +288,9 @@ class MainWindow(QMainWindow):
         cancel = QAction("Cancel", self)
         cancel.setShortcut(QKeySequence(Qt.Key.Key_Escape))
         cancel.triggered.connect(self.cancel)
+        cancel_all = QAction("Cancel all", self, shortcut=QKeySequence("Shift+Esc"))
+        cancel_all.setStatusTip("Cancel the running job and every queued one")
+        cancel_all.triggered.connect(self.controller.cancel_all)
         fit = QAction("Fit", self, shortcut=QKeySequence("Ctrl+0"))
         fit.triggered.connect(self.canvas.fit)
         actual = QAction("Actual size", self, shortcut=QKeySequence("Ctrl+1"))
@@ -294,7 +299,7 @@ class MainWindow(QMainWindow):
         zoom_in.triggered.connect(lambda: self.canvas.zoom(Canvas.ZOOM_STEP))
         zoom_out = QAction("Zoom out", self, shortcut=QKeySequence.StandardKey.ZoomOut)
         zoom_out.triggered.connect(lambda: self.canvas.zoom(1 / Canvas.ZOOM_STEP))
-        for action in (generate, cancel, fit, actual, zoom_in, zoom_out):
+        for action in (generate, cancel, cancel_all, fit, actual, zoom_in, zoom_out):
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
             self.addAction(action)
         open_image_action = QAction("Open image…", self, shortcut=QKeySequence.StandardKey.Open)
@@ -309,9 +314,13 @@ class MainWindow(QMainWindow):
         view = self.menuBar().addMenu("&View")
         for action in (fit, actual, zoom_in, zoom_out):
             view.addAction(action)
+        view.addSeparator()
+        view.addAction(self.queue_panel.toggleViewAction())
+        view.addAction(self.info_panel.toggleViewAction())
         run = self.menuBar().addMenu("&Generate")
         run.addAction(generate)
         run.addAction(cancel)
+        run.addAction(cancel_all)
 
     def _connect_gallery(self) -> None:
         gallery = self.gallery
@@ -375,6 +384,7 @@ class MainWindow(QMainWindow):
             self.show_error(str(error))
             return
         self.stack.setCurrentWidget(self.canvas)
+        self.info_panel.show_entry(entry)
 
     def show_models(self, entries: list) -> None:
         """Offer the models, LoRAs, embeddings and VAEs found on disk in the prompt panel."""
@@ -397,7 +407,12 @@ class MainWindow(QMainWindow):
 
     def _on_source_changed(self) -> None:
         source = self.canvas.source
-        self.panel.set_source_size(source.size if source is not None else None)
+        message = self.panel.set_source_size(source.size if source is not None else None)
+        if message:
+            self.statusBar().showMessage(message, 15_000)
+        if source is None and not self.canvas.has_image:
+            self.info_panel.clear()
+        self._update_welcome(self.panel.model.currentText())
 
     def _update_welcome(self, model: str) -> None:
         showing_canvas = bool(model.strip()) or self.canvas.has_image
@@ -407,33 +422,16 @@ class MainWindow(QMainWindow):
         job = self.controller.running
         if job is not None:
             self._size = (job.request.width, job.request.height)
-        self._step_started = time.perf_counter()
-        self._step_times = []
+        self.progress_status.start(job)
         self.panel.set_busy(True)
-        self.progress.setRange(0, 0)
-        self.progress.setFormat("Starting…")
-        self.progress_label.setText("")
 
     def _on_queue_changed(self, waiting: int) -> None:
-        self.queue_label.setText(f"{waiting} queued" if waiting else "")
+        self.progress_status.queue_changed(waiting)
 
     def _on_progress(
         self, job_id: int, step: int, total: int, index: int, batch: int, preview: object
     ) -> None:
-        now = time.perf_counter()
-        if self._step_started is not None:
-            self._step_times.append(now - self._step_started)
-        self._step_started = now
-        self.progress.setRange(0, total)
-        self.progress.setValue(step)
-        prefix = f"image {index + 1}/{batch} · " if batch > 1 else ""
-        self.progress.setFormat(f"{prefix}step {step}/{total}")
-        recent = self._step_times[-5:]
-        if recent:
-            per_step = sum(recent) / len(recent)
-            remaining = per_step * ((total - step) + (batch - index - 1) * total)
-            speed = f"{1 / per_step:.2f} it/s" if per_step < 1 else f"{per_step:.1f} s/it"
-            self.progress_label.setText(f"{speed} · {remaining:.0f} s left")
+        self.progress_status.step(job_id, step, total, index, batch)
         if isinstance(preview, Image.Image):
             self.canvas.show_image(preview, display_size=self._size)
             self.stack.setCurrentWidget(self.canvas)
@@ -442,6 +440,7 @@ class MainWindow(QMainWindow):
         path = entry.path
         self.last_image_path = path
         self.panel.last_seed = entry.seed
+        self.info_panel.show_entry(entry)
         try:
             self.canvas.show_image(open_image(path))
         except SdStudioError as error:
@@ -453,23 +452,24 @@ class MainWindow(QMainWindow):
         busy = self.controller.running is not None
         self.panel.set_busy(busy)
         if not busy:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-            self.progress.setFormat(text)
-            self.progress_label.setText("")
+            self.progress_status.end(text)
 
     def _on_finished(self, job_id: int, paths: list) -> None:
         self._job_ended("Done")
 
     def _on_cancelled(self, job_id: int) -> None:
+        ran = job_id == self.progress_status.job_id
         self._job_ended("Cancelled")
-        self.statusBar().showMessage("Cancelled", 5_000)
+        self.statusBar().showMessage("Cancelled" if ran else "Removed a job from the queue", 5_000)
 
     def _on_failed(self, job_id: int, message: str) -> None:
         self._job_ended("Failed")
         self.show_error(message)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.queue_keeper.may_close():
+            event.ignore()
+            return
         self.controller.shutdown()
         self.gallery.shutdown()
         super().closeEvent(event)

@@ -1,6 +1,7 @@
 """The inpainting mask: painted over the source image, white (opaque) means repaint.
 
-Strokes, clears and canvas extensions are undoable commands on a QUndoStack.
+Strokes, clears and outpainting are undoable commands on a QUndoStack, whose
+text (``"mask stroke"``) names the change in the Undo and Redo tooltips.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class MaskLayer(QObject):
         """Finish the stroke as one undo step."""
         if self._before is None:
             return
-        self.undo.push(MaskChange(self, self._before, self._mask.copy(), "Mask stroke"))
+        self.undo.push(MaskChange(self, self._before, self._mask.copy(), "mask stroke"))
         self._before = None
         self._last = None
 
@@ -97,7 +98,7 @@ class MaskLayer(QObject):
         """Remove all paint, undoably."""
         if self.has_paint():
             blank = _blank(*self.size)
-            self.undo.push(MaskChange(self, self._mask.copy(), blank, "Clear mask"))
+            self.undo.push(MaskChange(self, self._mask.copy(), blank, "clear mask"))
 
     def _paint(self, start: QPointF, end: QPointF) -> None:
         painter = QPainter(self._mask)

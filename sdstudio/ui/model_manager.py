@@ -34,6 +34,7 @@ SUGGESTED = (
 )
 COLUMNS = ("Name", "Kind", "Family", "Format", "Size", "Source", "Place")
 KINDS = {"checkpoint": "Model", "lora": "LoRA", "embedding": "Embedding", "vae": "VAE"}
+KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 class _Download(QRunnable):
@@ -63,12 +64,15 @@ class _Download(QRunnable):
 
 
 class ModelManager(QDialog):
-    """Lists models where they are; adds folders; downloads and removes app downloads."""
+    """Lists models where they are; picks one to generate with; adds folders; downloads
+    and removes app downloads. Adding or removing a folder never changes the model chosen."""
 
     download_progress = Signal(int, int)
     download_finished = Signal(str, str)
     download_failed = Signal(str, str)
     models_changed = Signal()
+    model_chosen = Signal(str)
+    """The user picked a model (its path) to generate with: "Use" or a double-click."""
     listed = Signal()
     """The table shows a finished scan."""
 
@@ -88,7 +92,12 @@ class ModelManager(QDialog):
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.table.itemDoubleClicked.connect(lambda item, _column: self.use(item))
         self.status = QLabel()
+
+        self.use_button = QPushButton("Use", enabled=False)
+        self.use_button.setToolTip("Generate with the selected model (or double-click it)")
+        self.use_button.clicked.connect(self.use_selected)
 
         add_folder = QPushButton("Add folder…")
         add_folder.setToolTip(
@@ -117,6 +126,7 @@ class ModelManager(QDialog):
         self.progress.setFormat("")
 
         folders = QHBoxLayout()
+        folders.addWidget(self.use_button)
         folders.addWidget(add_folder)
         folders.addWidget(self.remove_folder, 1)
         folders.addWidget(self.remove_button)
@@ -161,6 +171,7 @@ class ModelManager(QDialog):
             )
             item.setToolTip(0, f"{entry.kind}: {entry.path}")
             item.setData(0, Qt.ItemDataRole.UserRole, entry.path)
+            item.setData(0, KIND_ROLE, entry.kind)
             self.table.addTopLevelItem(item)
         self.remove_folder.clear()
         self.remove_folder.addItems(list(self.settings.model_folders))
@@ -171,6 +182,24 @@ class ModelManager(QDialog):
         self.table.setSortingEnabled(True)
         self._update_buttons()
         self.listed.emit()
+
+    def use_selected(self) -> None:
+        """Choose the selected model to generate with."""
+        items = self.table.selectedItems()
+        if items:
+            self.use(items[0])
+
+    def use(self, item: QTreeWidgetItem) -> None:
+        """Choose a listed model to generate with (LoRAs, embeddings and VAEs are chosen
+        in the prompt panel)."""
+        if item.data(0, KIND_ROLE) != "checkpoint":
+            self.status.setText(
+                f"{item.text(0)} is a {item.text(1)}: choose it in the prompt panel "
+                "(LoRA and Embedding buttons, VAE box)."
+            )
+            return
+        self.model_chosen.emit(str(item.data(0, Qt.ItemDataRole.UserRole)))
+        self.status.setText(f"Generating with {item.text(0)}.")
 
     def add_folder(self, folder: Path) -> None:
         """Add a model folder (or a tool's root) and list its models."""
@@ -272,6 +301,8 @@ class ModelManager(QDialog):
 
     def _update_buttons(self) -> None:
         self.remove_button.setEnabled(self._selected_repo() is not None)
+        items = self.table.selectedItems()
+        self.use_button.setEnabled(bool(items) and items[0].data(0, KIND_ROLE) == "checkpoint")
 
 
 def _size(size: int) -> str:

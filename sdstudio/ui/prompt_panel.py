@@ -2,53 +2,44 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
+from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QObject, QRegularExpression, Qt, Signal
-from PySide6.QtGui import QRegularExpressionValidator
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
-    QToolButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
-from sdstudio.engine import samplers
-from sdstudio.engine.models.defaults import defaults_for
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.metadata.values import UNKNOWN_MODEL
+from sdstudio.engine.models.defaults import ModelDefaults, defaults_for, size_for_source
 from sdstudio.engine.network_files import named_in
 from sdstudio.engine.prompts import parse_prompt, toggle_lora_tag, toggle_word
 from sdstudio.engine.request import (
-    MAX_BATCH,
-    MAX_SEED,
-    MAX_SIZE,
-    MAX_STEPS,
-    MIN_SIZE,
     RANDOM_SEED,
     GenerationRequest,
     round_to_multiple_of_8,
 )
-from sdstudio.engine.settings import model_key
+from sdstudio.ui.advanced_settings import AdvancedSettings
+from sdstudio.ui.model_picker import ModelPicker
 from sdstudio.ui.network_picker import NetworkPicker
+from sdstudio.ui.recommended_settings import FIELDS, RecommendationBar, TouchedFields
+from sdstudio.ui.setting_rows import SamplerRow, SeedRow, SizeRow, StepsRow
+from sdstudio.ui.vae_picker import VaePicker
 
-FAMILY_ROLE = Qt.ItemDataRole.UserRole + 1
-
-SIZE_PRESETS = [
-    ("Square 512", 512, 512),
-    ("Portrait 2:3", 512, 768),
-    ("Landscape 3:2", 768, 512),
-    ("Wide 16:9", 912, 512),
-    ("Square 768", 768, 768),
-    ("SDXL 1024", 1024, 1024),
-]
+NO_MODEL = (
+    "No model was given: choose one in the Model box, or a .safetensors file or a "
+    "diffusers folder with its … button."
+)
 
 
 class PromptPanel(QWidget):
@@ -63,26 +54,27 @@ class PromptPanel(QWidget):
         super().__init__(parent)
         self.setObjectName("promptPanel")
         self.last_seed: int | None = None
+        self.touched = TouchedFields()
+        self._source_size: tuple[int, int] | None = None
 
-        self.model = QComboBox(editable=True)
-        self.model.setToolTip("A diffusers folder or a .safetensors file")
-        self.model.lineEdit().setPlaceholderText("Model folder or .safetensors file")
-        self.model.activated.connect(self.apply_model_defaults)
+        self.picker = ModelPicker()
+        self.model = self.picker.box
+        self.picker.picked.connect(self._on_model_picked)
         self.model.currentIndexChanged.connect(self._show_models_vae)
-        browse = QToolButton(text="…", toolTip="Choose a model folder")
-        browse.clicked.connect(self._browse_model)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model, 1)
-        model_row.addWidget(browse)
+        self.model.currentTextChanged.connect(self._update_generate)
+        self.recommendation = RecommendationBar()
+        self.recommendation.accepted.connect(self.use_recommended)
 
         self.prompt = QPlainTextEdit(placeholderText="Describe the image…")
         self.negative = QPlainTextEdit(placeholderText="What to avoid (negative prompt)")
-        self.prompt.setTabChangesFocus(True)
-        self.negative.setTabChangesFocus(True)
-        self.negative.setMaximumHeight(70)
+        line = self.prompt.fontMetrics().lineSpacing()
+        self.prompt.setMinimumHeight(3 * line + 12)
+        self.negative.setMinimumHeight(2 * line + 12)
+        self.negative.setMaximumHeight(4 * line + 12)
+        for edit in (self.prompt, self.negative):
+            edit.setTabChangesFocus(True)
+            edit.installEventFilter(self)
         self._last_prompt_edit = self.prompt
-        self.prompt.installEventFilter(self)
-        self.negative.installEventFilter(self)
 
         self.loras = NetworkPicker(
             "LoRA",
@@ -103,77 +95,42 @@ class PromptPanel(QWidget):
         prompt_header.addWidget(self.loras)
         prompt_header.addWidget(self.embeddings)
 
-        self.vae = QComboBox()
-        self.vae.addItem("Model's own", "")
-        self.vae.setToolTip("A VAE file to decode images with, remembered for each model")
-        self.vae.activated.connect(self._on_vae_activated)
-        self._model_vaes: dict[str, str] = {}
+        self.vae = VaePicker()
+        self.vae.activated.connect(lambda _index: self.vae.remember(self.model_path()))
+        self.vae.chosen.connect(self.vae_chosen)
 
-        self.sampler = QComboBox()
-        self.sampler.addItems(samplers.sampler_names())
-        self.schedule = QComboBox()
-        self._chosen_schedule: str | None = None
-        self.schedule.activated.connect(
-            lambda _index: setattr(self, "_chosen_schedule", self.schedule.currentText())
-        )
-        self.sampler.currentTextChanged.connect(self._update_schedules)
+        self.sampler_row = SamplerRow()
+        self.sampler, self.schedule = self.sampler_row.sampler, self.sampler_row.schedule
+        for combo in (self.sampler, self.schedule):
+            combo.activated.connect(lambda _index: self.touched.mark("sampler"))
 
-        self.steps = QSpinBox(minimum=1, maximum=MAX_STEPS, value=20)
-        self.guidance = QDoubleSpinBox(minimum=0.0, maximum=50.0, value=7.0, singleStep=0.5)
-        self.guidance.setDecimals(1)
+        self.steps_row = StepsRow()
+        self.steps, self.guidance = self.steps_row.steps, self.steps_row.guidance
+        self.seed_row = SeedRow(lambda: self.last_seed)
+        self.seed = self.seed_row.seed
 
-        self.seed = QLineEdit(placeholderText="Random")
-        self.seed.setValidator(
-            QRegularExpressionValidator(QRegularExpression(r"-1|\d{0,20}"), self.seed)
-        )
-        self.seed.setToolTip(f"0 to {MAX_SEED}; empty or -1 draws a new random seed each time")
-        random_seed = QToolButton(text="Random", toolTip="Draw a new random seed each time")
-        random_seed.clicked.connect(self.seed.clear)
-        reuse_seed = QToolButton(text="Last", toolTip="Reuse the seed of the last image")
-        reuse_seed.clicked.connect(self._reuse_seed)
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed, 1)
-        seed_row.addWidget(random_seed)
-        seed_row.addWidget(reuse_seed)
+        self.size_row = SizeRow()
+        self.width_box, self.height_box = self.size_row.width_box, self.size_row.height_box
 
-        self.width_box = QSpinBox(minimum=MIN_SIZE, maximum=MAX_SIZE, value=512, singleStep=64)
-        self.height_box = QSpinBox(minimum=MIN_SIZE, maximum=MAX_SIZE, value=512, singleStep=64)
-        for box in (self.width_box, self.height_box):
-            box.setSuffix(" px")
-        swap = QToolButton(text="⇄", toolTip="Swap width and height")
-        swap.clicked.connect(self._swap_size)
-        self.presets = QComboBox()
-        self.presets.addItem("Presets…")
-        for name, width, height in SIZE_PRESETS:
-            self.presets.addItem(f"{name} ({width}×{height})", (width, height))
-        self.presets.activated.connect(self._apply_preset)
-        size_row = QHBoxLayout()
-        size_row.addWidget(self.width_box)
-        size_row.addWidget(QLabel("×"))
-        size_row.addWidget(self.height_box)
-        size_row.addWidget(swap)
-
-        self.batch = QSpinBox(minimum=1, maximum=MAX_BATCH, value=1)
         self.strength = QDoubleSpinBox(minimum=0.0, maximum=1.0, value=0.75, singleStep=0.05)
         self.strength.setDecimals(2)
         self.strength.setToolTip("How much of the source image to change (1 = all of it)")
+        self.advanced = AdvancedSettings()
+        self.advanced.toggle.toggled.connect(self._on_advanced_toggled)
+        self.batch = self.advanced.batch
+        self.clip_skip = self.advanced.clip_skip
 
         form = QFormLayout()
-        form.addRow("Model", model_row)
+        form.addRow("Model", self.picker)
         form.addRow("VAE", self.vae)
-        form.addRow("Sampler", self.sampler)
-        form.addRow("Schedule", self.schedule)
-        form.addRow("Steps", self.steps)
-        form.addRow("Guidance", self.guidance)
-        form.addRow("Seed", seed_row)
-        form.addRow("Size", size_row)
-        form.addRow("", self.presets)
-        form.addRow("Batch", self.batch)
+        form.addRow("Sampler", self.sampler_row)
+        form.addRow("Steps", self.steps_row)
+        form.addRow("Seed", self.seed_row)
+        form.addRow("Size", self.size_row)
         form.addRow("Strength", self.strength)
         self._form = form
 
         self.generate_button = QPushButton("Generate", objectName="generateButton")
-        self.generate_button.setToolTip("Generate (Ctrl+Enter)")
         self.generate_button.clicked.connect(self.generate_requested)
         self.cancel_button = QPushButton("Cancel", enabled=False)
         self.cancel_button.setToolTip("Cancel (Esc)")
@@ -182,29 +139,59 @@ class PromptPanel(QWidget):
         buttons.addWidget(self.generate_button, 2)
         buttons.addWidget(self.cancel_button, 1)
 
-        layout = QVBoxLayout(self)
+        self._content = content = QWidget()
+        layout = QVBoxLayout(content)
         layout.addLayout(prompt_header)
         layout.addWidget(self.prompt, 2)
         layout.addWidget(QLabel("Negative prompt"))
         layout.addWidget(self.negative, 1)
         layout.addLayout(form)
-        layout.addLayout(buttons)
+        layout.addWidget(self.advanced)
+        self.scroll_area = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll_area.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll_area, 1)
+        outer.addWidget(self.recommendation)
+        outer.addLayout(buttons)
+        self.recommendation.setContentsMargins(9, 0, 9, 0)
+        buttons.setContentsMargins(9, 0, 9, 9)
 
-        self.sampler.setCurrentText("DPM++ 2M")
-        self._update_schedules("DPM++ 2M")
         self.set_source_size(None)
+        self._update_generate()
+        self.width_box.valueChanged.connect(lambda _value: self.touched.mark("size"))
+        self.height_box.valueChanged.connect(lambda _value: self.touched.mark("size"))
+        self.steps.valueChanged.connect(lambda _value: self.touched.mark("steps"))
+        self.guidance.valueChanged.connect(lambda _value: self.touched.mark("guidance"))
 
-    def set_source_size(self, size: tuple[int, int] | None) -> None:
-        """Show the strength control and use the source's size, or hide it (text-to-image)."""
+    def set_source_size(self, size: tuple[int, int] | None) -> str:
+        """Show the source image's settings and take the size it proposes (its shape at
+        the model's size); or hide them (text-to-image). Returns what to tell the user
+        when the size is not the source's own."""
+        self._source_size = size
         self._form.setRowVisible(self.strength, size is not None)
-        if size is not None:
-            self.width_box.setValue(round_to_multiple_of_8(size[0]))
-            self.height_box.setValue(round_to_multiple_of_8(size[1]))
+        self.advanced.set_source(size is not None)
+        if size is None:
+            return ""
+        defaults = self._model_defaults()
+        native = defaults.width if defaults is not None else 512
+        width, height = size_for_source(*size, native)
+        self.size_row.set_size(width, height)
+        self.touched.mark("size")
+        if (width, height) == size:
+            return ""
+        rounded = (round_to_multiple_of_8(size[0]), round_to_multiple_of_8(size[1]))
+        why = "in multiples of 8" if (width, height) == rounded else "its shape at the model's size"
+        return f"The source is {size[0]}×{size[1]}; generating at {width}×{height} ({why})."
 
     def request(self) -> GenerationRequest:
         """The request these settings describe (raises InvalidRequest when one is bad)."""
+        model = self.model_path()
+        if not model:
+            raise InvalidRequest(NO_MODEL)
         return GenerationRequest(
-            model=self.model_path(),
+            model=model,
             prompt=self.prompt.toPlainText(),
             negative_prompt=self.negative.toPlainText(),
             sampler=self.sampler.currentText(),
@@ -212,63 +199,50 @@ class PromptPanel(QWidget):
             steps=self.steps.value(),
             guidance_scale=round(self.guidance.value(), 2),
             seed=int(self.seed.text() or RANDOM_SEED),
-            width=self.width_box.value() // 8 * 8,
-            height=self.height_box.value() // 8 * 8,
-            batch_size=self.batch.value(),
-            vae=self.vae_value(),
+            width=self.size_row.size()[0],
+            height=self.size_row.size()[1],
+            vae=self.vae.value(),
+            **self.advanced.values(),
         )
 
     def load(self, request: GenerationRequest) -> None:
-        """Fill the panel from a request (settings it cannot show are left as they are)."""
-        self.set_model(request.model)
+        """Fill the panel from a request (settings it cannot show are left as they are);
+        the settings it sets count as the user's: a model picked later keeps them."""
+        if request.model != UNKNOWN_MODEL:  # settings that name no model keep the chosen one
+            self.set_model(request.model)
         self.prompt.setPlainText(request.prompt)
         self.negative.setPlainText(request.negative_prompt)
-        if request.sampler in samplers.sampler_names():
-            self._chosen_schedule = request.schedule
-            self.sampler.setCurrentText(request.sampler)
-            self._update_schedules(request.sampler)
+        self.sampler_row.choose(request.sampler, request.schedule)
         self.steps.setValue(request.steps)
         self.guidance.setValue(request.guidance_scale)
         self.seed.setText("" if request.seed == RANDOM_SEED else str(request.seed))
-        self.width_box.setValue(request.width)
-        self.height_box.setValue(request.height)
-        self.batch.setValue(request.batch_size)
+        self.size_row.set_size(request.width, request.height)
         self.strength.setValue(request.strength)
-        self.set_vae(request.vae)
+        self.advanced.load(request)
+        self.vae.select(request.vae)
+        self.touched.mark(*FIELDS)
+        self.recommendation.withdraw()
 
     def model_path(self) -> str:
         """The chosen model's path: a listed model's, or the text typed."""
-        text = self.model.currentText().strip()
-        index = self.model.currentIndex()
-        if index >= 0 and self.model.itemText(index) == text and self.model.itemData(index):
-            return str(self.model.itemData(index))
-        return text
+        return self.picker.model_path()
 
     def set_model(self, model: str) -> None:
-        """Select a model by path, adding it to the list if it is new."""
-        if not model:
-            return
-        index = self.model.findData(model)
-        if index < 0:
-            index = self.model.findText(model)
-        if index < 0:
-            self.model.insertItem(0, model, model)
-            index = 0
-        self.model.setCurrentIndex(index)
+        """Select a model by path (or listed name), adding it if it is new; the settings
+        stay as they are."""
+        self.picker.set_model(model)
+
+    def pick_model(self, model: str) -> None:
+        """Choose a model as the user's pick (as from the model manager): its recommended
+        settings go where the user set nothing, and are offered for the rest."""
+        self.picker.set_model(model)
+        self.picker.learn_family(model)
+        self._on_model_picked(model)
 
     def set_known_models(self, models: list[tuple[str, str, str, str]]) -> None:
         """List found models as (name, path, family, description), keeping the current choice."""
-        current = self.model_path()
-        for name, path, family, description in models:
-            if self.model.findData(path) >= 0:
-                continue
-            self.model.addItem(name, path)
-            self.model.setItemData(self.model.count() - 1, family, FAMILY_ROLE)
-            self.model.setItemData(
-                self.model.count() - 1, f"{description}\n{path}", Qt.ItemDataRole.ToolTipRole
-            )
-        if current:
-            self.set_model(current)
+        self.picker.set_known_models(models)
+        self._update_generate()
 
     def set_networks(
         self,
@@ -280,57 +254,125 @@ class PromptPanel(QWidget):
         label), and the VAE files as (name, path, description)."""
         self.loras.set_entries(loras)
         self.embeddings.set_entries(embeddings)
-        current = self.vae_value()
-        self.vae.clear()  # files found before may be gone
-        self.vae.addItem("Model's own", "")
-        for name, path, description in vaes:
-            if self.vae.findData(path) < 0:
-                self.vae.addItem(name, path)
-                self.vae.setItemData(
-                    self.vae.count() - 1, f"{description}\n{path}", Qt.ItemDataRole.ToolTipRole
-                )
-        self.set_vae(current)
+        self.vae.set_files(vaes)
 
     def set_model_vaes(self, choices: dict[str, str]) -> None:
         """The VAE chosen for each model (by model path), as kept in the settings."""
-        self._model_vaes = dict(choices)
+        self.vae.set_model_vaes(choices)
         self._show_models_vae()
 
     def vae_value(self) -> str:
         """The chosen VAE's path (or name); empty for the model's own."""
-        return str(self.vae.currentData() or "")
+        return self.vae.value()
 
     def set_vae(self, vae: str) -> None:
         """Select a VAE by path or name, adding it to the list if it is new."""
-        index = self.vae.findData(vae)
-        if index < 0:
-            index = self.vae.findText(vae)
-        if index < 0:
-            self.vae.addItem(Path(vae.replace("\\", "/")).name, vae)
-            index = self.vae.count() - 1
-        self.vae.setCurrentIndex(index)
-
-    def _show_models_vae(self) -> None:
-        """Select the VAE remembered for the model now chosen."""
-        self.set_vae(self._model_vaes.get(model_key(self.model_path()), ""))
-
-    def _on_vae_activated(self, _index: int) -> None:
-        model = model_key(self.model_path())
-        if not model:
-            return
-        vae = self.vae_value()
-        if vae:
-            self._model_vaes[model] = vae
-        else:
-            self._model_vaes.pop(model, None)
-        self.vae_chosen.emit(model, vae)
+        self.vae.select(vae)
 
     def model_family(self) -> str:
-        """The chosen model's family (``sd1``, ``sd2``, ``sdxl``), if it is a listed model."""
-        index = self.model.currentIndex()
-        if index < 0 or self.model.itemText(index) != self.model.currentText():
-            return ""
-        return str(self.model.itemData(index, FAMILY_ROLE) or "")
+        """The chosen model's family (``sd1``, ``sd2``, ``sdxl``), if it is known."""
+        return self.picker.model_family()
+
+    def use_recommended(self) -> None:
+        """Put in every setting the chosen model recommends."""
+        recommended = self._recommended()
+        if recommended is None:
+            return
+        with self.touched.quietly():
+            for _field, _label, _matches, apply in self._settings_of(recommended):
+                apply()
+        self.touched.forget(*FIELDS)
+
+    def minimumSizeHint(self) -> QSize:
+        """As wide as the settings need (the panel scrolls only up and down)."""
+        hint = super().minimumSizeHint()
+        content = self._content.minimumSizeHint().width()
+        scroll_bar = self.scroll_area.verticalScrollBar().sizeHint().width()
+        return QSize(max(hint.width(), content + scroll_bar), hint.height())
+
+    def set_busy(self, busy: bool) -> None:
+        """Enable Cancel while a job runs (Generate stays on: it queues)."""
+        self.cancel_button.setEnabled(busy)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Remember which prompt (positive or negative) an embedding goes into."""
+        if event.type() == QEvent.Type.FocusIn and watched in (self.prompt, self.negative):
+            self._last_prompt_edit = watched
+        return super().eventFilter(watched, event)
+
+    def _on_model_picked(self, _model: str) -> None:
+        """The model's recommendations go where nothing was set; the rest are offered."""
+        recommended = self._recommended()
+        if recommended is None:
+            self.recommendation.withdraw()
+            return
+        kept: list[str] = []
+        with self.touched.quietly():
+            for field, label, matches, apply in self._settings_of(recommended):
+                if field not in self.touched:
+                    apply()
+                elif not matches:
+                    kept.append(label)
+        if kept:
+            self.recommendation.offer(self.picker.model_name(), recommended, kept)
+        else:
+            self.recommendation.withdraw()
+
+    def _model_defaults(self) -> ModelDefaults | None:
+        """What the chosen model recommends, if its family is known."""
+        family = self.picker.model_family()
+        if family in ("", "unknown"):
+            return None
+        v_prediction = "v-prediction" in self.picker.model_label()
+        return defaults_for(family, self.picker.model_name(), v_prediction=v_prediction)
+
+    def _recommended(self) -> ModelDefaults | None:
+        """What the chosen model recommends, at the source's shape when one is set."""
+        recommended = self._model_defaults()
+        if recommended is not None and self._source_size is not None:
+            width, height = size_for_source(*self._source_size, recommended.width)
+            recommended = dataclasses.replace(recommended, width=width, height=height)
+        return recommended
+
+    def _settings_of(self, d: ModelDefaults) -> list[tuple[str, str, bool, Callable[[], None]]]:
+        """(field, label, whether the panel has the value now, how to put it in)."""
+        now = (self.width_box.value(), self.height_box.value())
+        return [
+            (
+                "size",
+                "size",
+                now == (d.width, d.height),
+                lambda: self.size_row.set_size(d.width, d.height),
+            ),
+            ("steps", "steps", self.steps.value() == d.steps, lambda: self.steps.setValue(d.steps)),
+            (
+                "guidance",
+                "CFG scale",
+                round(self.guidance.value(), 2) == d.guidance_scale,
+                lambda: self.guidance.setValue(d.guidance_scale),
+            ),
+            (
+                "sampler",
+                "sampler",
+                self.sampler_row.chosen() == (d.sampler, d.schedule),
+                lambda: self.sampler_row.choose(d.sampler, d.schedule),
+            ),
+        ]
+
+    def _update_generate(self) -> None:
+        has_model = bool(self.model_path())
+        self.generate_button.setEnabled(has_model)
+        self.generate_button.setToolTip("Generate (Ctrl+Enter)" if has_model else NO_MODEL)
+
+    def _on_advanced_toggled(self, expanded: bool) -> None:
+        if expanded:
+            QTimer.singleShot(0, self, self._reveal_advanced)
+
+    def _reveal_advanced(self) -> None:
+        self.scroll_area.ensureWidgetVisible(self.advanced, 0, 0)
+
+    def _show_models_vae(self) -> None:
+        self.vae.show_for(self.model_path())
 
     def _lora_in_use(self, name: str) -> bool:
         tags = parse_prompt(self.prompt.toPlainText()).loras
@@ -344,58 +386,3 @@ class PromptPanel(QWidget):
         edit = self._last_prompt_edit
         edit.setPlainText(toggle_word(edit.toPlainText(), name))
         edit.moveCursor(edit.textCursor().MoveOperation.End)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        """Remember which prompt (positive or negative) an embedding goes into."""
-        if event.type() == QEvent.Type.FocusIn and watched in (self.prompt, self.negative):
-            self._last_prompt_edit = watched  # type: ignore[assignment]
-        return super().eventFilter(watched, event)
-
-    def set_busy(self, busy: bool) -> None:
-        """Enable Cancel while a job runs (Generate stays on: it queues)."""
-        self.cancel_button.setEnabled(busy)
-
-    def apply_model_defaults(self, index: int) -> None:
-        """When the user picks a listed model, use the settings that suit it."""
-        family = self.model.itemData(index, FAMILY_ROLE)
-        if not family:
-            return
-        d = defaults_for(str(family), self.model.itemText(index))
-        self.width_box.setValue(d.width)
-        self.height_box.setValue(d.height)
-        self.steps.setValue(d.steps)
-        self.guidance.setValue(d.guidance_scale)
-        self._chosen_schedule = d.schedule
-        self.sampler.setCurrentText(d.sampler)
-        self._update_schedules(d.sampler)
-
-    def _update_schedules(self, sampler: str) -> None:
-        """Offer the sampler's schedule types, keeping the user's choice where it applies."""
-        self.schedule.clear()
-        supported = samplers.schedules_for(sampler)
-        self.schedule.addItems(supported)
-        chosen = self._chosen_schedule
-        default = samplers.get_sampler(sampler).default_schedule
-        self.schedule.setCurrentText(chosen if chosen in supported else default)
-
-    def _reuse_seed(self) -> None:
-        if self.last_seed is not None:
-            self.seed.setText(str(self.last_seed))
-
-    def _swap_size(self) -> None:
-        width, height = self.width_box.value(), self.height_box.value()
-        self.width_box.setValue(height)
-        self.height_box.setValue(width)
-
-    def _apply_preset(self, index: int) -> None:
-        size = self.presets.itemData(index)
-        if size:
-            self.width_box.setValue(size[0])
-            self.height_box.setValue(size[1])
-        self.presets.setCurrentIndex(0)
-
-    def _browse_model(self) -> None:
-        start = str(Path(self.model.currentText()).expanduser().parent)
-        folder = QFileDialog.getExistingDirectory(self, "Choose a diffusers model folder", start)
-        if folder:
-            self.set_model(folder)

@@ -2,12 +2,16 @@
 
 Each family has its native size; few-step models (SD-Turbo, SDXL-Turbo, LCM,
 Lightning, Hyper-SD) need few steps, little or no guidance and the sampler
-they were distilled for.
+they were distilled for. A source image proposes its own size: its shape at the
+model's native number of pixels.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from sdstudio.engine.request import MAX_SIZE, round_to_multiple_of_8
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +29,33 @@ class ModelDefaults:
 _NATIVE_SIZE = {"sd1": 512, "sd2": 768, "sdxl": 1024, "sdxl-refiner": 1024}
 
 
+def native_size(family: str, *, v_prediction: bool = False) -> int:
+    """The side of the square a model of ``family`` was trained at: 512 for SD 1.x and
+    SD 2.x base, 768 for SD 2.x v-prediction, 1024 for SDXL; 512 when unknown."""
+    if family == "sd2" and not v_prediction:
+        return 512
+    return _NATIVE_SIZE.get(family, 512)
+
+
+def size_for_source(width: int, height: int, native: int) -> tuple[int, int]:
+    """The size to generate at from a ``width`` x ``height`` source image: its shape, in
+    multiples of 8, scaled down to at most ``native`` squared pixels when it has more.
+
+    A source within the model's pixel budget keeps its own size. Each side stays within
+    the request's limits, so a very long and thin image loses some of its shape.
+    """
+    scale = min(1.0, math.sqrt(native * native / (width * height)))
+    return _side(width * scale), _side(height * scale)
+
+
+def _side(value: float) -> int:
+    return min(MAX_SIZE, round_to_multiple_of_8(round(value)))
+
+
 def defaults_for(family: str, name: str, *, v_prediction: bool = False) -> ModelDefaults:
     """The settings that suit a model of ``family`` named ``name``."""
     lowered = name.lower()
-    size = _NATIVE_SIZE.get(family, 512)
-    if family == "sd2" and not v_prediction:
-        size = 512
+    size = native_size(family, v_prediction=v_prediction)
     if "turbo" in lowered:
         # SD-Turbo and SDXL-Turbo: one to four steps at 512 px, no guidance.
         return ModelDefaults(512, 512, 1, 0.0, "Euler a", "SGM Uniform")

@@ -1,0 +1,74 @@
+"""The VAE box of the prompt panel: the VAE files found, remembered for each model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QWidget
+
+from sdstudio.engine.settings import model_key
+
+OWN = "Model's own"
+
+
+class VaePicker(QComboBox):
+    """The model's own VAE or a VAE file; each model shows the VAE last chosen for it."""
+
+    chosen = Signal(str, str)
+    """The user chose a VAE (path, or empty for the model's own) for a model (path)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.addItem(OWN, "")
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(10)
+        self.setToolTip("A VAE file to decode images with, remembered for each model")
+        self._model_vaes: dict[str, str] = {}
+
+    def value(self) -> str:
+        """The chosen VAE's path (or name); empty for the model's own."""
+        return str(self.currentData() or "")
+
+    def select(self, vae: str) -> None:
+        """Select a VAE by path or name, adding it to the list if it is new."""
+        index = self.findData(vae)
+        if index < 0:
+            index = self.findText(vae)
+        if index < 0:
+            self.addItem(Path(vae.replace("\\", "/")).name, vae)
+            index = self.count() - 1
+        self.setCurrentIndex(index)
+
+    def set_files(self, vaes: list[tuple[str, str, str]]) -> None:
+        """Offer the VAE files found as (name, path, description), keeping the choice."""
+        current = self.value()
+        self.clear()  # files found before may be gone
+        self.addItem(OWN, "")
+        for name, path, description in vaes:
+            if self.findData(path) < 0:
+                self.addItem(name, path)
+                self.setItemData(
+                    self.count() - 1, f"{description}\n{path}", Qt.ItemDataRole.ToolTipRole
+                )
+        self.select(current)
+
+    def set_model_vaes(self, choices: dict[str, str]) -> None:
+        """The VAE chosen for each model (by model path), as kept in the settings."""
+        self._model_vaes = dict(choices)
+
+    def show_for(self, model: str) -> None:
+        """Select the VAE remembered for ``model`` (a path)."""
+        self.select(self._model_vaes.get(model_key(model), ""))
+
+    def remember(self, model: str) -> None:
+        """Keep the VAE the user just chose for ``model`` (a path), and say so."""
+        model = model_key(model)
+        if not model:
+            return
+        vae = self.value()
+        if vae:
+            self._model_vaes[model] = vae
+        else:
+            self._model_vaes.pop(model, None)
+        self.chosen.emit(model, vae)
