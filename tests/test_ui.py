@@ -329,6 +329,35 @@ def test_gallery_load_settings_restores_source_and_mask(
     assert window.panel.strength.value() == 0.8
 
 
+def test_loading_an_only_masked_entry_keeps_its_size_and_inpaint_settings(
+    qtbot, window, tiny_model, tmp_path
+) -> None:
+    from sdstudio.engine.request import InpaintArea
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (320, 240), (90, 120, 200)).save(big)
+    mask = Image.new("L", (320, 240), 0)
+    mask.paste(255, (100, 80, 160, 140))
+    fill(window, tiny_model, steps=2)
+    _drop(window.canvas, big)
+    window.canvas.mask.replace(mask_from_pil(mask))
+    advanced = window.panel.advanced
+    advanced.inpaint_area.setCurrentIndex(advanced.inpaint_area.findData(InpaintArea.MASKED))
+    advanced.mask_blur.setValue(6)
+    window.panel.width_box.setValue(64)
+    window.panel.height_box.setValue(64)
+    entry = _run_job(qtbot, window)
+    with Image.open(entry.path) as image:
+        assert image.size == (320, 240)  # pasted back into the whole source
+    assert (entry.request.width, entry.request.height) == (64, 64)
+    window.edit_toolbar.clear_source.trigger()
+    window.load_entry(entry)
+    assert window.canvas.source is not None and window.canvas.source.size == (320, 240)
+    assert (window.panel.width_box.value(), window.panel.height_box.value()) == (64, 64)
+    assert window.panel.request().inpaint_area is InpaintArea.MASKED
+    assert window.panel.request().mask_blur == 6
+
+
 def test_a_crash_in_a_slot_is_logged_and_shown(qtbot, window, tmp_path) -> None:
     import logging
     import sys

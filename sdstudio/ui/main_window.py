@@ -23,39 +23,25 @@ from PySide6.QtWidgets import (
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.history.library import ImageLibrary
-from sdstudio.engine.images import input_path, open_image, open_mask
+from sdstudio.engine.images import input_path, open_image
 from sdstudio.engine.metadata import ImageSettings, read_image_settings
 from sdstudio.engine.models.catalog import ModelEntry
 from sdstudio.engine.paths import AppPaths
-from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, Mode
+from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.ui.canvas import Canvas
 from sdstudio.ui.controller import GenerationController
 from sdstudio.ui.edit_toolbar import EditToolbar
 from sdstudio.ui.gallery import GalleryPanel
+from sdstudio.ui.history_actions import HistoryActions
 from sdstudio.ui.image_settings import PanelChoices, settings_details, settings_to_load
 from sdstudio.ui.info_panel import InfoPanel
-from sdstudio.ui.mask_layer import mask_from_pil
 from sdstudio.ui.progress_status import ProgressStatus
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.queue_keeper import QueueKeeper
 from sdstudio.ui.queue_panel import QueuePanel, dock_under
+from sdstudio.ui.welcome import WELCOME
 
 log = logging.getLogger(__name__)
-
-WELCOME = """<h2>Welcome to sdstudio</h2>
-<p>To make images, sdstudio needs a Stable Diffusion model on this computer.</p>
-<p>Choose one in the <b>Model</b> box on the left, with the <b>…</b> button:</p>
-<ul>
-<li>a <b>diffusers folder</b> (it holds <code>model_index.json</code>), such as one in your
-Hugging Face cache (<code>~/.cache/huggingface/hub</code>), or</li>
-<li>a <b>.safetensors</b> checkpoint, such as those in AUTOMATIC1111's
-<code>models/Stable-diffusion</code> or ComfyUI's <code>models/checkpoints</code>.</li>
-</ul>
-<p>Or open <b>Models ▸ Manage models</b> (Ctrl+M) to add the model folders of
-AUTOMATIC1111, ComfyUI or InvokeAI, or to download one.</p>
-<p>Models are used where they are; nothing is copied. On a computer without a GPU,
-a few-step model such as SD-Turbo is the quickest start.</p>
-<p>Then type a prompt and press <b>Generate</b> (Ctrl+Enter).</p>"""
 
 
 class MainWindow(QMainWindow):
@@ -116,7 +102,7 @@ class MainWindow(QMainWindow):
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.edit_toolbar)
         self.edit_toolbar.add_menu(self.menuBar())
         self.canvas.file_dropped.connect(self.use_as_source)
-        self._connect_gallery()
+        self.history_actions = HistoryActions(self)
         self.canvas.source_changed.connect(self._on_source_changed)
         self.panel.generate_requested.connect(self.generate)
         self.panel.cancel_requested.connect(self.cancel)
@@ -322,69 +308,13 @@ class MainWindow(QMainWindow):
         run.addAction(cancel)
         run.addAction(cancel_all)
 
-    def _connect_gallery(self) -> None:
-        gallery = self.gallery
-        self.controller.image_saved.connect(lambda _job, entry: gallery.add_entry(entry))
-        gallery.rerun_requested.connect(lambda entry: self.rerun(entry))
-        gallery.rerun_new_seed_requested.connect(lambda entry: self.rerun(entry, new_seed=True))
-        gallery.load_settings_requested.connect(self.load_entry)
-        gallery.use_as_init_requested.connect(lambda entry: self.use_as_source(Path(entry.path)))
-        gallery.open_requested.connect(self.show_entry)
-        gallery.compare_requested.connect(self.compare_entries)
-        gallery.message.connect(lambda text: self.statusBar().showMessage(text, 5_000))
-
-    def rerun(self, entry: HistoryEntry, *, new_seed: bool = False) -> int | None:
-        """Queue a history entry again: exactly, or with a new random seed."""
-        try:
-            request = entry.request
-            if new_seed:
-                request = request.replace(seed=RANDOM_SEED)
-        except SdStudioError as error:
-            self.show_error(str(error))
-            return None
-        return self.controller.submit(request)
-
     def load_entry(self, entry: HistoryEntry) -> None:
         """Load a history entry's settings, and its source image and mask, for editing."""
-        try:
-            request = entry.request
-            self.panel.load(request)
-            if request.init_image:
-                self.canvas.set_source(open_image(request.init_image))
-                self.panel.set_source_size(self.canvas.source.size if self.canvas.source else None)
-                self.panel.strength.setValue(request.strength)
-                if request.mask:
-                    mask, _ = open_mask(request.mask, self.canvas.source.size)  # type: ignore[union-attr]
-                    self.canvas.mask.replace(mask_from_pil(mask))
-            elif self.canvas.source is not None:
-                self.canvas.clear_source()
-        except SdStudioError as error:
-            self.show_error(str(error))
-            return
-        self.statusBar().showMessage(f"Loaded the settings of image {entry.id}", 5_000)
-
-    def compare_entries(self, first: HistoryEntry, second: HistoryEntry) -> None:
-        """Open a window comparing two history images and their settings."""
-        from sdstudio.ui.compare import CompareDialog
-
-        try:
-            images = [open_image(first.path), open_image(second.path)]
-        except SdStudioError as error:
-            self.show_error(str(error))
-            return
-        dialog = CompareDialog((first, images[0]), (second, images[1]), self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.show()
+        self.history_actions.load_entry(entry)
 
     def show_entry(self, entry: HistoryEntry) -> None:
         """Show a history image on the canvas."""
-        try:
-            self.canvas.show_image(open_image(entry.path))
-        except SdStudioError as error:
-            self.show_error(str(error))
-            return
-        self.stack.setCurrentWidget(self.canvas)
-        self.info_panel.show_entry(entry)
+        self.history_actions.show_entry(entry)
 
     def show_models(self, entries: list) -> None:
         """Offer the models, LoRAs, embeddings and VAEs found on disk in the prompt panel."""
