@@ -31,7 +31,6 @@ EXTRAS = {
     "ADetailer confidence": "0.3",
     "Refiner": "sd_xl_refiner_1.0 [7440042bbd]",
     "Refiner switch at": "0.8",
-    "Distilled CFG Scale": "3.5",
     "VAE hash": "735e4c3a44",
     "Lora hashes": "add_detail: 7c6bad76eb54",
     "TI hashes": "easynegative: c74b4e810b03",
@@ -50,6 +49,7 @@ def a1111_text(model: str = "v1-5-pruned-emaonly", model_hash: str = "6ce0161689
         ("Model hash", model_hash),
         ("Model", model),
         ("Clip skip", "2"),
+        ("Distilled CFG Scale", "2.5"),
         *EXTRAS.items(),
     ]
     quoted = [(k, json.dumps(v) if any(c in v for c in ",:") else v) for k, v in settings]
@@ -69,6 +69,7 @@ def test_a1111_keys_without_a_request_field_are_kept_with_their_values() -> None
     assert dict(parsed.extras) == EXTRAS
     assert parsed.model_hash == "6ce0161689"
     assert parsed.request.clip_skip == 2 and parsed.request.steps == 2
+    assert parsed.request.distilled_guidance == 2.5 and "distilled_guidance" in parsed.read
     # With a hires pass the denoising strength is the second pass's, not the request's.
     assert "strength" not in parsed.read and parsed.request.strength == 0.75
     kept = [note for note in parsed.notes if "not applied" in note]

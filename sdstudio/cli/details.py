@@ -39,6 +39,7 @@ REQUEST_LABELS = {
     "inpaint_area": "Inpaint area",
     "masked_padding": "Masked area padding",
     "masked_content": "Masked content",
+    "distilled_guidance": "Distilled CFG scale",
 }
 """Names for people of the request's fields; others are named from the field."""
 

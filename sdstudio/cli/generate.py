@@ -49,6 +49,12 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     generate.add_argument("--steps", type=int, default=None, help="default: the model's")
     generate.add_argument("--cfg", type=float, default=None, help="guidance scale")
     generate.add_argument(
+        "--distilled-cfg",
+        type=float,
+        default=3.5,
+        help="Flux.1 dev's guidance embedding (Forge's Distilled CFG Scale; default 3.5)",
+    )
+    generate.add_argument(
         "--seed", type=int, default=-1, help="0 to 2**64-1 (64-bit seeds); -1 for a random seed"
     )
     generate.add_argument("--width", type=int, default=None)
@@ -148,6 +154,7 @@ def _request_from_arguments(
         mask=str(Path(args.mask).resolve()) if args.mask else None,
         strength=args.strength if args.init_image else 0.75,
         vae=_vae_argument(args.vae),
+        distilled_guidance=args.distilled_cfg,
         **source_options(args),
     )
 

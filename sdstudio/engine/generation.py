@@ -23,17 +23,17 @@ from PIL import Image
 import sdstudio
 from sdstudio.engine import prompt_embeds, samplers
 from sdstudio.engine.errors import GenerationCancelled, OutOfMemory, SdStudioError
+from sdstudio.engine.families import Prompting
+from sdstudio.engine.family_settings import check_family_settings, plain_arguments
 from sdstudio.engine.inpaint import latent_arguments
 from sdstudio.engine.inputs import Inputs, prepare_inputs
 from sdstudio.engine.metadata.record import ImageRecord
 from sdstudio.engine.networks import ActiveNetworks, Networks, strip_notice
 from sdstudio.engine.pipelines import PipelineManager
-from sdstudio.engine.previews import latent_preview
-from sdstudio.engine.request import GenerationRequest, MaskedContent, Mode
+from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.engine.vae import find_vae, vae_display_name
 
 log = logging.getLogger(__name__)
-_LATENT_CONTENT = (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,15 +127,20 @@ class Engine:
         cancel = cancel or CancelToken()
         self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()
-        samplers.check_combination(request.sampler, request.schedule)
+        samplers.check_names(request.sampler, request.schedule)  # before anything loads
         inputs = prepare_inputs(request, self.inputs_dir, on_status)
         vae = self._find_vae(request.vae)
         cancel.raise_if_cancelled()
         pipe = self.pipelines.pipeline(request.model, request.mode, on_status, vae=vae)
         model = self.pipelines.model
         assert model is not None
+        family = model.family
+        samplers.check_combination(request.sampler, request.schedule, flow=family.flow)
+        check_family_settings(family, request, on_status)
         self._active = self._apply_networks(pipe, request, on_status)
         extra = self._active.record_extra()
+        if family.uses_distilled_guidance(pipe):
+            extra["distilled_guidance"] = True
         if vae is not None:
             extra["vae"] = {"name": vae_display_name(vae), "hash": self.pipelines.vae_hash()}
         for index, seed in enumerate(request.seeds()):
@@ -184,6 +189,9 @@ class Engine:
         import torch
 
         request = inputs.request
+        model = self.pipelines.model
+        assert model is not None
+        family = model.family
         pipe.scheduler = samplers.make_scheduler(
             request.sampler, request.schedule, self.pipelines.scheduler_config, seed=seed
         )
@@ -194,8 +202,8 @@ class Engine:
             step += 1
             if on_progress is not None:
                 preview = None
-                if self.previews and "latents" in tensors:
-                    preview = latent_preview(tensors["latents"])
+                if self.previews and "latents" in tensors and family.preview is not None:
+                    preview = family.preview(tensors["latents"], request.width, request.height)
                 on_progress(Progress(step, p.num_timesteps, index, request.batch_size, preview))
             cancel.raise_if_cancelled()
             return {}
@@ -204,19 +212,18 @@ class Engine:
         kwargs: dict[str, Any] = {
             **self._prompt_arguments(pipe, request),
             "num_inference_steps": request.steps,
-            "guidance_scale": request.guidance_scale,
+            **family.guidance_arguments(pipe, request.guidance_scale, request.distilled_guidance),
             "generator": generator,
             "callback_on_step_end": on_step_end,
             "output_type": "pil",
         }
-        kwargs.update(self._mode_arguments(request, inputs))
-        if request.mode is Mode.INPAINT and request.masked_content in _LATENT_CONTENT:
+        kwargs.update(self._mode_arguments(pipe, request, inputs))
+        if request.mode is Mode.INPAINT and request.masked_content.in_latent_space:
             assert inputs.image is not None and inputs.mask is not None
             kwargs.update(
                 latent_arguments(pipe, inputs.image, inputs.mask, request.masked_content, seed)
             )
-        model = self.pipelines.model
-        if request.mode is Mode.TXT2IMG and model is not None and not model.inpainting:
+        if request.mode is Mode.TXT2IMG and not model.inpainting:
             noise = initial_noise(pipe, request.width, request.height, generator)
             if noise is not None:
                 kwargs["latents"] = noise
@@ -251,6 +258,9 @@ class Engine:
             request.clip_skip,
             self._active.signature,
         )
+        model = self.pipelines.model
+        if model is not None and model.family.prompting is Prompting.PLAIN:
+            return plain_arguments(request.prompt, request.negative_prompt)
         encoder = getattr(pipe, "text_encoder", None)
         cached = self._prompt_cache
         if cached is not None and encoder is not None:
@@ -264,7 +274,9 @@ class Engine:
             self._prompt_cache = (key, weakref.ref(encoder), arguments)
         return arguments
 
-    def _mode_arguments(self, request: GenerationRequest, inputs: Inputs) -> dict[str, Any]:
+    def _mode_arguments(
+        self, pipe: Any, request: GenerationRequest, inputs: Inputs
+    ) -> dict[str, Any]:
         model = self.pipelines.model
         assert model is not None
         size = (request.width, request.height)
@@ -284,7 +296,10 @@ class Engine:
         if request.mode is Mode.TXT2IMG:
             return {"width": request.width, "height": request.height}
         if request.mode is Mode.IMG2IMG:
-            return {"image": inputs.image, "strength": request.strength}
+            arguments = {"image": inputs.image, "strength": request.strength}
+            if takes_size(pipe):  # the transformer families' img2img pipelines do
+                arguments.update(width=request.width, height=request.height)
+            return arguments
         return {
             "image": inputs.image,
             "mask_image": inputs.mask,
@@ -304,6 +319,13 @@ class Engine:
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover - best effort only
             log.debug("Could not empty the device cache", exc_info=True)
+
+
+def takes_size(pipe: Any) -> bool:
+    """Whether a pipeline's call takes ``width`` and ``height``."""
+    import inspect
+
+    return "width" in inspect.signature(type(pipe).__call__).parameters
 
 
 def initial_noise(pipe: Any, width: int, height: int, generator: Any) -> Any | None:

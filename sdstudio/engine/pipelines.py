@@ -18,6 +18,8 @@ from typing import Any
 
 from sdstudio.engine.devices import DeviceConfig
 from sdstudio.engine.errors import ModelError, first_line
+from sdstudio.engine.families import ModelFamily, family_of_pipeline
+from sdstudio.engine.families.sd import SD1
 from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.memory import MemoryPlan, free_memory, place, plan_memory, weights_bytes
 from sdstudio.engine.models.lookup import ModelFinder, display_name, hf_repo_id
@@ -34,6 +36,7 @@ class LoadedModel:
     name: str
     single_file: bool
     inpainting: bool
+    family: ModelFamily = SD1
 
 
 class PipelineManager:
@@ -196,7 +199,8 @@ class PipelineManager:
         pipe.set_progress_bar_config(disable=True)
         unet = getattr(pipe, "unet", None)
         inpainting = bool(unet is not None and unet.config.in_channels == 9)
-        self._model = LoadedModel(path, model_display_name(path), single_file, inpainting)
+        family = family_of_pipeline(type(pipe).__name__) or SD1
+        self._model = LoadedModel(path, model_display_name(path), single_file, inpainting, family)
         self._scheduler_config = dict(pipe.scheduler.config)
         self._pipes = {"inpaint" if inpainting else "txt2img": pipe}
 
@@ -245,10 +249,10 @@ def weights_variant(folder: Path) -> str | None:
     Downloads prefer the ``*.fp16.safetensors`` files a repository offers, and
     diffusers loads them only when asked for that variant.
     """
-    unet = folder / "unet"
-    if not unet.is_dir():
+    weights = next((folder / n for n in ("unet", "transformer") if (folder / n).is_dir()), None)
+    if weights is None:
         return None
-    names = [p.name for p in unet.iterdir()]
+    names = [p.name for p in weights.iterdir()]
     plain = [n for n in names if n.endswith(".safetensors") and ".fp16." not in n]
     if not plain and any(n.endswith(".fp16.safetensors") for n in names):
         return "fp16"

@@ -1,8 +1,10 @@
 """Cheap previews of the image as it forms.
 
-A linear projection of the four latent channels onto RGB gives a recognisable
+A linear projection of the latent channels onto RGB gives a recognisable
 picture at 1/8 of the final size for almost no cost and no extra weights; it
-runs at every denoising step.
+runs at every denoising step. The 16-channel latents of SD 3 and Flux.1 have
+factors of their own (fitted by ComfyUI); Flux.1's pipelines pass their latents
+packed in 2x2 patches, which are unpacked first.
 """
 
 from __future__ import annotations
@@ -24,18 +26,96 @@ SD1_LATENT_RGB = (
 )
 
 
+SD3_LATENT_RGB = (
+    (-0.0645, 0.0177, 0.1052),
+    (0.0028, 0.0312, 0.0650),
+    (0.1848, 0.0762, 0.0360),
+    (0.0944, 0.0360, 0.0889),
+    (0.0897, 0.0506, -0.0364),
+    (-0.0020, 0.1203, 0.0284),
+    (0.0855, 0.0118, 0.0283),
+    (-0.0539, 0.0658, 0.1047),
+    (-0.0057, 0.0116, 0.0700),
+    (-0.0412, 0.0281, -0.0039),
+    (0.1106, 0.1171, 0.1220),
+    (-0.0248, 0.0682, -0.0481),
+    (0.0815, 0.0846, 0.1207),
+    (-0.0120, -0.0055, -0.0867),
+    (-0.0749, -0.0634, -0.0456),
+    (-0.1418, -0.1457, -0.1259),
+)
+FLUX_LATENT_RGB = (
+    (-0.0346, 0.0244, 0.0681),
+    (0.0034, 0.0210, 0.0687),
+    (0.0275, -0.0668, -0.0433),
+    (-0.0174, 0.0160, 0.0617),
+    (0.0859, 0.0721, 0.0329),
+    (0.0004, 0.0383, 0.0115),
+    (0.0405, 0.0861, 0.0915),
+    (-0.0236, -0.0185, -0.0259),
+    (-0.0245, 0.0250, 0.1180),
+    (0.1008, 0.0755, -0.0421),
+    (-0.0515, 0.0201, 0.0011),
+    (0.0428, -0.0012, -0.0036),
+    (0.0817, 0.0765, 0.0749),
+    (-0.1264, -0.0522, -0.1103),
+    (-0.0280, -0.0881, -0.0499),
+    (-0.1262, -0.0982, -0.0778),
+)
+FLUX_LATENT_BIAS = (-0.0329, -0.0718, -0.0851)
+
+
 def latent_preview(latents: torch.Tensor, index: int = 0) -> Image.Image | None:
     """An RGB preview of image ``index`` of a batch of 4-channel latents.
 
     Returns ``None`` for latents this projection does not know.
     """
+    return project(latents, SD1_LATENT_RGB, index=index)
+
+
+def project(
+    latents: torch.Tensor,
+    factors: tuple[tuple[float, float, float], ...],
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    *,
+    index: int = 0,
+) -> Image.Image | None:
+    """Image ``index`` of a batch of (batch, channels, height, width) latents projected
+    onto RGB by one factor row per channel; ``None`` when the channels do not match."""
     import torch
 
-    if latents.ndim != 4 or latents.shape[1] != len(SD1_LATENT_RGB):
+    if latents.ndim != 4 or latents.shape[1] != len(factors):
         return None
     with torch.no_grad():
         sample = latents[index].detach().to(device="cpu", dtype=torch.float32)
-        factors = torch.tensor(SD1_LATENT_RGB, dtype=torch.float32)
-        rgb = torch.einsum("chw,cr->hwr", sample, factors)
+        matrix = torch.tensor(factors, dtype=torch.float32)
+        rgb = torch.einsum("chw,cr->hwr", sample, matrix) + torch.tensor(bias)
         pixels = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
     return Image.fromarray(pixels)
+
+
+def sd3_preview(latents: torch.Tensor, width: int, height: int) -> Image.Image | None:
+    """A preview of SD 3 latents (16 channels)."""
+    return project(latents, SD3_LATENT_RGB)
+
+
+def flux_preview(latents: torch.Tensor, width: int, height: int) -> Image.Image | None:
+    """A preview of Flux.1 latents: packed (batch, patches, 64) for ``width`` x ``height``
+    pixels, or already (batch, 16, height/8, width/8)."""
+    if latents.ndim == 3:
+        unpacked = unpack_patches(latents, width, height)
+        if unpacked is None:
+            return None
+        latents = unpacked
+    return project(latents, FLUX_LATENT_RGB, FLUX_LATENT_BIAS)
+
+
+def unpack_patches(latents: torch.Tensor, width: int, height: int) -> torch.Tensor | None:
+    """(batch, (h/2)*(w/2), channels*4) latents packed in 2x2 patches, as Flux's
+    pipelines hold them, back to (batch, channels, h, w) with h, w the size / 8."""
+    rows, columns = 2 * (height // 16), 2 * (width // 16)
+    batch, patches, packed = latents.shape
+    if patches != (rows // 2) * (columns // 2) or packed % 4:
+        return None
+    grid = latents.view(batch, rows // 2, columns // 2, packed // 4, 2, 2)
+    return grid.permute(0, 3, 1, 4, 2, 5).reshape(batch, packed // 4, rows, columns)

@@ -36,6 +36,7 @@ MAX_BATCH = 64
 MAX_CLIP_SKIP = 12
 MAX_MASK_BLUR = 64
 MAX_MASKED_PADDING = 512
+MAX_DISTILLED_GUIDANCE = 30.0
 
 
 class Mode(enum.StrEnum):
@@ -77,6 +78,11 @@ class MaskedContent(enum.StrEnum):
     LATENT_NOISE = "latent-noise"
     LATENT_NOTHING = "latent-nothing"
     """Zeros in latent space."""
+
+    @property
+    def in_latent_space(self) -> bool:
+        """Whether the masked area starts from latents (noise or zeros), not pixels."""
+        return self in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING)
 
 
 _ENUMS: dict[str, type[enum.StrEnum]] = {
@@ -129,6 +135,9 @@ class GenerationRequest:
     masked_padding: int = 32
     """With :attr:`InpaintArea.MASKED`: pixels of context around the mask."""
     masked_content: MaskedContent = MaskedContent.ORIGINAL
+    distilled_guidance: float = 3.5
+    """Forge's "Distilled CFG Scale": the guidance a model such as Flux.1 dev takes as an
+    embedding. Used only by such models; ``guidance_scale`` stays real CFG (1 = off)."""
 
     def __post_init__(self) -> None:
         for name, kind in _ENUMS.items():
@@ -145,6 +154,7 @@ class GenerationRequest:
         _validate(self)
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         object.__setattr__(self, "strength", float(self.strength))
+        object.__setattr__(self, "distilled_guidance", float(self.distilled_guidance))
 
     def check_prompts(self) -> None:
         """Raise :class:`InvalidRequest`, naming the limit, when the prompt or the
@@ -270,7 +280,7 @@ def _validate(r: GenerationRequest) -> None:
             isinstance(value, int) and not isinstance(value, bool),
             f"{name} must be a whole number, not {_shown(value)}.",
         )
-    for name in ("guidance_scale", "strength"):
+    for name in ("guidance_scale", "strength", "distilled_guidance"):
         value = getattr(r, name)
         check(
             isinstance(value, int | float) and not isinstance(value, bool),
@@ -303,6 +313,11 @@ def _validate(r: GenerationRequest) -> None:
     check(
         1 <= r.batch_size <= MAX_BATCH,
         f"Batch size must be between 1 and {MAX_BATCH}, not {_shown(r.batch_size)}.",
+    )
+    check(
+        0.0 <= r.distilled_guidance <= MAX_DISTILLED_GUIDANCE,
+        f"Distilled CFG scale must be between 0 and {MAX_DISTILLED_GUIDANCE:g}, "
+        f"not {_shown(r.distilled_guidance)}.",
     )
     check(0.0 <= r.strength <= 1.0, f"Strength must be between 0 and 1, not {_shown(r.strength)}.")
     check(

@@ -3,6 +3,13 @@
 The names are AUTOMATIC1111's (also used by Forge, SD.Next and Fooocus); each
 maps onto a diffusers scheduler built with ``Scheduler.from_config`` from the
 model's own scheduler config, so its training schedule is kept.
+
+Flow-matching models (SD 3.x, Flux.1, Flux.2, Z-Image, Qwen-Image) have samplers
+of their own under the same names (Euler, Heun, DPM++ 2M, UniPC, LCM; see
+:mod:`sdstudio.engine.flow_samplers`) and the schedule types Forge and ComfyUI
+give them: Simple (the linear flow sigmas, what Automatic means for them),
+Karras, Exponential and Beta. The functions below take ``flow=True`` for them;
+:func:`make_scheduler` tells the two kinds apart by the model's scheduler config.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ class Sampler:
 
     name: str
     scheduler: str
+    """The scheduler class: diffusers' for Stable Diffusion, one of
+    :data:`sdstudio.engine.flow_samplers.FLOW_SCHEDULERS` for flow models."""
     options: Mapping[str, Any] = field(default_factory=dict)
     sigma_schedules: bool = True
     """Whether the scheduler takes Karras, Exponential and Beta sigmas."""
@@ -63,6 +72,23 @@ SAMPLERS: tuple[Sampler, ...] = (
 
 AUTOMATIC = "Automatic"
 SGM_UNIFORM = "SGM Uniform"
+SIMPLE = "Simple"
+FLOW_DEFAULT_SAMPLER = "Euler"
+FLOW_DEFAULT_SCHEDULE = SIMPLE
+
+FLOW_SAMPLERS: tuple[Sampler, ...] = (
+    Sampler("Euler", "FlowEulerScheduler", {"stochastic_sampling": False}, default_schedule=SIMPLE),
+    Sampler("Heun", "FlowHeunScheduler", default_schedule=SIMPLE),
+    Sampler(
+        "DPM++ 2M",
+        "FlowDPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        default_schedule=SIMPLE,
+    ),
+    Sampler("UniPC", "FlowUniPCMultistepScheduler", default_schedule=SIMPLE),
+    Sampler("LCM", "FlowLCMScheduler", default_schedule=SIMPLE),
+)
+_FLOW_MODELS = "flow-matching models (SD 3.x, Flux, Z-Image, Qwen-Image)"
 
 # Schedule type -> the scheduler flag that turns it on.
 _SIGMA_FLAGS: dict[str, str] = {
@@ -71,34 +97,65 @@ _SIGMA_FLAGS: dict[str, str] = {
     "Beta": "use_beta_sigmas",
 }
 SCHEDULES: tuple[str, ...] = (AUTOMATIC, *_SIGMA_FLAGS, SGM_UNIFORM)
+FLOW_SCHEDULES: tuple[str, ...] = (SIMPLE, *_SIGMA_FLAGS)
 
 _BY_NAME = {s.name.casefold(): s for s in SAMPLERS}
-_SCHEDULES_BY_NAME = {s.casefold(): s for s in SCHEDULES}
+_FLOW_BY_NAME = {s.name.casefold(): s for s in FLOW_SAMPLERS}
+_SCHEDULES_BY_NAME = {s.casefold(): s for s in (*SCHEDULES, SIMPLE)}
 
 
-def sampler_names() -> list[str]:
-    """Every sampler name, in the order users see them."""
-    return [s.name for s in SAMPLERS]
+def is_flow_config(config: Mapping[str, Any]) -> bool:
+    """Whether a model's scheduler config is a flow-matching one (SD 3.x, Flux, ...).
+
+    Flow schedulers are named ``FlowMatch...`` (or are the ``Flow...`` ones of
+    :mod:`sdstudio.engine.flow_samplers`), or sample on flow sigmas; a config
+    saved without its class name is told by its shift and its lack of betas.
+    """
+    name = str(config.get("_class_name") or "")
+    return (
+        name.startswith("Flow")
+        or bool(config.get("use_flow_sigmas"))
+        or config.get("prediction_type") == "flow_prediction"
+        or (not name and "shift" in config and "beta_schedule" not in config)
+    )
 
 
-def get_sampler(name: str) -> Sampler:
+def sampler_names(flow: bool = False) -> list[str]:
+    """Every sampler name, in the order users see them (flow models' with ``flow``)."""
+    return [s.name for s in (FLOW_SAMPLERS if flow else SAMPLERS)]
+
+
+def offered_samplers(config: Mapping[str, Any]) -> list[str]:
+    """The samplers a model with the given scheduler config offers."""
+    return sampler_names(flow=is_flow_config(config))
+
+
+def get_sampler(name: str, flow: bool = False) -> Sampler:
     """Look a sampler up by name, ignoring case; unknown names list the valid ones."""
-    sampler = _BY_NAME.get(name.strip().casefold())
-    if sampler is None:
+    key = name.strip().casefold()
+    sampler = (_FLOW_BY_NAME if flow else _BY_NAME).get(key)
+    if sampler is not None:
+        return sampler
+    valid = ", ".join(sampler_names(flow))
+    if flow and key in _BY_NAME:
         raise InvalidRequest(
-            f"Unknown sampler {name!r}. Valid samplers: {', '.join(sampler_names())}."
+            f"Sampler {_BY_NAME[key].name!r} is not available for {_FLOW_MODELS}. "
+            f"Their samplers: {valid}."
         )
-    return sampler
+    kind = f" for {_FLOW_MODELS}" if flow else ""
+    raise InvalidRequest(f"Unknown sampler {name!r}. Valid samplers{kind}: {valid}.")
 
 
-def get_schedule(name: str) -> str:
-    """Canonical spelling of a schedule type; unknown names list the valid ones."""
+def get_schedule(name: str, flow: bool = False) -> str:
+    """Canonical spelling of a schedule type; unknown names list the valid ones.
+
+    With ``flow``, ``Automatic`` gives ``Simple``, what it means for flow models.
+    """
     schedule = _SCHEDULES_BY_NAME.get(name.strip().casefold())
     if schedule is None:
-        raise InvalidRequest(
-            f"Unknown schedule type {name!r}. Valid schedule types: {', '.join(SCHEDULES)}."
-        )
-    return schedule
+        valid = ", ".join(FLOW_SCHEDULES if flow else SCHEDULES)
+        raise InvalidRequest(f"Unknown schedule type {name!r}. Valid schedule types: {valid}.")
+    return SIMPLE if flow and schedule == AUTOMATIC else schedule
 
 
 def split_sampler_name(name: str) -> tuple[str, str]:
@@ -110,30 +167,46 @@ def split_sampler_name(name: str) -> tuple[str, str]:
     text = name.strip()
     if text.casefold() in _BY_NAME:
         return get_sampler(text).name, AUTOMATIC
-    for schedule in SCHEDULES:
+    for schedule in (*SCHEDULES, SIMPLE):
         suffix = " " + schedule.casefold()
         if text.casefold().endswith(suffix):
             return get_sampler(text[: -len(suffix)]).name, schedule
     return get_sampler(text).name, AUTOMATIC
 
 
-def schedules_for(sampler: str) -> list[str]:
-    """The schedule types the given sampler supports."""
-    if get_sampler(sampler).sigma_schedules:
+def schedules_for(sampler: str, flow: bool = False) -> list[str]:
+    """The schedule types the given sampler supports (on flow models with ``flow``)."""
+    entry = get_sampler(sampler, flow)
+    if flow:
+        return list(FLOW_SCHEDULES) if entry.sigma_schedules else [SIMPLE]
+    if entry.sigma_schedules:
         return list(SCHEDULES)
     return [AUTOMATIC, SGM_UNIFORM]
 
 
-def check_combination(sampler: str, schedule: str) -> None:
-    """Raise :class:`InvalidRequest` unless the sampler supports the schedule type."""
-    entry = get_sampler(sampler)
-    canonical = get_schedule(schedule)
-    supported = schedules_for(entry.name)
+def check_combination(sampler: str, schedule: str, flow: bool = False) -> None:
+    """Raise :class:`InvalidRequest` unless the sampler supports the schedule type.
+
+    With ``flow`` the sampler and schedule are a flow model's; ``Automatic``
+    is accepted there as ``Simple``.
+    """
+    entry = get_sampler(sampler, flow)
+    canonical = get_schedule(schedule, flow)
+    supported = schedules_for(entry.name, flow)
     if canonical not in supported:
+        where = f" on {_FLOW_MODELS}" if flow else ""
         raise InvalidRequest(
-            f"Sampler {entry.name!r} does not support the {canonical} schedule; "
+            f"Sampler {entry.name!r} does not support the {canonical} schedule{where}; "
             f"it supports: {', '.join(supported)}."
         )
+
+
+def check_names(sampler: str, schedule: str) -> None:
+    """Raise :class:`InvalidRequest` unless the sampler and schedule type are known for
+    some model; for checks made before the model, and so its kind, is known."""
+    if sampler.strip().casefold() not in _FLOW_BY_NAME:
+        get_sampler(sampler)
+    get_schedule(schedule)
 
 
 def make_scheduler(
@@ -142,12 +215,17 @@ def make_scheduler(
     """Build the diffusers scheduler for a sampler and schedule type.
 
     ``base_config`` is the model's own scheduler config; its training
-    schedule (betas, prediction type) is kept and only the sampling choices
-    are overridden. ``seed`` seeds samplers that draw their own noise
-    (DPM++ SDE's Brownian tree) so that they are reproducible too.
+    schedule (betas, prediction type; a flow model's shift) is kept and only
+    the sampling choices are overridden. A flow-matching config (see
+    :func:`is_flow_config`) gets a flow sampler. ``seed`` seeds samplers that
+    draw their own noise (DPM++ SDE's Brownian tree, LCM) so that they are
+    reproducible too. Raises :class:`InvalidRequest` for a sampler or
+    schedule the model does not offer.
     """
     import diffusers
 
+    if is_flow_config(base_config):
+        return _make_flow_scheduler(sampler, schedule, base_config, seed)
     entry = get_sampler(sampler)
     canonical = get_schedule(schedule)
     check_combination(entry.name, canonical)
@@ -164,6 +242,23 @@ def make_scheduler(
         overrides["noise_sampler_seed"] = seed
     scheduler_class = getattr(diffusers, entry.scheduler)
     return scheduler_class.from_config(dict(base_config), **overrides)
+
+
+def _make_flow_scheduler(
+    sampler: str, schedule: str, base_config: Mapping[str, Any], seed: int | None
+) -> Any:
+    from sdstudio.engine.flow_samplers import build_flow_scheduler
+
+    entry = get_sampler(sampler, flow=True)
+    canonical = get_schedule(schedule, flow=True)
+    check_combination(entry.name, canonical, flow=True)
+    return build_flow_scheduler(
+        entry.scheduler,
+        base_config,
+        sigma_flag=_SIGMA_FLAGS.get(canonical),
+        options=entry.options,
+        seed=seed,
+    )
 
 
 def _scheduler_parameters(class_name: str) -> set[str]:

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.families import FAMILIES
 from sdstudio.engine.metadata.values import UNKNOWN_MODEL
 from sdstudio.engine.models.defaults import ModelDefaults, defaults_for, size_for_source
 from sdstudio.engine.network_files import named_in
@@ -106,6 +107,7 @@ class PromptPanel(QWidget):
 
         self.steps_row = StepsRow()
         self.steps, self.guidance = self.steps_row.steps, self.steps_row.guidance
+        self.picker.box.currentIndexChanged.connect(lambda _index: self._follow_family())
         self.seed_row = SeedRow(lambda: self.last_seed)
         self.seed = self.seed_row.seed
 
@@ -198,6 +200,7 @@ class PromptPanel(QWidget):
             schedule=self.schedule.currentText(),
             steps=self.steps.value(),
             guidance_scale=round(self.guidance.value(), 2),
+            distilled_guidance=round(self.steps_row.distilled.value(), 2),
             seed=int(self.seed.text() or RANDOM_SEED),
             width=self.size_row.size()[0],
             height=self.size_row.size()[1],
@@ -215,6 +218,7 @@ class PromptPanel(QWidget):
         self.sampler_row.choose(request.sampler, request.schedule)
         self.steps.setValue(request.steps)
         self.guidance.setValue(request.guidance_scale)
+        self.steps_row.distilled.setValue(request.distilled_guidance)
         self.seed.setText("" if request.seed == RANDOM_SEED else str(request.seed))
         self.size_row.set_size(request.width, request.height)
         self.strength.setValue(request.strength)
@@ -242,6 +246,7 @@ class PromptPanel(QWidget):
     def set_known_models(self, models: list[tuple[str, str, str, str]]) -> None:
         """List found models as (name, path, family, description), keeping the current choice."""
         self.picker.set_known_models(models)
+        self._follow_family()
         self._update_generate()
 
     def set_networks(
@@ -300,8 +305,15 @@ class PromptPanel(QWidget):
             self._last_prompt_edit = watched
         return super().eventFilter(watched, event)
 
+    def _follow_family(self) -> None:
+        """Offer the samplers and guidance controls of the chosen model's family."""
+        kind = FAMILIES.get(self.picker.model_family())
+        self.sampler_row.set_flow(kind is not None and kind.flow)
+        self.steps_row.show_distilled(kind is not None and kind.distilled_guidance)
+
     def _on_model_picked(self, _model: str) -> None:
         """The model's recommendations go where nothing was set; the rest are offered."""
+        self._follow_family()  # its family may have been learnt only now
         recommended = self._recommended()
         if recommended is None:
             self.recommendation.withdraw()

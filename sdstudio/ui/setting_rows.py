@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QRegularExpression
+from PySide6.QtCore import QRegularExpression, QSignalBlocker
 from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import (
     QComboBox,
@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine import samplers
-from sdstudio.engine.request import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE
+from sdstudio.engine.request import MAX_DISTILLED_GUIDANCE, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE
 
 SIZE_PRESETS = [
     ("Square 512", 512, 512),
@@ -30,6 +30,10 @@ SIZE_PRESETS = [
     ("Square 768", 768, 768),
     ("SDXL 1024", 1024, 1024),
 ]
+
+
+SD_DEFAULT = ("DPM++ 2M", "Karras")
+FLOW_DEFAULT = ("Euler", "Simple")
 
 
 class SamplerRow(QWidget):
@@ -42,18 +46,34 @@ class SamplerRow(QWidget):
         self.sampler.addItems(samplers.sampler_names())
         self.schedule = _narrow(QComboBox(toolTip="Schedule type"))
         self._chosen_schedule: str | None = None
+        self._flow = False
         self.schedule.activated.connect(self._on_schedule_activated)
         self.sampler.currentTextChanged.connect(self._update_schedules)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.sampler, 3)
         layout.addWidget(self.schedule, 2)
-        self.choose("DPM++ 2M", "Karras")
+        self.choose(*SD_DEFAULT)
+
+    def set_flow(self, flow: bool) -> None:
+        """Offer the samplers of flow-matching models (Flux, SD 3.x) or of the others,
+        keeping the chosen sampler and schedule type where the new list has them."""
+        if flow == self._flow:
+            return
+        sampler, schedule = self.chosen()
+        self._flow = flow
+        with QSignalBlocker(self.sampler):
+            self.sampler.clear()
+            self.sampler.addItems(samplers.sampler_names(flow))
+        if sampler in samplers.sampler_names(flow):
+            self.choose(sampler, schedule)
+        else:
+            self.choose(*((FLOW_DEFAULT) if flow else (SD_DEFAULT)))
 
     def choose(self, sampler: str, schedule: str) -> None:
         """Select a sampler and, where it supports it, a schedule type (unknown
         samplers are ignored)."""
-        if sampler not in samplers.sampler_names():
+        if sampler not in samplers.sampler_names(self._flow):
             return
         self._chosen_schedule = schedule
         self.sampler.setCurrentText(sampler)
@@ -68,10 +88,12 @@ class SamplerRow(QWidget):
 
     def _update_schedules(self, sampler: str) -> None:
         self.schedule.clear()
-        supported = samplers.schedules_for(sampler)
+        if not sampler:
+            return
+        supported = samplers.schedules_for(sampler, self._flow)
         self.schedule.addItems(supported)
         chosen = self._chosen_schedule
-        default = samplers.get_sampler(sampler).default_schedule
+        default = samplers.get_sampler(sampler, self._flow).default_schedule
         self.schedule.setCurrentText(chosen if chosen in supported else default)
 
 
@@ -84,11 +106,28 @@ class StepsRow(QWidget):
         self.guidance = QDoubleSpinBox(minimum=0.0, maximum=50.0, value=7.0, singleStep=0.5)
         self.guidance.setDecimals(1)
         self.guidance.setToolTip("Guidance (CFG scale): how closely to follow the prompt")
+        self.distilled = QDoubleSpinBox(
+            minimum=0.0, maximum=MAX_DISTILLED_GUIDANCE, value=3.5, singleStep=0.5
+        )
+        self.distilled.setDecimals(1)
+        self.distilled.setToolTip(
+            "Distilled CFG scale: the guidance Flux.1 dev takes in (3.5 by default); "
+            "CFG above 1 adds real guidance with the negative prompt, at twice the time"
+        )
+        self._distilled_label = QLabel("Distilled")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.steps, 1)
         layout.addWidget(QLabel("CFG"))
         layout.addWidget(self.guidance, 1)
+        layout.addWidget(self._distilled_label)
+        layout.addWidget(self.distilled, 1)
+        self.show_distilled(False)
+
+    def show_distilled(self, shown: bool) -> None:
+        """Show the distilled guidance control (for families that take it)."""
+        self._distilled_label.setVisible(shown)
+        self.distilled.setVisible(shown)
 
 
 class SeedRow(QWidget):

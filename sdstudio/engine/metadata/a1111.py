@@ -21,8 +21,20 @@ from typing import Any
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import inpaint_names, names
-from sdstudio.engine.metadata.values import Parsed, as_int, build_request, clean_text, load_json
-from sdstudio.engine.request import MAX_CLIP_SKIP, GenerationRequest, Mode
+from sdstudio.engine.metadata.values import (
+    Parsed,
+    as_float,
+    as_int,
+    build_request,
+    clean_text,
+    load_json,
+)
+from sdstudio.engine.request import (
+    MAX_CLIP_SKIP,
+    MAX_DISTILLED_GUIDANCE,
+    GenerationRequest,
+    Mode,
+)
 
 PARAMETERS_KEY = "parameters"
 _NEGATIVE = "Negative prompt:"
@@ -53,6 +65,7 @@ _APPLIED = frozenset(
         "denoising strength",
         "vae",
         "clip skip",
+        "distilled cfg scale",
         *inpaint_names.KEYS,
     }
 )
@@ -88,8 +101,10 @@ def format_parameters(
     ]
     if request.schedule != samplers.AUTOMATIC:
         settings.append(("Schedule type", request.schedule))
+    settings.append(("CFG scale", f"{request.guidance_scale:g}"))
+    if (extra or {}).get("distilled_guidance"):
+        settings.append(("Distilled CFG Scale", f"{request.distilled_guidance:g}"))
     settings += [
-        ("CFG scale", f"{request.guidance_scale:g}"),
         ("Seed", request.seed),
         ("Size", f"{request.width}x{request.height}"),
         ("Model hash", model_hash),
@@ -202,6 +217,9 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         used.discard("clip skip")
     inpaint = inpaint_names.read(s)
     used -= inpaint.unusable
+    distilled = as_float(s.get("distilled cfg scale"))
+    if distilled is None or not 0 <= distilled <= MAX_DISTILLED_GUIDANCE:
+        used.discard("distilled cfg scale")
     recorded = s.get("model", "")
     parsed = build_request(
         values,
@@ -212,6 +230,12 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     )
     parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
     parsed = inpaint.apply(parsed)
+    if "distilled cfg scale" in used and distilled is not None:
+        parsed = dataclasses.replace(
+            parsed,
+            request=parsed.request.replace(distilled_guidance=distilled),
+            read=parsed.read | {"distilled_guidance"},
+        )
     if "clip skip" in used:
         parsed = dataclasses.replace(
             parsed,

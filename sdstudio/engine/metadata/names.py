@@ -16,6 +16,9 @@ sdstudio's ``"Automatic"`` schedule is the model's own timestep spacing.
 ComfyUI's ``normal``, ``simple`` and ``ddim_uniform`` (A1111's ``Normal``,
 ``Simple``, ``DDIM``, ``Uniform``) space timesteps in ways sdstudio does not
 offer; ``"Automatic"`` is the closest, and a note says it was used instead.
+On flow-matching models (Flux, SD 3.x, ...) ``"Automatic"`` is the Simple
+schedule itself, so ``simple`` from a Flux image (Forge writes ``Schedule type:
+Simple``) re-runs as it was made.
 """
 
 from __future__ import annotations
@@ -123,6 +126,11 @@ def schedule_name(written: str) -> tuple[str, tuple[str, ...]]:
     key = _key(written)
     if key in SCHEDULERS:
         return SCHEDULERS[key], ()
+    if key == "simple":
+        return AUTOMATIC, (
+            f"sdstudio has no {written} schedule for Stable Diffusion models; Automatic is "
+            "used, which on flow-matching models (Flux, SD 3.x, ...) is the Simple schedule.",
+        )
     if key in APPROXIMATED:
         return AUTOMATIC, (
             f"sdstudio has no {written} schedule; the closest, Automatic "

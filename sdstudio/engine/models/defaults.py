@@ -54,8 +54,16 @@ def _side(value: float) -> int:
 
 def defaults_for(family: str, name: str, *, v_prediction: bool = False) -> ModelDefaults:
     """The settings that suit a model of ``family`` named ``name``."""
+    from sdstudio.engine.families import FAMILIES
+
     lowered = name.lower()
     size = native_size(family, v_prediction=v_prediction)
+    kind = FAMILIES.get(family)
+    if kind is not None and kind.flow:
+        # Flux.1 schnell and SD 3.5 Large Turbo are distilled to 4 steps without CFG.
+        few = "schnell" in lowered or "turbo" in lowered
+        steps, guidance = (4, 1.0) if few else (kind.default_steps, kind.default_guidance)
+        return ModelDefaults(kind.native_size, kind.native_size, steps, guidance, "Euler", "Simple")
     if "turbo" in lowered:
         # SD-Turbo and SDXL-Turbo: one to four steps at 512 px, no guidance.
         return ModelDefaults(512, 512, 1, 0.0, "Euler a", "SGM Uniform")

@@ -41,15 +41,20 @@ class Family(StrEnum):
     SD2 = "sd2"
     SDXL = "sdxl"
     SDXL_REFINER = "sdxl-refiner"
+    SD3 = "sd3"
+    FLUX1 = "flux1"
     UNKNOWN = "unknown"
 
 
 LOADABLE_FAMILIES = (Family.SD1, Family.SD2, Family.SDXL)
+"""The families whose single-file checkpoints load (with the configs shipped)."""
 _LABELS = {
     Family.SD1: "SD 1.x",
     Family.SD2: "SD 2.x",
     Family.SDXL: "SDXL",
     Family.SDXL_REFINER: "SDXL refiner",
+    Family.SD3: "SD 3.x",
+    Family.FLUX1: "Flux.1",
     Family.UNKNOWN: "unknown model type",
 }
 _CONTEXT_DIMS = {768: Family.SD1, 1024: Family.SD2, 2048: Family.SDXL, 1280: Family.SDXL_REFINER}
@@ -120,9 +125,20 @@ def detect_family_from_header(shapes: Shapes) -> ModelInfo:
 
 
 def detect_folder_family(folder: Path) -> ModelInfo:
-    """The family of a diffusers folder from ``model_index.json`` and ``unet/config.json``."""
+    """The family of a diffusers folder from ``model_index.json`` and, for UNet models,
+    ``unet/config.json``; a transformer model's pipeline class names its family."""
+    from sdstudio.engine.families import family_of_pipeline
+
     try:
         index = json.loads((folder / "model_index.json").read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{folder.name} is not a readable diffusers model folder.") from error
+    if not isinstance(index, dict):
+        raise ModelError(f"{folder.name} is not a readable diffusers model folder.")
+    flow = family_of_pipeline(str(index.get("_class_name")))
+    if flow is not None and flow.flow:
+        return ModelInfo(Family(flow.id))
+    try:
         unet = json.loads((folder / "unet" / "config.json").read_text("utf-8"))
     except (OSError, ValueError) as error:
         raise ModelError(f"{folder.name} is not a readable diffusers model folder.") from error

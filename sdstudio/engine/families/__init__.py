@@ -1,0 +1,26 @@
+"""Model families, one module each; this registry finds them by id or pipeline class.
+
+Adding a family is one new module with its :class:`ModelFamily` and one line here.
+"""
+
+from __future__ import annotations
+
+from sdstudio.engine.families import flux, sd, sd3
+from sdstudio.engine.families.base import ModelFamily, Prompting
+
+__all__ = ["FAMILIES", "ModelFamily", "Prompting", "family", "family_of_pipeline"]
+
+FAMILIES: dict[str, ModelFamily] = {f.id: f for f in (*sd.FAMILIES, sd3.SD3, flux.FLUX1)}
+_BY_PIPELINE = {name: f for f in FAMILIES.values() for name in f.pipelines}
+
+
+def family(family_id: str) -> ModelFamily:
+    """The family with this id; an unknown id gives SD 1.x, which every UNet model
+    without a family of its own runs as."""
+    return FAMILIES.get(family_id, sd.SD1)
+
+
+def family_of_pipeline(class_name: str) -> ModelFamily | None:
+    """The family a diffusers pipeline class (``model_index.json``'s ``_class_name``)
+    belongs to, if sdstudio runs it."""
+    return _BY_PIPELINE.get(class_name)

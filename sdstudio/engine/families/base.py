@@ -1,0 +1,77 @@
+"""What a model family is to the engine: one small record per family.
+
+The rest of the engine asks the family (which samplers, how the prompt goes in,
+how guidance is passed, how a preview is drawn) instead of testing which family
+a model belongs to.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+class Prompting(enum.StrEnum):
+    """How the prompt reaches the model."""
+
+    A1111 = "a1111"
+    """CLIP text encoders: A1111's emphasis, BREAK, long prompts and clip skip."""
+    PLAIN = "plain"
+    """T5 or LLM text encoders: the text itself; weights and BREAK are removed."""
+
+
+Preview = Callable[[Any, int, int], Image.Image | None]
+"""Draws the latents of a step as a small RGB picture: (latents, width, height)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFamily:
+    """One family of models: its name, how it is recognised and how it runs."""
+
+    id: str
+    """The id stored in the catalog and the records (``"sd1"``, ``"flux1"``, ...)."""
+    label: str
+    pipelines: frozenset[str] = field(default_factory=frozenset)
+    """The ``_class_name`` values of ``model_index.json`` that mean this family."""
+    native_size: int = 512
+    flow: bool = False
+    """Whether it samples by flow matching (Euler, DPM++ 2M, UniPC ... on flow sigmas)."""
+    prompting: Prompting = Prompting.A1111
+    distilled_guidance: bool = False
+    """Whether some of its models take a guidance embedding (Flux.1 dev's "Distilled
+    CFG Scale") besides, or instead of, real classifier-free guidance."""
+    latent_masking: bool = True
+    """Whether inpainting can start the masked area from latent noise or zeros."""
+    size_multiple: int = 8
+    """Width and height must be multiples of this (16 for 2x2-patch transformers)."""
+    default_steps: int = 20
+    default_guidance: float = 7.0
+    preview: Preview | None = None
+
+    def guidance_arguments(self, pipe: Any, cfg: float, distilled: float) -> dict[str, Any]:
+        """The pipeline's guidance arguments for the request's CFG scale and distilled
+        guidance.
+
+        A model with a guidance embedding takes the distilled value as
+        ``guidance_scale`` and real CFG as ``true_cfg_scale`` (1 switches it off).
+        """
+        if self.distilled_guidance and has_guidance_embedding(pipe):
+            return {"guidance_scale": distilled, "true_cfg_scale": cfg}
+        if self.distilled_guidance:
+            return {"guidance_scale": cfg, "true_cfg_scale": cfg}
+        return {"guidance_scale": cfg}
+
+    def uses_distilled_guidance(self, pipe: Any) -> bool:
+        """Whether the loaded model takes the distilled guidance value."""
+        return self.distilled_guidance and has_guidance_embedding(pipe)
+
+
+def has_guidance_embedding(pipe: Any) -> bool:
+    """Whether a pipeline's transformer embeds the guidance value (Flux.1 dev, not schnell)."""
+    transformer = getattr(pipe, "transformer", None)
+    config = getattr(transformer, "config", None)
+    return bool(getattr(config, "guidance_embeds", False))

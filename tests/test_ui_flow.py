@@ -1,0 +1,52 @@
+"""The prompt panel follows the chosen model's family: flow samplers and the distilled
+guidance control for Flux.1, the SD samplers back for SD models; a Flux job runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sdstudio.engine import samplers
+from tests.test_ui import _run_job
+
+
+@pytest.fixture(scope="module")
+def flux_dev(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sdstudio.testing.tiny_flow import save_tiny_flux
+
+    return save_tiny_flux(tmp_path_factory.mktemp("m") / "tiny-flux-dev", guidance_embeds=True)
+
+
+def items(combo) -> list[str]:
+    return [combo.itemText(i) for i in range(combo.count())]
+
+
+def test_the_panel_follows_the_family_and_a_flux_job_runs(
+    qtbot, window, flux_dev: Path, tiny_model: Path
+) -> None:
+    panel = window.panel
+    panel.pick_model(str(tiny_model))
+    assert items(panel.sampler) == samplers.sampler_names()
+    assert not panel.steps_row.distilled.isVisibleTo(panel)
+    panel.pick_model(str(flux_dev))
+    assert items(panel.sampler) == samplers.sampler_names(flow=True)
+    assert panel.sampler_row.chosen() == ("Euler", "Simple")
+    assert panel.steps_row.distilled.isVisibleTo(panel)
+    panel.steps_row.distilled.setValue(2.0)
+    panel.prompt.setPlainText("a lighthouse")
+    panel.steps.setValue(2)
+    panel.size_row.set_size(64, 64)
+    request = panel.request()
+    assert (request.sampler, request.schedule, request.distilled_guidance) == (
+        "Euler",
+        "Simple",
+        2.0,
+    )
+    entry = _run_job(qtbot, window)
+    assert entry.request.distilled_guidance == 2.0 and entry.request.sampler == "Euler"
+    panel.pick_model(str(tiny_model))
+    assert items(panel.sampler) == samplers.sampler_names()
+    assert not panel.steps_row.distilled.isVisibleTo(panel)
+    panel.load(entry.request)  # settings of a Flux image bring the flow samplers back
+    assert panel.sampler_row.chosen() == ("Euler", "Simple")
