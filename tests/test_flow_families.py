@@ -40,6 +40,23 @@ def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")
 
 
+@pytest.fixture(scope="module")
+def tiny_zimage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sdstudio.testing.tiny_flow import save_tiny_zimage
+
+    return save_tiny_zimage(tmp_path_factory.mktemp("models") / "tiny-zimage")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sdstudio.testing.tiny_flow import save_tiny_qwen_image
+
+    return save_tiny_qwen_image(tmp_path_factory.mktemp("models") / "tiny-qwen-image")
+
+
+FAMILY_MODELS = ["tiny_flux", "tiny_sd3", "tiny_zimage", "tiny_qwen"]
+
+
 def flow_request(model: Path, **changes) -> GenerationRequest:
     values = {
         "prompt": "a red boat",
@@ -59,13 +76,18 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB")).astype(int)
 
 
-def test_folders_are_recognised_by_their_pipeline(tiny_flux: Path, tiny_sd3: Path) -> None:
+def test_folders_are_recognised_by_their_pipeline(
+    tiny_flux: Path, tiny_sd3: Path, tiny_zimage: Path, tiny_qwen: Path
+) -> None:
     assert detect_family(tiny_flux).family is Family.FLUX1
     assert detect_family(tiny_sd3).family is Family.SD3
+    assert detect_family(tiny_zimage).family is Family.ZIMAGE
+    assert detect_family(tiny_qwen).family is Family.QWEN_IMAGE
     assert detect_family(tiny_flux).label == "Flux.1"
+    assert detect_family(tiny_qwen).label == "Qwen-Image"
 
 
-@pytest.mark.parametrize("model_name", ["tiny_flux", "tiny_sd3"])
+@pytest.mark.parametrize("model_name", FAMILY_MODELS)
 def test_txt2img_steps_previews_and_exact_rerun(
     request: pytest.FixtureRequest, engine: Engine, model_name: str
 ) -> None:
@@ -81,7 +103,7 @@ def test_txt2img_steps_previews_and_exact_rerun(
     assert not np.array_equal(pixels(first.image), pixels(other.image))
 
 
-@pytest.mark.parametrize("model_name", ["tiny_flux", "tiny_sd3"])
+@pytest.mark.parametrize("model_name", FAMILY_MODELS)
 def test_img2img_and_inpaint_keep_the_source_outside_the_mask(
     request: pytest.FixtureRequest,
     engine: Engine,

@@ -63,6 +63,25 @@ FLUX_LATENT_RGB = (
     (-0.1262, -0.0982, -0.0778),
 )
 FLUX_LATENT_BIAS = (-0.0329, -0.0718, -0.0851)
+WAN_LATENT_RGB = (
+    (-0.1299, -0.1692, 0.2932),
+    (0.0671, 0.0406, 0.0442),
+    (0.3568, 0.2548, 0.1747),
+    (0.0372, 0.2344, 0.1420),
+    (0.0313, 0.0189, -0.0328),
+    (0.0296, -0.0956, -0.0665),
+    (-0.3477, -0.4059, -0.2925),
+    (0.0166, 0.1902, 0.1975),
+    (-0.0412, 0.0267, -0.1364),
+    (-0.1293, 0.0740, 0.1636),
+    (0.0680, 0.3019, 0.1128),
+    (0.0032, 0.0581, 0.0639),
+    (-0.1251, 0.0927, 0.1699),
+    (0.0060, -0.0633, 0.0005),
+    (0.3477, 0.2275, 0.2950),
+    (0.1984, 0.0913, 0.1861),
+)
+WAN_LATENT_BIAS = (-0.1835, -0.0868, -0.3360)
 
 
 def latent_preview(latents: torch.Tensor, index: int = 0) -> Image.Image | None:
@@ -100,14 +119,29 @@ def sd3_preview(latents: torch.Tensor, width: int, height: int) -> Image.Image |
 
 
 def flux_preview(latents: torch.Tensor, width: int, height: int) -> Image.Image | None:
-    """A preview of Flux.1 latents: packed (batch, patches, 64) for ``width`` x ``height``
-    pixels, or already (batch, 16, height/8, width/8)."""
+    """A preview of Flux.1 latents (also Z-Image's): packed (batch, patches, 64) for
+    ``width`` x ``height`` pixels, or (batch, 16, height/8, width/8)."""
+    return _packed_preview(latents, width, height, FLUX_LATENT_RGB, FLUX_LATENT_BIAS)
+
+
+def wan_preview(latents: torch.Tensor, width: int, height: int) -> Image.Image | None:
+    """A preview of latents of a Wan-style VAE (Qwen-Image), packed as Flux.1's are."""
+    return _packed_preview(latents, width, height, WAN_LATENT_RGB, WAN_LATENT_BIAS)
+
+
+def _packed_preview(
+    latents: torch.Tensor,
+    width: int,
+    height: int,
+    factors: tuple[tuple[float, float, float], ...],
+    bias: tuple[float, float, float],
+) -> Image.Image | None:
     if latents.ndim == 3:
         unpacked = unpack_patches(latents, width, height)
         if unpacked is None:
             return None
         latents = unpacked
-    return project(latents, FLUX_LATENT_RGB, FLUX_LATENT_BIAS)
+    return project(latents, factors, bias)
 
 
 def unpack_patches(latents: torch.Tensor, width: int, height: int) -> torch.Tensor | None:

@@ -44,30 +44,38 @@ class ModelFamily:
     distilled_guidance: bool = False
     """Whether some of its models take a guidance embedding (Flux.1 dev's "Distilled
     CFG Scale") besides, or instead of, real classifier-free guidance."""
+    true_cfg: bool = False
+    """Whether its pipelines take real CFG as ``true_cfg_scale`` (``guidance_scale``
+    being the guidance embedding some of its models have)."""
     latent_masking: bool = True
     """Whether inpainting can start the masked area from latent noise or zeros."""
     size_multiple: int = 8
     """Width and height must be multiples of this (16 for 2x2-patch transformers)."""
     default_steps: int = 20
     default_guidance: float = 7.0
+    few_steps: int = 4
+    """Steps for its few-step (turbo, schnell, lightning) models."""
+    few_guidance: float = 1.0
+    """CFG for its few-step models (1 or 0: none)."""
     preview: Preview | None = None
 
     def guidance_arguments(self, pipe: Any, cfg: float, distilled: float) -> dict[str, Any]:
         """The pipeline's guidance arguments for the request's CFG scale and distilled
         guidance.
 
-        A model with a guidance embedding takes the distilled value as
-        ``guidance_scale`` and real CFG as ``true_cfg_scale`` (1 switches it off).
+        A family with true CFG takes CFG as ``true_cfg_scale`` (1 switches it off) and,
+        for a model with a guidance embedding, the distilled value as ``guidance_scale``.
         """
-        if self.distilled_guidance and has_guidance_embedding(pipe):
-            return {"guidance_scale": distilled, "true_cfg_scale": cfg}
-        if self.distilled_guidance:
-            return {"guidance_scale": cfg, "true_cfg_scale": cfg}
-        return {"guidance_scale": cfg}
+        if not self.true_cfg:
+            return {"guidance_scale": cfg}
+        arguments: dict[str, Any] = {"true_cfg_scale": cfg}
+        if has_guidance_embedding(pipe):
+            arguments["guidance_scale"] = distilled
+        return arguments
 
     def uses_distilled_guidance(self, pipe: Any) -> bool:
         """Whether the loaded model takes the distilled guidance value."""
-        return self.distilled_guidance and has_guidance_embedding(pipe)
+        return self.true_cfg and has_guidance_embedding(pipe)
 
 
 def has_guidance_embedding(pipe: Any) -> bool:

@@ -19,6 +19,7 @@ FLUX1 = ModelFamily(
     flow=True,
     prompting=Prompting.PLAIN,
     distilled_guidance=True,
+    true_cfg=True,
     latent_masking=False,
     size_multiple=16,
     default_steps=20,

@@ -60,9 +60,14 @@ def defaults_for(family: str, name: str, *, v_prediction: bool = False) -> Model
     size = native_size(family, v_prediction=v_prediction)
     kind = FAMILIES.get(family)
     if kind is not None and kind.flow:
-        # Flux.1 schnell and SD 3.5 Large Turbo are distilled to 4 steps without CFG.
-        few = "schnell" in lowered or "turbo" in lowered
-        steps, guidance = (4, 1.0) if few else (kind.default_steps, kind.default_guidance)
+        # Flux.1 schnell, SD 3.5 Large Turbo, Z-Image Turbo and Qwen-Image Lightning
+        # are distilled to a few steps without CFG.
+        few = any(word in lowered for word in ("schnell", "turbo", "lightning"))
+        steps, guidance = (
+            (kind.few_steps, kind.few_guidance)
+            if few
+            else (kind.default_steps, kind.default_guidance)
+        )
         return ModelDefaults(kind.native_size, kind.native_size, steps, guidance, "Euler", "Simple")
     if "turbo" in lowered:
         # SD-Turbo and SDXL-Turbo: one to four steps at 512 px, no guidance.

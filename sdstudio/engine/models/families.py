@@ -43,6 +43,8 @@ class Family(StrEnum):
     SDXL_REFINER = "sdxl-refiner"
     SD3 = "sd3"
     FLUX1 = "flux1"
+    ZIMAGE = "zimage"
+    QWEN_IMAGE = "qwen-image"
     UNKNOWN = "unknown"
 
 
@@ -55,6 +57,8 @@ _LABELS = {
     Family.SDXL_REFINER: "SDXL refiner",
     Family.SD3: "SD 3.x",
     Family.FLUX1: "Flux.1",
+    Family.ZIMAGE: "Z-Image",
+    Family.QWEN_IMAGE: "Qwen-Image",
     Family.UNKNOWN: "unknown model type",
 }
 _CONTEXT_DIMS = {768: Family.SD1, 1024: Family.SD2, 2048: Family.SDXL, 1280: Family.SDXL_REFINER}
