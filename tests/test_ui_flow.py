@@ -45,6 +45,7 @@ def test_the_panel_follows_the_family_and_a_flux_job_runs(
     )
     entry = _run_job(qtbot, window)
     assert entry.request.distilled_guidance == 2.0 and entry.request.sampler == "Euler"
+    assert "Distilled CFG scale: 2" in window.info_panel.text.toPlainText()
     panel.pick_model(str(tiny_model))
     assert items(panel.sampler) == samplers.sampler_names()
     assert not panel.steps_row.distilled.isVisibleTo(panel)

@@ -144,7 +144,7 @@ class ShownImage:
         if request.negative_prompt:
             lines.append([("Negative prompt", request.negative_prompt)])
         lines.append(self._model_line(request))
-        lines.append(_sampling_line(request))
+        lines.append(_sampling_line(request, self._distilled()))
         lines.append(_mode_line(request))
         if request.mode is Mode.INPAINT:
             lines.append(_inpaint_line(request))
@@ -158,6 +158,12 @@ class ShownImage:
             lines.append([("Also in the image, not applied", also)])
         lines.append(self._origin_line())
         return lines
+
+    def _distilled(self) -> bool:
+        """Whether the image's model took the distilled guidance (Flux.1 dev)."""
+        if self.record is not None:
+            return bool(self.record.extra.get("distilled_guidance"))
+        return self.settings is not None and "distilled_guidance" in self.settings.read
 
     def _model_line(self, request: GenerationRequest) -> Line:
         model = self.model_name or request.model
@@ -187,7 +193,7 @@ class ShownImage:
         return line
 
 
-def _sampling_line(request: GenerationRequest) -> Line:
+def _sampling_line(request: GenerationRequest, distilled: bool) -> Line:
     sampler = request.sampler
     if request.schedule != samplers.AUTOMATIC:
         sampler = f"{sampler} · {request.schedule}"
@@ -196,6 +202,7 @@ def _sampling_line(request: GenerationRequest) -> Line:
         ("Sampler", sampler),
         ("Steps", str(request.steps)),
         ("CFG scale", f"{request.guidance_scale:g}"),
+        *([("Distilled CFG scale", f"{request.distilled_guidance:g}")] if distilled else []),
         ("Seed", seed),
         ("Size", f"{request.width}×{request.height}"),
     ]
