@@ -34,7 +34,7 @@ def test_generate_lists_and_reruns_a_flux_model(
     status, out, _ = run_models("list", "--json")
     listing = json.loads(out[out.index("[") :])
     assert [(e["name"], e["family"], e["family_label"]) for e in listing] == [
-        ("tiny-flux-dev", "flux1", "Flux.1")
+        ("tiny-flux-dev", "flux1", "Flux.1 dev")
     ]
     code, events, err = run_cli(
         capsys,

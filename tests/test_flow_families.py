@@ -83,7 +83,8 @@ def test_folders_are_recognised_by_their_pipeline(
     assert detect_family(tiny_sd3).family is Family.SD3
     assert detect_family(tiny_zimage).family is Family.ZIMAGE
     assert detect_family(tiny_qwen).family is Family.QWEN_IMAGE
-    assert detect_family(tiny_flux).label == "Flux.1"
+    assert detect_family(tiny_flux).label == "Flux.1 dev"
+    assert detect_family(tiny_sd3).label == "SD 3.x Medium"
     assert detect_family(tiny_qwen).label == "Qwen-Image"
 
 
@@ -138,6 +139,7 @@ def test_img2img_and_inpaint_keep_the_source_outside_the_mask(
 def test_flux_dev_records_its_distilled_guidance_and_schnell_does_not(
     engine: Engine, tiny_flux: Path, tiny_schnell: Path
 ) -> None:
+    assert detect_family(tiny_schnell).label == "Flux.1 schnell"
     [dev] = engine.generate(flow_request(tiny_flux, distilled_guidance=2.5))
     text = format_parameters(dev.record.request, extra=dev.record.extra)
     assert "CFG scale: 1, Distilled CFG Scale: 2.5" in text

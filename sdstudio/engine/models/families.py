@@ -80,11 +80,16 @@ class ModelInfo:
     family: Family
     inpainting: bool = False
     prediction_type: str | None = None
+    variant: str = ""
+    """Which model of the family, where its config tells (``"dev"``, ``"schnell"``,
+    ``"Large"``)."""
 
     @property
     def label(self) -> str:
-        """A name for users, such as ``"SD 1.x inpainting"``."""
+        """A name for users, such as ``"SD 1.x inpainting"`` or ``"Flux.1 dev"``."""
         label = _LABELS[self.family]
+        if self.variant:
+            label += f" {self.variant}"
         if self.inpainting:
             label += " inpainting"
         if self.prediction_type == "v_prediction":
@@ -141,7 +146,7 @@ def detect_folder_family(folder: Path) -> ModelInfo:
         raise ModelError(f"{folder.name} is not a readable diffusers model folder.")
     flow = family_of_pipeline(str(index.get("_class_name")))
     if flow is not None and flow.flow:
-        return ModelInfo(Family(flow.id))
+        return ModelInfo(Family(flow.id), variant=_variant(Family(flow.id), folder))
     try:
         unet = json.loads((folder / "unet" / "config.json").read_text("utf-8"))
     except (OSError, ValueError) as error:
@@ -166,6 +171,22 @@ def detect_folder_family(folder: Path) -> ModelInfo:
     if family is Family.SDXL and "text_encoder" not in index:
         family = Family.SDXL_REFINER
     return ModelInfo(family, unet.get("in_channels") == 9, prediction)
+
+
+def _variant(family: Family, folder: Path) -> str:
+    """The variant a transformer's config tells: Flux.1 dev (a guidance embedding) or
+    schnell; SD 3.x Large (38 blocks) or Medium."""
+    try:
+        config = json.loads((folder / "transformer" / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(config, dict):
+        return ""
+    if family is Family.FLUX1:
+        return "dev" if config.get("guidance_embeds") else "schnell"
+    if family is Family.SD3 and isinstance(config.get("num_layers"), int):
+        return "Large" if config["num_layers"] >= 38 else "Medium"
+    return ""
 
 
 def with_sidecar_prediction(info: ModelInfo, checkpoint: Path) -> ModelInfo:
