@@ -186,3 +186,41 @@ def test_every_offered_flow_sampler_generates_reproducibly(
             assert np.array_equal(pixels(a.image), pixels(b.image)), (name, schedule)
     with pytest.raises(InvalidRequest):
         next(engine.generate(flow_request(model, sampler="DPM++ 2M SDE", schedule="Karras")))
+
+
+@pytest.fixture(scope="module")
+def tiny_klein(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sdstudio.testing.tiny_flow import save_tiny_flux2_klein
+
+    return save_tiny_flux2_klein(tmp_path_factory.mktemp("models") / "tiny-flux2-klein")
+
+
+def test_flux2_klein_makes_and_inpaints_but_has_no_img2img(
+    engine: Engine, tiny_klein: Path, init_image: Path, mask_image: Path
+) -> None:
+    assert detect_family(tiny_klein).family is Family.FLUX2_KLEIN
+    statuses: list[str] = []
+    events: list[Progress] = []
+    job = flow_request(tiny_klein, negative_prompt="blurry")
+    [first] = engine.generate(job, on_status=statuses.append, on_progress=events.append)
+    assert [e.step for e in events] == [1, 2, 3]
+    assert any("take no negative prompt" in s for s in statuses)
+    [again] = engine.generate(first.record.request)
+    assert np.array_equal(pixels(first.image), pixels(again.image))
+    inpaint = flow_request(
+        tiny_klein,
+        mode=Mode.INPAINT,
+        init_image=str(init_image),
+        mask=str(mask_image),
+        strength=0.9,
+        width=80,
+        height=64,
+    )
+    [painted] = engine.generate(inpaint)
+    stored = painted.record.request
+    with Image.open(stored.init_image or "") as source, Image.open(stored.mask or "") as mask:
+        outside = np.asarray(blur_mask(mask.convert("L"), 4)) == 0
+        assert np.array_equal(pixels(painted.image)[outside], pixels(source)[outside])
+    img2img = flow_request(tiny_klein, mode=Mode.IMG2IMG, init_image=str(init_image))
+    with pytest.raises(InvalidRequest, match="no image-to-image with a strength"):
+        next(engine.generate(img2img))

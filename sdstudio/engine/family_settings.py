@@ -41,6 +41,13 @@ def check_family_settings(
             f"Masked content {request.masked_content.value} is not available for "
             f"{family.label} models; use original or fill."
         )
+    if request.mode is Mode.IMG2IMG and not family.img2img:
+        raise InvalidRequest(
+            f"{family.label} models have no image-to-image with a strength; "
+            "paint a mask to inpaint, or generate from text."
+        )
+    if request.negative_prompt.strip() and not family.negative_prompt and on_status:
+        on_status(f"{family.label} models take no negative prompt; it is not used.")
     if family.prompting is not Prompting.PLAIN or on_status is None:
         return
     if request.clip_skip > 1:
@@ -54,6 +61,9 @@ def check_family_settings(
         )
 
 
-def plain_arguments(prompt: str, negative_prompt: str) -> dict[str, Any]:
-    """The prompts as text, without A1111's markup (for T5 and LLM text encoders)."""
+def plain_arguments(family: ModelFamily, prompt: str, negative_prompt: str) -> dict[str, Any]:
+    """The prompts as text, without A1111's markup (for T5 and LLM text encoders); no
+    negative prompt for a family whose pipelines take none."""
+    if not family.negative_prompt:
+        return {"prompt": plain_text(prompt)}
     return {"prompt": plain_text(prompt), "negative_prompt": plain_text(negative_prompt) or None}

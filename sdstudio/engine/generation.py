@@ -260,7 +260,7 @@ class Engine:
         )
         model = self.pipelines.model
         if model is not None and model.family.prompting is Prompting.PLAIN:
-            return plain_arguments(request.prompt, request.negative_prompt)
+            return plain_arguments(model.family, request.prompt, request.negative_prompt)
         encoder = getattr(pipe, "text_encoder", None)
         cached = self._prompt_cache
         if cached is not None and encoder is not None:

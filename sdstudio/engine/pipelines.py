@@ -231,10 +231,16 @@ class PipelineManager:
         return load_single_file(path, dtype=self.device.dtype, config=self.single_file_config)
 
     def _derive(self, task: str) -> Any:
+        import diffusers
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
         base = next(iter(self._pipes.values()))
-        factory = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForInpainting
+        assert self._model is not None
+        named = self._model.family.derived.get(task)
+        if named is not None:
+            factory: Any = getattr(diffusers, named)
+        else:
+            factory = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForInpainting
         pipe = factory.from_pipe(base)
         pipe.set_progress_bar_config(disable=True)
         return pipe

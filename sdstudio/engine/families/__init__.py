@@ -5,13 +5,21 @@ Adding a family is one new module with its :class:`ModelFamily` and one line her
 
 from __future__ import annotations
 
-from sdstudio.engine.families import flux, qwen_image, sd, sd3, zimage
+from sdstudio.engine.families import flux, flux2, qwen_image, sd, sd3, zimage
 from sdstudio.engine.families.base import ModelFamily, Prompting
 
 __all__ = ["FAMILIES", "ModelFamily", "Prompting", "family", "family_of_pipeline"]
 
 FAMILIES: dict[str, ModelFamily] = {
-    f.id: f for f in (*sd.FAMILIES, sd3.SD3, flux.FLUX1, zimage.ZIMAGE, qwen_image.QWEN_IMAGE)
+    f.id: f
+    for f in (
+        *sd.FAMILIES,
+        sd3.SD3,
+        flux.FLUX1,
+        flux2.FLUX2_KLEIN,
+        zimage.ZIMAGE,
+        qwen_image.QWEN_IMAGE,
+    )
 }
 _BY_PIPELINE = {name: f for f in FAMILIES.values() for name in f.pipelines}
 

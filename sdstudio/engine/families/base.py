@@ -8,7 +8,7 @@ a model belongs to.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,13 @@ class ModelFamily:
     being the guidance embedding some of its models have)."""
     latent_masking: bool = True
     """Whether inpainting can start the masked area from latent noise or zeros."""
+    img2img: bool = True
+    """Whether it has an image-to-image pipeline (with a strength)."""
+    negative_prompt: bool = True
+    """Whether its pipelines take a negative prompt."""
+    derived: Mapping[str, str] = field(default_factory=dict)
+    """Pipeline classes for ``"img2img"`` or ``"inpaint"`` that diffusers' auto
+    pipelines do not find from the base pipeline."""
     size_multiple: int = 8
     """Width and height must be multiples of this (16 for 2x2-patch transformers)."""
     default_steps: int = 20

@@ -43,6 +43,7 @@ class Family(StrEnum):
     SDXL_REFINER = "sdxl-refiner"
     SD3 = "sd3"
     FLUX1 = "flux1"
+    FLUX2_KLEIN = "flux2-klein"
     ZIMAGE = "zimage"
     QWEN_IMAGE = "qwen-image"
     UNKNOWN = "unknown"
@@ -57,6 +58,7 @@ _LABELS = {
     Family.SDXL_REFINER: "SDXL refiner",
     Family.SD3: "SD 3.x",
     Family.FLUX1: "Flux.1",
+    Family.FLUX2_KLEIN: "Flux.2 Klein",
     Family.ZIMAGE: "Z-Image",
     Family.QWEN_IMAGE: "Qwen-Image",
     Family.UNKNOWN: "unknown model type",

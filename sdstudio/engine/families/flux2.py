@@ -1,0 +1,29 @@
+"""Flux.2 Klein (4B, 9B): a flow-matching transformer with a Qwen3 text encoder and a
+32-channel VAE, latents packed in 2x2 patches (128 values per patch).
+
+Its own pipeline takes images as references to edit from, not as an image-to-image
+start with a strength, so it offers text to image and inpainting. The distilled
+versions take 4 steps without guidance; it takes no negative prompt.
+"""
+
+from __future__ import annotations
+
+from sdstudio.engine.families.base import ModelFamily, Prompting
+
+FLUX2_KLEIN = ModelFamily(
+    "flux2-klein",
+    "Flux.2 Klein",
+    frozenset({"Flux2KleinPipeline", "Flux2KleinInpaintPipeline"}),
+    native_size=1024,
+    flow=True,
+    prompting=Prompting.PLAIN,
+    latent_masking=False,
+    img2img=False,
+    negative_prompt=False,
+    derived={"inpaint": "Flux2KleinInpaintPipeline"},
+    size_multiple=16,
+    default_steps=4,
+    default_guidance=1.0,
+    few_steps=4,
+    few_guidance=1.0,
+)
