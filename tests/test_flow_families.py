@@ -76,6 +76,13 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB")).astype(int)
 
 
+def assert_source_kept_outside_the_mask(result) -> None:
+    stored = result.record.request
+    with Image.open(stored.init_image or "") as source, Image.open(stored.mask or "") as mask:
+        outside = np.asarray(blur_mask(mask.convert("L"), 4)) == 0
+        assert np.array_equal(pixels(result.image)[outside], pixels(source)[outside])
+
+
 def test_folders_are_recognised_by_their_pipeline(
     tiny_flux: Path, tiny_sd3: Path, tiny_zimage: Path, tiny_qwen: Path
 ) -> None:
@@ -126,10 +133,7 @@ def test_img2img_and_inpaint_keep_the_source_outside_the_mask(
         height=64,
     )
     [painted] = engine.generate(inpaint)
-    stored = painted.record.request
-    with Image.open(stored.init_image or "") as source, Image.open(stored.mask or "") as mask:
-        outside = np.asarray(blur_mask(mask.convert("L"), 4)) == 0
-        assert np.array_equal(pixels(painted.image)[outside], pixels(source)[outside])
+    assert_source_kept_outside_the_mask(painted)
     with pytest.raises(InvalidRequest, match="latent-noise is not available for"):
         next(engine.generate(inpaint.replace(masked_content=MaskedContent.LATENT_NOISE)))
     with pytest.raises(InvalidRequest, match=r"of 16, not 80x72 \(the nearest is 80x64\)"):
@@ -217,10 +221,7 @@ def test_flux2_klein_makes_and_inpaints_but_has_no_img2img(
         height=64,
     )
     [painted] = engine.generate(inpaint)
-    stored = painted.record.request
-    with Image.open(stored.init_image or "") as source, Image.open(stored.mask or "") as mask:
-        outside = np.asarray(blur_mask(mask.convert("L"), 4)) == 0
-        assert np.array_equal(pixels(painted.image)[outside], pixels(source)[outside])
+    assert_source_kept_outside_the_mask(painted)
     img2img = flow_request(tiny_klein, mode=Mode.IMG2IMG, init_image=str(init_image))
     with pytest.raises(InvalidRequest, match="no image-to-image with a strength"):
         next(engine.generate(img2img))

@@ -177,31 +177,13 @@ class FlowHeunScheduler(FlowMatchHeunDiscreteScheduler):
         self.sigmas = torch.cat([flow_sigmas[:1], inner, flow_sigmas[-1:]])
 
 
-class FlowDPMSolverMultistepScheduler(DPMSolverMultistepScheduler):
-    """diffusers' DPM-Solver(++) with flow prediction, on the shared flow schedule."""
+class _OnFlowSigmas:
+    """A multistep solver run on the shared flow schedule: it takes the flow-matching
+    ``set_timesteps`` arguments and noises images as the flow Euler scheduler does."""
 
-    scale_noise = FlowMatchEulerDiscreteScheduler.scale_noise
-
-    # The flow-matching Euler scheduler's arguments (sigmas before mu), as pipelines pass them.
-    def set_timesteps(  # type: ignore[override]
-        self,
-        num_inference_steps: int | None = None,
-        device: Any = None,
-        sigmas: Any = None,
-        mu: float | None = None,
-        timesteps: Any = None,
-    ) -> None:
-        """Set the schedule for a run from the pipeline's sigmas and mu."""
-        flow_sigmas, flow_timesteps = flow_schedule(
-            self.config, num_inference_steps, device, sigmas, mu, timesteps
-        )
-        super().set_timesteps(num_inference_steps=len(flow_timesteps), device=device)
-        self.sigmas, self.timesteps = _below_one(flow_sigmas), flow_timesteps
-
-
-class FlowUniPCMultistepScheduler(UniPCMultistepScheduler):
-    """diffusers' UniPC with flow prediction, on the shared flow schedule."""
-
+    config: Any
+    sigmas: Any
+    timesteps: Any
     scale_noise = FlowMatchEulerDiscreteScheduler.scale_noise
 
     def set_timesteps(
@@ -216,9 +198,25 @@ class FlowUniPCMultistepScheduler(UniPCMultistepScheduler):
         flow_sigmas, flow_timesteps = flow_schedule(
             self.config, num_inference_steps, device, sigmas, mu, timesteps
         )
-        # diffusers annotates UniPC's mu as a bool; it is the float the pipelines pass.
-        super().set_timesteps(len(flow_timesteps), device, mu=mu)  # type: ignore[arg-type]
+        self._prepare_solver(len(flow_timesteps), device, mu)
         self.sigmas, self.timesteps = _below_one(flow_sigmas), flow_timesteps
+
+    def _prepare_solver(self, steps: int, device: Any, mu: float | None) -> None:
+        raise NotImplementedError
+
+
+class FlowDPMSolverMultistepScheduler(_OnFlowSigmas, DPMSolverMultistepScheduler):  # type: ignore[misc]
+    """diffusers' DPM-Solver(++) with flow prediction, on the shared flow schedule."""
+
+    def _prepare_solver(self, steps: int, device: Any, mu: float | None) -> None:
+        DPMSolverMultistepScheduler.set_timesteps(self, num_inference_steps=steps, device=device)
+
+
+class FlowUniPCMultistepScheduler(_OnFlowSigmas, UniPCMultistepScheduler):  # type: ignore[misc]
+    """diffusers' UniPC with flow prediction, on the shared flow schedule."""
+
+    def _prepare_solver(self, steps: int, device: Any, mu: float | None) -> None:
+        UniPCMultistepScheduler.set_timesteps(self, steps, device, mu=mu)
 
     def stretch_shift_to_terminal(self, t: Any) -> Any:
         """Stretch the sigmas to the model's terminal sigma; one sigma stays as it is."""

@@ -321,11 +321,17 @@ class Engine:
             log.debug("Could not empty the device cache", exc_info=True)
 
 
+_TAKES_SIZE: dict[type, bool] = {}
+
+
 def takes_size(pipe: Any) -> bool:
-    """Whether a pipeline's call takes ``width`` and ``height``."""
+    """Whether a pipeline's call takes ``width`` and ``height`` (read once per class)."""
     import inspect
 
-    return "width" in inspect.signature(type(pipe).__call__).parameters
+    kind = type(pipe)
+    if kind not in _TAKES_SIZE:
+        _TAKES_SIZE[kind] = "width" in inspect.signature(kind.__call__).parameters
+    return _TAKES_SIZE[kind]
 
 
 def initial_noise(pipe: Any, width: int, height: int, generator: Any) -> Any | None:

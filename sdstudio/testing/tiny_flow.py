@@ -15,30 +15,32 @@ of the real classes (CLIP, T5, Qwen2.5-VL, Qwen3).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sdstudio.testing.tiny_parts import (
+    CLIP_HIDDEN,
+    FLUX_VAE_SCALING,
+    QWEN_HIDDEN,
+    SD3_VAE_SCALING,
+    T5_HIDDEN,
+    TokenizerWriters,
+    clip_text,
+    flow_scheduler,
+    in_memory,
+    kl_vae,
+    load_tokenizers,
+    qwen3_config,
+    qwen_writers,
+    save,
+    t5_encoder,
+)
 from sdstudio.testing.tiny_tokenizers import (
     QWEN3_CHAT_TEMPLATE,
     QWEN25_VL_CHAT_TEMPLATE,
-    write_tiny_qwen_tokenizer,
     write_tiny_t5_tokenizer,
 )
 from sdstudio.testing.vocab import write_tiny_clip_tokenizer
-
-CLIP_HIDDEN = 32
-T5_HIDDEN = 64
-QWEN_HIDDEN = 32
-
-# Real FLUX.1 VAE (shared by Z-Image) and SD3 VAE latent statistics.
-_FLUX_VAE_SCALING = (0.3611, 0.1159)
-_SD3_VAE_SCALING = (1.5305, 0.0609)
-
-TokenizerWriters = dict[str, Callable[[Path], Any]]
-
 
 # --- public API --------------------------------------------------------------
 
@@ -46,192 +48,53 @@ TokenizerWriters = dict[str, Callable[[Path], Any]]
 def build_tiny_flux(*, guidance_embeds: bool = False, seed: int = 0) -> Any:
     """A tiny ``FluxPipeline`` in memory: ``guidance_embeds=True`` is FLUX.1 dev's
     layout (distilled guidance), ``False`` schnell's."""
-    return _in_memory(lambda folder: _flux(folder, guidance_embeds=guidance_embeds, seed=seed))
+    return in_memory(lambda folder: _flux(folder, guidance_embeds=guidance_embeds, seed=seed))
 
 
 def save_tiny_flux(directory: str | Path, *, guidance_embeds: bool = False, seed: int = 0) -> Path:
     """Save a tiny random FLUX.1 model (schnell layout, or dev with ``guidance_embeds``)."""
-    return _save(
-        directory, lambda folder: _flux(folder, guidance_embeds=guidance_embeds, seed=seed)
-    )
+    return save(directory, lambda folder: _flux(folder, guidance_embeds=guidance_embeds, seed=seed))
 
 
 def build_tiny_sd3(*, seed: int = 0) -> Any:
     """A tiny ``StableDiffusion3Pipeline`` in memory."""
-    return _in_memory(lambda folder: _sd3(folder, seed=seed))
+    return in_memory(lambda folder: _sd3(folder, seed=seed))
 
 
 def save_tiny_sd3(directory: str | Path, *, seed: int = 0) -> Path:
     """Save a tiny random Stable Diffusion 3 model."""
-    return _save(directory, lambda folder: _sd3(folder, seed=seed))
+    return save(directory, lambda folder: _sd3(folder, seed=seed))
 
 
 def build_tiny_zimage(*, seed: int = 0) -> Any:
     """A tiny ``ZImagePipeline`` in memory."""
-    return _in_memory(lambda folder: _zimage(folder, seed=seed))
+    return in_memory(lambda folder: _zimage(folder, seed=seed))
 
 
 def save_tiny_zimage(directory: str | Path, *, seed: int = 0) -> Path:
     """Save a tiny random Z-Image model (Turbo's scheduler)."""
-    return _save(directory, lambda folder: _zimage(folder, seed=seed))
+    return save(directory, lambda folder: _zimage(folder, seed=seed))
 
 
 def build_tiny_qwen_image(*, seed: int = 0) -> Any:
     """A tiny ``QwenImagePipeline`` in memory."""
-    return _in_memory(lambda folder: _qwen_image(folder, seed=seed))
+    return in_memory(lambda folder: _qwen_image(folder, seed=seed))
 
 
 def save_tiny_qwen_image(directory: str | Path, *, seed: int = 0) -> Path:
     """Save a tiny random Qwen-Image model."""
-    return _save(directory, lambda folder: _qwen_image(folder, seed=seed))
+    return save(directory, lambda folder: _qwen_image(folder, seed=seed))
 
 
 def build_tiny_flux2_klein(*, distilled: bool = True, seed: int = 0) -> Any:
     """A tiny ``Flux2KleinPipeline`` in memory (``distilled=False`` is the base model,
     which applies classifier-free guidance)."""
-    return _in_memory(lambda folder: _flux2_klein(folder, distilled=distilled, seed=seed))
+    return in_memory(lambda folder: _flux2_klein(folder, distilled=distilled, seed=seed))
 
 
 def save_tiny_flux2_klein(directory: str | Path, *, distilled: bool = True, seed: int = 0) -> Path:
     """Save a tiny random FLUX.2 klein model."""
-    return _save(directory, lambda folder: _flux2_klein(folder, distilled=distilled, seed=seed))
-
-
-# --- building and saving -----------------------------------------------------
-
-
-Builder = Callable[[Path], tuple[Any, TokenizerWriters]]
-
-
-def _in_memory(build: Builder) -> Any:
-    with tempfile.TemporaryDirectory(prefix="sdstudio-tiny-") as tmp:
-        pipe, _ = build(Path(tmp))
-        return pipe
-
-
-def _save(directory: str | Path, build: Builder) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="sdstudio-tiny-") as tmp:
-        pipe, writers = build(Path(tmp))
-    pipe.save_pretrained(directory, safe_serialization=True)
-    # Write each tokenizer folder from its source, so the files on disk are the
-    # small, deterministic ones built here rather than a library's re-save.
-    for name, write in writers.items():
-        shutil.rmtree(directory / name, ignore_errors=True)
-        write(directory / name)
-    return directory
-
-
-def _tokenizers(folder: Path, writers: TokenizerWriters) -> dict[str, Any]:
-    """Write each tokenizer under ``folder`` and load it with its pipeline's class."""
-    from transformers import AutoTokenizer, CLIPTokenizer
-
-    loaded: dict[str, Any] = {}
-    for name, write in writers.items():
-        path = write(folder / name)
-        if (path / "vocab.json").exists():
-            loaded[name] = CLIPTokenizer.from_pretrained(path, model_max_length=77)
-        else:
-            loaded[name] = AutoTokenizer.from_pretrained(path)
-    return loaded
-
-
-def _flow_scheduler(**config: Any) -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, **config)
-
-
-def _kl_vae(seed: int, *, scaling: tuple[float, float]) -> Any:
-    """The FLUX.1 / SD3 VAE layout: 16 latent channels, four levels (scale factor 8)."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=8,
-        sample_size=64,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        scaling_factor=scaling[0],
-        shift_factor=scaling[1],
-    )
-
-
-def _clip_text(seed: int, tokenizer: Any, *, hidden: int, projection: bool) -> Any:
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=77,
-        projection_dim=hidden,
-        hidden_act="gelu",
-    )
-    model_class = CLIPTextModelWithProjection if projection else CLIPTextModel
-    return model_class(config).eval()
-
-
-def _t5_encoder(seed: int, tokenizer: Any, *, hidden: int = T5_HIDDEN) -> Any:
-    import torch
-    from transformers import T5Config, T5EncoderModel
-
-    torch.manual_seed(seed)
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=hidden,
-        d_kv=16,
-        d_ff=hidden,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0,
-        is_encoder_decoder=False,
-        use_cache=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    return T5EncoderModel(config).eval()
-
-
-def _qwen3_config(tokenizer: Any, *, layers: int) -> Any:
-    from transformers import Qwen3Config
-
-    return Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=QWEN_HIDDEN,
-        intermediate_size=2 * QWEN_HIDDEN,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=2048,
-        rope_theta=1000000.0,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
+    return save(directory, lambda folder: _flux2_klein(folder, distilled=distilled, seed=seed))
 
 
 # --- the families ------------------------------------------------------------
@@ -245,7 +108,7 @@ def _flux(folder: Path, *, guidance_embeds: bool, seed: int) -> tuple[Any, Token
         "tokenizer": write_tiny_clip_tokenizer,
         "tokenizer_2": write_tiny_t5_tokenizer,
     }
-    tokenizers = _tokenizers(folder, writers)
+    tokenizers = load_tokenizers(folder, writers)
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -260,7 +123,7 @@ def _flux(folder: Path, *, guidance_embeds: bool, seed: int) -> tuple[Any, Token
         axes_dims_rope=(4, 6, 6),
     )
     pipe = FluxPipeline(
-        scheduler=_flow_scheduler(
+        scheduler=flow_scheduler(
             shift=3.0,
             use_dynamic_shifting=True,
             base_shift=0.5,
@@ -268,12 +131,10 @@ def _flux(folder: Path, *, guidance_embeds: bool, seed: int) -> tuple[Any, Token
             base_image_seq_len=256,
             max_image_seq_len=4096,
         ),
-        vae=_kl_vae(seed, scaling=_FLUX_VAE_SCALING),
-        text_encoder=_clip_text(
-            seed, tokenizers["tokenizer"], hidden=CLIP_HIDDEN, projection=False
-        ),
+        vae=kl_vae(seed, scaling=FLUX_VAE_SCALING),
+        text_encoder=clip_text(seed, tokenizers["tokenizer"], hidden=CLIP_HIDDEN, projection=False),
         tokenizer=tokenizers["tokenizer"],
-        text_encoder_2=_t5_encoder(seed, tokenizers["tokenizer_2"]),
+        text_encoder_2=t5_encoder(seed, tokenizers["tokenizer_2"]),
         tokenizer_2=tokenizers["tokenizer_2"],
         transformer=transformer,
         image_encoder=None,
@@ -291,7 +152,7 @@ def _sd3(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
         "tokenizer_2": write_tiny_clip_tokenizer,
         "tokenizer_3": write_tiny_t5_tokenizer,
     }
-    tokenizers = _tokenizers(folder, writers)
+    tokenizers = load_tokenizers(folder, writers)
     # CLIP-L and CLIP-G widths differ, as in the real model; their hidden states
     # are concatenated and zero-padded to the T5 width.
     clip_l, clip_g = CLIP_HIDDEN, 2 * CLIP_HIDDEN
@@ -312,15 +173,15 @@ def _sd3(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
     )
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
-        scheduler=_flow_scheduler(shift=3.0),
-        vae=_kl_vae(seed, scaling=_SD3_VAE_SCALING),
-        text_encoder=_clip_text(seed, tokenizers["tokenizer"], hidden=clip_l, projection=True),
+        scheduler=flow_scheduler(shift=3.0),
+        vae=kl_vae(seed, scaling=SD3_VAE_SCALING),
+        text_encoder=clip_text(seed, tokenizers["tokenizer"], hidden=clip_l, projection=True),
         tokenizer=tokenizers["tokenizer"],
-        text_encoder_2=_clip_text(
+        text_encoder_2=clip_text(
             seed + 1, tokenizers["tokenizer_2"], hidden=clip_g, projection=True
         ),
         tokenizer_2=tokenizers["tokenizer_2"],
-        text_encoder_3=_t5_encoder(seed, tokenizers["tokenizer_3"], hidden=t5_hidden),
+        text_encoder_3=t5_encoder(seed, tokenizers["tokenizer_3"], hidden=t5_hidden),
         tokenizer_3=tokenizers["tokenizer_3"],
         image_encoder=None,
         feature_extractor=None,
@@ -333,12 +194,8 @@ def _zimage(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
     from diffusers import ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Model
 
-    writers: TokenizerWriters = {
-        "tokenizer": lambda path: write_tiny_qwen_tokenizer(
-            path, chat_template=QWEN3_CHAT_TEMPLATE
-        ),
-    }
-    tokenizer = _tokenizers(folder, writers)["tokenizer"]
+    writers = qwen_writers(QWEN3_CHAT_TEMPLATE)
+    tokenizer = load_tokenizers(folder, writers)["tokenizer"]
     torch.manual_seed(seed)
     transformer = ZImageTransformer2DModel(
         all_patch_size=(2,),
@@ -362,10 +219,10 @@ def _zimage(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
         for pad in (transformer.x_pad_token, transformer.cap_pad_token):
             pad.copy_(torch.linspace(-1, 1, pad.numel()).view_as(pad))
     torch.manual_seed(seed)
-    text_encoder = Qwen3Model(_qwen3_config(tokenizer, layers=2)).eval()
+    text_encoder = Qwen3Model(qwen3_config(tokenizer, layers=2)).eval()
     pipe = ZImagePipeline(
-        scheduler=_flow_scheduler(shift=3.0, use_dynamic_shifting=False),
-        vae=_kl_vae(seed, scaling=_FLUX_VAE_SCALING),
+        scheduler=flow_scheduler(shift=3.0, use_dynamic_shifting=False),
+        vae=kl_vae(seed, scaling=FLUX_VAE_SCALING),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         transformer=transformer,
@@ -378,12 +235,8 @@ def _qwen_image(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
     from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    writers: TokenizerWriters = {
-        "tokenizer": lambda path: write_tiny_qwen_tokenizer(
-            path, chat_template=QWEN25_VL_CHAT_TEMPLATE
-        ),
-    }
-    tokenizer = _tokenizers(folder, writers)["tokenizer"]
+    writers = qwen_writers(QWEN25_VL_CHAT_TEMPLATE)
+    tokenizer = load_tokenizers(folder, writers)["tokenizer"]
     torch.manual_seed(seed)
     transformer = QwenImageTransformer2DModel(
         patch_size=2,
@@ -438,7 +291,7 @@ def _qwen_image(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
     torch.manual_seed(seed)
     text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
     pipe = QwenImagePipeline(
-        scheduler=_flow_scheduler(
+        scheduler=flow_scheduler(
             shift=1.0,
             use_dynamic_shifting=True,
             base_shift=0.5,
@@ -461,12 +314,8 @@ def _flux2_klein(folder: Path, *, distilled: bool, seed: int) -> tuple[Any, Toke
     from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
     from transformers import Qwen3ForCausalLM
 
-    writers: TokenizerWriters = {
-        "tokenizer": lambda path: write_tiny_qwen_tokenizer(
-            path, chat_template=QWEN3_CHAT_TEMPLATE
-        ),
-    }
-    tokenizer = _tokenizers(folder, writers)["tokenizer"]
+    writers = qwen_writers(QWEN3_CHAT_TEMPLATE)
+    tokenizer = load_tokenizers(folder, writers)["tokenizer"]
     # The pipeline stacks the hidden states of layers 9, 18 and 27 by default
     # (of 36 in Qwen3-4B), so the text encoder keeps the real depth.
     out_layers = 3
@@ -496,9 +345,9 @@ def _flux2_klein(folder: Path, *, distilled: bool, seed: int) -> tuple[Any, Toke
         sample_size=64,
     )
     torch.manual_seed(seed)
-    text_encoder = Qwen3ForCausalLM(_qwen3_config(tokenizer, layers=36)).eval()
+    text_encoder = Qwen3ForCausalLM(qwen3_config(tokenizer, layers=36)).eval()
     pipe = Flux2KleinPipeline(
-        scheduler=_flow_scheduler(
+        scheduler=flow_scheduler(
             shift=3.0,
             use_dynamic_shifting=True,
             base_shift=0.5,
