@@ -24,6 +24,7 @@ from sdstudio.cli.report import Reporter
 from sdstudio.cli.source_options import add_source_options, source_options
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.models.lookup import ModelFinder, is_inside
+from sdstudio.engine.models.split_layout import file_names
 from sdstudio.engine.request import GenerationRequest, Mode, round_to_multiple_of_8
 from sdstudio.logs import quiet_third_party
 
@@ -70,6 +71,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="VAE file or name to use instead of the model's own ('none': the model's own; "
         "default: the VAE chosen for the model with 'models vae')",
     )
+    generate.add_argument(
+        "--text-encoder",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="a text encoder file (or its name in the text-encoder folders) for a model kept "
+        "as a transformer file alone; repeat for each (default: the fitting files found)",
+    )
     _add_run_options(generate)
 
     info = commands.add_parser("info", help="show the generation settings stored in an image")
@@ -84,6 +93,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     rerun.add_argument("--seed", type=int, default=None, help="use this seed instead")
     rerun.add_argument(
         "--vae", default=None, help="use this VAE instead of the recorded one ('none': the model's)"
+    )
+    rerun.add_argument(
+        "--text-encoder",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="use these text encoders instead of the recorded ones (repeat for each)",
     )
     _add_run_options(rerun)
 
@@ -155,7 +171,16 @@ def _request_from_arguments(
         strength=args.strength if args.init_image else 0.75,
         vae=_vae_argument(args.vae),
         distilled_guidance=args.distilled_cfg,
+        text_encoders=_text_encoder_arguments(args.text_encoder),
         **source_options(args),
+    )
+
+
+def _text_encoder_arguments(values: list[str] | None) -> tuple[str, ...]:
+    """``--text-encoder``: paths made absolute, names kept to find in the folders."""
+    return tuple(
+        str(Path(value).expanduser().resolve()) if os.path.exists(value) else value
+        for value in values or ()
     )
 
 
@@ -214,6 +239,11 @@ def _request_to_rerun(
         vae = recorded_vae(request.vae, context)
         if vae != request.vae:
             changes["vae"] = vae
+    if args.text_encoder is not None:
+        changes["text_encoders"] = _text_encoder_arguments(args.text_encoder)
+    elif not trusted and request.text_encoders:
+        # A file's record names parts only by file name, looked up in the part folders.
+        changes["text_encoders"] = file_names(request.text_encoders)
     for name in ("init_image", "mask"):
         _check_source_image(getattr(request, name), name, source, context.paths.inputs_dir)
     return request.replace(**changes) if changes else request
@@ -267,6 +297,7 @@ def _run(
         paths.inputs_dir,
         networks=networks,
         vae_dirs=lambda: network_folders(paths, context.settings, "vae"),
+        text_encoder_dirs=lambda: network_folders(paths, context.settings, "text_encoder"),
     )
     library = context.library
     if args.out:

@@ -159,10 +159,10 @@ def _download(
 
 
 def _line(entry: ModelEntry) -> str:
-    few = " few-step" if entry.few_step else ""
+    flags = "".join(f" {flag}" for flag in entry.flags)
     return (
-        f"{entry.name:<32} {entry.kind:<10} {entry.family_label:<18} {entry.format:<11} "
-        f"{_size(entry.size_bytes):>9}  {entry.source:<11}{few}  {entry.path}"
+        f"{entry.name:<32} {entry.kind:<12} {entry.family_label:<18} {entry.format:<11} "
+        f"{_size(entry.size_bytes):>9}  {entry.source:<11}{flags}  {entry.path}"
     )
 
 

@@ -22,12 +22,19 @@ from PIL import Image
 
 import sdstudio
 from sdstudio.engine import prompt_embeds, samplers
-from sdstudio.engine.errors import GenerationCancelled, OutOfMemory, SdStudioError
+from sdstudio.engine.errors import GenerationCancelled, InvalidRequest, OutOfMemory, SdStudioError
 from sdstudio.engine.families import Prompting
 from sdstudio.engine.family_settings import check_family_settings, plain_arguments
 from sdstudio.engine.inpaint import latent_arguments
 from sdstudio.engine.inputs import Inputs, prepare_inputs
 from sdstudio.engine.metadata.record import ImageRecord
+from sdstudio.engine.models.split_layout import (
+    SplitModel,
+    complete,
+    module_names,
+    recorded_names,
+    transformer_part,
+)
 from sdstudio.engine.networks import ActiveNetworks, Networks, strip_notice
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.request import GenerationRequest, Mode
@@ -89,16 +96,20 @@ class Engine:
         previews: bool = True,
         networks: Networks | None = None,
         vae_dirs: Callable[[], Iterable[Path]] | None = None,
+        text_encoder_dirs: Callable[[], Iterable[Path]] | None = None,
     ) -> None:
         """``networks`` finds LoRAs and embeddings; without it LoRA tags are only removed.
 
-        ``vae_dirs`` gives the folders where a VAE named by file name is looked for.
+        ``vae_dirs`` and ``text_encoder_dirs`` give the folders where a VAE or a text
+        encoder named by file name is looked for (and where the parts of a transformer
+        kept alone are found).
         """
         self.pipelines = pipelines
         self.inputs_dir = inputs_dir
         self.previews = previews
         self.networks = networks
         self.vae_dirs = vae_dirs
+        self.text_encoder_dirs = text_encoder_dirs
         if networks is not None:
             pipelines.add_unload_listener(networks.forget)
         # The prompt arguments of the last prompt, with the text encoder they
@@ -128,10 +139,11 @@ class Engine:
         self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()
         samplers.check_names(request.sampler, request.schedule)  # before anything loads
+        request, split = self._complete_split(request, on_status)
         inputs = prepare_inputs(request, self.inputs_dir, on_status)
-        vae = self._find_vae(request.vae)
+        vae = self._find_vae(request.vae) if split is None else None
         cancel.raise_if_cancelled()
-        pipe = self.pipelines.pipeline(request.model, request.mode, on_status, vae=vae)
+        pipe = self.pipelines.pipeline(request.model, request.mode, on_status, vae=vae, split=split)
         model = self.pipelines.model
         assert model is not None
         family = model.family
@@ -143,6 +155,8 @@ class Engine:
             extra["distilled_guidance"] = True
         if vae is not None:
             extra["vae"] = {"name": vae_display_name(vae), "hash": self.pipelines.vae_hash()}
+        if split is not None:
+            extra["modules"] = module_names(split)
         for index, seed in enumerate(request.seeds()):
             cancel.raise_if_cancelled()
             started = time.perf_counter()
@@ -158,6 +172,31 @@ class Engine:
                 extra=extra,
             )
             yield GeneratedImage(image, record)
+
+    def _complete_split(
+        self, request: GenerationRequest, on_status: Callable[[str], None] | None
+    ) -> tuple[GenerationRequest, SplitModel | None]:
+        """For a model kept as a transformer file alone: the part files that complete it,
+        and the request naming them."""
+        part = transformer_part(self.pipelines.find_model(request.model))
+        if part is None:
+            if request.text_encoders:
+                raise InvalidRequest(
+                    "Text encoders are given only with a transformer file kept alone "
+                    "(ComfyUI's diffusion_models); this model has its own."
+                )
+            return request, None
+        split = complete(
+            self.pipelines.find_model(request.model),
+            part,
+            request.text_encoders,
+            request.vae,
+            text_dirs=self.text_encoder_dirs() if self.text_encoder_dirs else (),
+            vae_dirs=self.vae_dirs() if self.vae_dirs else (),
+            on_status=on_status,
+        )
+        encoders, vae = recorded_names(split, request.text_encoders, request.vae)
+        return request.replace(text_encoders=encoders, vae=vae), split
 
     def _find_vae(self, value: str) -> Path | None:
         if not value:

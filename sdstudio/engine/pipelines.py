@@ -23,6 +23,7 @@ from sdstudio.engine.families.sd import SD1
 from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.memory import MemoryPlan, free_memory, place, plan_memory, weights_bytes
 from sdstudio.engine.models.lookup import ModelFinder, display_name, hf_repo_id
+from sdstudio.engine.models.split_layout import SplitModel, assemble
 from sdstudio.engine.request import Mode
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class LoadedModel:
     single_file: bool
     inpainting: bool
     family: ModelFamily = SD1
+    split: SplitModel | None = None
+    """The part files it was assembled from, for a transformer kept alone."""
 
 
 class PipelineManager:
@@ -106,6 +109,10 @@ class PipelineManager:
             return ""
         return self._hashes.short_hash(self._vae)
 
+    def find_model(self, model: str) -> Path:
+        """The path of a request's model (a path or a name)."""
+        return self._find_model(model)
+
     def pipeline(
         self,
         model: str,
@@ -113,19 +120,21 @@ class PipelineManager:
         on_status: Callable[[str], None] | None = None,
         *,
         vae: Path | None = None,
+        split: SplitModel | None = None,
     ) -> Any:
         """The pipeline for ``mode`` on ``model``, loading the model if needed.
 
         An inpainting model (9-channel UNet) serves every mode through its
         inpainting pipeline; the engine then masks the whole image. ``vae``
-        replaces the model's own VAE (``None``: the model's own).
+        replaces the model's own VAE (``None``: the model's own). ``split`` gives the
+        part files of a model kept as a transformer file alone.
         """
         path = self._find_model(model)
-        if self._model is None or self._model.path != path:
+        if self._model is None or self._model.path != path or self._model.split != split:
             self.unload()
             if on_status:
                 on_status(f"Loading {hf_repo_id(path) or path.name}…")
-            self._load(path)
+            self._load(path, split)
         assert self._model is not None
         if vae != self._vae:
             self._switch_vae(vae, on_status)
@@ -136,8 +145,6 @@ class PipelineManager:
 
     def _switch_vae(self, vae: Path | None, on_status: Callable[[str], None] | None) -> None:
         """Put ``vae`` (or the model's own) into every pipeline of the model."""
-        from sdstudio.engine.vae import load_vae
-
         base = next(iter(self._pipes.values()))
         own = self._own_vae if self._own_vae is not None else base.vae
         if vae is None:
@@ -145,7 +152,7 @@ class PipelineManager:
         else:
             if on_status:
                 on_status(f"Loading the VAE {vae.name}…")
-            replacement = load_vae(vae, own)
+            replacement = self._load_vae(vae, own)
         for pipe in self._pipes.values():
             pipe.vae = replacement
         if self.memory_plan.cpu_offload:
@@ -155,6 +162,19 @@ class PipelineManager:
         self._own_vae = None if vae is None else own
         self._vae = vae
         log.info("VAE: %s", vae or "the model's own")
+
+    def _load_vae(self, vae: Path, own: Any) -> Any:
+        """A VAE file for the loaded model: an SD VAE fitted to the model's own, or a flow
+        family's VAE with that family's config."""
+        from sdstudio.engine.vae import load_vae
+
+        assert self._model is not None
+        if not self._model.family.flow:
+            return load_vae(vae, own)
+        from sdstudio.engine.parts.vae_files import load_vae_file
+
+        replacement = load_vae_file(vae, self._model.family.id, dtype=own.dtype)
+        return replacement.to(own.device)
 
     def unload(self) -> None:
         """Free the loaded model's weights."""
@@ -172,11 +192,14 @@ class PipelineManager:
         gc.collect()
         _empty_device_cache(self.device.device)
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path, split: SplitModel | None) -> None:
         log.info("Loading %s on %s", path, self.device.describe())
         _disable_library_progress_bars()
         try:
-            if path.is_dir():
+            if split is not None:
+                pipe = assemble(split, dtype=self.device.dtype)
+                single_file = True
+            elif path.is_dir():
                 pipe = self._load_folder(path)
                 single_file = False
             else:
@@ -200,7 +223,9 @@ class PipelineManager:
         unet = getattr(pipe, "unet", None)
         inpainting = bool(unet is not None and unet.config.in_channels == 9)
         family = family_of_pipeline(type(pipe).__name__) or SD1
-        self._model = LoadedModel(path, model_display_name(path), single_file, inpainting, family)
+        self._model = LoadedModel(
+            path, model_display_name(path), single_file, inpainting, family, split
+        )
         self._scheduler_config = dict(pipe.scheduler.config)
         self._pipes = {"inpaint" if inpainting else "txt2img": pipe}
 

@@ -37,6 +37,7 @@ MAX_CLIP_SKIP = 12
 MAX_MASK_BLUR = 64
 MAX_MASKED_PADDING = 512
 MAX_DISTILLED_GUIDANCE = 30.0
+MAX_TEXT_ENCODERS = 4
 
 
 class Mode(enum.StrEnum):
@@ -138,6 +139,10 @@ class GenerationRequest:
     distilled_guidance: float = 3.5
     """Forge's "Distilled CFG Scale": the guidance a model such as Flux.1 dev takes as an
     embedding. Used only by such models; ``guidance_scale`` stays real CFG (1 = off)."""
+    text_encoders: tuple[str, ...] = ()
+    """For a model kept as a transformer file alone (ComfyUI's ``diffusion_models``):
+    its text encoder files, paths or file names found in the text-encoder folders.
+    Empty: the fitting files are found there (and recorded with each image)."""
 
     def __post_init__(self) -> None:
         for name, kind in _ENUMS.items():
@@ -151,6 +156,8 @@ class GenerationRequest:
                     raise InvalidRequest(
                         f"{label} {_shown(value)} is unknown; valid: {valid}."
                     ) from None
+        if isinstance(self.text_encoders, list):
+            object.__setattr__(self, "text_encoders", tuple(self.text_encoders))
         _validate(self)
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         object.__setattr__(self, "strength", float(self.strength))
@@ -265,6 +272,15 @@ def _validate(r: GenerationRequest) -> None:
         check(value is None or isinstance(value, str), f"{name} must be a path or nothing.")
     check(isinstance(r.mode, Mode), f"Unknown mode {_shown(r.mode)}.")
     check(bool(r.model.strip()), "No model was given.")
+    check(
+        isinstance(r.text_encoders, tuple)
+        and all(isinstance(name, str) and name.strip() for name in r.text_encoders),
+        "text_encoders must be a list of file names or paths.",
+    )
+    check(
+        len(r.text_encoders) <= MAX_TEXT_ENCODERS,
+        f"A model takes at most {MAX_TEXT_ENCODERS} text encoders, not {len(r.text_encoders)}.",
+    )
     for name in (
         "steps",
         "seed",

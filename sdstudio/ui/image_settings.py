@@ -18,6 +18,7 @@ from pathlib import Path
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import ImageSettings
 from sdstudio.engine.metadata.values import UNKNOWN_MODEL
+from sdstudio.engine.models.split_layout import file_names
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.vae import VAE_SUFFIXES
 
@@ -42,6 +43,8 @@ def settings_to_load(
     request = _with_usable_model(request, model_name, choices, trusted, notices)
     if request.vae and not trusted:
         request = _with_usable_vae(request, choices, notices)
+    if request.text_encoders and not trusted:
+        request = request.replace(text_encoders=file_names(request.text_encoders))
     if request.init_image:
         notices.append(
             "the source image they were made from is not loaded (open or drop it to start from it)"

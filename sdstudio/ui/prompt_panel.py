@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -35,6 +35,7 @@ from sdstudio.ui.model_picker import ModelPicker
 from sdstudio.ui.network_picker import NetworkPicker
 from sdstudio.ui.recommended_settings import FIELDS, RecommendationBar, TouchedFields
 from sdstudio.ui.setting_rows import SamplerRow, SeedRow, SizeRow, StepsRow
+from sdstudio.ui.text_encoder_picker import TextEncoderPicker
 from sdstudio.ui.vae_picker import VaePicker
 
 NO_MODEL = (
@@ -125,6 +126,8 @@ class PromptPanel(QWidget):
         form = QFormLayout()
         form.addRow("Model", self.picker)
         form.addRow("VAE", self.vae)
+        self.text_encoders = TextEncoderPicker()
+        form.addRow("Text encoders", self.text_encoders)
         form.addRow("Sampler", self.sampler_row)
         form.addRow("Steps", self.steps_row)
         form.addRow("Seed", self.seed_row)
@@ -205,6 +208,7 @@ class PromptPanel(QWidget):
             width=self.size_row.size()[0],
             height=self.size_row.size()[1],
             vae=self.vae.value(),
+            text_encoders=self.text_encoders.value(),
             **self.advanced.values(),
         )
 
@@ -224,6 +228,7 @@ class PromptPanel(QWidget):
         self.strength.setValue(request.strength)
         self.advanced.load(request)
         self.vae.select(request.vae)
+        self.text_encoders.select(request.text_encoders)
         self.touched.mark(*FIELDS)
         self.recommendation.withdraw()
 
@@ -254,12 +259,15 @@ class PromptPanel(QWidget):
         loras: list[tuple[str, str, str, str]],
         embeddings: list[tuple[str, str, str, str]],
         vaes: list[tuple[str, str, str]],
+        text_encoders: Sequence[tuple[str, str, str, str]] = (),
     ) -> None:
         """Offer the LoRAs and embeddings found as (name, description, family, family
-        label), and the VAE files as (name, path, description)."""
+        label), the VAE files as (name, path, description) and the text encoder files as
+        (name, path, kind, label)."""
         self.loras.set_entries(loras)
         self.embeddings.set_entries(embeddings)
         self.vae.set_files(vaes)
+        self.text_encoders.set_files(list(text_encoders))
 
     def set_model_vaes(self, choices: dict[str, str]) -> None:
         """The VAE chosen for each model (by model path), as kept in the settings."""
@@ -310,6 +318,8 @@ class PromptPanel(QWidget):
         kind = FAMILIES.get(self.picker.model_family())
         self.sampler_row.set_flow(kind is not None and kind.flow)
         self.steps_row.show_distilled(kind is not None and kind.distilled_guidance)
+        alone = self.text_encoders.show_for(self.model_path(), self.picker.model_family())
+        self._form.setRowVisible(self.text_encoders, alone)
 
     def _on_model_picked(self, _model: str) -> None:
         """The model's recommendations go where nothing was set; the rest are offered."""

@@ -179,5 +179,8 @@ class GenerationWorker(QObject):
                 paths.inputs_dir,
                 networks=self._networks(manager),
                 vae_dirs=lambda: network_folders(paths, load_settings(paths), "vae"),
+                text_encoder_dirs=lambda: network_folders(
+                    paths, load_settings(paths), "text_encoder"
+                ),
             )
         return self._engine

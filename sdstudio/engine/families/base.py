@@ -29,6 +29,49 @@ Preview = Callable[[Any, int, int], Image.Image | None]
 
 
 @dataclass(frozen=True, slots=True)
+class TextSlot:
+    """One text encoder of a pipeline, as a split layout fills it from a file."""
+
+    component: str
+    """The pipeline's argument: ``text_encoder``, ``text_encoder_2`` ..."""
+    kind: str
+    """The text encoder kind that fits (``clip``, ``t5``, ``qwen3``, ``qwen2.5-vl``)."""
+    model_class: str
+    """The transformers class the pipeline takes there."""
+    tokenizer: str
+    """The pipeline's argument for its tokenizer."""
+    second_clip: bool = False
+    """SD3's CLIP-G: the wider of two CLIP encoders, whose tokenizer pads with "!"."""
+    optional: bool = False
+    """The pipeline runs without it (SD3 without T5), with a notice."""
+    width: Callable[[Mapping[str, Any]], int | None] | None = None
+    """The width the transformer's config asks of this encoder (None: any)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SplitLayout:
+    """How a family's pipeline is assembled from separate part files (ComfyUI's
+    ``diffusion_models`` + ``text_encoders`` + ``vae``)."""
+
+    pipeline: str
+    """The diffusers text-to-image pipeline class."""
+    text: tuple[TextSlot, ...]
+    vae: str
+    """The VAE kind it needs (``kl16``, ``flux2``, ``qwen-image``)."""
+    configs: Mapping[str, str] = field(default_factory=dict)
+    """The shipped config folder (scheduler, VAE) for each variant; ``""`` is the default."""
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    """Other arguments of the pipeline (``image_encoder=None`` ...)."""
+    named_arguments: Callable[[str], dict[str, Any]] | None = None
+    """Arguments told by the transformer file's name (its stem), where its weights
+    cannot tell them."""
+
+    def config_folder(self, variant: str) -> str:
+        """The shipped config folder for a model of ``variant``."""
+        return self.configs.get(variant, self.configs.get("", ""))
+
+
+@dataclass(frozen=True, slots=True)
 class ModelFamily:
     """One family of models: its name, how it is recognised and how it runs."""
 
@@ -65,6 +108,8 @@ class ModelFamily:
     few_guidance: float = 1.0
     """CFG for its few-step models (1 or 0: none)."""
     preview: Preview | None = None
+    split: SplitLayout | None = None
+    """How its models load from separate part files; None: only as folders or checkpoints."""
 
     def guidance_arguments(self, pipe: Any, cfg: float, distilled: float) -> dict[str, Any]:
         """The pipeline's guidance arguments for the request's CFG scale and distilled

@@ -8,7 +8,7 @@ prompt) comes on top and doubles the work of each step.
 
 from __future__ import annotations
 
-from sdstudio.engine.families.base import ModelFamily, Prompting
+from sdstudio.engine.families.base import ModelFamily, Prompting, SplitLayout, TextSlot
 from sdstudio.engine.previews import flux_preview
 
 FLUX1 = ModelFamily(
@@ -25,4 +25,26 @@ FLUX1 = ModelFamily(
     default_steps=20,
     default_guidance=1.0,
     preview=flux_preview,
+    split=SplitLayout(
+        "FluxPipeline",
+        (
+            TextSlot(
+                "text_encoder",
+                "clip",
+                "CLIPTextModel",
+                "tokenizer",
+                width=lambda config: config.get("pooled_projection_dim"),
+            ),
+            TextSlot(
+                "text_encoder_2",
+                "t5",
+                "T5EncoderModel",
+                "tokenizer_2",
+                width=lambda config: config.get("joint_attention_dim"),
+            ),
+        ),
+        vae="kl16",
+        configs={"": "flux1-dev", "dev": "flux1-dev", "schnell": "flux1-schnell"},
+        arguments={"image_encoder": None, "feature_extractor": None},
+    ),
 )

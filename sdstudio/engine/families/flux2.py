@@ -8,7 +8,26 @@ versions take 4 steps without guidance; it takes no negative prompt.
 
 from __future__ import annotations
 
-from sdstudio.engine.families.base import ModelFamily, Prompting
+from collections.abc import Mapping
+from typing import Any
+
+from sdstudio.engine.families.base import ModelFamily, Prompting, SplitLayout, TextSlot
+
+OUT_LAYERS = 3
+"""The pipeline gives the transformer three of the text encoder's hidden layers, stacked."""
+
+
+def _qwen_width(config: Mapping[str, Any]) -> int | None:
+    """The Qwen3 width a Klein transformer takes: its text width over the stacked layers."""
+    width = config.get("joint_attention_dim")
+    return width // OUT_LAYERS if isinstance(width, int) else None
+
+
+def _named_arguments(stem: str) -> dict[str, Any]:
+    """Klein's base (undistilled) models apply CFG; their files are named "...base...",
+    as Black Forest Labs publishes them."""
+    return {"is_distilled": "base" not in stem.lower()}
+
 
 FLUX2_KLEIN = ModelFamily(
     "flux2-klein",
@@ -26,4 +45,19 @@ FLUX2_KLEIN = ModelFamily(
     default_guidance=1.0,
     few_steps=4,
     few_guidance=1.0,
+    split=SplitLayout(
+        "Flux2KleinPipeline",
+        (
+            TextSlot(
+                "text_encoder",
+                "qwen3",
+                "Qwen3ForCausalLM",
+                "tokenizer",
+                width=_qwen_width,
+            ),
+        ),
+        vae="flux2",
+        configs={"": "flux2-klein"},
+        named_arguments=_named_arguments,
+    ),
 )

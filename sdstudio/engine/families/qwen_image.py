@@ -7,7 +7,7 @@ versions take 8 steps without it.
 
 from __future__ import annotations
 
-from sdstudio.engine.families.base import ModelFamily, Prompting
+from sdstudio.engine.families.base import ModelFamily, Prompting, SplitLayout, TextSlot
 from sdstudio.engine.previews import wan_preview
 
 QWEN_IMAGE = ModelFamily(
@@ -25,4 +25,18 @@ QWEN_IMAGE = ModelFamily(
     few_steps=8,
     few_guidance=1.0,
     preview=wan_preview,
+    split=SplitLayout(
+        "QwenImagePipeline",
+        (
+            TextSlot(
+                "text_encoder",
+                "qwen2.5-vl",
+                "Qwen2_5_VLForConditionalGeneration",
+                "tokenizer",
+                width=lambda config: config.get("joint_attention_dim"),
+            ),
+        ),
+        vae="qwen-image",
+        configs={"": "qwen-image"},
+    ),
 )

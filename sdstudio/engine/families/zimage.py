@@ -3,7 +3,7 @@ encoder and Flux.1's VAE (16-channel latents, not packed)."""
 
 from __future__ import annotations
 
-from sdstudio.engine.families.base import ModelFamily, Prompting
+from sdstudio.engine.families.base import ModelFamily, Prompting, SplitLayout, TextSlot
 from sdstudio.engine.previews import flux_preview
 
 ZIMAGE = ModelFamily(
@@ -20,4 +20,18 @@ ZIMAGE = ModelFamily(
     few_steps=9,
     few_guidance=0.0,
     preview=flux_preview,
+    split=SplitLayout(
+        "ZImagePipeline",
+        (
+            TextSlot(
+                "text_encoder",
+                "qwen3",
+                "Qwen3Model",
+                "tokenizer",
+                width=lambda config: config.get("cap_feat_dim"),
+            ),
+        ),
+        vae="kl16",
+        configs={"": "zimage"},
+    ),
 )

@@ -112,6 +112,9 @@ def format_parameters(
         ("VAE hash", str(vae.get("hash") or "")),
         ("VAE", str(vae.get("name") or "")),
     ]
+    modules = (extra or {}).get("modules")
+    if isinstance(modules, list):  # Forge's names for the part files of a split model
+        settings += [(f"Module {i}", str(name)) for i, name in enumerate(modules, 1)]
     if request.mode is not Mode.TXT2IMG:
         settings.append(("Denoising strength", f"{request.strength:g}"))
     settings += inpaint_names.settings_written(request)
@@ -191,6 +194,8 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     # With a hires pass, the denoising strength is the second pass's, not an img2img strength.
     hires = any(key.startswith("hires ") for key in s)
     used = set(_APPLIED) if not hires else set(_APPLIED) - {"denoising strength"}
+    modules = _modules(s)
+    used |= {f"module {i}" for i in range(1, len(modules) + 1)}
     values: dict[str, object] = {
         "prompt": parts.prompt,
         "negative_prompt": parts.negative_prompt,
@@ -199,6 +204,7 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         "guidance_scale": s.get("cfg scale"),
         "strength": s.get("denoising strength") if not hires else None,
         "vae": _vae_name(s.get("vae", "")),
+        "text_encoders": modules,
     }
     notes: tuple[str, ...] = ()
     if s.get("sampler", "").strip():
@@ -264,6 +270,15 @@ def _is_json(text: str) -> bool:
     """Whether ``text`` is a JSON object or list (other tools' metadata, not A1111 text)."""
     stripped = text.strip()
     return stripped[:1] in ("{", "[") and isinstance(load_json(stripped), dict | list)
+
+
+def _modules(settings: Mapping[str, str]) -> tuple[str, ...]:
+    """Forge's ``Module 1``, ``Module 2`` ...: the VAE and text encoder files (by name)
+    a model kept as a transformer alone was completed with, in order, up to the first gap."""
+    found = []
+    while (value := settings.get(f"module {len(found) + 1}", "").strip()) and len(found) < 8:
+        found.append(value)
+    return tuple(found)
 
 
 def _vae_name(value: str) -> str:

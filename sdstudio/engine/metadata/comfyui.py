@@ -42,7 +42,7 @@ import re
 from collections.abc import Mapping
 
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata import names
+from sdstudio.engine.metadata import comfyui_flow, names
 from sdstudio.engine.metadata.comfyui_graph import (
     MAX_DEPTH,
     Graph,
@@ -59,7 +59,7 @@ from sdstudio.engine.metadata.comfyui_sampling import (
 )
 from sdstudio.engine.metadata.comfyui_workflow import WORKFLOW_KEY, workflow_graph
 from sdstudio.engine.metadata.values import Parsed, as_float, build_request, guarded, text
-from sdstudio.engine.request import MAX_CLIP_SKIP
+from sdstudio.engine.request import MAX_CLIP_SKIP, MAX_DISTILLED_GUIDANCE
 
 PROMPT_KEY = "prompt"
 SAMPLER_CLASSES = ("KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced", "SamplerCustom")
@@ -111,7 +111,10 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     if width_height is not None:
         values["width"], values["height"] = width_height
     values["vae"] = _vae(Walker(graph), base)
+    if comfyui_flow.is_transformer_loader(walker, found.model):
+        values["text_encoders"] = comfyui_flow.text_encoders(walker)
     extras: dict[str, object] = dict(found.other)
+    extras |= comfyui_flow.model_sampling(walker, found.model)
     extras |= _later_passes(graph, base, samplers, notes)
     parsed = build_request(
         values,
@@ -128,6 +131,10 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     elif clip_skip is not None:
         clip_note = f"Clip skip {clip_skip} is over sdstudio's {MAX_CLIP_SKIP}; it was not read."
     notes += [clip_note] if clip_note else []
+    distilled = comfyui_flow.distilled_guidance(walker, found.positive)
+    if distilled is not None and 0 <= distilled <= MAX_DISTILLED_GUIDANCE:
+        request = dataclasses.replace(request, distilled_guidance=distilled)
+        read |= {"distilled_guidance"}
     all_notes = tuple(dict.fromkeys((*walker.notes, *notes, *parsed.notes)))
     return dataclasses.replace(parsed, request=request, notes=all_notes, read=read)
 

@@ -85,6 +85,8 @@ def sampler_inputs(walker: Walker, node_id: str) -> SamplerInputs:
         guider = walker.node(inputs.get("guider"))
         if guider is not None:
             found.cfg = walker.value(guider.inputs.get("cfg"))
+            if guider.class_type == "BasicGuider":
+                found.cfg = 1.0  # one conditioning, no classifier-free guidance
             found.positive = next(
                 (
                     guider.inputs[key]

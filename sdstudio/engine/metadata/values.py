@@ -40,6 +40,7 @@ from sdstudio.engine.request import (
     MAX_SEED,
     MAX_SIZE,
     MAX_STEPS,
+    MAX_TEXT_ENCODERS,
     MIN_SIZE,
     RANDOM_SEED,
     GenerationRequest,
@@ -132,6 +133,11 @@ def build_request(
         value = values.get(name)
         if isinstance(value, str):
             fields[name] = value
+    encoders = values.get("text_encoders")
+    if isinstance(encoders, tuple | list) and encoders:
+        fields["text_encoders"] = tuple(
+            clean_text(str(name)) for name in encoders if str(name).strip()
+        )[:MAX_TEXT_ENCODERS]
     _fill_schedule(fields, notes)
     _fit_schedule(fields, notes)
     steps = as_int(values.get("steps"))
@@ -162,6 +168,8 @@ def build_request(
     if not fields.get("vae"):
         read.discard("vae")  # "" is no VAE named, not a VAE read
     read |= {name for name in _NUMBER_FIELDS if name in fields}
+    if fields.get("text_encoders"):
+        read.add("text_encoders")
     if as_int(values.get("seed")) == RANDOM_SEED:
         read.add("seed")
     try:

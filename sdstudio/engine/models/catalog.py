@@ -32,9 +32,9 @@ class ModelEntry:
 
     name: str
     kind: str
-    """``checkpoint``, ``lora``, ``embedding`` or ``vae``."""
+    """``checkpoint``, ``lora``, ``embedding``, ``vae`` or ``text_encoder``."""
     format: str
-    """``diffusers``, ``safetensors``, ``ckpt``, ``pt`` or ``bin``."""
+    """``diffusers``, ``safetensors``, ``gguf``, ``ckpt``, ``pt`` or ``bin``."""
     path: str
     size_bytes: int
     source: str
@@ -42,7 +42,11 @@ class ModelEntry:
     family: str = "unknown"
     family_label: str = "Unknown"
     flags: tuple[str, ...] = ()
-    """``few-step`` for turbo, LCM, lightning and hyper models."""
+    """``few-step`` for turbo, LCM, lightning and hyper models; ``transformer`` for a
+    transformer kept alone (its text encoders and VAE are separate files);
+    ``fp8`` or ``gguf`` for quantized weights."""
+    variant: str = ""
+    """Which model of its family, where the files tell (``dev``, ``schnell``, ``Large``)."""
 
     @property
     def few_step(self) -> bool:
@@ -208,6 +212,10 @@ def family_of(path: Path) -> tuple[str, str]:
         family, label = "unknown", "Unknown"
     if family == "unknown" and path.is_dir():
         return layouts.diffusers_family(path)
+    if family == "unknown" and path.suffix.lower() in (".safetensors", ".gguf"):
+        part = _part_entry(path, "checkpoint")
+        if part is not None:
+            return part[1]
     return family, label
 
 
@@ -250,6 +258,7 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
     if plain:
         kind = layouts.kind_from_path(path, root, kind)
     family = ("unknown", "Unknown")
+    part = None
     try:
         size = path.stat().st_size
         if file_format == "safetensors":
@@ -257,14 +266,36 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
             if plain and kind == "checkpoint":
                 kind = layouts.kind_from_header(header, kind)
             family = _file_family(path, kind, header, data_size)
+        if file_format in ("safetensors", "gguf") and family[0] == "unknown":
+            part = _part_entry(path, kind)
+            if part is not None:
+                kind, family, part_flags, variant = part
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         log.warning("Skipping model file %s: %s", path, reason)
         catalog.skipped.append((str(path), reason))
         return
-    catalog.entries.append(
-        _entry(path.stem, kind, file_format, path, source, size=size, family=family)
-    )
+    entry = _entry(path.stem, kind, file_format, path, source, size=size, family=family)
+    if part is not None:
+        entry = replace(entry, flags=(*entry.flags, *part_flags), variant=variant)
+    catalog.entries.append(entry)
+
+
+def _part_entry(path: Path, kind: str) -> tuple[str, tuple[str, str], tuple[str, ...], str] | None:
+    """A part file's kind, family, flags and variant: a transformer kept alone is a model
+    (``checkpoint``) of its family; a text encoder or VAE of the flow families is a part."""
+    from sdstudio.engine.parts import Role, identify_part_quietly
+
+    part = identify_part_quietly(path)
+    if part is None:
+        return None
+    flags = tuple(f for f in (part.quantization.split(" ")[0].lower(),) if f)
+    if part.role is Role.TRANSFORMER:
+        from sdstudio.engine.families import family
+
+        label = family(part.kind).label + (f" {part.variant}" if part.variant else "")
+        return "checkpoint", (part.kind, label), ("transformer", *flags), part.variant
+    return part.role.value, (part.kind, part.label), flags, ""
 
 
 def _file_family(path: Path, kind: str, header: dict[str, Any], data_size: int) -> tuple[str, str]:

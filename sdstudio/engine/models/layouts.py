@@ -17,6 +17,7 @@ FORMATS = {
     ".ckpt": "ckpt",
     ".pt": "pt",
     ".bin": "bin",
+    ".gguf": "gguf",
 }
 """Model file suffixes and their format names."""
 
@@ -27,8 +28,10 @@ A1111_FOLDERS = (
     ("embeddings", "embedding"),
     ("models/embeddings", "embedding"),
     ("models/VAE", "vae"),
+    ("models/text_encoder", "text_encoder"),
 )
-"""AUTOMATIC1111, Forge and SD.Next, relative to the tool's root."""
+"""AUTOMATIC1111, Forge and SD.Next, relative to the tool's root (Forge keeps Flux's
+text encoders in ``models/text_encoder``)."""
 
 COMFYUI_FOLDERS = (
     ("models/checkpoints", "checkpoint"),
@@ -36,13 +39,27 @@ COMFYUI_FOLDERS = (
     ("models/loras", "lora"),
     ("models/embeddings", "embedding"),
     ("models/vae", "vae"),
+    ("models/diffusion_models", "checkpoint"),
+    ("models/unet", "checkpoint"),
+    ("models/text_encoders", "text_encoder"),
+    ("models/clip", "text_encoder"),
 )
-"""ComfyUI, relative to its root."""
+"""ComfyUI, relative to its root: transformers kept alone (``diffusion_models``, older
+``unet``) are models to choose; their text encoders (``text_encoders``, older ``clip``)
+and VAEs are parts."""
 
 INVOKEAI_BASES = ("sd-1", "sd-2", "sdxl", "sdxl-refiner", "sd-3", "flux", "any")
 """InvokeAI 3/4 keep models in ``models/<base>/<type>/<name>``."""
 
-INVOKEAI_TYPES = {"main": "checkpoint", "lora": "lora", "embedding": "embedding", "vae": "vae"}
+INVOKEAI_TYPES = {
+    "main": "checkpoint",
+    "lora": "lora",
+    "embedding": "embedding",
+    "vae": "vae",
+    "t5_encoder": "text_encoder",
+    "clip_embed": "text_encoder",
+    "qwen3_encoder": "text_encoder",
+}
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 """The largest safetensors header read here (safetensors itself allows 100 MB).
@@ -103,6 +120,8 @@ def kind_from_path(path: Path, root: Path, default: str) -> str:
         return "embedding"
     if parts & {"vae", "vaes"}:
         return "vae"
+    if parts & {"text_encoders", "text_encoder", "clip"}:
+        return "text_encoder"
     return default
 
 

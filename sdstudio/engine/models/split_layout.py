@@ -1,0 +1,347 @@
+"""Models kept as separate part files, and the parts that complete them.
+
+ComfyUI users keep a flow model's transformer alone in ``models/diffusion_models``
+(or ``unet``), its text encoders in ``models/text_encoders`` (or ``clip``) and its
+VAE in ``models/vae``; Forge keeps them in ``models/Stable-diffusion``,
+``models/text_encoder`` and ``models/VAE``. A transformer file given as the model is
+completed here: the parts the request names (paths, or file names in those folders)
+are taken, and each part it does not name is the fitting file found in the model's
+own tool folders and then in the folders the app knows. The choice is written back
+into the request, so every image records the files it was made with.
+
+A file fits a part when its kind fits (a T5 encoder for Flux's second text encoder)
+and its width is the one the transformer's config asks for (a Qwen3 4B encoder for
+Z-Image, 8B for Flux.2 Klein 9B).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdstudio.engine.errors import ModelError
+from sdstudio.engine.families import ModelFamily, family
+from sdstudio.engine.families.base import TextSlot
+from sdstudio.engine.parts import PART_SUFFIXES, Part, Role, identify_part_quietly, part_shapes
+
+log = logging.getLogger(__name__)
+
+TEXT_ENCODER_FOLDERS = ("text_encoders", "clip", "text_encoder")
+"""Where ComfyUI (``text_encoders``, older ``clip``) and Forge (``text_encoder``) keep them."""
+VAE_FOLDERS = ("vae", "VAE")
+MAX_DEPTH = 3
+"""How deep part folders are searched (ComfyUI allows sub-folders)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SplitModel:
+    """A transformer file and the part files that complete it."""
+
+    transformer: Path
+    family: ModelFamily
+    variant: str
+    text_encoders: tuple[Path | None, ...]
+    """One per text slot of the family (None: an optional encoder left out)."""
+    vae: Path
+
+    def names(self) -> tuple[tuple[str, ...], str]:
+        """The text encoders' and the VAE's file names, as a request records them."""
+        encoders = tuple(path.name for path in self.text_encoders if path is not None)
+        return encoders, self.vae.name
+
+
+def transformer_part(path: Path) -> Part | None:
+    """The transformer ``path`` holds when it is a transformer file alone, else None."""
+    if path.is_dir() or path.suffix.lower() not in PART_SUFFIXES:
+        return None
+    part = identify_part_quietly(path)
+    return part if part is not None and part.role is Role.TRANSFORMER else None
+
+
+def tool_part_folders(model: Path, names: Sequence[str]) -> list[Path]:
+    """The folders called ``names`` beside the ``models`` folder (or the folder that
+    holds the model's folder) ``model`` lies in: its own tool's part folders."""
+    found: list[Path] = []
+    for ancestor in list(model.parents)[: MAX_DEPTH + 1]:
+        for name in names:
+            folder = ancestor / name
+            if folder.is_dir() and folder not in found:
+                found.append(folder)
+        if ancestor.name.lower() == "models":
+            break
+    return found
+
+
+def complete(
+    transformer: Path,
+    part: Part,
+    text_encoders: Sequence[str],
+    vae: str,
+    *,
+    text_dirs: Iterable[Path] = (),
+    vae_dirs: Iterable[Path] = (),
+    on_status: Callable[[str], None] | None = None,
+) -> SplitModel:
+    """The part files that complete ``transformer``: those named, then fitting ones found.
+
+    Names that turn out to be VAE files (Forge records its VAE among the "modules") are
+    taken as the VAE when ``vae`` is empty. Raises :class:`ModelError` naming what is
+    missing and where it was looked for.
+    """
+    model_family = family(part.kind)
+    layout = model_family.split
+    if layout is None:
+        raise ModelError(
+            f"{transformer.name} is a {model_family.label} transformer, which "
+            "sdstudio cannot load from separate files."
+        )
+    text_folders = [*tool_part_folders(transformer, TEXT_ENCODER_FOLDERS), *text_dirs]
+    vae_folders = [*tool_part_folders(transformer, VAE_FOLDERS), *vae_dirs]
+    named = [_named_part(name, [*text_folders, *vae_folders]) for name in text_encoders]
+    vae_path = _named_part(vae, vae_folders)[0] if vae else None
+    encoders = []
+    for path, found in named:
+        if found.role is Role.VAE and vae_path is None:
+            vae_path = path
+        elif found.role is Role.TEXT_ENCODER:
+            encoders.append((path, found))
+        else:
+            raise ModelError(f"{path.name} is a {found.label}, not a text encoder.")
+    config = _transformer_config(transformer, part.kind)
+    slots = _fill_slots(layout.text, encoders, config, text_folders, transformer)
+    if vae_path is None:
+        vae_path = _find_vae(layout.vae, vae_folders, transformer, model_family)
+    else:
+        _check_vae(vae_path, layout.vae, model_family)
+    model = SplitModel(transformer, model_family, part.variant, slots, vae_path)
+    if on_status and (not text_encoders or not vae):
+        encoder_names, vae_name = model.names()
+        on_status(
+            f"{transformer.name}: text encoders {', '.join(encoder_names) or 'none'}, "
+            f"VAE {vae_name}."
+        )
+    return model
+
+
+def assemble(model: SplitModel, *, dtype: Any) -> Any:
+    """The family's text-to-image pipeline built from the part files, offline."""
+    import diffusers
+
+    from sdstudio.engine.models.loading import configs_root
+    from sdstudio.engine.parts.denoisers import load_denoiser
+    from sdstudio.engine.parts.text_encoders import load_text_encoder
+    from sdstudio.engine.parts.tokenizers import load_tokenizer
+    from sdstudio.engine.parts.vae_files import load_vae_file
+
+    layout = model.family.split
+    assert layout is not None
+    folder = layout.config_folder(model.variant)
+    components: dict[str, Any] = {"transformer": load_denoiser(model.transformer, dtype=dtype)}
+    for slot, path in zip(layout.text, model.text_encoders, strict=True):
+        if path is None:
+            components[slot.component] = components[slot.tokenizer] = None
+            continue
+        components[slot.component] = load_text_encoder(path, slot.model_class, dtype=dtype)
+        components[slot.tokenizer] = load_tokenizer(slot.kind, second_clip=slot.second_clip)
+    components["vae"] = load_vae_file(model.vae, model.family.id, dtype=dtype, config_folder=folder)
+    components["scheduler"] = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(
+        configs_root() / folder, subfolder="scheduler", local_files_only=True
+    )
+    components.update(layout.arguments)
+    if layout.named_arguments is not None:
+        components.update(layout.named_arguments(model.transformer.stem))
+    return getattr(diffusers, layout.pipeline)(**components)
+
+
+def part_files(folders: Iterable[Path]) -> list[Path]:
+    """The safetensors and GGUF files in ``folders`` (sub-folders too), sorted by name."""
+    found: dict[Path, None] = {}
+    for folder in folders:
+        base_depth = len(folder.parts)
+        for root, dirs, files in os.walk(folder, onerror=lambda error: None):
+            if len(Path(root).parts) - base_depth >= MAX_DEPTH:
+                dirs[:] = []
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if name.lower().endswith(PART_SUFFIXES):
+                    found[Path(root) / name] = None
+    return sorted(found, key=lambda path: (path.name.lower(), str(path)))
+
+
+def identify(path: Path) -> Part | None:
+    """:func:`~sdstudio.engine.parts.identify_part` of a file, remembered while the file
+    is unchanged (folders are searched for every generation)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _identify_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=512)
+def _identify_cached(path: str, size: int, mtime: int) -> Part | None:
+    return identify_part_quietly(Path(path))
+
+
+def _named_part(name: str, folders: list[Path]) -> tuple[Path, Part]:
+    """The file a request names (a path, or a file name or stem in ``folders``) and what
+    it is."""
+    path = Path(name).expanduser()
+    if not path.is_file():
+        match = next(
+            (
+                candidate
+                for candidate in part_files(folders)
+                if name in (candidate.name, candidate.stem)
+            ),
+            None,
+        )
+        if match is None:
+            raise ModelError(
+                f"The model part '{name}' was not found (looked in {_where(folders)})."
+            )
+        path = match
+    part = identify(path)
+    if part is None:
+        raise ModelError(f"{path.name} is not a text encoder or VAE sdstudio can use.")
+    return path, part
+
+
+def _transformer_config(transformer: Path, family_id: str) -> dict[str, Any]:
+    from sdstudio.engine.parts.denoisers import denoiser_config
+
+    return denoiser_config(part_shapes(transformer), family_id)
+
+
+def _fill_slots(
+    slots: tuple[TextSlot, ...],
+    named: list[tuple[Path, Part]],
+    config: dict[str, Any],
+    folders: list[Path],
+    transformer: Path,
+) -> tuple[Path | None, ...]:
+    """One text encoder per slot: the named ones where they fit, then found ones."""
+    filled: list[Path | None] = [None] * len(slots)
+    left = list(named)
+    for index, slot in enumerate(slots):
+        match = _pick(slot, slots, left, config)
+        if match is not None:
+            filled[index] = match[0]
+            left.remove(match)
+    if left:
+        names = ", ".join(f"{path.name} ({part.label})" for path, part in left)
+        raise ModelError(f"{names} does not fit {transformer.name}: {_wanted(slots, config)}.")
+    if all(path is not None for path in filled):
+        return tuple(filled)
+    candidates = [
+        (path, part)
+        for path in part_files(folders)
+        if (part := identify(path)) is not None and part.role is Role.TEXT_ENCODER
+    ]
+    candidates.sort(key=lambda item: (item[1].quantization != "", item[0].name.lower()))
+    used = {path for path in filled if path is not None}
+    for index, slot in enumerate(slots):
+        if filled[index] is not None:
+            continue
+        free = [item for item in candidates if item[0] not in used]
+        match = _pick(slot, slots, free, config)
+        if match is not None:
+            filled[index] = match[0]
+            used.add(match[0])
+        elif not slot.optional:
+            raise ModelError(
+                f"{transformer.name} needs a text encoder that was not found: "
+                f"{_wanted((slot,), config)} (looked in {_where(folders)}). Put it in one of "
+                "those folders or give it with --text-encoder."
+            )
+    return tuple(filled)
+
+
+def _pick(
+    slot: TextSlot,
+    slots: tuple[TextSlot, ...],
+    candidates: list[tuple[Path, Part]],
+    config: dict[str, Any],
+) -> tuple[Path, Part] | None:
+    """The candidate that fits ``slot``; with two CLIP slots (SD3), the narrower CLIP
+    goes first and the wider one second."""
+    width = slot.width(config) if slot.width is not None else None
+    fitting = [
+        item
+        for item in candidates
+        if item[1].kind == slot.kind and (width is None or item[1].width == width)
+    ]
+    if not fitting:
+        return None
+    if sum(s.kind == slot.kind for s in slots) > 1:
+        fitting.sort(key=lambda item: item[1].width, reverse=slot.second_clip)
+    return fitting[0]
+
+
+def _wanted(slots: Sequence[TextSlot], config: dict[str, Any]) -> str:
+    parts = []
+    for slot in slots:
+        width = slot.width(config) if slot.width is not None else None
+        label = {"clip": "CLIP", "t5": "T5", "qwen3": "Qwen3", "qwen2.5-vl": "Qwen2.5-VL"}.get(
+            slot.kind, slot.kind
+        )
+        parts.append(f"a {label} encoder{f' {width} wide' if width else ''}")
+    return "it takes " + " and ".join(parts)
+
+
+def _find_vae(kind: str, folders: list[Path], transformer: Path, model_family: ModelFamily) -> Path:
+    for path in part_files(folders):
+        part = identify(path)
+        if part is not None and part.role is Role.VAE and part.kind == kind:
+            return path
+    raise ModelError(
+        f"{transformer.name} needs a {model_family.label} VAE, which was not found "
+        f"(looked in {_where(folders)}). Put it in one of those folders or give it with --vae."
+    )
+
+
+def _check_vae(path: Path, kind: str, model_family: ModelFamily) -> None:
+    part = identify(path)
+    if part is None or part.role is not Role.VAE:
+        raise ModelError(f"{path.name} is not a VAE sdstudio can use with {model_family.label}.")
+    if part.kind != kind:
+        raise ModelError(f"{path.name} is a {part.label}; {model_family.label} needs its own VAE.")
+
+
+def _where(folders: Sequence[Path]) -> str:
+    return ", ".join(str(folder) for folder in folders) or "no folders"
+
+
+def recorded_names(
+    model: SplitModel, text_encoders: Sequence[str], vae: str
+) -> tuple[tuple[str, ...], str]:
+    """The text encoders and VAE a request records for ``model``: each as the request
+    named it (a path stays a path), the ones found by their file names."""
+    given = [*text_encoders, vae]
+
+    def name(path: Path) -> str:
+        for value in given:
+            if value and value in (str(path), path.name, path.stem):
+                return value
+        return path.name
+
+    encoders = tuple(name(path) for path in model.text_encoders if path is not None)
+    return encoders, name(model.vae)
+
+
+def file_names(values: Sequence[str]) -> tuple[str, ...]:
+    """Part names from a record that is not sdstudio's own, as file names only: such a
+    record may name any file on the computer, so its parts are looked up by name in the
+    part folders."""
+    return tuple(name for value in values if (name := Path(value).name))
+
+
+def module_names(model: SplitModel) -> list[str]:
+    """Forge's ``Module 1``, ``Module 2`` ... values: the VAE's, then each text encoder's
+    file name without its suffix."""
+    return [model.vae.stem, *(path.stem for path in model.text_encoders if path is not None)]

@@ -1,0 +1,282 @@
+"""Loading a lone transformer file of the flow families (Flux.1, SD 3.x, Z-Image,
+Qwen-Image, Flux.2 Klein) as a diffusers model, offline.
+
+A ``.safetensors`` file may be in the original or diffusers layout, in bf16, fp16,
+fp32 or fp8 (plain float8 weights, or ComfyUI's scaled fp8 with a ``scale_weight``
+per matrix), and may be a full checkpoint whose transformer sits under
+``model.diffusion_model.``. A ``.gguf`` file (city96's) stays quantized and is
+computed in the requested dtype by diffusers' GGUF support. The config comes from the
+file's shapes (:mod:`.denoiser_configs`) and is handed to diffusers' ``from_single_file``
+from a temporary folder, so nothing is fetched from the Hugging Face Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdstudio.engine.errors import ModelError
+from sdstudio.engine.parts.denoiser_configs import (
+    CLASSES,
+    PREFIXES,
+    Shapes,
+    denoiser_config,
+    family_and_layout,
+    transformer_shapes,
+)
+from sdstudio.engine.parts.denoiser_keys import flux1_to_diffusers
+from sdstudio.engine.parts.denoiser_recognition import (
+    DenoiserFile,
+    foreign_denoiser,
+    identify_denoiser,
+)
+
+__all__ = [
+    "DenoiserFile",
+    "denoiser_config",
+    "foreign_denoiser",
+    "identify_denoiser",
+    "load_denoiser",
+    "read_denoiser_file",
+]
+
+log = logging.getLogger(__name__)
+
+_FP8 = ("F8_E4M3", "F8_E5M2")
+_SCALES = (".scale_weight", ".weight_scale")
+_DROPPED = (".scale_input", ".input_scale", ".comfy_quant", ".weight_scale_2")
+
+
+def read_denoiser_file(path: Path) -> DenoiserFile | None:
+    """What transformer a ``.safetensors`` or ``.gguf`` file holds, with its
+    quantization (``"fp8"`` from a safetensors header's dtypes, ``"GGUF Q4_K"``);
+    None when it holds none sdstudio runs. Raises :class:`ModelError` when the file
+    cannot be read."""
+    shapes, quantization, _ = _read_table(path)
+    return identify_denoiser(shapes, quantization=quantization)
+
+
+def load_denoiser(path: Path, *, dtype: torch.dtype) -> Any:
+    """The diffusers transformer in ``path``: a ``.safetensors`` file in either layout
+    (fp8 weights upcast to ``dtype``) or a ``.gguf`` file (kept quantized, computed in
+    ``dtype``).
+
+    Raises :class:`ModelError` saying what is wrong and what to do: the file is no
+    transformer (and what it looks like), a model sdstudio does not run, truncated or
+    damaged, or missing weights.
+    """
+    shapes, _, kinds = _read_table(path)
+    inner = transformer_shapes(shapes)
+    found = family_and_layout(inner)
+    if found is None or found[0] not in CLASSES:
+        raise _not_runnable(path, shapes)
+    family, layout = found
+    config = denoiser_config(inner, family)
+    if family == "flux1" and config["in_channels"] != 64:
+        raise _not_runnable(path, shapes)
+    gguf = path.suffix.lower() == ".gguf"
+    if gguf:
+        _check_gguf_types(path, kinds)
+    tensors = _read_gguf(path) if gguf else _read_safetensors(path, dtype)
+    if layout == "original":
+        tensors = _to_diffusers(path, family, tensors)
+    return _build(path, config, tensors, dtype=dtype, gguf=gguf)
+
+
+def _read_table(path: Path) -> tuple[dict[str, tuple[int, ...]], str, set[str]]:
+    """A transformer file's tensor shapes, quantization and (GGUF) tensor types, from
+    its header."""
+    if path.suffix.lower() == ".gguf":
+        from sdstudio.engine.parts.gguf_files import layout_quantization, read_gguf_layout
+
+        layout = read_gguf_layout(path)
+        shapes = {name: tensor.shape for name, tensor in layout.tensors.items()}
+        kinds = {tensor.kind for tensor in layout.tensors.values()}
+        return shapes, f"GGUF {layout_quantization(layout)}", kinds
+    from sdstudio.engine.models.families import read_safetensors_shapes
+    from sdstudio.engine.models.layouts import read_safetensors_header
+
+    shapes = read_safetensors_shapes(path)
+    header = read_safetensors_header(path)
+    matrices = [e for k, e in header.items() if k != "__metadata__" and len(e["shape"]) >= 2]
+    fp8 = sum(entry["dtype"] in _FP8 for entry in matrices)
+    return shapes, "fp8" if matrices and fp8 * 2 >= len(matrices) else "", set()
+
+
+def _check_gguf_types(path: Path, kinds: set[str]) -> None:
+    from diffusers.quantizers.gguf.utils import SUPPORTED_GGUF_QUANT_TYPES
+
+    readable = {kind.name for kind in SUPPORTED_GGUF_QUANT_TYPES} | {"F32", "F16"}
+    unreadable = sorted(kinds - readable)
+    if unreadable:
+        raise ModelError(
+            f"{path.name} holds tensors quantized as {', '.join(unreadable)}, which diffusers "
+            "cannot compute; use a Q8_0, Q6_K, Q5_K, Q4_K or Q4_0 file of the model."
+        )
+
+
+def _not_runnable(path: Path, shapes: Shapes) -> ModelError:
+    if not shapes:
+        return ModelError(f"{path.name} holds no tensors: it is not a model.")
+    looks = foreign_denoiser(shapes)
+    if looks is None:
+        return ModelError(
+            f"{path.name} is not a transformer of a model sdstudio runs as a separate file "
+            "(Flux.1, SD 3.x, Z-Image, Qwen-Image, Flux.2 Klein)."
+        )
+    if looks.startswith("a "):
+        return ModelError(
+            f"{path.name} looks like {looks}, not a transformer: put it where that kind "
+            "of file goes, and choose the model's transformer file here."
+        )
+    return ModelError(f"{path.name} looks like a {looks} transformer, which sdstudio cannot run.")
+
+
+def _strip(keys: list[str]) -> str:
+    """The prefix the transformer's tensors sit under, or ``""``."""
+    return next((p for p in PREFIXES if any(k.startswith(p) for k in keys)), "")
+
+
+def _read_safetensors(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The transformer's tensors, floats in ``dtype``: fp8 matrices upcast one at a time
+    (times their ``scale_weight`` when scaled), so memory peaks near the model's size."""
+    from safetensors import SafetensorError, safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            keys = list(file.keys())
+            prefix = _strip(keys)
+            names = {k[len(prefix) :]: k for k in keys if k.startswith(prefix)}
+            scales = {
+                name.removesuffix(suffix) + ".weight": file.get_tensor(key).float()
+                for name, key in names.items()
+                for suffix in _SCALES
+                if name.endswith(suffix)
+            }
+            for name, key in names.items():
+                if name == "scaled_fp8" or name.endswith(_SCALES + _DROPPED):
+                    continue
+                tensors[name] = _upcast(path, name, file.get_tensor(key), scales.get(name), dtype)
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ModelError(f"{path.name} cannot be read ({error}); it may be truncated.") from None
+    return tensors
+
+
+def _upcast(
+    path: Path, name: str, tensor: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    if tensor.dtype in (torch.uint8, torch.int8) and tensor.dim() >= 2:
+        raise ModelError(
+            f"{path.name} stores its weights packed in 8-bit integers (such as NVFP4 or "
+            "int8 quantization), which sdstudio cannot load; use its bf16, fp8 or GGUF file."
+        )
+    if not tensor.is_floating_point():
+        return tensor
+    if scale is None:
+        return tensor.to(dtype)
+    if scale.numel() not in (1, tensor.shape[0]):
+        raise ModelError(f"{path.name} has a scale for {name} that fits no known fp8 layout.")
+    shape = (-1,) + (1,) * (tensor.dim() - 1) if scale.numel() > 1 else ()
+    return (tensor.float() * scale.reshape(shape)).to(dtype)
+
+
+def _read_gguf(path: Path) -> dict[str, Any]:
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+    try:
+        tensors = load_gguf_checkpoint(str(path))
+    except (ValueError, OSError, IndexError) as error:
+        raise ModelError(f"{path.name} cannot be read as GGUF ({error}).") from None
+    prefix = _strip(list(tensors))
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
+def _to_diffusers(path: Path, family: str, tensors: dict[str, Any]) -> dict[str, Any]:
+    """An original-layout state dict in diffusers' names (diffusers' converters; Flux.1's
+    own, as diffusers' assumes the released width)."""
+    from diffusers.loaders import single_file_utils as convert
+
+    converters = {
+        "flux1": flux1_to_diffusers,
+        "sd3": convert.convert_sd3_transformer_checkpoint_to_diffusers,
+        "zimage": convert.convert_z_image_transformer_checkpoint_to_diffusers,
+        "flux2-klein": convert.convert_flux2_transformer_checkpoint_to_diffusers,
+    }
+    try:
+        converted: dict[str, Any] = converters[family](checkpoint=tensors)
+    except (KeyError, IndexError) as error:
+        raise ModelError(
+            f"{path.name} lacks some of the transformer's weights ({error}): it is "
+            "incomplete or damaged; download it again."
+        ) from None
+    return converted
+
+
+def _build(
+    path: Path, config: dict[str, Any], tensors: dict[str, Any], *, dtype: torch.dtype, gguf: bool
+) -> Any:
+    import diffusers
+
+    cls = getattr(diffusers, config["_class_name"])
+    with torch.device("meta"):
+        skeleton = cls.from_config(config)
+    expected = skeleton.state_dict()
+    missing = [key for key in expected if key not in tensors]
+    if missing:
+        raise ModelError(
+            f"{path.name} lacks {len(missing)} of the transformer's {len(expected)} weights "
+            f"(such as {missing[0]}): it is incomplete or damaged; download it again."
+        )
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        log.debug("%s: %d tensors not used, such as %s", path.name, len(extra), extra[0])
+    tensors = {key: tensors[key] for key in expected}
+    _check_shapes(path, tensors, expected)
+    options: dict[str, Any] = {}
+    if gguf:
+        tensors = _dequantize_outside_linears(skeleton, tensors, dtype)
+        options["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=dtype)
+    with tempfile.TemporaryDirectory(prefix="sdstudio-config-") as folder:
+        (Path(folder) / "transformer").mkdir()
+        (Path(folder) / "transformer" / "config.json").write_text(json.dumps(config), "utf-8")
+        return cls.from_single_file(
+            tensors,
+            config=folder,
+            subfolder="transformer",
+            local_files_only=True,
+            torch_dtype=dtype,
+            **options,
+        )
+
+
+def _check_shapes(path: Path, tensors: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+    for key, value in tensors.items():
+        shape = tuple(getattr(value, "quant_shape", value.shape))
+        if shape != tuple(expected[key].shape):
+            raise ModelError(
+                f"{path.name} has {key} of shape {shape} where the model its other tensors "
+                f"describe has {tuple(expected[key].shape)}: the file is damaged or of an "
+                "unknown variant."
+            )
+
+
+def _dequantize_outside_linears(
+    skeleton: Any, tensors: dict[str, Any], dtype: torch.dtype
+) -> dict[str, Any]:
+    """GGUF tensors of modules other than linear layers (convolutions, position tables,
+    pad tokens) as plain tensors: diffusers computes quantized weights in linears only."""
+    from diffusers.quantizers.gguf.utils import GGUFParameter, dequantize_gguf_tensor
+
+    plain = dict(tensors)
+    for key, value in tensors.items():
+        owner = skeleton.get_submodule(key.rsplit(".", 1)[0]) if "." in key else skeleton
+        if isinstance(value, GGUFParameter) and not isinstance(owner, torch.nn.Linear):
+            plain[key] = dequantize_gguf_tensor(value).to(dtype)
+    return plain

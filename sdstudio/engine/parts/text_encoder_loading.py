@@ -1,0 +1,207 @@
+"""Building a text encoder on the meta device and filling it from a safetensors file.
+
+The model's parameters start on the meta device (no memory); buffers it computes
+itself (rotary frequencies, position ids) are built on the CPU. Each weight is read
+from the file once, converted to the wanted dtype (fp8 ones scaled back first) and
+assigned in place of its meta parameter, so the peak is the loaded model plus one
+tensor being converted. Weights a model ties (T5's ``shared`` and
+``encoder.embed_tokens``, a language model's ``lm_head`` and token embedding) share
+one tensor when the file has only one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sdstudio.engine.errors import ModelError
+from sdstudio.engine.parts.text_encoder_configs import (
+    EncoderLayout,
+    LayoutError,
+    Shapes,
+    clip_config,
+    qwen3_config,
+    qwen25_vl_config,
+    t5_config,
+)
+
+log = logging.getLogger(__name__)
+
+IDENTITY = "<identity>"
+"""The source of a CLIP projection the file lacks: an identity matrix, as ComfyUI uses."""
+
+FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
+
+_DROPPABLE = {"CLIPTextModel": {"text_projection.weight"}, "Qwen3Model": {"lm_head.weight"}}
+"""Tensors a file may hold that the class does not use."""
+
+_STAND_INS = {
+    "shared.weight": "encoder.embed_tokens.weight",
+    "encoder.embed_tokens.weight": "shared.weight",
+}
+
+
+def canonical_name(model_class: str, key: str) -> str:
+    """The canonical name (see :mod:`.text_encoder_configs`) of a model's state-dict key.
+
+    Covers both transformers 4 and 5 namings (``CLIPTextModel`` without ``text_model.``,
+    Qwen2.5-VL's ``model.language_model.`` and ``model.visual.``).
+    """
+    if model_class == "CLIPTextModel":
+        return key if key.startswith("text_model.") else "text_model." + key
+    if model_class == "Qwen3Model":
+        return "model." + key
+    if model_class == "Qwen2_5_VLForConditionalGeneration":
+        if key.startswith(("model.language_model.", "model.visual.", "lm_head.")):
+            return key
+        if key.startswith("visual."):
+            return "model." + key
+        if key.startswith("model."):
+            return "model.language_model." + key.removeprefix("model.")
+    return key
+
+
+def model_config(model_class: str, shapes: Mapping[str, tuple[int, ...]]) -> Any:
+    """The transformers config of ``model_class`` for canonical shapes."""
+    if model_class.startswith("CLIP"):
+        return clip_config(shapes)
+    if model_class == "T5EncoderModel":
+        return t5_config(shapes)
+    if model_class.startswith("Qwen3"):
+        return qwen3_config(shapes)
+    return qwen25_vl_config(shapes)
+
+
+def build_model(
+    path: Path, model_class: str, shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[Any, dict[str, str]]:
+    """An empty ``model_class`` for the canonical ``shapes`` and, for each of its
+    parameters, the canonical tensor (or :data:`IDENTITY`) that fills it.
+
+    Raises :class:`ModelError` when the file lacks weights, holds weights the model
+    does not have, or holds them in other shapes.
+    """
+    import transformers
+    from accelerate import init_empty_weights
+
+    try:
+        config = model_config(model_class, shapes)
+    except LayoutError as error:
+        raise ModelError(
+            f"{path.name} is an incomplete or unusual text encoder: {error}. "
+            "Download the file again or use another one."
+        ) from None
+    with init_empty_weights(include_buffers=False):
+        model = getattr(transformers, model_class)(config)
+    parameters = dict(model.named_parameters(remove_duplicate=False))
+    sources: dict[str, str] = {}
+    missing = []
+    for key in parameters:
+        canonical = canonical_name(model_class, key)
+        source = _source(model_class, canonical, shapes)
+        if source is None:
+            missing.append(canonical)
+        else:
+            sources[key] = source
+    if missing:
+        raise ModelError(
+            f"{path.name} lacks {len(missing)} of the {len(parameters)} weights its "
+            f"text encoder needs, such as {', '.join(missing[:3])}; the file is incomplete "
+            "or of another model."
+        )
+    wanted = {canonical_name(model_class, key) for key in parameters}
+    extra = [name for name in shapes if name not in wanted | _DROPPABLE.get(model_class, set())]
+    if extra:
+        raise ModelError(
+            f"{path.name} holds {len(extra)} tensors a {model_class} does not have, such as "
+            f"{', '.join(extra[:3])}; it is not a standard text encoder of its kind."
+        )
+    wrong = [
+        f"{source} is {list(shapes[source])}, not {list(parameters[key].shape)}"
+        for key, source in sources.items()
+        if source != IDENTITY and tuple(shapes[source]) != tuple(parameters[key].shape)
+    ]
+    if wrong:
+        raise ModelError(
+            f"{path.name} has weights of unexpected shapes ({'; '.join(wrong[:3])}); "
+            "it is damaged or of a model sdstudio does not know."
+        )
+    return model, sources
+
+
+def _source(model_class: str, canonical: str, shapes: Mapping[str, Any]) -> str | None:
+    if canonical in shapes:
+        if canonical == "encoder.embed_tokens.weight" and "shared.weight" in shapes:
+            return "shared.weight"  # tied in T5: read once
+        return canonical
+    stand_in = _STAND_INS.get(canonical)
+    if stand_in is None and canonical == "lm_head.weight":
+        stand_in = next((n for n in shapes if n.endswith("embed_tokens.weight")), None)
+        if stand_in is not None and model_class.startswith("Qwen2_5"):
+            log.info("The file has no lm_head; it shares the token embedding instead.")
+    if stand_in is None and canonical == "text_projection.weight":
+        log.info("The CLIP file has no text projection; using an identity projection.")
+        return IDENTITY
+    return stand_in if stand_in in shapes else None
+
+
+def read_weights(
+    path: Path,
+    model: Any,
+    sources: Mapping[str, str],
+    layout: EncoderLayout,
+    shapes: Shapes,
+    dtypes: Mapping[str, str],
+    dtype: Any,
+) -> None:
+    """Fill ``model``'s meta parameters from the file, in ``dtype``, and set eval mode."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    loaded: dict[str, Any] = {}
+    state: dict[str, Any] = {}
+    parameters = dict(model.named_parameters(remove_duplicate=False))
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            for key, source in sources.items():
+                if source not in loaded:
+                    if source == IDENTITY:
+                        loaded[source] = torch.eye(parameters[key].shape[0], dtype=dtype)
+                    else:
+                        name = layout.names[source]
+                        loaded[source] = _read(file, name, shapes, dtypes, dtype)
+                state[key] = loaded[source]
+    except (SafetensorError, RuntimeError) as error:
+        raise ModelError(f"{path.name} is damaged: {error}. Download it again.") from None
+    result = model.load_state_dict(state, strict=False, assign=True)
+    left = [key for key in result.missing_keys if key in parameters]
+    if left or any(parameter.is_meta for parameter in model.parameters()):
+        raise ModelError(f"{path.name} did not fill every weight of its text encoder: {left[:3]}.")
+    model.eval()
+
+
+def _read(file: Any, name: str, shapes: Shapes, dtypes: Mapping[str, str], dtype: Any) -> Any:
+    """One tensor in ``dtype``; an fp8 one is scaled by its ``scale_weight`` or
+    ``weight_scale`` (per tensor or per output row) when the file has one."""
+    import torch
+
+    tensor = file.get_tensor(name)
+    if dtypes.get(name) not in FP8_DTYPES:
+        return tensor.to(dtype)
+    tensor = tensor.to(torch.float32)
+    base = name.removesuffix(".weight")
+    for suffix in (".scale_weight", ".weight_scale"):
+        if base + suffix in shapes:
+            scale = file.get_tensor(base + suffix).to(torch.float32)
+            if scale.numel() == tensor.shape[0] and tensor.dim() > 1:
+                scale = scale.reshape(-1, *([1] * (tensor.dim() - 1)))
+            elif scale.numel() != 1:
+                raise ModelError(
+                    f"the fp8 scale of {name} has {scale.numel()} values, which sdstudio "
+                    "cannot apply; use the bf16 or fp16 version of this text encoder."
+                )
+            tensor = tensor * scale
+            break
+    return tensor.to(dtype)
