@@ -48,7 +48,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             prefix="text_encoders.clip_g.transformer.",
             dtype=torch.float16,
         ),
-        "clip_bare": tiny.write_tiny_clip(folder / "clip_bare.safetensors", width=32, projection=False),
+        "clip_bare": tiny.write_tiny_clip(
+            folder / "clip_bare.safetensors", width=32, projection=False
+        ),
         "t5": tiny.write_tiny_t5(folder / "t5xxl.safetensors"),
         "qwen3": tiny.write_tiny_qwen3(folder / "qwen_3_4b.safetensors", layers=36),
         "qwen3_head": tiny.write_tiny_qwen3(folder / "qwen_3_8b.safetensors", lm_head=True),
@@ -56,7 +58,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "vl5": tiny.write_tiny_qwen25_vl(folder / "vl_t5.safetensors", layout="transformers"),
     }
     written["t5_fp8"] = tiny.write_fp8(written["t5"], folder / "t5xxl_fp8_e4m3fn.safetensors")
-    written["vl_fp8"] = tiny.write_fp8(written["vl"], folder / "vl_fp8_scaled.safetensors", scaled=True)
+    written["vl_fp8"] = tiny.write_fp8(
+        written["vl"], folder / "vl_fp8_scaled.safetensors", scaled=True
+    )
     return written
 
 
@@ -64,7 +68,9 @@ def hidden_states_equal(loaded: Any, reference: Any, **inputs: Any) -> bool:
     with torch.no_grad():
         ours = loaded(**inputs, output_hidden_states=True).hidden_states
         theirs = reference(**inputs, output_hidden_states=True).hidden_states
-    return len(ours) == len(theirs) and all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    return len(ours) == len(theirs) and all(
+        torch.equal(a, b) for a, b in zip(ours, theirs, strict=True)
+    )
 
 
 @pytest.mark.parametrize(
@@ -89,7 +95,24 @@ def test_files_are_told_from_their_headers(
     assert plain is not None and (plain.kind, plain.width) == (expected.kind, expected.width)
 
 
-def real_shapes(model_class: str, config: Any, rename: dict[str, str]) -> dict[str, tuple[int, ...]]:
+def test_what_a_file_holds_besides_its_encoder(files: dict[str, Path]) -> None:
+    _, shapes, _ = read_header(files["clip_l"])
+    whole_clip = shapes | {
+        "vision_model.embeddings.patch_embedding.weight": (64, 3, 14, 14),
+        "visual_projection.weight": (32, 64),
+        "logit_scale": (),
+    }
+    assert identify_text_encoder(whole_clip) == TextEncoderFile("clip", "CLIP (width 32)", 32, 1)
+    checkpoint = shapes | {"model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3)}
+    assert identify_text_encoder(checkpoint) is None
+    scaled = shapes | {"scaled_fp8": (0,), "text_model.encoder.layers.0.mlp.fc1.scale_weight": ()}
+    found = identify_text_encoder(scaled)
+    assert found is not None and (found.label, found.quantization) == ("CLIP (width 32) fp8", "fp8")
+
+
+def real_shapes(
+    model_class: str, config: Any, rename: dict[str, str]
+) -> dict[str, tuple[int, ...]]:
     """The tensor shapes of a full-size model (built on the meta device), renamed as
     the released files name them."""
     import transformers
@@ -111,33 +134,67 @@ def test_real_sizes_give_the_released_configs(tmp_path: Path) -> None:
     from transformers import CLIPTextConfig, Qwen2_5_VLConfig, Qwen3Config, T5Config
 
     clip_l = CLIPTextConfig(
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-        projection_dim=768, hidden_act="quick_gelu",
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        projection_dim=768,
+        hidden_act="quick_gelu",
     )
     clip_g = CLIPTextConfig(
-        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-        projection_dim=1280, hidden_act="gelu",
+        hidden_size=1280,
+        intermediate_size=5120,
+        num_hidden_layers=32,
+        num_attention_heads=20,
+        projection_dim=1280,
+        hidden_act="gelu",
     )
-    t5 = T5Config(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, feed_forward_proj="gated-gelu")
+    t5 = T5Config(
+        d_model=4096,
+        d_kv=64,
+        d_ff=10240,
+        num_layers=24,
+        num_heads=64,
+        feed_forward_proj="gated-gelu",
+    )
     qwen3 = Qwen3Config(
-        hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-        num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
+        hidden_size=2560,
+        intermediate_size=9728,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        tie_word_embeddings=True,
     )
     vl = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
-            "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+            "vocab_size": 152064,
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
             "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
         },
         vision_config={
-            "depth": 32, "hidden_size": 1280, "num_heads": 16, "intermediate_size": 3420,
-            "out_hidden_size": 3584, "fullatt_block_indexes": [7, 15, 23, 31],
+            "depth": 32,
+            "hidden_size": 1280,
+            "num_heads": 16,
+            "intermediate_size": 3420,
+            "out_hidden_size": 3584,
+            "fullatt_block_indexes": [7, 15, 23, 31],
         },
     )
     comfy_vl = {"model.language_model.": "model.", "model.visual.": "visual."}
     cases = [
         ("CLIPTextModelWithProjection", clip_l, {}, "CLIP-L", 12),
-        ("CLIPTextModelWithProjection", clip_g, {"": "text_encoders.clip_g.transformer."}, "CLIP-G", 32),
+        (
+            "CLIPTextModelWithProjection",
+            clip_g,
+            {"": "text_encoders.clip_g.transformer."},
+            "CLIP-G",
+            32,
+        ),
         ("T5EncoderModel", t5, {}, "T5-XXL", 24),
         ("Qwen3Model", qwen3, {"": "model."}, "Qwen3 4B", 36),
         ("Qwen2_5_VLForConditionalGeneration", vl, comfy_vl, "Qwen2.5-VL 7B", 28),
@@ -156,7 +213,11 @@ def test_real_sizes_give_the_released_configs(tmp_path: Path) -> None:
             assert (inferred.num_heads, inferred.d_kv, inferred.d_ff) == (64, 64, 10240)
             assert inferred.is_gated_act
         elif model_class.startswith("Qwen3"):
-            assert (inferred.num_attention_heads, inferred.num_key_value_heads, inferred.head_dim) == (32, 8, 128)
+            assert (
+                inferred.num_attention_heads,
+                inferred.num_key_value_heads,
+                inferred.head_dim,
+            ) == (32, 8, 128)
             assert inferred.tie_word_embeddings
         else:
             text, vision = inferred.text_config, inferred.vision_config
@@ -172,7 +233,9 @@ def test_real_sizes_give_the_released_configs(tmp_path: Path) -> None:
 
 def test_clip_files_load_as_the_model_they_were_written_from(files: dict[str, Path]) -> None:
     reference = tiny.tiny_clip(width=32)
-    with_projection = load_text_encoder(files["clip_l"], "CLIPTextModelWithProjection", dtype=torch.float32)
+    with_projection = load_text_encoder(
+        files["clip_l"], "CLIPTextModelWithProjection", dtype=torch.float32
+    )
     assert hidden_states_equal(with_projection, reference, input_ids=CLIP_IDS)
     with torch.no_grad():
         assert torch.equal(with_projection(CLIP_IDS).text_embeds, reference(CLIP_IDS).text_embeds)
@@ -190,7 +253,9 @@ def test_clip_without_projection_gets_an_identity_projection(
     files: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level("INFO"):
-        model = load_text_encoder(files["clip_bare"], "CLIPTextModelWithProjection", dtype=torch.float32)
+        model = load_text_encoder(
+            files["clip_bare"], "CLIPTextModelWithProjection", dtype=torch.float32
+        )
     assert "identity projection" in caplog.text
     plain = load_text_encoder(files["clip_bare"], "CLIPTextModel", dtype=torch.float32)
     with torch.no_grad():
@@ -223,7 +288,9 @@ def test_qwen3_loads_with_every_layer_flux2_klein_reads(files: dict[str, Path]) 
 
 @pytest.mark.parametrize("name", ["vl", "vl5"])
 def test_qwen25_vl_loads_from_either_naming(files: dict[str, Path], name: str) -> None:
-    model = load_text_encoder(files[name], "Qwen2_5_VLForConditionalGeneration", dtype=torch.float32)
+    model = load_text_encoder(
+        files[name], "Qwen2_5_VLForConditionalGeneration", dtype=torch.float32
+    )
     reference = tiny.tiny_qwen25_vl()
     assert hidden_states_equal(model, reference, input_ids=QWEN_IDS)
     ours, theirs = model.state_dict(), reference.state_dict()
@@ -240,24 +307,39 @@ def test_fp8_files_are_dequantized(files: dict[str, Path]) -> None:
     assert stored.dtype == torch.float8_e4m3fn
     assert torch.equal(t5.state_dict()[name], stored.to(torch.bfloat16))
 
-    vl = load_text_encoder(files["vl_fp8"], "Qwen2_5_VLForConditionalGeneration", dtype=torch.float32)
+    vl = load_text_encoder(
+        files["vl_fp8"], "Qwen2_5_VLForConditionalGeneration", dtype=torch.float32
+    )
     name = "model.layers.0.mlp.up_proj.weight"
     with safe_open(str(files["vl_fp8"]), framework="pt") as file:
-        expected = file.get_tensor(name).float() * file.get_tensor("model.layers.0.mlp.up_proj.scale_weight")
-    assert torch.equal(vl.state_dict()["model.language_model.layers.0.mlp.up_proj.weight"], expected)
+        expected = file.get_tensor(name).float() * file.get_tensor(
+            "model.layers.0.mlp.up_proj.scale_weight"
+        )
+    assert torch.equal(
+        vl.state_dict()["model.language_model.layers.0.mlp.up_proj.weight"], expected
+    )
 
     with torch.no_grad():
-        for model, reference, ids in ((t5, tiny.tiny_t5(), T5_IDS), (vl, tiny.tiny_qwen25_vl(), QWEN_IDS)):
+        for model, reference, ids in (
+            (t5, tiny.tiny_t5(), T5_IDS),
+            (vl, tiny.tiny_qwen25_vl(), QWEN_IDS),
+        ):
             ours = model(input_ids=ids, output_hidden_states=True).hidden_states[-1].float()
             theirs = reference(input_ids=ids, output_hidden_states=True).hidden_states[-1]
-            similarity = torch.nn.functional.cosine_similarity(ours.flatten(), theirs.flatten(), dim=0)
+            similarity = torch.nn.functional.cosine_similarity(
+                ours.flatten(), theirs.flatten(), dim=0
+            )
             assert similarity > 0.99
 
 
 def test_a_file_with_several_encoders(tmp_path: Path) -> None:
     parts = {
-        "text_encoders.clip_l.transformer.": tiny.write_tiny_clip(tmp_path / "l.safetensors", width=32),
-        "text_encoders.clip_g.transformer.": tiny.write_tiny_clip(tmp_path / "g.safetensors", width=48),
+        "text_encoders.clip_l.transformer.": tiny.write_tiny_clip(
+            tmp_path / "l.safetensors", width=32
+        ),
+        "text_encoders.clip_g.transformer.": tiny.write_tiny_clip(
+            tmp_path / "g.safetensors", width=48
+        ),
         "text_encoders.t5xxl.transformer.": tiny.write_tiny_t5(tmp_path / "t.safetensors"),
     }
     state = {"model.diffusion_model.x_embedder.proj.weight": torch.zeros(8, 16)}
@@ -269,12 +351,15 @@ def test_a_file_with_several_encoders(tmp_path: Path) -> None:
     _, shapes, _ = read_header(path)
     assert identify_text_encoder(shapes) is None
     assert sorted((prefix, info.width) for prefix, info in find_text_encoders(shapes)) == sorted(
-        zip(parts, (32, 48, 96))
+        zip(parts, (32, 48, 96), strict=True)
     )
     with pytest.raises(ModelError, match="several CLIP text encoders"):
         load_text_encoder(path, "CLIPTextModel", dtype=torch.float32)
     clip_g = load_text_encoder(
-        path, "CLIPTextModelWithProjection", dtype=torch.float32, prefix="text_encoders.clip_g.transformer."
+        path,
+        "CLIPTextModelWithProjection",
+        dtype=torch.float32,
+        prefix="text_encoders.clip_g.transformer.",
     )
     assert hidden_states_equal(clip_g, tiny.tiny_clip(width=48), input_ids=CLIP_IDS)
     t5 = load_text_encoder(path, "T5EncoderModel", dtype=torch.float32)
@@ -286,12 +371,17 @@ def test_bad_files_are_refused_with_a_reason(files: dict[str, Path], tmp_path: P
         state = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
 
     missing = tmp_path / "missing.safetensors"
-    save_file({k: v for k, v in state.items() if not k.endswith("layers.0.self_attn.k_proj.bias")}, str(missing))
-    with pytest.raises(ModelError, match=r"lacks 1 of the .* self_attn\.k_proj\.bias"):
+    save_file(
+        {k: v for k, v in state.items() if not k.endswith("layers.0.self_attn.k_proj.bias")},
+        str(missing),
+    )
+    with pytest.raises(ModelError, match=r"lacks 1 of the .*self_attn\.k_proj\.bias"):
         load_text_encoder(missing, "CLIPTextModel", dtype=torch.float32)
     no_fc1 = tmp_path / "no_fc1.safetensors"
     save_file({k: v for k, v in state.items() if "mlp.fc1" not in k}, str(no_fc1))
-    with pytest.raises(ModelError, match=r"incomplete .* has no text_model\.encoder\.layers\.0\.mlp\.fc1"):
+    with pytest.raises(
+        ModelError, match=r"incomplete .* has no text_model\.encoder\.layers\.0\.mlp\.fc1"
+    ):
         load_text_encoder(no_fc1, "CLIPTextModel", dtype=torch.float32)
 
     truncated = tmp_path / "truncated.safetensors"
@@ -317,24 +407,38 @@ def test_bad_files_are_refused_with_a_reason(files: dict[str, Path], tmp_path: P
         str(lora),
     )
     vae = tmp_path / "ae.safetensors"
-    save_file({"encoder.conv_in.weight": torch.zeros(8, 3, 3, 3), "decoder.conv_out.weight": torch.zeros(3, 8, 3, 3)}, str(vae))
+    save_file(
+        {
+            "encoder.conv_in.weight": torch.zeros(8, 3, 3, 3),
+            "decoder.conv_out.weight": torch.zeros(3, 8, 3, 3),
+        },
+        str(vae),
+    )
     for path, what in ((lora, "a LoRA"), (vae, "a VAE")):
         assert inspect_text_encoder(path) is None
         with pytest.raises(ModelError, match=f"is not a T5 text encoder: it is {what}"):
             load_text_encoder(path, "T5EncoderModel", dtype=torch.float32)
 
-    with pytest.raises(ModelError, match=r"not a Qwen3 text encoder: it is a T5 \(width 96\) text encoder"):
+    with pytest.raises(
+        ModelError, match=r"not a Qwen3 text encoder: it is a T5 \(width 96\) text encoder"
+    ):
         load_text_encoder(files["t5"], "Qwen3Model", dtype=torch.float32)
     with pytest.raises(ModelError, match="cannot build text encoders of class GPT2Model"):
         load_text_encoder(files["t5"], "GPT2Model", dtype=torch.float32)
 
     extra = tmp_path / "extra.safetensors"
-    save_file(state | {"text_model.encoder.layers.0.self_attn.rotary.weight": torch.zeros(2)}, str(extra))
+    save_file(
+        state | {"text_model.encoder.layers.0.self_attn.rotary.weight": torch.zeros(2)}, str(extra)
+    )
     with pytest.raises(ModelError, match=r"holds 1 tensors a CLIPTextModel does not have"):
         load_text_encoder(extra, "CLIPTextModel", dtype=torch.float32)
 
     packed = tmp_path / "nvfp4.safetensors"
-    save_file(state | {"text_model.encoder.layers.0.mlp.fc2.weight": torch.zeros(32, 64, dtype=torch.uint8)}, str(packed))
+    save_file(
+        state
+        | {"text_model.encoder.layers.0.mlp.fc2.weight": torch.zeros(32, 64, dtype=torch.uint8)},
+        str(packed),
+    )
     with pytest.raises(ModelError, match="U8, a packed quantized format"):
         load_text_encoder(packed, "CLIPTextModel", dtype=torch.float32)
 
@@ -346,8 +450,30 @@ QWEN_EXPECTED = {
     " this is 🦙.cpp": [419, 374, 11162, 99, 247, 13, 10821],
     "нещо на Български": [78762, 14144, 1456, 13073, 63471, 33594, 3038, 133178, 79012],
     "Hello, y'all! How are you 😁 ?我想在apple工作1314151天～": [
-        9707, 11, 379, 64848, 0, 2585, 525, 498, 26525, 223, 937, 104100, 18493, 22377,
-        99257, 16, 18, 16, 19, 16, 20, 16, 35727, 21216,
+        9707,
+        11,
+        379,
+        64848,
+        0,
+        2585,
+        525,
+        498,
+        26525,
+        223,
+        937,
+        104100,
+        18493,
+        22377,
+        99257,
+        16,
+        18,
+        16,
+        19,
+        16,
+        20,
+        16,
+        35727,
+        21216,
     ],
     "\n\n\n": [1406],
     "    Hello\n    Hello": [262, 21927, 198, 262, 21927],
@@ -362,9 +488,21 @@ def test_qwen_tokenizer_matches_the_released_vocabulary() -> None:
     assert len(tokenizer) == 151669
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>"]
     assert tokenizer.convert_tokens_to_ids([*special, "<think>", "</think>"]) == [
-        151643, 151644, 151645, 151652, 151655, 151667, 151668,
+        151643,
+        151644,
+        151645,
+        151652,
+        151655,
+        151667,
+        151668,
     ]
-    assert tokenizer("<|im_start|>user\n<think></think>").input_ids == [151644, 872, 198, 151667, 151668]
+    assert tokenizer("<|im_start|>user\n<think></think>").input_ids == [
+        151644,
+        872,
+        198,
+        151667,
+        151668,
+    ]
     assert (tokenizer.pad_token_id, tokenizer.eos_token) == (151643, "<|im_end|>")
 
 
@@ -372,13 +510,20 @@ def test_chat_templates_render_what_the_real_ones_render() -> None:
     qwen3 = load_tokenizer("qwen3")
     messages = [{"role": "user", "content": "a photo of a cat"}]
     # Z-Image: enable_thinking=True renders no think block with Qwen3's template.
-    assert qwen3.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, enable_thinking=True
-    ) == "<|im_start|>user\na photo of a cat<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        qwen3.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=True
+        )
+        == "<|im_start|>user\na photo of a cat<|im_end|>\n<|im_start|>assistant\n"
+    )
     # FLUX.2 klein: enable_thinking=False closes an empty think block.
-    assert qwen3.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-    ) == "<|im_start|>user\na photo of a cat<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert (
+        qwen3.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+        == "<|im_start|>user\na photo of a cat<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
     with_system = [{"role": "system", "content": "Be brief."}, *messages]
     assert qwen3.apply_chat_template(with_system, tokenize=False, add_generation_prompt=True) == (
         "<|im_start|>system\nBe brief.<|im_end|>\n"

@@ -101,7 +101,9 @@ def _run(argv: Sequence[str] | None) -> int:
         if args.command == "settings":
             return settings.run(args, context.paths, context.settings, reporter)
         if args.command == "info":
-            return generate.run_info(args, reporter)
+            from sdstudio.cli.info import run_info
+
+            return run_info(args, reporter)
         return generate.run_generation(args, context)
     except (GenerationCancelled, KeyboardInterrupt):
         reporter.event("cancelled", "cancelled")

@@ -40,11 +40,12 @@ REQUEST_LABELS = {
     "masked_padding": "Masked area padding",
     "masked_content": "Masked content",
     "distilled_guidance": "Distilled CFG scale",
+    "text_encoders": "Text encoders",
 }
 """Names for people of the request's fields; others are named from the field."""
 
 _EXTRA_LABELS = {"loras": "LoRAs", "embeddings": "Embeddings", "vae": "VAE file"}
-_EMPTY = {"vae": "the model's own"}
+_EMPTY = {"vae": "the model's own", "text_encoders": "the model's own"}
 
 
 def label(name: str) -> str:

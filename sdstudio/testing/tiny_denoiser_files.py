@@ -7,9 +7,8 @@ The models are the real diffusers classes with the widths of
 :mod:`sdstudio.testing.tiny_flow` (so they fit its tiny text encoders), built with a
 fixed seed; where a config value cannot be read from shapes they follow the rules of
 :mod:`sdstudio.engine.parts.denoiser_configs` (SD 3's ``sample_size`` 128, Z-Image's
-``axes_lens``). The original layout is written here independently of the loader (the
-inverse of diffusers' converters: q, k and v fused back, shift and scale swapped back),
-so that a loader that reads it back into the same model proves both directions.
+``axes_lens``). The original layout comes from :mod:`sdstudio.testing.original_layouts`,
+written independently of the loader.
 """
 
 from __future__ import annotations
@@ -199,7 +198,8 @@ def write_denoiser_file(
         tensors = to_original_layout(family, tensors)
     if fp8:
         tensors = _to_fp8(tensors, scaled=fp8 == "scaled")
-    save_file({prefix + key: value.contiguous() for key, value in tensors.items()}, str(path))
+    stored = {prefix + key: value.contiguous() for key, value in tensors.items()}
+    save_file(stored, str(path), metadata={"format": "pt"})
     return path
 
 

@@ -22,7 +22,7 @@ CLIP_VOCAB = 49408
 T5_VOCAB = 32128
 QWEN3_VOCAB = 151936
 QWEN25_VL_VOCAB = 152064
-QWEN_IDS = {"bos_token_id": 151643, "eos_token_id": 151645}
+QWEN_IDS: dict[str, Any] = {"bos_token_id": 151643, "eos_token_id": 151645}
 
 FP8_SKIP = ("embed", "shared", "norm", "position", "relative_attention_bias", "patch_embed")
 """Tensors ComfyUI-style fp8 files keep in their original dtype."""
@@ -96,7 +96,7 @@ def tiny_t5(
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    config = T5Config(
+    options: dict[str, Any] = dict(
         vocab_size=T5_VOCAB,
         d_model=width,
         d_kv=16,
@@ -104,11 +104,10 @@ def tiny_t5(
         num_layers=layers,
         num_heads=width // 16,
         feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
         is_encoder_decoder=False,
         use_cache=False,
     )
-    return _rounded(T5EncoderModel(config), dtype)
+    return _rounded(T5EncoderModel(T5Config(**options)), dtype)
 
 
 def write_tiny_t5(
@@ -140,7 +139,7 @@ def tiny_qwen3(
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    config = Qwen3Config(
+    options: dict[str, Any] = dict(
         vocab_size=QWEN3_VOCAB,
         hidden_size=width,
         intermediate_size=width * 2,
@@ -154,7 +153,7 @@ def tiny_qwen3(
         tie_word_embeddings=not lm_head,
         **QWEN_IDS,
     )
-    return _rounded(Qwen3ForCausalLM(config), dtype)
+    return _rounded(Qwen3ForCausalLM(Qwen3Config(**options)), dtype)
 
 
 def write_tiny_qwen3(
@@ -211,7 +210,7 @@ def tiny_qwen25_vl(
         "fullatt_block_indexes": [1],
         "tokens_per_second": 2,
     }
-    config = Qwen2_5_VLConfig(
+    options: dict[str, Any] = dict(
         text_config=text,
         vision_config=vision,
         tie_word_embeddings=False,
@@ -221,7 +220,7 @@ def tiny_qwen25_vl(
         vision_end_token_id=151653,
         **QWEN_IDS,
     )
-    return _rounded(Qwen2_5_VLForConditionalGeneration(config), dtype)
+    return _rounded(Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**options)), dtype)
 
 
 def write_tiny_qwen25_vl(
@@ -268,7 +267,11 @@ def write_fp8(src: str | Path, dst: str | Path, *, scaled: bool = False) -> Path
     with safe_open(str(src), framework="pt", device="cpu") as file:
         for name in file.keys():  # noqa: SIM118 - safe_open is not a mapping
             tensor = file.get_tensor(name)
-            if name.endswith(".weight") and tensor.dim() == 2 and not any(s in name for s in FP8_SKIP):
+            if (
+                name.endswith(".weight")
+                and tensor.dim() == 2
+                and not any(s in name for s in FP8_SKIP)
+            ):
                 weight = tensor.to(torch.float32)
                 if scaled:
                     scale = weight.abs().max().clamp(min=1e-12) / 448.0

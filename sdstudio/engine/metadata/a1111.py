@@ -275,7 +275,7 @@ def _is_json(text: str) -> bool:
 def _modules(settings: Mapping[str, str]) -> tuple[str, ...]:
     """Forge's ``Module 1``, ``Module 2`` ...: the VAE and text encoder files (by name)
     a model kept as a transformer alone was completed with, in order, up to the first gap."""
-    found = []
+    found: list[str] = []
     while (value := settings.get(f"module {len(found) + 1}", "").strip()) and len(found) < 8:
         found.append(value)
     return tuple(found)

@@ -70,15 +70,9 @@ def identify_part(path: Path) -> Part | None:
     """
     if path.suffix.lower() not in PART_SUFFIXES:
         return None
-    shapes = part_shapes(path)
-    from sdstudio.engine.parts.denoisers import identify_denoiser
+    from sdstudio.engine.parts.denoisers import read_denoiser_file
 
-    quantization = ""
-    if path.suffix.lower() == ".gguf":
-        from sdstudio.engine.parts.gguf_files import gguf_quantization
-
-        quantization = f"GGUF {gguf_quantization(path)}"
-    denoiser = identify_denoiser(shapes, quantization=quantization)
+    denoiser = read_denoiser_file(path)
     if denoiser is not None:
         return Part(
             Role.TRANSFORMER,
@@ -89,9 +83,9 @@ def identify_part(path: Path) -> Part | None:
         )
     if path.suffix.lower() == ".gguf":
         return None
-    from sdstudio.engine.parts.text_encoders import identify_text_encoder
+    from sdstudio.engine.parts.text_encoders import inspect_text_encoder
 
-    encoder = identify_text_encoder(shapes)
+    encoder = inspect_text_encoder(path)
     if encoder is not None:
         return Part(
             Role.TEXT_ENCODER,
@@ -102,7 +96,7 @@ def identify_part(path: Path) -> Part | None:
         )
     from sdstudio.engine.parts.vae_files import identify_vae_file
 
-    vae = identify_vae_file(shapes)
+    vae = identify_vae_file(part_shapes(path))
     if vae is not None and vae.kind != "kl4":
         return Part(Role.VAE, vae.kind, vae.label)
     return None

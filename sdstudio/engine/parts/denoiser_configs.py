@@ -1,6 +1,6 @@
-"""Recognising a lone transformer file of the flow families and the diffusers config
+"""The layout of a lone transformer file of the flow families and the diffusers config
 its tensor shapes imply, from names and shapes alone (a safetensors header or a GGUF
-tensor table).
+tensor table); :mod:`.denoiser_recognition` names the model from them.
 
 Files come in two layouts. The *original* one is what Black Forest Labs, Stability AI
 and Tongyi publish and what ComfyUI keeps in ``models/diffusion_models``
@@ -305,6 +305,6 @@ def _axes(family: str, head_dim: int) -> tuple[int, ...]:
     if sum(axes) != head_dim or any(axis % 2 or not axis for axis in axes):
         raise ModelError(
             f"The transformer has {head_dim}-value attention heads, which no released "
-            f"{CLASSES[family]} has; sdstudio cannot tell how to run it."
+            "model of its family has; sdstudio cannot tell how to place its positions."
         )
     return axes

@@ -104,8 +104,9 @@ def _read_table(path: Path) -> tuple[dict[str, tuple[int, ...]], str, set[str]]:
 
     shapes = read_safetensors_shapes(path)
     header = read_safetensors_header(path)
-    matrices = [e for k, e in header.items() if k != "__metadata__" and len(e["shape"]) >= 2]
-    fp8 = sum(entry["dtype"] in _FP8 for entry in matrices)
+    prefix = _strip(list(shapes))
+    matrices = [k for k, shape in shapes.items() if k.startswith(prefix) and len(shape) >= 2]
+    fp8 = sum(header[key].get("dtype") in _FP8 for key in matrices)
     return shapes, "fp8" if matrices and fp8 * 2 >= len(matrices) else "", set()
 
 
@@ -246,14 +247,21 @@ def _build(
     with tempfile.TemporaryDirectory(prefix="sdstudio-config-") as folder:
         (Path(folder) / "transformer").mkdir()
         (Path(folder) / "transformer" / "config.json").write_text(json.dumps(config), "utf-8")
-        return cls.from_single_file(
-            tensors,
-            config=folder,
-            subfolder="transformer",
-            local_files_only=True,
-            torch_dtype=dtype,
-            **options,
-        )
+        # diffusers warns on every such load that no module is kept in float32 ("[]").
+        modeling = logging.getLogger("diffusers.models.modeling_utils")
+        level = modeling.level
+        modeling.setLevel(logging.ERROR)
+        try:
+            return cls.from_single_file(
+                tensors,
+                config=folder,
+                subfolder="transformer",
+                local_files_only=True,
+                torch_dtype=dtype,
+                **options,
+            )
+        finally:
+            modeling.setLevel(level)
 
 
 def _check_shapes(path: Path, tensors: Mapping[str, Any], expected: Mapping[str, Any]) -> None:

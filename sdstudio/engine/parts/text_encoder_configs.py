@@ -45,8 +45,8 @@ QUANT_SUFFIXES = (".scale_weight", ".weight_scale", ".scale_input", ".input_scal
 IGNORED_SUFFIXES = ("position_ids",)
 """Buffers some files carry that models rebuild themselves."""
 
-QWEN_TOKEN_IDS = {"bos_token_id": 151643, "eos_token_id": 151645}
-QWEN25_VL_TOKEN_IDS = {
+QWEN_TOKEN_IDS: dict[str, Any] = {"bos_token_id": 151643, "eos_token_id": 151645}
+QWEN25_VL_TOKEN_IDS: dict[str, Any] = {
     "image_token_id": 151655,
     "video_token_id": 151656,
     "vision_start_token_id": 151652,
@@ -118,6 +118,11 @@ def _clip_layout(root: str, shapes: Shapes) -> EncoderLayout:
     if prefix + "text_projection.weight" in shapes:
         names["text_projection.weight"] = prefix + "text_projection.weight"
     ignored = {name for name in shapes if name.startswith(root) and name.endswith(IGNORED_SUFFIXES)}
+    # A whole CLIP model (text and image towers) still serves as a text encoder.
+    image_side = tuple(
+        prefix + part for part in ("vision_model.", "visual_projection.", "logit_scale")
+    )
+    ignored |= {name for name in shapes if name.startswith(image_side)}
     return EncoderLayout("clip", prefix, names, ignored)
 
 
@@ -232,7 +237,7 @@ def t5_config(shapes: Mapping[str, tuple[int, ...]]) -> Any:
     buckets, heads = shape(shapes, attention + "relative_attention_bias.weight")
     gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in shapes
     feed_forward = "encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi")
-    return T5Config(
+    options: dict[str, Any] = dict(
         vocab_size=vocab,
         d_model=width,
         d_kv=per_head(shape(shapes, attention + "q.weight")[0], heads, "q"),
@@ -243,10 +248,10 @@ def t5_config(shapes: Mapping[str, tuple[int, ...]]) -> Any:
         relative_attention_max_distance=128,
         feed_forward_proj="gated-gelu" if gated else "relu",
         layer_norm_epsilon=1e-6,
-        tie_word_embeddings=False,
         is_encoder_decoder=False,
         use_cache=False,
     )
+    return T5Config(**options)
 
 
 def qwen3_config(shapes: Mapping[str, tuple[int, ...]]) -> Any:
@@ -257,13 +262,17 @@ def qwen3_config(shapes: Mapping[str, tuple[int, ...]]) -> Any:
     attention = "model.layers.0.self_attn."
     head_dim = shape(shapes, attention + "q_norm.weight")[0]
     layers = count_layers(shapes, "model.layers.")
-    return Qwen3Config(
+    options: dict[str, Any] = dict(
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=shape(shapes, "model.layers.0.mlp.gate_proj.weight")[0],
         num_hidden_layers=layers,
-        num_attention_heads=per_head(shape(shapes, attention + "q_proj.weight")[0], head_dim, "q_proj"),
-        num_key_value_heads=per_head(shape(shapes, attention + "k_proj.weight")[0], head_dim, "k_proj"),
+        num_attention_heads=per_head(
+            shape(shapes, attention + "q_proj.weight")[0], head_dim, "q_proj"
+        ),
+        num_key_value_heads=per_head(
+            shape(shapes, attention + "k_proj.weight")[0], head_dim, "k_proj"
+        ),
         head_dim=head_dim,
         hidden_act="silu",
         max_position_embeddings=40960,
@@ -275,6 +284,7 @@ def qwen3_config(shapes: Mapping[str, tuple[int, ...]]) -> Any:
         max_window_layers=layers,
         **QWEN_TOKEN_IDS,
     )
+    return Qwen3Config(**options)
 
 
 def qwen25_vl_config(shapes: Mapping[str, tuple[int, ...]]) -> Any:
@@ -287,13 +297,17 @@ def qwen25_vl_config(shapes: Mapping[str, tuple[int, ...]]) -> Any:
     head_dim = qwen_head_dim(hidden)
     attention = text + "layers.0.self_attn."
     layers = count_layers(shapes, text + "layers.")
-    text_config = {
+    text_config: dict[str, Any] = {
         "vocab_size": vocab,
         "hidden_size": hidden,
         "intermediate_size": shape(shapes, text + "layers.0.mlp.gate_proj.weight")[0],
         "num_hidden_layers": layers,
-        "num_attention_heads": per_head(shape(shapes, attention + "q_proj.weight")[0], head_dim, "q_proj"),
-        "num_key_value_heads": per_head(shape(shapes, attention + "k_proj.weight")[0], head_dim, "k_proj"),
+        "num_attention_heads": per_head(
+            shape(shapes, attention + "q_proj.weight")[0], head_dim, "q_proj"
+        ),
+        "num_key_value_heads": per_head(
+            shape(shapes, attention + "k_proj.weight")[0], head_dim, "k_proj"
+        ),
         "hidden_act": "silu",
         "max_position_embeddings": 128000,
         "rms_norm_eps": 1e-6,
@@ -305,13 +319,14 @@ def qwen25_vl_config(shapes: Mapping[str, tuple[int, ...]]) -> Any:
         "tie_word_embeddings": "lm_head.weight" not in shapes,
         **QWEN_TOKEN_IDS,
     }
-    return Qwen2_5_VLConfig(
+    options: dict[str, Any] = dict(
         text_config=text_config,
         vision_config=vision_config(shapes),
         tie_word_embeddings="lm_head.weight" not in shapes,
         **QWEN_TOKEN_IDS,
         **QWEN25_VL_TOKEN_IDS,
     )
+    return Qwen2_5_VLConfig(**options)
 
 
 def mrope_section(head_dim: int) -> list[int]:

@@ -33,6 +33,8 @@ IDENTITY = "<identity>"
 """The source of a CLIP projection the file lacks: an identity matrix, as ComfyUI uses."""
 
 FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
+DEQUANTIZE_CHUNK = 1 << 24
+"""Elements of an fp8 tensor scaled at once (64 MB in float32)."""
 
 _DROPPABLE = {"CLIPTextModel": {"text_projection.weight"}, "Qwen3Model": {"lm_head.weight"}}
 """Tensors a file may hold that the class does not use."""
@@ -163,6 +165,10 @@ def read_weights(
     loaded: dict[str, Any] = {}
     state: dict[str, Any] = {}
     parameters = dict(model.named_parameters(remove_duplicate=False))
+    fp8 = any(dtypes.get(name) in FP8_DTYPES for name in layout.names.values())
+    # One float32 buffer for scaling every fp8 tensor: temporaries of many sizes would
+    # leave the allocator holding up to twice the model's memory after the load.
+    scratch = torch.empty(DEQUANTIZE_CHUNK if fp8 else 0, dtype=torch.float32)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as file:
             for key, source in sources.items():
@@ -171,7 +177,7 @@ def read_weights(
                         loaded[source] = torch.eye(parameters[key].shape[0], dtype=dtype)
                     else:
                         name = layout.names[source]
-                        loaded[source] = _read(file, name, shapes, dtypes, dtype)
+                        loaded[source] = _read(file, name, shapes, dtypes, dtype, scratch)
                 state[key] = loaded[source]
     except (SafetensorError, RuntimeError) as error:
         raise ModelError(f"{path.name} is damaged: {error}. Download it again.") from None
@@ -182,7 +188,9 @@ def read_weights(
     model.eval()
 
 
-def _read(file: Any, name: str, shapes: Shapes, dtypes: Mapping[str, str], dtype: Any) -> Any:
+def _read(
+    file: Any, name: str, shapes: Shapes, dtypes: Mapping[str, str], dtype: Any, scratch: Any
+) -> Any:
     """One tensor in ``dtype``; an fp8 one is scaled by its ``scale_weight`` or
     ``weight_scale`` (per tensor or per output row) when the file has one."""
     import torch
@@ -190,18 +198,38 @@ def _read(file: Any, name: str, shapes: Shapes, dtypes: Mapping[str, str], dtype
     tensor = file.get_tensor(name)
     if dtypes.get(name) not in FP8_DTYPES:
         return tensor.to(dtype)
-    tensor = tensor.to(torch.float32)
+    scale = torch.ones((), dtype=torch.float32)
     base = name.removesuffix(".weight")
     for suffix in (".scale_weight", ".weight_scale"):
         if base + suffix in shapes:
             scale = file.get_tensor(base + suffix).to(torch.float32)
-            if scale.numel() == tensor.shape[0] and tensor.dim() > 1:
-                scale = scale.reshape(-1, *([1] * (tensor.dim() - 1)))
-            elif scale.numel() != 1:
-                raise ModelError(
-                    f"the fp8 scale of {name} has {scale.numel()} values, which sdstudio "
-                    "cannot apply; use the bf16 or fp16 version of this text encoder."
-                )
-            tensor = tensor * scale
             break
-    return tensor.to(dtype)
+    per_row = tensor.dim() > 1 and scale.numel() == tensor.shape[0] and scale.numel() > 1
+    if not per_row and scale.numel() != 1:
+        raise ModelError(
+            f"the fp8 scale of {name} has {scale.numel()} values, which sdstudio "
+            "cannot apply; use the bf16 or fp16 version of this text encoder."
+        )
+    return _dequantize(
+        tensor, scale.reshape(-1, 1) if per_row else scale.reshape(()), dtype, scratch
+    )
+
+
+def _dequantize(tensor: Any, scale: Any, dtype: Any, scratch: Any) -> Any:
+    """``tensor * scale`` in ``dtype``, computed in float32 a slice of rows at a time
+    in ``scratch``."""
+    import torch
+
+    result = torch.empty(tensor.shape, dtype=dtype)
+    rows = tensor.reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.reshape(-1, 1)
+    out = result.view(rows.shape)
+    step = max(1, scratch.numel() // rows.shape[1])
+    if step * rows.shape[1] > scratch.numel():
+        scratch = torch.empty(step * rows.shape[1], dtype=torch.float32)
+    for start in range(0, rows.shape[0], step):
+        part = rows[start : start + step]
+        buffer = scratch[: part.numel()].view(part.shape)
+        buffer.copy_(part)
+        buffer.mul_(scale[start : start + step] if scale.dim() else scale)
+        out[start : start + step].copy_(buffer)
+    return result

@@ -11,7 +11,6 @@ without ComfyUI's per-tensor scales) are dequantized to the wanted dtype.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,6 @@ from sdstudio.engine.parts.text_encoder_configs import (
     t5_config,
     t5_embedding,
 )
-
-log = logging.getLogger(__name__)
 
 MODEL_KINDS = {
     "CLIPTextModel": "clip",

@@ -32,7 +32,9 @@ def tokenizer_folder(kind: str) -> Path:
     names = {"clip": "clip_tokenizer", "t5": "t5_tokenizer", "qwen3": "qwen_tokenizer"}
     names["qwen2.5-vl"] = "qwen_tokenizer"
     if kind not in names:
-        raise ModelError(f"No tokenizer for text encoders of kind {kind!r}; known: {', '.join(KINDS)}.")
+        raise ModelError(
+            f"No tokenizer for text encoders of kind {kind!r}; known: {', '.join(KINDS)}."
+        )
     folder = resource_path("model_configs") / names[kind]
     if not folder.is_dir():
         raise ModelError(
@@ -60,9 +62,10 @@ def load_tokenizer(kind: str, *, second_clip: bool = False) -> Any:
                 options["pad_token"] = "!"
             return CLIPTokenizer.from_pretrained(folder, **options)
         if kind == "t5":
-            from transformers import T5TokenizerFast
+            import transformers
 
-            return T5TokenizerFast.from_pretrained(folder, model_max_length=T5_MAX_LENGTH)
+            t5_class = getattr(transformers, "T5TokenizerFast", None) or transformers.T5Tokenizer
+            return t5_class.from_pretrained(folder, model_max_length=T5_MAX_LENGTH)
         return _qwen_tokenizer(folder, kind)
     except (OSError, ValueError) as error:
         raise ModelError(
@@ -73,7 +76,9 @@ def load_tokenizer(kind: str, *, second_clip: bool = False) -> Any:
 def _qwen_tokenizer(folder: Path, kind: str) -> Any:
     import transformers
 
-    tokenizer_class = getattr(transformers, "Qwen2TokenizerFast", None) or transformers.Qwen2Tokenizer
+    tokenizer_class = (
+        getattr(transformers, "Qwen2TokenizerFast", None) or transformers.Qwen2Tokenizer
+    )
     options: dict[str, Any] = {}
     if kind == "qwen2.5-vl":
         options["chat_template"] = (folder / QWEN25_VL_TEMPLATE_FILE).read_text("utf-8")

@@ -13,8 +13,9 @@ Four kinds are told apart by tensor shapes alone (:func:`identify_vae_file`):
 
 A file holds the original layout (``encoder.down.0.block.0…`` for the KL kinds, Wan's
 ``encoder.downsamples.0.residual…``) or the diffusers one; original names are mapped
-by :mod:`sdstudio.engine.parts.vae_layouts`. :func:`load_vae_file` builds the family's diffusers class from the config shipped
-in ``resources/model_configs/<folder>/vae/config.json`` (scaling and shift factors, or
+by :mod:`sdstudio.engine.parts.vae_layouts`. :func:`load_vae_file` builds the family's
+diffusers class from the config shipped in
+``resources/model_configs/<folder>/vae/config.json`` (scaling and shift factors, or
 latents mean and std) with the sizes the file's shapes tell, so nothing comes from the
 Hugging Face hub. Flux.1's and SD3's VAEs have the same shapes: which one a file holds
 cannot be told, and the family's config decides how latents are scaled.

@@ -1,0 +1,82 @@
+"""``info``: the generation settings stored in an image, one a line, with the ones the
+image did not hold marked and what sdstudio keeps but does not apply."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sdstudio.cli.report import Reporter
+from sdstudio.engine.request import Mode
+
+
+def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
+    """``info``: the settings stored in an image."""
+    from sdstudio.engine.metadata import read_image_settings
+
+    settings = read_image_settings(args.image)
+    request = settings.request
+    if args.json:
+        data: dict[str, Any] = {"source": settings.source, "request": request.to_dict()}
+        data["model_name"] = settings.model_name
+        data["model_hash"] = settings.model_hash
+        data["extras"] = dict(settings.extras)
+        data["read"] = sorted(settings.read)
+        if settings.record is not None:
+            data["created"] = settings.record.created
+        if settings.parameters:
+            data["parameters"] = settings.parameters
+        data["notes"] = list(settings.notes)
+        reporter.data(data)
+        return 0
+    source_labels = {
+        "sdstudio": "sdstudio",
+        "a1111": "AUTOMATIC1111 parameters",
+        "comfyui": "ComfyUI",
+        "invokeai": "InvokeAI",
+        "fooocus": "Fooocus",
+        "novelai": "NovelAI",
+        "swarmui": "SwarmUI",
+        "stabilitymatrix": "Stability Matrix",
+        "tensorart": "TensorArt",
+        "webdemo": "web demo JSON",
+    }
+    # Each row with the request fields it shows: a value the image did not hold is marked.
+    rows: list[tuple[str, str, tuple[str, ...]]] = [
+        ("Source", source_labels.get(settings.source, settings.source), ()),
+        ("Prompt", request.prompt, ("prompt",)),
+        ("Negative prompt", request.negative_prompt, ("negative_prompt",)),
+        ("Mode", request.mode.value, ("mode",)),
+        ("Model", request.model, ("model",)),
+        ("Model hash", settings.model_hash, ()),
+        ("Sampler", request.sampler, ("sampler",)),
+        ("Schedule type", request.schedule, ("schedule",)),
+        ("Steps", str(request.steps), ("steps",)),
+        ("CFG scale", f"{request.guidance_scale:g}", ("guidance_scale",)),
+        ("Seed", str(request.seed), ("seed",)),
+        ("Size", f"{request.width}x{request.height}", ("width", "height")),
+        ("VAE", request.vae, ("vae",)),
+        ("Text encoders", ", ".join(request.text_encoders), ("text_encoders",)),
+    ]
+    if "distilled_guidance" in settings.read:
+        rows.append(("Distilled CFG scale", f"{request.distilled_guidance:g}", ()))
+    if request.mode is not Mode.TXT2IMG:
+        rows += [
+            ("Init image", request.init_image or "", ("init_image",)),
+            ("Strength", f"{request.strength:g}", ("strength",)),
+        ]
+    if request.mask:
+        rows.append(("Mask", request.mask, ("mask",)))
+    for key, value, fields in rows:
+        if value:
+            unread = not settings.read.issuperset(fields)
+            mark = " (not in the image; sdstudio's default)" if unread else ""
+            reporter.result(f"{key}: {value}{mark}")
+    if settings.extras:
+        also = ", ".join(f"{key}: {value}" for key, value in settings.extras.items())
+        reporter.result(f"Also in the image (not applied): {also}")
+    if settings.notes:
+        reporter.result("Notes:")
+        for note in settings.notes:
+            reporter.result(f"  - {note}")
+    return 0
