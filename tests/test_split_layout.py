@@ -205,3 +205,22 @@ def test_cli_generates_from_a_split_layout_and_lists_it(
         "dev",
     )
     assert listing["clip_g"]["kind"] == "text_encoder"
+
+
+@pytest.mark.parametrize("family", ["flux1", "sd3"])
+def test_all_in_one_checkpoints_use_their_own_parts(
+    engine: Engine, tmp_path: Path, family: str
+) -> None:
+    from sdstudio.testing.tiny_split import save_tiny_all_in_one
+
+    model = save_tiny_all_in_one(
+        tmp_path / "models" / "checkpoints" / f"aio-{family}.safetensors", family
+    )
+    first = next(engine.generate(request(model)))
+    recorded = first.record.request
+    assert (recorded.text_encoders, recorded.vae) == ((), "")
+    assert "modules" not in first.record.extra
+    again = next(engine.generate(recorded))
+    assert np.array_equal(pixels(first.image), pixels(again.image))
+    (entry,) = scan_folder(tmp_path).entries
+    assert (entry.family, "all-in-one") == (family, entry.flags[0])

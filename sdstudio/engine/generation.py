@@ -155,7 +155,7 @@ class Engine:
             extra["distilled_guidance"] = True
         if vae is not None:
             extra["vae"] = {"name": vae_display_name(vae), "hash": self.pipelines.vae_hash()}
-        if split is not None:
+        if split is not None and module_names(split):
             extra["modules"] = module_names(split)
         for index, seed in enumerate(request.seeds()):
             cancel.raise_if_cancelled()

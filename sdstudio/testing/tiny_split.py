@@ -82,3 +82,45 @@ def _write_text_encoders(folder: Path, family: str, seed: int) -> None:
         write_tiny_qwen25_vl(folder / "qwen_2.5_vl_7b.safetensors", width=QWEN_HIDDEN, seed=seed)
     else:
         raise ValueError(f"no tiny split layout for {family}")
+
+
+def save_tiny_all_in_one(path: str | Path, family: str, *, seed: int = 0) -> Path:
+    """Write a tiny all-in-one checkpoint of ``family`` (``"flux1"`` or ``"sd3"``): the
+    transformer under ``model.diffusion_model.``, the text encoders under
+    ``text_encoders.<name>.transformer.`` and the VAE under ``vae.``, as ComfyUI saves
+    them (and as SD 3.5's own single files hold them)."""
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sdstudio-aio-") as tmp:
+        folder = Path(tmp)
+        files = [
+            write_denoiser_file(
+                folder / "transformer.safetensors",
+                family,
+                build_tiny_denoiser(family, seed=seed),
+                prefix="model.diffusion_model.",
+            ),
+            write_tiny_vae("kl16", folder / "vae.safetensors", seed),
+        ]
+        encoders = {"clip_l": CLIP_HIDDEN, "t5xxl": T5_HIDDEN if family == "flux1" else SD3_T5}
+        if family == "sd3":
+            encoders["clip_g"] = 2 * CLIP_HIDDEN
+        for index, (name, width) in enumerate(encoders.items()):
+            prefix = f"text_encoders.{name}.transformer."
+            target = folder / f"{name}.safetensors"
+            if name == "t5xxl":
+                files.append(write_tiny_t5(target, width=width, seed=seed, prefix=prefix))
+            else:
+                files.append(write_tiny_clip(target, width=width, seed=seed + index, prefix=prefix))
+        tensors = {}
+        for file in files:
+            loaded = load_file(str(file))
+            if file.name == "vae.safetensors":
+                loaded = {f"vae.{key}": value for key, value in loaded.items()}
+            tensors.update(loaded)
+        save_file(tensors, str(path))
+    return path

@@ -43,8 +43,9 @@ class ModelEntry:
     family_label: str = "Unknown"
     flags: tuple[str, ...] = ()
     """``few-step`` for turbo, LCM, lightning and hyper models; ``transformer`` for a
-    transformer kept alone (its text encoders and VAE are separate files);
-    ``fp8`` or ``gguf`` for quantized weights."""
+    transformer kept alone (its text encoders and VAE are separate files), ``all-in-one``
+    for a flow model's checkpoint that holds them; ``fp8`` or ``gguf`` for quantized
+    weights."""
     variant: str = ""
     """Which model of its family, where the files tell (``dev``, ``schnell``, ``Large``)."""
 
@@ -292,9 +293,11 @@ def _part_entry(path: Path, kind: str) -> tuple[str, tuple[str, str], tuple[str,
     flags = tuple(f for f in (part.quantization.split(" ")[0].lower(),) if f)
     if part.role is Role.TRANSFORMER:
         from sdstudio.engine.families import family
+        from sdstudio.engine.models.split_layout import embedded_parts
 
         label = family(part.kind).label + (f" {part.variant}" if part.variant else "")
-        return "checkpoint", (part.kind, label), ("transformer", *flags), part.variant
+        whole = "all-in-one" if embedded_parts(path)[0] else "transformer"
+        return "checkpoint", (part.kind, label), (whole, *flags), part.variant
     return part.role.value, (part.kind, part.label), flags, ""
 
 

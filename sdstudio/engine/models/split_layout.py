@@ -36,6 +36,10 @@ TEXT_ENCODER_FOLDERS = ("text_encoders", "clip", "text_encoder")
 VAE_FOLDERS = ("vae", "VAE")
 MAX_DEPTH = 3
 """How deep part folders are searched (ComfyUI allows sub-folders)."""
+VAE_PREFIXES = ("vae.", "first_stage_model.")
+Candidate = tuple[Path, Part, str | None]
+"""A text encoder file, what it is, and its prefix inside a file holding several."""
+"""Where all-in-one checkpoints keep their VAE."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +52,19 @@ class SplitModel:
     text_encoders: tuple[Path | None, ...]
     """One per text slot of the family (None: an optional encoder left out)."""
     vae: Path
+    text_prefixes: tuple[str | None, ...] = ()
+    """For text encoders inside the transformer's own file (an all-in-one checkpoint):
+    the prefix of each one's tensor names."""
 
     def names(self) -> tuple[tuple[str, ...], str]:
-        """The text encoders' and the VAE's file names, as a request records them."""
-        encoders = tuple(path.name for path in self.text_encoders if path is not None)
-        return encoders, self.vae.name
+        """The text encoders' and the VAE's file names, as a request records them; parts
+        inside the model's own file are not named."""
+        encoders = tuple(path.name for path in self.separate(self.text_encoders))
+        return encoders, "" if self.vae == self.transformer else self.vae.name
+
+    def separate(self, paths: Sequence[Path | None]) -> list[Path]:
+        """The files of ``paths`` other than the model's own."""
+        return [path for path in paths if path is not None and path != self.transformer]
 
 
 def transformer_part(path: Path) -> Part | None:
@@ -113,19 +125,45 @@ def complete(
         else:
             raise ModelError(f"{path.name} is a {found.label}, not a text encoder.")
     config = _transformer_config(transformer, part.kind)
-    slots = _fill_slots(layout.text, encoders, config, text_folders, transformer)
+    inside, vae_inside = embedded_parts(transformer)
+    slots, prefixes = _fill_slots(layout.text, encoders, inside, config, text_folders, transformer)
+    if vae_path is None:
+        vae_path = transformer if vae_inside else None
     if vae_path is None:
         vae_path = _find_vae(layout.vae, vae_folders, transformer, model_family)
-    else:
+    elif vae_path != transformer:
         _check_vae(vae_path, layout.vae, model_family)
-    model = SplitModel(transformer, model_family, part.variant, slots, vae_path)
-    if on_status and (not text_encoders or not vae):
-        encoder_names, vae_name = model.names()
-        on_status(
-            f"{transformer.name}: text encoders {', '.join(encoder_names) or 'none'}, "
-            f"VAE {vae_name}."
-        )
+    model = SplitModel(transformer, model_family, part.variant, slots, vae_path, prefixes)
+    separate = model.separate([*slots, vae_path])
+    if on_status and separate and (not text_encoders or not vae):
+        names = [path.name if path != transformer else "its own" for path in slots if path]
+        vae_name = vae_path.name if vae_path != transformer else "its own"
+        on_status(f"{transformer.name}: text encoders {', '.join(names)}; VAE {vae_name}.")
     return model
+
+
+def embedded_parts(path: Path) -> tuple[list[Candidate], bool]:
+    """The text encoders inside a transformer's own file (an all-in-one checkpoint, such
+    as SD 3.5's or ComfyUI's Flux.1 fp8), each with its tensor-name prefix, and whether
+    the file holds a VAE too."""
+    if path.suffix.lower() != ".safetensors":
+        return [], False
+    from sdstudio.engine.parts.text_encoders import find_text_encoders, read_header
+    from sdstudio.engine.parts.vae_files import identify_vae_file
+
+    try:
+        _, shapes, dtypes = read_header(path)
+    except ModelError:
+        return [], False
+    found: list[Candidate] = [
+        (path, Part(Role.TEXT_ENCODER, info.kind, info.label, width=info.width), prefix)
+        for prefix, info in find_text_encoders(shapes, dtypes=dtypes)
+    ]
+    vae = any(
+        identify_vae_file({k[len(p) :]: v for k, v in shapes.items() if k.startswith(p)})
+        for p in VAE_PREFIXES
+    )
+    return found, vae
 
 
 def assemble(model: SplitModel, *, dtype: Any) -> Any:
@@ -142,11 +180,14 @@ def assemble(model: SplitModel, *, dtype: Any) -> Any:
     assert layout is not None
     folder = layout.config_folder(model.variant)
     components: dict[str, Any] = {"transformer": load_denoiser(model.transformer, dtype=dtype)}
-    for slot, path in zip(layout.text, model.text_encoders, strict=True):
+    for index, (slot, path) in enumerate(zip(layout.text, model.text_encoders, strict=True)):
         if path is None:
             components[slot.component] = components[slot.tokenizer] = None
             continue
-        components[slot.component] = load_text_encoder(path, slot.model_class, dtype=dtype)
+        prefix = model.text_prefixes[index] if model.text_prefixes else None
+        components[slot.component] = load_text_encoder(
+            path, slot.model_class, dtype=dtype, prefix=prefix
+        )
         components[slot.tokenizer] = load_tokenizer(slot.kind, second_clip=slot.second_clip)
     components["vae"] = load_vae_file(model.vae, model.family.id, dtype=dtype, config_folder=folder)
     components["scheduler"] = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(
@@ -221,53 +262,68 @@ def _transformer_config(transformer: Path, family_id: str) -> dict[str, Any]:
 def _fill_slots(
     slots: tuple[TextSlot, ...],
     named: list[tuple[Path, Part]],
+    inside: list[Candidate],
     config: dict[str, Any],
     folders: list[Path],
     transformer: Path,
-) -> tuple[Path | None, ...]:
-    """One text encoder per slot: the named ones where they fit, then found ones."""
-    filled: list[Path | None] = [None] * len(slots)
-    left = list(named)
+) -> tuple[tuple[Path | None, ...], tuple[str | None, ...]]:
+    """One text encoder per slot, with its prefix inside the model's file: the named ones
+    where they fit, then those inside the model's own file, then ones found in folders."""
+    filled: list[Candidate | None] = [None] * len(slots)
+    left: list[Candidate] = [(path, part, None) for path, part in named]
     for index, slot in enumerate(slots):
         match = _pick(slot, slots, left, config)
         if match is not None:
-            filled[index] = match[0]
+            filled[index] = match
             left.remove(match)
     if left:
-        names = ", ".join(f"{path.name} ({part.label})" for path, part in left)
+        names = ", ".join(f"{path.name} ({part.label})" for path, part, _ in left)
         raise ModelError(f"{names} does not fit {transformer.name}: {_wanted(slots, config)}.")
-    if all(path is not None for path in filled):
-        return tuple(filled)
-    candidates = [
-        (path, part)
-        for path in part_files(folders)
-        if (part := identify(path)) is not None and part.role is Role.TEXT_ENCODER
+    sources: list[Callable[[], list[Candidate]]] = [
+        lambda: inside,
+        lambda: _folder_candidates(folders),
     ]
-    candidates.sort(key=lambda item: (item[1].quantization != "", item[0].name.lower()))
-    used = {path for path in filled if path is not None}
+    for source in sources:
+        if all(item is not None for item in filled):
+            break
+        candidates = source()
+        used = {(item[0], item[2]) for item in filled if item is not None}
+        for index, slot in enumerate(slots):
+            if filled[index] is None:
+                free = [item for item in candidates if (item[0], item[2]) not in used]
+                match = _pick(slot, slots, free, config)
+                if match is not None:
+                    filled[index] = match
+                    used.add((match[0], match[2]))
     for index, slot in enumerate(slots):
-        if filled[index] is not None:
-            continue
-        free = [item for item in candidates if item[0] not in used]
-        match = _pick(slot, slots, free, config)
-        if match is not None:
-            filled[index] = match[0]
-            used.add(match[0])
-        elif not slot.optional:
+        if filled[index] is None and not slot.optional:
             raise ModelError(
                 f"{transformer.name} needs a text encoder that was not found: "
                 f"{_wanted((slot,), config)} (looked in {_where(folders)}). Put it in one of "
                 "those folders or give it with --text-encoder."
             )
-    return tuple(filled)
+    paths = tuple(item[0] if item is not None else None for item in filled)
+    prefixes = tuple(item[2] if item is not None else None for item in filled)
+    return paths, prefixes
+
+
+def _folder_candidates(folders: list[Path]) -> list[Candidate]:
+    """The text encoder files in ``folders``, full-precision ones first."""
+    found: list[Candidate] = [
+        (path, part, None)
+        for path in part_files(folders)
+        if (part := identify(path)) is not None and part.role is Role.TEXT_ENCODER
+    ]
+    found.sort(key=lambda item: (item[1].quantization != "", item[0].name.lower()))
+    return found
 
 
 def _pick(
     slot: TextSlot,
     slots: tuple[TextSlot, ...],
-    candidates: list[tuple[Path, Part]],
+    candidates: list[Candidate],
     config: dict[str, Any],
-) -> tuple[Path, Part] | None:
+) -> Candidate | None:
     """The candidate that fits ``slot``; with two CLIP slots (SD3), the narrower CLIP
     goes first and the wider one second."""
     width = slot.width(config) if slot.width is not None else None
@@ -330,8 +386,8 @@ def recorded_names(
                 return value
         return path.name
 
-    encoders = tuple(name(path) for path in model.text_encoders if path is not None)
-    return encoders, name(model.vae)
+    encoders = tuple(name(path) for path in model.separate(model.text_encoders))
+    return encoders, "" if model.vae == model.transformer else name(model.vae)
 
 
 def file_names(values: Sequence[str]) -> tuple[str, ...]:
@@ -344,4 +400,4 @@ def file_names(values: Sequence[str]) -> tuple[str, ...]:
 def module_names(model: SplitModel) -> list[str]:
     """Forge's ``Module 1``, ``Module 2`` ... values: the VAE's, then each text encoder's
     file name without its suffix."""
-    return [model.vae.stem, *(path.stem for path in model.text_encoders if path is not None)]
+    return [path.stem for path in model.separate([model.vae, *model.text_encoders])]
