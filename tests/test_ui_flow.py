@@ -51,3 +51,36 @@ def test_the_panel_follows_the_family_and_a_flux_job_runs(
     assert not panel.steps_row.distilled.isVisibleTo(panel)
     panel.load(entry.request)  # settings of a Flux image bring the flow samplers back
     assert panel.sampler_row.chosen() == ("Euler", "Simple")
+
+
+def test_a_transformer_alone_offers_its_fitting_text_encoders(
+    qtbot, window, tmp_path: Path, tiny_model: Path
+) -> None:
+    from sdstudio.testing.tiny_split import save_tiny_comfyui_model
+
+    flux = save_tiny_comfyui_model(tmp_path / "ComfyUI", "flux1")
+    save_tiny_comfyui_model(tmp_path / "ComfyUI", "zimage")
+    encoders = tmp_path / "ComfyUI" / "models" / "text_encoders"
+    files = [
+        ("clip_l", str(encoders / "clip_l.safetensors"), "clip", "CLIP (width 32)"),
+        ("t5xxl_fp16", str(encoders / "t5xxl_fp16.safetensors"), "t5", "T5 (width 64)"),
+        ("qwen_3_4b", str(encoders / "qwen_3_4b.safetensors"), "qwen3", "Qwen3 (width 32)"),
+    ]
+    panel = window.panel
+    panel.set_networks([], [], [], files)
+    panel.pick_model(str(flux))
+    picker = panel.text_encoders
+    assert picker.isVisibleTo(panel) and picker.text() == "Automatic"
+    offered = [a.toolTip() for a in picker.menu().actions() if a.isCheckable()][1:]
+    assert offered == [files[0][1], files[1][1]]  # no Qwen3 for Flux
+    picker.menu().actions()[2].trigger()  # clip_l
+    assert picker.text() == "clip_l"
+    panel.prompt.setPlainText("a lighthouse")
+    panel.size_row.set_size(520, 520)  # Flux takes multiples of 16
+    request = panel.request()
+    assert request.text_encoders == (files[0][1],)
+    assert (request.width, request.height) == (512, 512)
+    panel.pick_model(str(tiny_model))
+    assert not picker.isVisibleTo(panel)
+    request = panel.request()
+    assert request.text_encoders == () and request.width == 520

@@ -172,9 +172,11 @@ class ShownImage:
         extra = self.record.extra if self.record is not None else {}
         vae = extra.get("vae")
         vae_name = vae.get("name") if isinstance(vae, dict) else None
+        encoders = [("Text encoders", ", ".join(request.text_encoders))]
         return [
             ("Model", model),
             ("VAE", str(vae_name or request.vae or "the model's own")),
+            *(encoders if request.text_encoders else []),
             ("Clip skip", str(request.clip_skip)),
         ]
 

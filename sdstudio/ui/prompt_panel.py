@@ -318,6 +318,7 @@ class PromptPanel(QWidget):
         kind = FAMILIES.get(self.picker.model_family())
         self.sampler_row.set_flow(kind is not None and kind.flow)
         self.steps_row.show_distilled(kind is not None and kind.distilled_guidance)
+        self.size_row.set_multiple(kind.size_multiple if kind is not None else 8)
         alone = self.text_encoders.show_for(self.model_path(), self.picker.model_family())
         self._form.setRowVisible(self.text_encoders, alone)
 

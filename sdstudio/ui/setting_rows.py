@@ -165,6 +165,7 @@ class SizeRow(QWidget):
         self.height_box = QSpinBox(minimum=MIN_SIZE, maximum=MAX_SIZE, value=512, singleStep=64)
         self.width_box.setToolTip("Width in pixels")
         self.height_box.setToolTip("Height in pixels")
+        self._multiple = 8
         swap = QToolButton(text="⇄", toolTip="Swap width and height")
         swap.clicked.connect(lambda: self.set_size(self.height_box.value(), self.width_box.value()))
         self.presets = QToolButton(text="▾", toolTip="Common sizes")
@@ -186,9 +187,19 @@ class SizeRow(QWidget):
         self.width_box.setValue(width)
         self.height_box.setValue(height)
 
+    def set_multiple(self, multiple: int) -> None:
+        """Sides become multiples of this (8; 16 for the 2x2-patch transformers)."""
+        self._multiple = multiple
+        for box in (self.width_box, self.height_box):
+            box.setToolTip(f"{box.toolTip().split(' (')[0]} (a multiple of {multiple})")
+
     def size(self) -> tuple[int, int]:  # type: ignore[override]
-        """The size shown, each side rounded down to a multiple of 8."""
-        return self.width_box.value() // 8 * 8, self.height_box.value() // 8 * 8
+        """The size shown, each side rounded down to the model's multiple (8 or 16)."""
+        step = self._multiple
+        return (
+            max(step, self.width_box.value() // step * step),
+            max(step, self.height_box.value() // step * step),
+        )
 
     def _preset(self, width: int, height: int) -> Callable[[], None]:
         return lambda: self.set_size(width, height)

@@ -12,6 +12,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from sdstudio.engine.flow_loras import lora_family
+
 FORMATS = {
     ".safetensors": "safetensors",
     ".ckpt": "ckpt",
@@ -148,11 +150,14 @@ _WIDTH_FAMILIES = {768: ("sd1", "SD 1.x"), 1024: ("sd2", "SD 2.x"), 2048: ("sdxl
 
 
 def network_family(header: dict[str, Any]) -> tuple[str, str]:
-    """The model family a LoRA or embedding file is made for, from its tensor shapes.
+    """The model family a LoRA or embedding file is made for, from its tensor names and
+    shapes: ``(family id, label)``, ``("unknown", "Unknown")`` when they do not tell.
 
     A LoRA's cross-attention key projection takes the text encoder's width
     (768 for SD 1.x, 1024 for SD 2.x, 2048 for SDXL); an embedding's vectors
-    have that width, and SDXL embeddings hold ``clip_l`` and ``clip_g``.
+    have that width, and SDXL embeddings hold ``clip_l`` and ``clip_g``. LoRAs of the
+    flow families are told by their transformer's module names and widths
+    (:func:`sdstudio.engine.flow_loras.lora_family`).
     """
 
     def shape(key: str) -> list[int]:
@@ -167,10 +172,19 @@ def network_family(header: dict[str, Any]) -> tuple[str, str]:
         if key == "emb_params" or "string_to_param" in key:
             width = shape(key)[-1:] or [0]
             return _WIDTH_FAMILIES.get(width[0], ("unknown", "Unknown"))
+    cross_width = None
     for key in keys:
         down = any(part in key for part in ("lora_down", "lora_A", "lora.down"))
         if down and "attn2" in key and "to_k" in key and len(shape(key)) == 2:
-            return _WIDTH_FAMILIES.get(shape(key)[1], ("unknown", "Unknown"))
+            cross_width = shape(key)[1]
+            break
+    if cross_width is not None and cross_width in _WIDTH_FAMILIES:
+        return _WIDTH_FAMILIES[cross_width]
+    flow = lora_family(header)
+    if flow is not None:
+        return flow
+    if cross_width is not None:
+        return "unknown", "Unknown"
     if any(key.startswith("lora_te2_") or "text_encoder_2." in key for key in keys):
         return _WIDTH_FAMILIES[2048]
     return "unknown", "Unknown"
