@@ -43,3 +43,11 @@ def test_cpu_memory_benchmark_measures_a_generation_process(tiny_model: Path, tm
     peak_gb, seconds = benchmark.peak_of_generation(tiny_model, 64, tmp_path)
     assert 0.1 < peak_gb < 8 and seconds > 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
+
+
+def test_flow_family_benchmark_runs_a_family_in_both_layouts(capsys) -> None:
+    benchmark = load("flow_families")
+    args = ["--families", "zimage", "--size", "64", "--steps", "2", "--rounds", "1"]
+    assert benchmark.main(args) == 0
+    out = capsys.readouterr().out
+    assert "zimage       folder" in out and "zimage       comfyui" in out
