@@ -224,3 +224,53 @@ def test_all_in_one_checkpoints_use_their_own_parts(
     assert np.array_equal(pixels(first.image), pixels(again.image))
     (entry,) = scan_folder(tmp_path).entries
     assert (entry.family, "all-in-one") == (family, entry.flags[0])
+
+
+def test_a_comfyui_flux_graph_reruns_with_its_files(
+    capsys: pytest.CaptureFixture[str], comfy: Path, tmp_path: Path
+) -> None:
+    """A ComfyUI image naming a GGUF Flux.1 dev (UnetLoaderGGUF), its DualCLIPLoader files,
+    its VAELoader file and a FluxGuidance re-runs from the ComfyUI folder sdstudio knows."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from tests.test_cli import images_of, run_cli
+    from tests.test_cli_models import run as run_models
+    from tests.test_flow_metadata import _graph
+
+    graph = _graph(
+        **{
+            "12": {
+                "class_type": "UnetLoaderGGUF",
+                "inputs": {"unet_name": "tiny-flux1-dev-Q8_0.gguf"},
+            },
+            "11": {
+                "class_type": "DualCLIPLoader",
+                "inputs": {
+                    "clip_name1": "t5xxl_fp16.safetensors",
+                    "clip_name2": "clip_l.safetensors",
+                },
+            },
+            "10": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny-kl16-vae.safetensors"}},
+            "27": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64}},
+            "17": {
+                "class_type": "BasicScheduler",
+                "inputs": {"scheduler": "simple", "steps": 2, "denoise": 1, "model": ["30", 0]},
+            },
+        }
+    )
+    info = PngInfo()
+    info.add_text("prompt", json.dumps(graph))
+    source = tmp_path / "ComfyUI_00001_.png"
+    Image.new("RGB", (64, 64)).save(source, pnginfo=info)
+    assert run_models("add-folder", str(comfy))[0] == 0
+    code, events, err = run_cli(
+        capsys, "rerun", str(source), "--out", str(tmp_path / "out"), "--json"
+    )
+    assert code == 0, err
+    (made,) = images_of(events)
+    from sdstudio.engine.metadata import read_image_settings
+
+    stored = read_image_settings(made).request
+    assert stored.distilled_guidance == 2.5 and stored.seed == 123456
+    assert stored.text_encoders == ("clip_l.safetensors", "t5xxl_fp16.safetensors")
+    assert Path(stored.model).stem == "tiny-flux1-dev-Q8_0"
