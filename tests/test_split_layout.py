@@ -15,7 +15,8 @@ from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.generation import Engine
 from sdstudio.engine.metadata.a1111 import format_parameters, read_parameters
 from sdstudio.engine.models.catalog import scan_folder
-from sdstudio.engine.models.split_layout import complete, file_names, transformer_part
+from sdstudio.engine.models.part_folders import file_names
+from sdstudio.engine.models.split_layout import complete, transformer_part
 from sdstudio.engine.request import GenerationRequest
 
 FAMILIES = ["flux1", "sd3", "zimage", "qwen-image", "flux2-klein"]

@@ -24,7 +24,7 @@ from sdstudio.cli.report import Reporter
 from sdstudio.cli.source_options import add_source_options, source_options
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.models.lookup import ModelFinder, is_inside
-from sdstudio.engine.models.split_layout import file_names
+from sdstudio.engine.models.part_folders import file_names
 from sdstudio.engine.request import GenerationRequest, Mode, round_to_multiple_of_8
 from sdstudio.logs import quiet_third_party
 

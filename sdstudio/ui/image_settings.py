@@ -18,7 +18,7 @@ from pathlib import Path
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import ImageSettings
 from sdstudio.engine.metadata.values import UNKNOWN_MODEL
-from sdstudio.engine.models.split_layout import file_names
+from sdstudio.engine.models.part_folders import file_names
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.vae import VAE_SUFFIXES
 

@@ -104,7 +104,7 @@ class TextEncoderPicker(QToolButton):
 
 def _transformer_alone(model: str) -> bool:
     """Whether ``model`` is a transformer file kept alone (its header says so)."""
-    from sdstudio.engine.models.split_layout import identify
+    from sdstudio.engine.models.part_folders import identify
     from sdstudio.engine.parts import PART_SUFFIXES, Role
 
     path = Path(model)

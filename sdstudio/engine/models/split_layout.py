@@ -16,9 +16,7 @@ Z-Image, 8B for Flux.2 Klein 9B).
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +25,17 @@ from typing import Any
 from sdstudio.engine.errors import ModelError
 from sdstudio.engine.families import ModelFamily, family
 from sdstudio.engine.families.base import TextSlot
+from sdstudio.engine.models.part_folders import (
+    TEXT_ENCODER_FOLDERS,
+    VAE_FOLDERS,
+    identify,
+    part_files,
+    tool_part_folders,
+)
 from sdstudio.engine.parts import PART_SUFFIXES, Part, Role, identify_part_quietly, part_shapes
 
 log = logging.getLogger(__name__)
 
-TEXT_ENCODER_FOLDERS = ("text_encoders", "clip", "text_encoder")
-"""Where ComfyUI (``text_encoders``, older ``clip``) and Forge (``text_encoder``) keep them."""
-VAE_FOLDERS = ("vae", "VAE")
-MAX_DEPTH = 3
-"""How deep part folders are searched (ComfyUI allows sub-folders)."""
 VAE_PREFIXES = ("vae.", "first_stage_model.")
 Candidate = tuple[Path, Part, str | None]
 """A text encoder file, what it is, and its prefix inside a file holding several."""
@@ -73,20 +73,6 @@ def transformer_part(path: Path) -> Part | None:
         return None
     part = identify_part_quietly(path)
     return part if part is not None and part.role is Role.TRANSFORMER else None
-
-
-def tool_part_folders(model: Path, names: Sequence[str]) -> list[Path]:
-    """The folders called ``names`` beside the ``models`` folder (or the folder that
-    holds the model's folder) ``model`` lies in: its own tool's part folders."""
-    found: list[Path] = []
-    for ancestor in list(model.parents)[: MAX_DEPTH + 1]:
-        for name in names:
-            folder = ancestor / name
-            if folder.is_dir() and folder not in found:
-                found.append(folder)
-        if ancestor.name.lower() == "models":
-            break
-    return found
 
 
 def complete(
@@ -197,36 +183,6 @@ def assemble(model: SplitModel, *, dtype: Any) -> Any:
     if layout.named_arguments is not None:
         components.update(layout.named_arguments(model.transformer.stem))
     return getattr(diffusers, layout.pipeline)(**components)
-
-
-def part_files(folders: Iterable[Path]) -> list[Path]:
-    """The safetensors and GGUF files in ``folders`` (sub-folders too), sorted by name."""
-    found: dict[Path, None] = {}
-    for folder in folders:
-        base_depth = len(folder.parts)
-        for root, dirs, files in os.walk(folder, onerror=lambda error: None):
-            if len(Path(root).parts) - base_depth >= MAX_DEPTH:
-                dirs[:] = []
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in files:
-                if name.lower().endswith(PART_SUFFIXES):
-                    found[Path(root) / name] = None
-    return sorted(found, key=lambda path: (path.name.lower(), str(path)))
-
-
-def identify(path: Path) -> Part | None:
-    """:func:`~sdstudio.engine.parts.identify_part` of a file, remembered while the file
-    is unchanged (folders are searched for every generation)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return _identify_cached(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=512)
-def _identify_cached(path: str, size: int, mtime: int) -> Part | None:
-    return identify_part_quietly(Path(path))
 
 
 def _named_part(name: str, folders: list[Path]) -> tuple[Path, Part]:
@@ -388,13 +344,6 @@ def recorded_names(
 
     encoders = tuple(name(path) for path in model.separate(model.text_encoders))
     return encoders, "" if model.vae == model.transformer else name(model.vae)
-
-
-def file_names(values: Sequence[str]) -> tuple[str, ...]:
-    """Part names from a record that is not sdstudio's own, as file names only: such a
-    record may name any file on the computer, so its parts are looked up by name in the
-    part folders."""
-    return tuple(name for value in values if (name := Path(value).name))
 
 
 def module_names(model: SplitModel) -> list[str]:
