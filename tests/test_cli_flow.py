@@ -33,8 +33,8 @@ def test_generate_lists_and_reruns_a_flux_model(
     assert status == 0
     status, out, _ = run_models("list", "--json")
     listing = json.loads(out[out.index("[") :])
-    assert [(e["name"], e["family"], e["family_label"]) for e in listing] == [
-        ("tiny-flux-dev", "flux1", "Flux.1 dev")
+    assert [(e["name"], e["family"], e["variant"], e["family_label"]) for e in listing] == [
+        ("tiny-flux-dev", "flux1", "dev", "Flux.1 dev")
     ]
     code, events, err = run_cli(
         capsys,

@@ -335,6 +335,7 @@ def _entry(
     if family is None:
         family = family_of(path) if kind != "vae" else ("unknown", "Unknown")
     flags = ("few-step",) if _few_step(name) else ()
+    variant = _folder_variant(path) if file_format == "diffusers" else ""
     return ModelEntry(
         name=name,
         kind=kind,
@@ -345,7 +346,19 @@ def _entry(
         family=family[0],
         family_label=family[1],
         flags=flags,
+        variant=variant,
     )
+
+
+def _folder_variant(path: Path) -> str:
+    """The variant a diffusers folder's transformer config tells (``dev``, ``Large``)."""
+    try:
+        from sdstudio.engine.models.families import detect_folder_family
+
+        return detect_folder_family(path).variant
+    except Exception as error:  # the detector is another module's; never let it break listing
+        log.info("Variant detection failed for %s: %s", path, error)
+        return ""
 
 
 def _few_step(name: str) -> bool:
