@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.engine.models import layouts
+from sdstudio.engine.parts import Part, Role, identify_header, identify_part_quietly
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings
 
@@ -214,7 +215,7 @@ def family_of(path: Path) -> tuple[str, str]:
     if family == "unknown" and path.is_dir():
         return layouts.diffusers_family(path)
     if family == "unknown" and path.suffix.lower() in (".safetensors", ".gguf"):
-        part = _part_entry(path, "checkpoint")
+        part = _part_entry(path, identify_part_quietly(path))
         if part is not None:
             return part[1]
     return family, label
@@ -267,10 +268,12 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
             if plain and kind == "checkpoint":
                 kind = layouts.kind_from_header(header, kind)
             family = _file_family(path, kind, header, data_size)
-        if file_format in ("safetensors", "gguf") and family[0] == "unknown":
-            part = _part_entry(path, kind)
-            if part is not None:
-                kind, family, part_flags, variant = part
+        if file_format == "safetensors" and family[0] == "unknown":
+            part = _part_entry(path, identify_header(header, data_size))
+        elif file_format == "gguf":
+            part = _part_entry(path, identify_part_quietly(path))
+        if part is not None:
+            kind, family, part_flags, variant = part
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         log.warning("Skipping model file %s: %s", path, reason)
@@ -282,12 +285,11 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
     catalog.entries.append(entry)
 
 
-def _part_entry(path: Path, kind: str) -> tuple[str, tuple[str, str], tuple[str, ...], str] | None:
+def _part_entry(
+    path: Path, part: Part | None
+) -> tuple[str, tuple[str, str], tuple[str, ...], str] | None:
     """A part file's kind, family, flags and variant: a transformer kept alone is a model
     (``checkpoint``) of its family; a text encoder or VAE of the flow families is a part."""
-    from sdstudio.engine.parts import Role, identify_part_quietly
-
-    part = identify_part_quietly(path)
     if part is None:
         return None
     flags = tuple(f for f in (part.quantization.split(" ")[0].lower(),) if f)

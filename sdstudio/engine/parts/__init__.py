@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sdstudio.engine.errors import ModelError
 
@@ -64,15 +65,55 @@ def part_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 def identify_part(path: Path) -> Part | None:
     """What part ``path`` is, or None when it is none of the parts sdstudio assembles
-    (a full checkpoint, a LoRA, an SD 1.x VAE ...).
+    (a full SD checkpoint, a LoRA, an SD 1.x VAE ...).
 
     Raises :class:`ModelError` when the file cannot be read.
     """
-    if path.suffix.lower() not in PART_SUFFIXES:
-        return None
-    from sdstudio.engine.parts.denoisers import read_denoiser_file
+    suffix = path.suffix.lower()
+    if suffix == ".gguf":
+        from sdstudio.engine.parts.denoisers import read_denoiser_file
 
-    denoiser = read_denoiser_file(path)
+        denoiser = read_denoiser_file(path)
+        if denoiser is None:
+            return None
+        return Part(
+            Role.TRANSFORMER,
+            denoiser.family,
+            denoiser.label,
+            variant=denoiser.variant,
+            quantization=denoiser.quantization,
+        )
+    if suffix != ".safetensors":
+        return None
+    from sdstudio.engine.models.layouts import read_safetensors_layout
+
+    try:
+        header, data_size = read_safetensors_layout(path)
+    except OSError as error:
+        raise ModelError(f"{path.name} cannot be read: {error.strerror or error}.") from None
+    except ValueError as error:
+        raise ModelError(f"{path.name} is not a model part: {error}.") from None
+    return identify_header(header, data_size)
+
+
+def identify_header(header: dict[str, Any], data_size: int) -> Part | None:
+    """:func:`identify_part` from a safetensors header already read (see
+    :func:`~sdstudio.engine.models.layouts.read_safetensors_layout`)."""
+    from sdstudio.engine.models.layouts import header_shapes
+    from sdstudio.engine.parts.denoisers import identify_denoiser
+    from sdstudio.engine.parts.text_encoders import identify_text_encoder
+    from sdstudio.engine.parts.vae_files import identify_vae_file
+
+    try:
+        shapes = header_shapes(header, data_size)
+    except ValueError:
+        return None
+    dtypes = {
+        name: str(entry.get("dtype", ""))
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict)
+    }
+    denoiser = identify_denoiser(shapes, quantization=_fp8(shapes, dtypes))
     if denoiser is not None:
         return Part(
             Role.TRANSFORMER,
@@ -81,11 +122,7 @@ def identify_part(path: Path) -> Part | None:
             variant=denoiser.variant,
             quantization=denoiser.quantization,
         )
-    if path.suffix.lower() == ".gguf":
-        return None
-    from sdstudio.engine.parts.text_encoders import inspect_text_encoder
-
-    encoder = inspect_text_encoder(path)
+    encoder = identify_text_encoder(shapes, dtypes=dtypes)
     if encoder is not None:
         return Part(
             Role.TEXT_ENCODER,
@@ -94,12 +131,17 @@ def identify_part(path: Path) -> Part | None:
             width=encoder.width,
             quantization=encoder.quantization,
         )
-    from sdstudio.engine.parts.vae_files import identify_vae_file
-
-    vae = identify_vae_file(part_shapes(path))
+    vae = identify_vae_file(shapes)
     if vae is not None and vae.kind != "kl4":
         return Part(Role.VAE, vae.kind, vae.label)
     return None
+
+
+def _fp8(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> str:
+    """``"fp8"`` when most of a file's weight matrices are stored as 8-bit floats."""
+    matrices = [name for name, shape in shapes.items() if len(shape) >= 2]
+    fp8 = sum(dtypes.get(name, "").startswith("F8") for name in matrices)
+    return "fp8" if matrices and fp8 * 2 >= len(matrices) else ""
 
 
 def identify_part_quietly(path: Path) -> Part | None:
