@@ -66,9 +66,15 @@ def test_a_transformer_alone_offers_its_fitting_text_encoders(
         ("t5xxl_fp16", str(encoders / "t5xxl_fp16.safetensors"), "t5", "T5 (width 64)"),
         ("qwen_3_4b", str(encoders / "qwen_3_4b.safetensors"), "qwen3", "Qwen3 (width 32)"),
     ]
+    vaes = [
+        ("ae", str(tmp_path / "ae.safetensors"), "VAE", "kl16"),
+        ("flux2-vae", str(tmp_path / "flux2-vae.safetensors"), "VAE", "flux2"),
+        ("vae-ft-mse", str(tmp_path / "vae-ft-mse.safetensors"), "VAE", "unknown"),
+    ]
     panel = window.panel
-    panel.set_networks([], [], [], files)
+    panel.set_networks([], [], vaes, files)
     panel.pick_model(str(flux))
+    assert items(panel.vae)[1:] == ["ae"]  # only the VAEs that fit Flux.1
     picker = panel.text_encoders
     assert picker.isVisibleTo(panel) and picker.text() == "Automatic"
     offered = [a.toolTip() for a in picker.menu().actions() if a.isCheckable()][1:]
@@ -81,6 +87,7 @@ def test_a_transformer_alone_offers_its_fitting_text_encoders(
     assert request.text_encoders == (files[0][1],)
     assert (request.width, request.height) == (512, 512)
     panel.pick_model(str(tiny_model))
+    assert items(panel.vae)[1:] == ["vae-ft-mse"]
     assert not picker.isVisibleTo(panel)
     request = panel.request()
     assert request.text_encoders == () and request.width == 520

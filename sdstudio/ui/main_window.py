@@ -331,7 +331,7 @@ class MainWindow(QMainWindow):
         self.panel.set_networks(
             [(e.name, e.path, e.family, e.family_label) for e in of_kind("lora")],
             [(e.name, e.path, e.family, e.family_label) for e in of_kind("embedding")],
-            [(e.name, e.path, describe(e)) for e in of_kind("vae")],
+            [(e.name, e.path, describe(e), e.family) for e in of_kind("vae")],
             [(e.name, e.path, e.family, e.family_label) for e in of_kind("text_encoder")],
         )
         self._update_welcome(self.panel.model.currentText())

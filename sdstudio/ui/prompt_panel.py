@@ -258,11 +258,11 @@ class PromptPanel(QWidget):
         self,
         loras: list[tuple[str, str, str, str]],
         embeddings: list[tuple[str, str, str, str]],
-        vaes: list[tuple[str, str, str]],
+        vaes: Sequence[tuple[str, ...]],
         text_encoders: Sequence[tuple[str, str, str, str]] = (),
     ) -> None:
         """Offer the LoRAs and embeddings found as (name, description, family, family
-        label), the VAE files as (name, path, description) and the text encoder files as
+        label), the VAE files as (name, path, description, kind) and the text encoder files as
         (name, path, kind, label)."""
         self.loras.set_entries(loras)
         self.embeddings.set_entries(embeddings)
@@ -319,6 +319,7 @@ class PromptPanel(QWidget):
         self.sampler_row.set_flow(kind is not None and kind.flow)
         self.steps_row.show_distilled(kind is not None and kind.distilled_guidance)
         self.size_row.set_multiple(kind.size_multiple if kind is not None else 8)
+        self.vae.set_family(kind.id if kind is not None else "")
         alone = self.text_encoders.show_for(self.model_path(), self.picker.model_family())
         self._form.setRowVisible(self.text_encoders, alone)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QWidget
 
+from sdstudio.engine.families import family
 from sdstudio.engine.settings import model_key
 
 OWN = "Model's own"
@@ -25,6 +27,8 @@ class VaePicker(QComboBox):
         self.setMinimumContentsLength(10)
         self.setToolTip("A VAE file to decode images with, remembered for each model")
         self._model_vaes: dict[str, str] = {}
+        self._files: list[tuple[str, str, str, str]] = []
+        self._family = ""
 
     def value(self) -> str:
         """The chosen VAE's path (or name); empty for the model's own."""
@@ -40,13 +44,31 @@ class VaePicker(QComboBox):
             index = self.count() - 1
         self.setCurrentIndex(index)
 
-    def set_files(self, vaes: list[tuple[str, str, str]]) -> None:
-        """Offer the VAE files found as (name, path, description), keeping the choice."""
+    def set_files(self, vaes: Sequence[tuple[str, ...]]) -> None:
+        """Offer the VAE files found as (name, path, description[, kind]), keeping the
+        choice; the kind (``kl16``, ``flux2``, ``qwen-image``; empty or ``unknown`` for SD
+        VAEs) lets only the files that fit the chosen model's family be listed."""
+        self._files = [(v[0], v[1], v[2], v[3] if len(v) > 3 else "") for v in vaes]
+        self._refill()
+
+    def set_family(self, family_id: str) -> None:
+        """List only the VAE files that fit models of ``family_id`` (all when unknown)."""
+        if family_id != self._family:
+            self._family = family_id
+            self._refill()
+
+    def _fits(self, kind: str) -> bool:
+        if not self._family:
+            return True
+        layout = family(self._family).split
+        return kind == layout.vae if layout is not None else kind in ("", "unknown")
+
+    def _refill(self) -> None:
         current = self.value()
         self.clear()  # files found before may be gone
         self.addItem(OWN, "")
-        for name, path, description in vaes:
-            if self.findData(path) < 0:
+        for name, path, description, kind in self._files:
+            if self._fits(kind) and self.findData(path) < 0:
                 self.addItem(name, path)
                 self.setItemData(
                     self.count() - 1, f"{description}\n{path}", Qt.ItemDataRole.ToolTipRole
