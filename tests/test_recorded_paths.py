@@ -231,7 +231,7 @@ def test_the_app_loads_such_settings_without_the_paths(
     window.offer_settings(sdstudio_image(tmp_path / "evil.png", request))
     window.settings_box.accept()
     assert panel.model_path() == str(tiny_model)
-    assert panel.vae_value() == ""
+    assert panel.vae.value() == ""
     message = window.statusBar().currentMessage()
     assert f"the model {evil} is outside the model folders, so " in message
     assert f"the VAE {vae} is not in the VAE folders" in message
@@ -239,7 +239,7 @@ def test_the_app_loads_such_settings_without_the_paths(
     # A VAE recorded by name is the listed one of that name.
     window.offer_settings(sdstudio_image(tmp_path / "b.png", request.replace(vae="KEPT-VAE.pt")))
     window.settings_box.accept()
-    assert panel.vae_value() == str(tmp_path / "kept-vae.safetensors")
+    assert panel.vae.value() == str(tmp_path / "kept-vae.safetensors")
 
 
 def test_the_app_trusts_the_history_entry_of_an_image(

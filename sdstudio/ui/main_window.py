@@ -234,7 +234,7 @@ class MainWindow(QMainWindow):
             models=_items(panel.model),
             vaes=_items(panel.vae),
             model=panel.model_path(),
-            vae=panel.vae_value(),
+            vae=panel.vae.value(),
         )
         request, notices = settings_to_load(
             self.pending_settings, self.pending_model_name, choices, trusted=self.pending_trusted

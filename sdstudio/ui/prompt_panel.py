@@ -274,14 +274,6 @@ class PromptPanel(QWidget):
         self.vae.set_model_vaes(choices)
         self._show_models_vae()
 
-    def vae_value(self) -> str:
-        """The chosen VAE's path (or name); empty for the model's own."""
-        return self.vae.value()
-
-    def set_vae(self, vae: str) -> None:
-        """Select a VAE by path or name, adding it to the list if it is new."""
-        self.vae.select(vae)
-
     def model_family(self) -> str:
         """The chosen model's family (``sd1``, ``sd2``, ``sdxl``), if it is known."""
         return self.picker.model_family()
