@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,48 @@ def test_only_app_downloads_are_deleted(tmp_path: Path) -> None:
     snapshot = tmp_path / "models--org--my-model" / "snapshots" / "abc"
     assert repo_id_of(snapshot) == "org/my-model"
     assert repo_id_of(tmp_path / "plain") is None
+
+
+def memory_cell(dialog, name: str) -> tuple[str, str, bool]:
+    """A model's memory figure, its tooltip and whether it carries the warning icon."""
+    from PySide6.QtCore import Qt
+
+    from sdstudio.ui.model_manager import MEMORY_COLUMN
+
+    [item] = dialog.table.findItems(name, Qt.MatchFlag.MatchExactly, 0)
+    return (
+        item.text(MEMORY_COLUMN),
+        item.toolTip(MEMORY_COLUMN),
+        not item.icon(MEMORY_COLUMN).isNull(),
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sparse files")
+def test_the_memory_each_model_needs_is_shown_and_warned_of(qtbot, dialog, tmp_path: Path) -> None:
+    from test_memory_estimate import write_huge_checkpoint
+
+    from sdstudio.engine.devices import choose_device
+    from sdstudio.engine.memory import format_gb, machine_memory, model_needs, ram_available
+
+    qtbot.waitUntil(lambda: memory_cell(dialog, "app-model")[0] != "", timeout=30_000)
+    config = choose_device(dialog.settings.device)
+    needs = model_needs(
+        dialog.paths.models_dir / "app-model", config, machine_memory(config.device)
+    )
+    text, tip, warned = memory_cell(dialog, "app-model")
+    assert text == format_gb(needs.estimate.total)
+    assert tip.startswith("About ") and "It fits this computer." in tip and not warned
+
+    available = ram_available()
+    if available is None or available > 1.5e12:
+        pytest.skip("this computer's free memory is unknown or larger than the test model")
+    root = tmp_path / "large-models"
+    root.mkdir()
+    write_huge_checkpoint(root / "enormous.safetensors", 2 * 10**12)
+    with qtbot.waitSignal(dialog.listed, timeout=30_000):
+        dialog.add_folder(root)
+    assert memory_cell(dialog, "app-model")[0] == text  # known figures come back at once
+    qtbot.waitUntil(lambda: memory_cell(dialog, "enormous")[0] != "", timeout=30_000)
+    text, tip, warned = memory_cell(dialog, "enormous")
+    assert text.startswith("4") and text.endswith(" GB") and warned
+    assert "enormous will not fit: it needs about 4" in tip and "use a smaller model" in tip

@@ -2,7 +2,9 @@
 
 The order is CUDA, then Apple's MPS, then the CPU. Half precision is used
 where it is safe and fast (CUDA and MPS); the CPU runs in float32, where half
-precision is slow and poorly supported.
+precision is slow and poorly supported. Flow-matching families (Flux.1, Flux.2, SD 3.x,
+Qwen-Image, Z-Image) run in bfloat16 where the hardware has it natively: see
+:mod:`sdstudio.engine.precision`, which picks the number format per model.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class DeviceConfig:
     device: str
     precision: str
     attention_slicing: bool = False
+    chosen_precision: str = "auto"
+    """The precision the user asked for (``auto``: chosen per device and model family)."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -38,6 +42,12 @@ class DeviceConfig:
     def describe(self) -> str:
         """A short human-readable form, such as ``cuda (float16)``."""
         return f"{self.device} ({self.precision})"
+
+
+def default_precision(device: str) -> str:
+    """The precision of Stable Diffusion (UNet) models on ``device``: float32 on the
+    CPU, float16 on GPUs."""
+    return "float32" if device == "cpu" else "float16"
 
 
 def choose_device(device: str = "auto", precision: str = "auto") -> DeviceConfig:
@@ -62,9 +72,12 @@ def choose_device(device: str = "auto", precision: str = "auto") -> DeviceConfig
         raise DeviceError("CUDA was requested but no CUDA GPU is available to this torch build.")
     elif device == "mps" and not mps:
         raise DeviceError("MPS was requested but Apple's Metal backend is not available here.")
-    if precision == "auto":
-        precision = "float32" if device == "cpu" else "float16"
-    return DeviceConfig(device=device, precision=precision, attention_slicing=device == "mps")
+    return DeviceConfig(
+        device=device,
+        precision=default_precision(device) if precision == "auto" else precision,
+        attention_slicing=device == "mps",
+        chosen_precision=precision,
+    )
 
 
 def _mps_available() -> bool:

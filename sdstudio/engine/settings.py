@@ -29,7 +29,9 @@ class Settings:
     theme: str = "system"
     """The app's look: system, light or dark."""
     memory: str = "auto"
-    """How models use GPU memory: auto (from free VRAM), fast, balanced or low (CPU offload)."""
+    """How models use GPU memory: auto (from the model's size and the free VRAM), fast,
+    balanced (slicing and tiling), low (components offloaded to main memory), group
+    (layers streamed from main memory) or sequential (each layer moved when used)."""
     model_folders: tuple[str, ...] = ()
     """Folders the user added whose models are listed where they are (never copied)."""
     downloaded_models: tuple[str, ...] = ()
@@ -47,6 +49,8 @@ class Settings:
         return Path(self.outputs_dir).expanduser() if self.outputs_dir else paths.outputs_dir
 
 
+MEMORY_MODES = ("auto", "fast", "balanced", "low", "group", "sequential")
+"""The values of ``memory`` (:data:`sdstudio.engine.memory.MEMORY_MODES`)."""
 LIST_KEYS = ("model_folders", "downloaded_models")
 """Settings that hold a list of text; changed by their own commands, not by ``change_setting``."""
 MAP_KEYS = ("model_vaes",)
@@ -113,8 +117,8 @@ def change_setting(settings: Settings, key: str, value: str) -> Settings:
         raise InvalidRequest("device must be one of: auto, cpu, cuda, mps.")
     if key == "theme" and value not in ("system", "light", "dark"):
         raise InvalidRequest("theme must be one of: system, light, dark.")
-    if key == "memory" and value not in ("auto", "fast", "balanced", "low"):
-        raise InvalidRequest("memory must be one of: auto, fast, balanced, low.")
+    if key == "memory" and value not in MEMORY_MODES:
+        raise InvalidRequest(f"memory must be one of: {', '.join(MEMORY_MODES)}.")
     if key == "outputs_dir" and value:
         value = str(Path(value).expanduser().resolve())
     changes: dict[str, Any] = {key: value}

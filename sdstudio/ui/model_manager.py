@@ -1,4 +1,5 @@
-"""The model manager: the models found, folders to add, downloads with progress and cancel."""
+"""The model manager: the models found and the memory each needs (with a warning where
+one will not fit this computer), folders to add, downloads with progress and cancel."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QStyle,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -26,14 +28,17 @@ from sdstudio.engine.models.catalog import Catalog
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings, save_settings
 from sdstudio.ui.model_list import ModelListLoader
+from sdstudio.ui.model_memory import MemoryEstimator
 
 SUGGESTED = (
     ("stabilityai/sd-turbo", "SD-Turbo: 1-4 steps, the quickest on a CPU", 2.6),
     ("stable-diffusion-v1-5/stable-diffusion-v1-5", "Stable Diffusion 1.5", 2.1),
     ("stabilityai/stable-diffusion-xl-base-1.0", "SDXL base 1.0 (needs a GPU)", 7.0),
 )
-COLUMNS = ("Name", "Kind", "Family", "Format", "Size", "Source", "Place")
+COLUMNS = ("Name", "Kind", "Family", "Format", "Size", "Memory", "Source", "Place")
+MEMORY_COLUMN = COLUMNS.index("Memory")
 KINDS = {"checkpoint": "Model", "lora": "LoRA", "embedding": "Embedding", "vae": "VAE"}
+KINDS |= {"text_encoder": "Text encoder"}
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -88,6 +93,11 @@ class ModelManager(QDialog):
 
         self.table = QTreeWidget()
         self.table.setHeaderLabels(list(COLUMNS))
+        self.table.headerItem().setToolTip(
+            MEMORY_COLUMN,
+            "The memory a model needs for an image of its native size: its weights in the "
+            "number format it runs in here, and room to compute",
+        )
         self.table.setRootIsDecorated(False)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
@@ -147,6 +157,9 @@ class ModelManager(QDialog):
         self.download_failed.connect(self._on_failed)
         self._scanner = ModelListLoader(paths, settings, self)
         self._scanner.scanned.connect(self._show_catalog)
+        self._rows: dict[str, QTreeWidgetItem] = {}
+        self._memory = MemoryEstimator(paths, self)
+        self._memory.estimated.connect(self._show_memory)
         self.refresh()
 
     def refresh(self) -> None:
@@ -156,6 +169,7 @@ class ModelManager(QDialog):
 
     def _show_catalog(self, catalog: Catalog) -> None:
         self.table.setSortingEnabled(False)
+        self._rows = {}
         self.table.clear()
         for entry in catalog.entries:
             item = QTreeWidgetItem(
@@ -165,6 +179,7 @@ class ModelManager(QDialog):
                     entry.family_label if entry.family != "unknown" else "",
                     entry.format,
                     _size(entry.size_bytes),
+                    "",
                     entry.source,
                     entry.path,
                 ]
@@ -173,6 +188,8 @@ class ModelManager(QDialog):
             item.setData(0, Qt.ItemDataRole.UserRole, entry.path)
             item.setData(0, KIND_ROLE, entry.kind)
             self.table.addTopLevelItem(item)
+            if entry.kind == "checkpoint":
+                self._rows[entry.path] = item
         self.remove_folder.clear()
         self.remove_folder.addItems(list(self.settings.model_folders))
         self.remove_folder.setCurrentIndex(-1)
@@ -181,7 +198,20 @@ class ModelManager(QDialog):
         self.status.setText(f"{count} model{'' if count == 1 else 's'}{skipped}")
         self.table.setSortingEnabled(True)
         self._update_buttons()
+        models = [(e.path, e.family) for e in catalog.entries if e.kind == "checkpoint"]
+        self._memory.estimate(self.settings, models)
         self.listed.emit()
+
+    def _show_memory(self, path: str, text: str, tip: str, warn: bool) -> None:
+        """Show the memory a model needs, warning where it will not fit this computer."""
+        item = self._rows.get(path)
+        if item is None:
+            return
+        item.setText(MEMORY_COLUMN, text)
+        item.setToolTip(MEMORY_COLUMN, tip)
+        if warn:
+            warning = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+            item.setIcon(MEMORY_COLUMN, warning)
 
     def use_selected(self) -> None:
         """Choose the selected model to generate with."""
@@ -230,6 +260,7 @@ class ModelManager(QDialog):
         self.cancel_download()
         self._pool.waitForDone()
         self._scanner.shutdown()
+        self._memory.shutdown()
 
     def done(self, result: int) -> None:  # QDialog override: closing stops the worker
         self.shutdown()

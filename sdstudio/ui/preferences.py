@@ -39,10 +39,12 @@ DEVICES = (
     ("cpu", "CPU"),
 )
 MEMORY_MODES = (
-    ("auto", "Automatic (from the free GPU memory)"),
+    ("auto", "Automatic (from the model's size and the free GPU memory)"),
     ("fast", "Fast: the whole model on the GPU"),
     ("balanced", "Balanced: attention slicing and VAE tiling"),
     ("low", "Low: parts of the model wait in main memory"),
+    ("group", "Lower: layers stream from main memory (large models)"),
+    ("sequential", "Lowest: each layer moves to the GPU when used (slowest)"),
 )
 
 
