@@ -3,10 +3,12 @@
 - ``<lora:name:weight>`` tags name a LoRA file (``name.safetensors``, ``.pt``,
   ``.ckpt`` or ``.bin``, matched case-insensitively) in the LoRA folders the
   caller gives. Files are loaded with ``load_lora_weights`` (diffusers and
-  kohya/A1111 layouts), kept loaded per model, and exactly the requested set
-  is switched on with ``set_adapters``; a request without tags disables them
-  all, so its pixels are those of the bare model. ``cross_attention_kwargs``
-  are never used: diffusers would keep their ``_lora_scale``.
+  kohya/A1111 layouts; for the flow families see :mod:`sdstudio.engine.flow_loras`),
+  kept loaded per model, and exactly the requested set is switched on with
+  ``set_adapters``; a request without tags disables them all, so its pixels are
+  those of the bare model. ``cross_attention_kwargs`` are never used: diffusers
+  would keep their ``_lora_scale``. A LoRA made for another family than the
+  model's is refused before it is loaded.
 - An embedding file whose name appears as a word in the prompt or negative
   prompt is loaded with ``load_textual_inversion`` under its name in lower
   case (CLIP lowercases prompts), and stays loaded for the model.
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdstudio.engine import flow_loras
 from sdstudio.engine.errors import InvalidRequest, ModelError, first_line
 from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.models import layouts
@@ -102,7 +105,7 @@ class Networks:
         self._lora_dirs = lora_dirs
         self._embedding_dirs = embedding_dirs
         self._hashes = hash_cache or HashCache(None)
-        self._unet: weakref.ref[Any] | None = None
+        self._denoiser: weakref.ref[Any] | None = None
         self._adapters: dict[Path, str] = {}
         """LoRA file → adapter name, least recently used first."""
         self._tokens: dict[str, Path] = {}
@@ -111,7 +114,7 @@ class Networks:
 
     def forget(self) -> None:
         """Drop what is known to be loaded (the model was unloaded)."""
-        self._unet = None
+        self._denoiser = None
         self._adapters.clear()
         self._tokens.clear()
         self._failed.clear()
@@ -126,17 +129,25 @@ class Networks:
     ) -> ActiveNetworks:
         """Switch on exactly the LoRAs the prompts name, and load the embeddings they name."""
         self._track(pipe)
-        loras = self._apply_loras(pipe, _lora_tags(prompt))
+        loras = self._apply_loras(pipe, _lora_tags(prompt), on_status)
         embeddings = self._apply_embeddings(pipe, (prompt, negative_prompt), on_status)
         return ActiveNetworks(tuple(loras), tuple(embeddings))
 
     def _track(self, pipe: Any) -> None:
-        unet = getattr(pipe, "unet", None)
-        if self._unet is None or self._unet() is not unet:
+        """Forget what was loaded when the pipeline's UNet or transformer is another."""
+        denoiser = getattr(pipe, "unet", None)
+        if denoiser is None:
+            denoiser = getattr(pipe, "transformer", None)
+        if self._denoiser is None or self._denoiser() is not denoiser:
             self.forget()
-            self._unet = weakref.ref(unet) if unet is not None else None
+            self._denoiser = weakref.ref(denoiser) if denoiser is not None else None
 
-    def _apply_loras(self, pipe: Any, tags: list[tuple[str, float]]) -> list[NetworkUse]:
+    def _apply_loras(
+        self,
+        pipe: Any,
+        tags: list[tuple[str, float]],
+        on_status: Callable[[str], None] | None = None,
+    ) -> list[NetworkUse]:
         if not tags:
             if self._enabled:
                 pipe.disable_lora()
@@ -153,31 +164,52 @@ class Networks:
                 raise InvalidRequest(f"LoRA '{name}' not found in {where}.")
             _check_family(pipe, path)
             uses.append(NetworkUse(name, path, self._short_hash(path), weight))
-        names = [self._load_lora(pipe, use.path, keep={u.path for u in uses}) for use in uses]
+        keep = {use.path for use in uses}
+        names = [self._load_lora(pipe, use.path, keep, on_status) for use in uses]
         pipe.enable_lora()
         pipe.set_adapters(names, [use.weight for use in uses])
         self._enabled = True
         return uses
 
-    def _load_lora(self, pipe: Any, path: Path, keep: set[Path]) -> str:
+    def _load_lora(
+        self,
+        pipe: Any,
+        path: Path,
+        keep: set[Path],
+        on_status: Callable[[str], None] | None = None,
+    ) -> str:
         if path in self._adapters:
             self._adapters[path] = self._adapters.pop(path)  # most recently used
             return self._adapters[path]
         self._evict(pipe, keep)
         name = _adapter_name(path, set(self._adapters.values()))
         log.info("Loading LoRA %s", path)
+        flow = flow_loras.flow_family(pipe) is not None
+        notices: list[str] = []
         try:
             with warnings.catch_warnings():
                 # Expected: several LoRAs are several adapters on one model.
                 warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
-                pipe.load_lora_weights(str(path), adapter_name=name)
+                if flow:
+                    notices = flow_loras.load_lora(pipe, path, name)
+                else:
+                    pipe.load_lora_weights(str(path), adapter_name=name)
+        except ModelError:
+            _delete_adapter(pipe, name)
+            raise
         except Exception as error:  # diffusers/peft raise many types for a bad file
             log.exception("Loading LoRA %s failed", path)
             _delete_adapter(pipe, name)
             if refused_pickle(error):
                 raise pickle_refusal(path) from None
             problem = _lora_problem(error)
-            raise ModelError(f"Could not load the LoRA {path.name}: {problem}") from None
+            layout = flow_loras.file_layout(path) if flow else ""
+            where = f" ({layout} layout)" if layout else ""
+            raise ModelError(f"Could not load the LoRA {path.name}{where}: {problem}") from None
+        for notice in notices:
+            log.warning("%s", notice)
+            if on_status:
+                on_status(notice)
         self._adapters[path] = name
         return name
 
@@ -242,23 +274,31 @@ class Networks:
         return self._hashes.sha256(path)[:HASH_LENGTH]
 
 
-_FAMILY_LABELS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+_SD_FAMILIES = {768: ("sd1", "SD 1.x"), 1024: ("sd2", "SD 2.x"), 2048: ("sdxl", "SDXL")}
+
+
+def _model_family(pipe: Any) -> tuple[str, str] | None:
+    """The family (id, label) of a pipeline's model when known: SD by its UNet's text
+    width, the flow families by pipeline class."""
+    unet = getattr(pipe, "unet", None)
+    width = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
+    if unet is not None:
+        return _SD_FAMILIES.get(width) if isinstance(width, int) else None
+    return flow_loras.flow_family(pipe)
 
 
 def _check_family(pipe: Any, path: Path) -> None:
     """Refuse a LoRA made for another model family, when both families are known."""
-    unet = getattr(pipe, "unet", None)
-    width = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
-    model = _FAMILY_LABELS.get(width) if isinstance(width, int) else None
+    model = _model_family(pipe)
     if model is None or path.suffix.lower() != ".safetensors":
         return
     try:
-        _family, label = layouts.network_family(layouts.read_safetensors_header(path))
+        family_id, label = layouts.network_family(layouts.read_safetensors_header(path))
     except (OSError, ValueError):
         return  # loading it will say what is wrong
-    if label in _FAMILY_LABELS.values() and label != model:
+    if family_id != "unknown" and family_id != model[0]:
         raise InvalidRequest(
-            f"The LoRA {path.stem} is made for {label} models; the chosen model is {model}."
+            f"The LoRA {path.stem} is made for {label} models; the chosen model is {model[1]}."
         )
 
 
