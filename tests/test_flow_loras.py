@@ -352,3 +352,20 @@ def test_network_family_tells_flow_families(
     names: list[str], width: int, outs: dict[str, int], suffix: str, family: str, label: str
 ) -> None:
     assert network_family(_lora(names, width, outs, suffix=suffix)) == (family, label)
+
+
+def test_plain_prompts_lose_the_spaces_a_removed_tag_leaves() -> None:
+    from sdstudio.engine.families import family
+    from sdstudio.engine.family_settings import plain_arguments
+
+    arguments = plain_arguments(
+        family("zimage"), "a  house <lora:x:0>", "blurry <lora:y:1>  , dark"
+    )
+    assert arguments == {"prompt": "a house", "negative_prompt": "blurry , dark"}
+
+
+def test_the_lora_menu_greys_out_loras_of_other_flow_families() -> None:
+    from sdstudio.ui.network_picker import _other_family
+
+    assert _other_family("flux1", "sdxl") and _other_family("zimage", "flux1")
+    assert not _other_family("flux1", "flux1") and not _other_family("unknown", "flux1")

@@ -3,6 +3,7 @@ refused or said, never silently dropped."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -65,5 +66,11 @@ def plain_arguments(family: ModelFamily, prompt: str, negative_prompt: str) -> d
     """The prompts as text, without A1111's markup (for T5 and LLM text encoders); no
     negative prompt for a family whose pipelines take none."""
     if not family.negative_prompt:
-        return {"prompt": plain_text(prompt)}
-    return {"prompt": plain_text(prompt), "negative_prompt": plain_text(negative_prompt) or None}
+        return {"prompt": _plain(prompt)}
+    return {"prompt": _plain(prompt), "negative_prompt": _plain(negative_prompt) or None}
+
+
+def _plain(prompt: str) -> str:
+    """The plain text, without the spaces a removed tag leaves (``a house <lora:x:1>``
+    reads as ``a house``): these encoders read every space."""
+    return re.sub(r"[ \t]{2,}", " ", plain_text(prompt)).strip()

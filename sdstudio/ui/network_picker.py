@@ -13,6 +13,8 @@ from collections.abc import Callable
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLineEdit, QMenu, QToolButton, QWidget, QWidgetAction
 
+from sdstudio.engine.families import FAMILIES
+
 MAX_SHOWN = 200
 """Entries shown at once; typing in the filter narrows larger lists."""
 
@@ -134,5 +136,5 @@ class NetworkPicker(QToolButton):
 
 def _other_family(family: str, model_family: str) -> bool:
     """Whether a file made for ``family`` surely does not fit a ``model_family`` model."""
-    known = ("sd1", "sd2", "sdxl")
+    known = (*FAMILIES, "flux2-dev", "lumina2")
     return family in known and model_family in known and family != model_family
