@@ -208,6 +208,7 @@ def test_flux2_klein_makes_and_inpaints_but_has_no_img2img(
     job = flow_request(tiny_klein, negative_prompt="blurry")
     [first] = engine.generate(job, on_status=statuses.append, on_progress=events.append)
     assert [e.step for e in events] == [1, 2, 3]
+    assert all(e.preview is not None and e.preview.size == (8, 8) for e in events)
     assert any("take no negative prompt" in s for s in statuses)
     [again] = engine.generate(first.record.request)
     assert np.array_equal(pixels(first.image), pixels(again.image))

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sdstudio.engine.families.base import ModelFamily, Prompting, SplitLayout, TextSlot
+from sdstudio.engine.previews import flux2_preview
 
 OUT_LAYERS = 3
 """The pipeline gives the transformer three of the text encoder's hidden layers, stacked."""
@@ -45,6 +46,7 @@ FLUX2_KLEIN = ModelFamily(
     default_guidance=1.0,
     few_steps=4,
     few_guidance=1.0,
+    preview=flux2_preview,
     split=SplitLayout(
         "Flux2KleinPipeline",
         (
