@@ -14,7 +14,7 @@ import torch
 
 from sdstudio.engine.errors import ModelError
 from sdstudio.engine.parts.denoiser_configs import CLASSES, denoiser_config
-from sdstudio.engine.parts.denoiser_keys import flux1_to_diffusers
+from sdstudio.engine.parts.denoiser_keys import chroma_to_diffusers, flux1_to_diffusers
 from sdstudio.engine.parts.denoisers import (
     foreign_denoiser,
     identify_denoiser,
@@ -102,24 +102,36 @@ def test_sd35_style_blocks_and_flux_schnell(tmp_path: Path) -> None:
         assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
 
 
-def test_flux1_names_map_as_diffusers_maps_them_at_the_released_width() -> None:
-    """diffusers' converter only takes 3072-wide files; ours reads the width. Rows are
+@pytest.mark.parametrize(
+    ("family", "ours", "theirs", "options"),
+    [
+        (
+            "flux1",
+            flux1_to_diffusers,
+            "convert_flux_transformer_checkpoint_to_diffusers",
+            {"guidance_embeds": True},
+        ),
+        ("chroma", chroma_to_diffusers, "convert_chroma_transformer_checkpoint_to_diffusers", {}),
+    ],
+)
+def test_names_map_as_diffusers_maps_them_at_the_released_width(
+    family: str, ours: Any, theirs: str, options: dict[str, Any]
+) -> None:
+    """diffusers' converters only take 3072-wide files; ours read the width. Rows are
     numbered so that any misplaced split or swap shows (columns do not matter)."""
-    from diffusers.loaders.single_file_utils import (
-        convert_flux_transformer_checkpoint_to_diffusers,
-    )
+    from diffusers.loaders import single_file_utils
 
     with torch.device("meta"):
-        model = getattr(__import__("diffusers"), CLASSES["flux1"])(
-            num_layers=1, num_single_layers=1, guidance_embeds=True
+        model = getattr(__import__("diffusers"), CLASSES[family])(
+            num_layers=1, num_single_layers=1, **options
         )
-    original = to_original_layout("flux1", dict(model.state_dict()))
+    original = to_original_layout(family, dict(model.state_dict()))
     numbered = {k: torch.arange(v.shape[0]).reshape(-1, 1) for k, v in original.items()}
-    ours = flux1_to_diffusers(dict(numbered))
-    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(numbered))
-    assert ours.keys() == theirs.keys() == model.state_dict().keys()
-    for key, value in theirs.items():
-        assert torch.equal(ours[key], value), key
+    converted = ours(dict(numbered))
+    expected = getattr(single_file_utils, theirs)(dict(numbered))
+    assert converted.keys() == expected.keys() == model.state_dict().keys()
+    for key, value in expected.items():
+        assert torch.equal(converted[key], value), key
 
 
 # --- rules and variants at the released sizes ----------------------------------------
@@ -127,6 +139,8 @@ def test_flux1_names_map_as_diffusers_maps_them_at_the_released_width() -> None:
 RELEASED: dict[str, tuple[str, str, dict[str, Any]]] = {
     "Flux.1 dev": ("flux1", "dev", dict(guidance_embeds=True)),
     "Flux.1 schnell": ("flux1", "schnell", dict(guidance_embeds=False)),
+    "Flux.1 Fill": ("flux1", "Fill", dict(guidance_embeds=True, in_channels=384, out_channels=64)),
+    "Chroma": ("chroma", "", {}),
     "SD 3 Medium": (
         "sd3",
         "Medium",
@@ -219,26 +233,35 @@ def test_released_models_are_told_apart_and_configured_from_shapes(name: str) ->
             assert same, f"{layout} {key}: {value} != {actual}"
 
 
-def test_models_sdstudio_does_not_run_are_named() -> None:
+def test_models_sdstudio_does_not_run_are_named(tmp_path: Path) -> None:
     import diffusers
 
     with torch.device("meta"):
-        fill = diffusers.FluxTransformer2DModel(
-            num_layers=1, num_single_layers=1, in_channels=384, out_channels=64
+        depth = diffusers.FluxTransformer2DModel(
+            num_layers=1, num_single_layers=1, in_channels=128, out_channels=64
         )
         dev2 = diffusers.Flux2Transformer2DModel(num_layers=1, num_single_layers=1)
         chroma = diffusers.ChromaTransformer2DModel(num_layers=1, num_single_layers=1)
+    # Chroma Radiance works on pixels: 16 x 16-pixel patches in, a NeRF-style head out.
+    radiance = to_original_layout("chroma", dict(chroma.state_dict()))
+    del radiance["img_in.weight"], radiance["img_in.bias"]
+    radiance["img_in_patch.weight"] = torch.empty(3072, 3, 16, 16, device="meta")
+    radiance["nerf_image_embedder.embedder.0.weight"] = torch.empty(64, 19, device="meta")
     cases: dict[str, tuple[str, Any]] = {
-        "Flux.1 Fill": ("flux1", fill),
-        "Flux.2 dev": ("flux2-klein", dev2),
-        "Chroma": ("", chroma),
+        "Flux.1 Depth or Canny": ("flux1", depth.state_dict()),
+        "Flux.2 dev": ("flux2-klein", dev2.state_dict()),
+        "Chroma Radiance": ("", radiance),
     }
-    for name, (family, model) in cases.items():
-        state = dict(model.state_dict())
-        original = to_original_layout(family, state) if family else state
-        for shapes in (shapes_of(state), shapes_of(original)):
+    for name, (family, state) in cases.items():
+        original = to_original_layout(family, dict(state)) if family else state
+        for shapes in (shapes_of(dict(state)), shapes_of(original)):
             assert identify_denoiser(shapes) is None
             assert foreign_denoiser(shapes) == name
+    tiny_depth = build_tiny_denoiser("flux1", in_channels=128, out_channels=64)
+    path = write_denoiser_file(tmp_path / "depth.safetensors", "flux1", tiny_depth)
+    assert read_denoiser_file(path) is None
+    with pytest.raises(ModelError, match=r"a Flux\.1 Depth or Canny transformer, which sdstudio"):
+        load_denoiser(path, dtype=torch.float32)
 
 
 # --- fp8 -------------------------------------------------------------------------------
@@ -294,7 +317,7 @@ def test_flux_gguf_stays_quantized_and_matches(kind: str, atol: float, tmp_path:
     assert_same_model(loaded, model, "flux1", atol=atol)
 
 
-@pytest.mark.parametrize("family", ["sd3", "zimage", "qwen-image", "flux2-klein"])
+@pytest.mark.parametrize("family", ["chroma", "sd3", "zimage", "qwen-image", "flux2-klein"])
 def test_gguf_files_of_the_other_families(family: str, tmp_path: Path) -> None:
     """BF16 keeps convolutions, position tables and pad tokens quantized in the file;
     they are computed as plain tensors. Q8_0 splits quantized fused rows."""

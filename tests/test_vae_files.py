@@ -438,4 +438,11 @@ def test_other_inputs_are_refused(files: dict[tuple[str, str], Path], tmp_path: 
     for path, family, words in cases:
         with pytest.raises(ModelError, match=words):
             load_vae_file(path, family, dtype=torch.float32)
-    assert set(VAE_KINDS_BY_FAMILY) == {"flux1", "sd3", "zimage", "flux2-klein", "qwen-image"}
+    assert set(VAE_KINDS_BY_FAMILY) == {
+        "flux1",
+        "chroma",
+        "sd3",
+        "zimage",
+        "flux2-klein",
+        "qwen-image",
+    }

@@ -18,12 +18,20 @@ from typing import Any
 
 from sdstudio.engine.devices import DeviceConfig
 from sdstudio.engine.errors import ModelError, first_line
-from sdstudio.engine.families import ModelFamily, family_of_pipeline
+from sdstudio.engine.families import ModelFamily, family_of_pipeline, prepared
 from sdstudio.engine.families.sd import SD1
 from sdstudio.engine.hashing import HashCache
-from sdstudio.engine.memory import MemoryPlan, free_memory, place, plan_memory, weights_bytes
+from sdstudio.engine.memory import (
+    MemoryPlan,
+    free_memory,
+    place,
+    plan_before_loading,
+    plan_memory,
+    weights_bytes,
+)
 from sdstudio.engine.models.lookup import ModelFinder, display_name, hf_repo_id
 from sdstudio.engine.models.split_layout import SplitModel, assemble
+from sdstudio.engine.precision import model_precision
 from sdstudio.engine.request import Mode
 
 log = logging.getLogger(__name__)
@@ -124,7 +132,7 @@ class PipelineManager:
     ) -> Any:
         """The pipeline for ``mode`` on ``model``, loading the model if needed.
 
-        An inpainting model (9-channel UNet) serves every mode through its
+        An inpainting model (9-channel UNet, Flux.1 Fill) serves every mode through its
         inpainting pipeline; the engine then masks the whole image. ``vae``
         replaces the model's own VAE (``None``: the model's own). ``split`` gives the
         part files of a model kept as a transformer file alone.
@@ -134,7 +142,7 @@ class PipelineManager:
             self.unload()
             if on_status:
                 on_status(f"Loading {hf_repo_id(path) or path.name}…")
-            self._load(path, split)
+            self._load(path, split, on_status)
         assert self._model is not None
         if vae != self._vae:
             self._switch_vae(vae, on_status)
@@ -192,8 +200,19 @@ class PipelineManager:
         gc.collect()
         _empty_device_cache(self.device.device)
 
-    def _load(self, path: Path, split: SplitModel | None) -> None:
+    def _load(
+        self, path: Path, split: SplitModel | None, on_status: Callable[[str], None] | None = None
+    ) -> None:
+        self.device = model_precision(self.device, path, split)
         log.info("Loading %s on %s", path, self.device.describe())
+        plan = plan_before_loading(
+            self.memory_mode,
+            self.device,
+            path,
+            model_display_name(path),
+            split=split,
+            on_status=on_status,
+        )
         _disable_library_progress_bars()
         try:
             if split is not None:
@@ -205,12 +224,15 @@ class PipelineManager:
             else:
                 pipe = self._load_single_file(path)
                 single_file = True
-            self.memory_plan = plan_memory(
-                self.memory_mode,
-                self.device.device,
-                weights_bytes(pipe),
-                free_memory(self.device.device),
-            )
+            pipe = prepared(pipe)  # the family's adjustments (Flux.1 Fill's own pipeline)
+            if plan is None:
+                plan = plan_memory(
+                    self.memory_mode,
+                    self.device.device,
+                    weights_bytes(pipe),
+                    free_memory(self.device.device),
+                )
+            self.memory_plan = plan
             place(pipe, self.device.device, self.memory_plan)
         except ModelError:
             raise
@@ -221,8 +243,9 @@ class PipelineManager:
             raise ModelError(f"Could not load the model {path.name}: {first_line(error)}") from None
         pipe.set_progress_bar_config(disable=True)
         unet = getattr(pipe, "unet", None)
-        inpainting = bool(unet is not None and unet.config.in_channels == 9)
         family = family_of_pipeline(type(pipe).__name__) or SD1
+        inpainting = bool(unet is not None and unet.config.in_channels == 9)
+        inpainting = inpainting or family.own_inpainting
         self._model = LoadedModel(
             path, model_display_name(path), single_file, inpainting, family, split
         )

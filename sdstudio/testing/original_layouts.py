@@ -13,7 +13,13 @@ def to_original_layout(family: str, tensors: dict[str, torch.Tensor]) -> dict[st
     """A diffusers state dict of ``family`` in the family's original layout."""
     if family == "qwen-image":
         return dict(tensors)
-    convert = {"flux1": _flux1, "sd3": _sd3, "zimage": _zimage, "flux2-klein": _flux2}[family]
+    convert = {
+        "flux1": _flux1,
+        "chroma": _chroma,
+        "sd3": _sd3,
+        "zimage": _zimage,
+        "flux2-klein": _flux2,
+    }[family]
     return convert(dict(tensors))
 
 
@@ -72,11 +78,24 @@ def _flux1(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[f"{new}norm.query_norm.scale"] = t.pop(f"{old}attn.norm_q.weight")
         out[f"{new}norm.key_norm.scale"] = t.pop(f"{old}attn.norm_k.weight")
     for kind in ("weight", "bias"):
-        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(
-            t.pop(f"norm_out.linear.{kind}")
-        )
+        if f"norm_out.linear.{kind}" in t:  # Chroma's final norm has no weights
+            out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(
+                t.pop(f"norm_out.linear.{kind}")
+            )
     assert not t, f"unconverted keys: {sorted(t)}"
     return out
+
+
+def _chroma(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Flux.1's layout without modulation weights, plus the modulation network under
+    ``distilled_guidance_layer.`` (``in_layer``/``out_layer`` linears, ``scale`` norms)."""
+    network: dict[str, torch.Tensor] = {}
+    for key in [k for k in t if k.startswith("distilled_guidance_layer.")]:
+        name = key.replace(".linear_1.", ".in_layer.").replace(".linear_2.", ".out_layer.")
+        if ".norms." in name:
+            name = name.removesuffix(".weight") + ".scale"
+        network[name] = t.pop(key)
+    return {**network, **_flux1(t)}
 
 
 def _double_block(

@@ -22,16 +22,18 @@ import torch
 from sdstudio.testing.original_layouts import to_original_layout
 from sdstudio.testing.tiny_parts import CLIP_HIDDEN, QWEN_HIDDEN, T5_HIDDEN
 
-FAMILIES = ("flux1", "sd3", "zimage", "qwen-image", "flux2-klein")
+FAMILIES = ("flux1", "chroma", "sd3", "zimage", "qwen-image", "flux2-klein")
 
 GGUF_ARCHITECTURES = {
     "flux1": "flux",
+    "chroma": "flux",
     "sd3": "sd3",
     "zimage": "lumina2",
     "qwen-image": "qwen_image",
     "flux2-klein": "flux2",
 }
-"""The ``general.architecture`` of city96's (and QuantStack's) GGUF files."""
+"""The ``general.architecture`` of city96's (and QuantStack's) GGUF files (city96's
+converter files Chroma as Flux)."""
 
 _SD3_T5 = 3 * CLIP_HIDDEN + 32
 _CONFIGS: dict[str, dict[str, Any]] = {
@@ -46,6 +48,19 @@ _CONFIGS: dict[str, dict[str, Any]] = {
         pooled_projection_dim=CLIP_HIDDEN,
         guidance_embeds=False,
         axes_dims_rope=(4, 6, 6),
+    ),
+    "chroma": dict(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=T5_HIDDEN,
+        axes_dims_rope=(4, 6, 6),
+        approximator_num_channels=16,
+        approximator_hidden_dim=32,
+        approximator_layers=2,
     ),
     "sd3": dict(
         sample_size=128,
@@ -139,7 +154,7 @@ def tiny_denoiser_output(model: Any, family: str, *, seed: int = 0) -> torch.Ten
 
     tokens, timestep = 7, torch.tensor([500.0]).to(dtype)
     with torch.no_grad():
-        if family in ("flux1", "flux2-klein"):
+        if family in ("flux1", "chroma", "flux2-klein"):
             axes = len(config.axes_dims_rope)
             ids = torch.zeros(64, axes)
             ids[:, -2], ids[:, -1] = torch.arange(64) // 8, torch.arange(64) % 8
@@ -152,7 +167,7 @@ def tiny_denoiser_output(model: Any, family: str, *, seed: int = 0) -> torch.Ten
             }
             if family == "flux1":
                 arguments["pooled_projections"] = noise(1, config.pooled_projection_dim)
-            if config.guidance_embeds:
+            if config.get("guidance_embeds"):
                 arguments["guidance"] = torch.tensor([3.5]).to(dtype)
             return model(**arguments).sample
         if family == "sd3":

@@ -1,5 +1,6 @@
-"""Tiny random pipelines of the flow-matching families (FLUX.1, SD3, Z-Image,
-Qwen-Image, FLUX.2 klein), built from the real diffusers and transformers classes.
+"""Tiny random pipelines of the flow-matching families (FLUX.1 and its Fill model,
+Chroma, SD3, Z-Image, Qwen-Image, FLUX.2 klein), built from the real diffusers and
+transformers classes.
 
 Every component is built from a config written here with a fixed torch seed,
 so two builds give the same weights; the tokenizers are built offline
@@ -51,9 +52,26 @@ def build_tiny_flux(*, guidance_embeds: bool = False, seed: int = 0) -> Any:
     return in_memory(lambda folder: _flux(folder, guidance_embeds=guidance_embeds, seed=seed))
 
 
-def save_tiny_flux(directory: str | Path, *, guidance_embeds: bool = False, seed: int = 0) -> Path:
-    """Save a tiny random FLUX.1 model (schnell layout, or dev with ``guidance_embeds``)."""
-    return save(directory, lambda folder: _flux(folder, guidance_embeds=guidance_embeds, seed=seed))
+def save_tiny_flux(
+    directory: str | Path, *, guidance_embeds: bool = False, fill: bool = False, seed: int = 0
+) -> Path:
+    """Save a tiny random FLUX.1 model (schnell layout, or dev with ``guidance_embeds``);
+    ``fill=True`` saves a FLUX.1 Fill model (dev's layout taking the mask and the masked
+    image too) as a ``FluxFillPipeline`` folder."""
+    return save(
+        directory,
+        lambda folder: _flux(folder, guidance_embeds=guidance_embeds or fill, fill=fill, seed=seed),
+    )
+
+
+def build_tiny_chroma(*, seed: int = 0) -> Any:
+    """A tiny ``ChromaPipeline`` in memory."""
+    return in_memory(lambda folder: _chroma(folder, seed=seed))
+
+
+def save_tiny_chroma(directory: str | Path, *, seed: int = 0) -> Path:
+    """Save a tiny random Chroma model (T5 alone, Chroma1-HD's scheduler)."""
+    return save(directory, lambda folder: _chroma(folder, seed=seed))
 
 
 def build_tiny_sd3(*, seed: int = 0) -> Any:
@@ -100,9 +118,23 @@ def save_tiny_flux2_klein(directory: str | Path, *, distilled: bool = True, seed
 # --- the families ------------------------------------------------------------
 
 
-def _flux(folder: Path, *, guidance_embeds: bool, seed: int) -> tuple[Any, TokenizerWriters]:
+def _flux_scheduler() -> Any:
+    """FLUX.1's scheduler: a shift that grows with the image's size."""
+    return flow_scheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+
+
+def _flux(
+    folder: Path, *, guidance_embeds: bool, seed: int, fill: bool = False
+) -> tuple[Any, TokenizerWriters]:
     import torch
-    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from diffusers import FluxFillPipeline, FluxPipeline, FluxTransformer2DModel
 
     writers: TokenizerWriters = {
         "tokenizer": write_tiny_clip_tokenizer,
@@ -112,7 +144,10 @@ def _flux(folder: Path, *, guidance_embeds: bool, seed: int) -> tuple[Any, Token
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1,
-        in_channels=64,  # 16 latent channels packed 2x2
+        # 16 latent channels packed 2x2; Fill adds the masked image's (64) and the mask's
+        # 8x8 pixels a latent (256).
+        in_channels=384 if fill else 64,
+        out_channels=64 if fill else None,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
@@ -122,20 +157,46 @@ def _flux(folder: Path, *, guidance_embeds: bool, seed: int) -> tuple[Any, Token
         guidance_embeds=guidance_embeds,
         axes_dims_rope=(4, 6, 6),
     )
-    pipe = FluxPipeline(
-        scheduler=flow_scheduler(
-            shift=3.0,
-            use_dynamic_shifting=True,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        ),
+    components = dict(
+        scheduler=_flux_scheduler(),
         vae=kl_vae(seed, scaling=FLUX_VAE_SCALING),
         text_encoder=clip_text(seed, tokenizers["tokenizer"], hidden=CLIP_HIDDEN, projection=False),
         tokenizer=tokenizers["tokenizer"],
         text_encoder_2=t5_encoder(seed, tokenizers["tokenizer_2"]),
         tokenizer_2=tokenizers["tokenizer_2"],
+        transformer=transformer,
+    )
+    if fill:
+        return FluxFillPipeline(**components), writers
+    return FluxPipeline(**components, image_encoder=None, feature_extractor=None), writers
+
+
+def _chroma(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
+    import torch
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel
+
+    writers: TokenizerWriters = {"tokenizer": write_tiny_t5_tokenizer}
+    tokenizer = load_tokenizers(folder, writers)["tokenizer"]
+    torch.manual_seed(seed)
+    transformer = ChromaTransformer2DModel(
+        patch_size=1,
+        in_channels=64,  # 16 latent channels packed 2x2
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=T5_HIDDEN,
+        axes_dims_rope=(4, 6, 6),
+        approximator_num_channels=16,
+        approximator_hidden_dim=32,
+        approximator_layers=2,
+    )
+    pipe = ChromaPipeline(
+        # Chroma1-HD's: no shift (resources/model_configs/chroma).
+        scheduler=flow_scheduler(shift=1.0, use_dynamic_shifting=False),
+        vae=kl_vae(seed, scaling=FLUX_VAE_SCALING),
+        text_encoder=t5_encoder(seed, tokenizer),
+        tokenizer=tokenizer,
         transformer=transformer,
         image_encoder=None,
         feature_extractor=None,
@@ -347,14 +408,7 @@ def _flux2_klein(folder: Path, *, distilled: bool, seed: int) -> tuple[Any, Toke
     torch.manual_seed(seed)
     text_encoder = Qwen3ForCausalLM(qwen3_config(tokenizer, layers=36)).eval()
     pipe = Flux2KleinPipeline(
-        scheduler=flow_scheduler(
-            shift=3.0,
-            use_dynamic_shifting=True,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        ),
+        scheduler=_flux_scheduler(),
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,

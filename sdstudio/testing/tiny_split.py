@@ -39,18 +39,21 @@ def save_tiny_comfyui_model(
     name: str = "",
     gguf: str = "",
     guidance_embeds: bool = False,
+    fill: bool = False,
 ) -> Path:
     """Write a tiny ``family`` model into the ComfyUI tree at ``root`` (its parts are
     added beside those already there) and return the transformer file's path.
 
     ``gguf`` (``"F16"``, ``"Q8_0"``) writes the transformer as a GGUF file;
-    ``guidance_embeds`` makes a Flux.1 transformer dev-like.
+    ``guidance_embeds`` makes a Flux.1 transformer dev-like, ``fill`` a Flux.1 Fill one.
     """
     models = Path(root) / "models"
     for folder in ("checkpoints", "diffusion_models", "text_encoders", "vae"):
         (models / folder).mkdir(parents=True, exist_ok=True)
     encoders = models / "text_encoders"
-    overrides = {"guidance_embeds": True} if guidance_embeds else {}
+    overrides: dict[str, object] = {"guidance_embeds": True} if guidance_embeds else {}
+    if fill:
+        overrides.update(guidance_embeds=True, in_channels=384, out_channels=64)
     transformer = build_tiny_denoiser(family, seed=seed, **overrides)
     stem = name or f"tiny-{family}"
     if gguf:
@@ -68,6 +71,8 @@ def save_tiny_comfyui_model(
 def _write_text_encoders(folder: Path, family: str, seed: int) -> None:
     if family == "flux1":
         write_tiny_clip(folder / "clip_l.safetensors", width=CLIP_HIDDEN, seed=seed)
+        write_tiny_t5(folder / "t5xxl_fp16.safetensors", width=T5_HIDDEN, seed=seed)
+    elif family == "chroma":
         write_tiny_t5(folder / "t5xxl_fp16.safetensors", width=T5_HIDDEN, seed=seed)
     elif family == "sd3":
         write_tiny_clip(folder / "clip_l.safetensors", width=CLIP_HIDDEN, seed=seed)

@@ -5,10 +5,12 @@ Adding a family is one new module with its :class:`ModelFamily` and one line her
 
 from __future__ import annotations
 
-from sdstudio.engine.families import flux, flux2, qwen_image, sd, sd3, zimage
+from typing import Any
+
+from sdstudio.engine.families import chroma, flux, flux2, qwen_image, sd, sd3, zimage
 from sdstudio.engine.families.base import ModelFamily, Prompting
 
-__all__ = ["FAMILIES", "ModelFamily", "Prompting", "family", "family_of_pipeline"]
+__all__ = ["FAMILIES", "ModelFamily", "Prompting", "family", "family_of_pipeline", "prepared"]
 
 FAMILIES: dict[str, ModelFamily] = {
     f.id: f
@@ -16,12 +18,15 @@ FAMILIES: dict[str, ModelFamily] = {
         *sd.FAMILIES,
         sd3.SD3,
         flux.FLUX1,
+        chroma.CHROMA,
         flux2.FLUX2_KLEIN,
         zimage.ZIMAGE,
         qwen_image.QWEN_IMAGE,
     )
 }
-_BY_PIPELINE = {name: f for f in FAMILIES.values() for name in f.pipelines}
+_BY_PIPELINE = {name: f for f in (*FAMILIES.values(), flux.FLUX1_FILL) for name in f.pipelines}
+"""Flux.1 Fill's pipeline gives the Flux.1 family as a Fill model runs (see
+:data:`~sdstudio.engine.families.flux.FLUX1_FILL`)."""
 
 
 def family(family_id: str) -> ModelFamily:
@@ -34,3 +39,11 @@ def family_of_pipeline(class_name: str) -> ModelFamily | None:
     """The family a diffusers pipeline class (``model_index.json``'s ``_class_name``)
     belongs to, if sdstudio runs it."""
     return _BY_PIPELINE.get(class_name)
+
+
+def prepared(pipe: Any) -> Any:
+    """A freshly loaded pipeline as its family runs it (its family's ``prepare``)."""
+    found = family_of_pipeline(type(pipe).__name__)
+    if found is None or found.prepare is None:
+        return pipe
+    return found.prepare(pipe)

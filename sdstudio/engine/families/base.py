@@ -14,6 +14,8 @@ from typing import Any
 
 from PIL import Image
 
+from sdstudio.engine.errors import InvalidRequest
+
 
 class Prompting(enum.StrEnum):
     """How the prompt reaches the model."""
@@ -110,6 +112,13 @@ class ModelFamily:
     preview: Preview | None = None
     split: SplitLayout | None = None
     """How its models load from separate part files; None: only as folders or checkpoints."""
+    own_inpainting: bool = False
+    """Whether its models inpaint by their own design (Flux.1 Fill, whose transformer takes
+    the mask and the masked image): such a model takes every job as inpainting, as a
+    9-channel SD inpainting model does."""
+    prepare: Callable[[Any], Any] | None = None
+    """What a freshly loaded pipeline of the family becomes before it runs (the same
+    pipeline adjusted, or one that shares its components)."""
 
     def guidance_arguments(self, pipe: Any, cfg: float, distilled: float) -> dict[str, Any]:
         """The pipeline's guidance arguments for the request's CFG scale and distilled
@@ -117,10 +126,19 @@ class ModelFamily:
 
         A family with true CFG takes CFG as ``true_cfg_scale`` (1 switches it off) and,
         for a model with a guidance embedding, the distilled value as ``guidance_scale``.
+        Without a negative prompt there is no real CFG (Flux.1 Fill): the distilled value
+        alone goes in, and a CFG above 1 raises :class:`InvalidRequest`.
         """
         if not self.true_cfg:
             return {"guidance_scale": cfg}
-        arguments: dict[str, Any] = {"true_cfg_scale": cfg}
+        arguments: dict[str, Any] = {}
+        if self.negative_prompt:
+            arguments["true_cfg_scale"] = cfg
+        elif cfg > 1:
+            raise InvalidRequest(
+                f"{self.label} models have no real CFG (CFG {cfg:g} was asked): set CFG to 1 "
+                "and guide them with the distilled CFG scale."
+            )
         if has_guidance_embedding(pipe):
             arguments["guidance_scale"] = distilled
         return arguments

@@ -43,6 +43,7 @@ class Family(StrEnum):
     SDXL_REFINER = "sdxl-refiner"
     SD3 = "sd3"
     FLUX1 = "flux1"
+    CHROMA = "chroma"
     FLUX2_KLEIN = "flux2-klein"
     ZIMAGE = "zimage"
     QWEN_IMAGE = "qwen-image"
@@ -58,6 +59,7 @@ _LABELS = {
     Family.SDXL_REFINER: "SDXL refiner",
     Family.SD3: "SD 3.x",
     Family.FLUX1: "Flux.1",
+    Family.CHROMA: "Chroma",
     Family.FLUX2_KLEIN: "Flux.2 Klein",
     Family.ZIMAGE: "Z-Image",
     Family.QWEN_IMAGE: "Qwen-Image",
@@ -84,7 +86,7 @@ class ModelInfo:
     prediction_type: str | None = None
     variant: str = ""
     """Which model of the family, where its config tells (``"dev"``, ``"schnell"``,
-    ``"Large"``)."""
+    ``"Fill"``, ``"Large"``)."""
 
     @property
     def label(self) -> str:
@@ -176,8 +178,11 @@ def detect_folder_family(folder: Path) -> ModelInfo:
 
 
 def _variant(family: Family, folder: Path) -> str:
-    """The variant a transformer's config tells: Flux.1 dev (a guidance embedding) or
-    schnell; SD 3.x Large (38 blocks) or Medium."""
+    """The variant a transformer's config tells: Flux.1 Fill (the mask and masked image
+    among its inputs), dev (a guidance embedding) or schnell; SD 3.x Large (38 blocks) or
+    Medium."""
+    from sdstudio.engine.families.flux import FILL_CHANNELS
+
     try:
         config = json.loads((folder / "transformer" / "config.json").read_text("utf-8"))
     except (OSError, ValueError):
@@ -185,6 +190,8 @@ def _variant(family: Family, folder: Path) -> str:
     if not isinstance(config, dict):
         return ""
     if family is Family.FLUX1:
+        if config.get("in_channels") == FILL_CHANNELS:
+            return "Fill"
         return "dev" if config.get("guidance_embeds") else "schnell"
     if family is Family.SD3 and isinstance(config.get("num_layers"), int):
         return "Large" if config["num_layers"] >= 38 else "Medium"

@@ -13,12 +13,13 @@ Most of a config is read from shapes: block counts, widths, the text encoder's w
 the head size (from the query norm's weight), in and out channels, whether there is
 a guidance embedding. What shapes cannot tell follows these rules:
 
-- patch sizes are the released models' (1 for Flux, 2 for SD 3, Z-Image, Qwen-Image);
+- patch sizes are the released models' (1 for Flux and Chroma, 2 for SD 3, Z-Image,
+  Qwen-Image);
 - SD 3 files without query norms (SD 3 Medium) have as many heads as joint blocks
   (MMDiT's rule: 64-value heads, width 64 x depth), and ``sample_size`` is 128;
 - rotary axes are the released models' for 128-value heads (every released model):
-  Flux.1 and Qwen-Image (16, 56, 56), Z-Image (32, 48, 48), Flux.2 (32, 32, 32, 32);
-  other head sizes (small test models) split a head as 1/4, 3/8, 3/8 (Flux.1),
+  Flux.1, Chroma and Qwen-Image (16, 56, 56), Z-Image (32, 48, 48), Flux.2 (32, 32, 32,
+  32); other head sizes (small test models) split a head as 1/4, 3/8, 3/8 (Flux.1, Chroma),
   1/2, 1/4, 1/4 (Z-Image, Qwen-Image) or four quarters (Flux.2);
 - rope bases, epsilons, Z-Image's ``axes_lens`` and ``t_scale`` are the released models'.
 """
@@ -38,6 +39,7 @@ PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 
 CLASSES = {
     "flux1": "FluxTransformer2DModel",
+    "chroma": "ChromaTransformer2DModel",
     "sd3": "SD3Transformer2DModel",
     "zimage": "ZImageTransformer2DModel",
     "qwen-image": "QwenImageTransformer2DModel",
@@ -47,6 +49,7 @@ CLASSES = {
 
 _ROPE: dict[str, tuple[tuple[int, ...], tuple[Fraction, ...]]] = {
     "flux1": ((16, 56, 56), (Fraction(1, 4), Fraction(3, 8), Fraction(3, 8))),
+    "chroma": ((16, 56, 56), (Fraction(1, 4), Fraction(3, 8), Fraction(3, 8))),
     "qwen-image": ((16, 56, 56), (Fraction(1, 2), Fraction(1, 4), Fraction(1, 4))),
     "zimage": ((32, 48, 48), (Fraction(1, 2), Fraction(1, 4), Fraction(1, 4))),
     "flux2-klein": ((32, 32, 32, 32), (Fraction(1, 4),) * 4),
@@ -65,14 +68,16 @@ def transformer_shapes(shapes: Shapes) -> dict[str, tuple[int, ...]]:
 
 
 def family_and_layout(shapes: Shapes) -> tuple[str, str] | None:
-    """The architecture (a family id, or ``"flux2-dev"``, ``"chroma"``) and layout of
-    a transformer's tensors (already out of their prefix), or None."""
+    """The architecture (a family id, or ``"flux2-dev"``, ``"chroma-radiance"``) and
+    layout of a transformer's tensors (already out of their prefix), or None."""
     s = shapes
     if "double_stream_modulation_img.lin.weight" in s:
         return _flux2_kind(s, "guidance_in.in_layer.weight"), "original"
     if "double_stream_modulation_img.linear.weight" in s:
         return _flux2_kind(s, "time_guidance_embed.guidance_embedder.linear_1.weight"), "diffusers"
     if "distilled_guidance_layer.in_proj.weight" in s:
+        if "img_in_patch.weight" in s:  # pixel space, with a NeRF-style decoder head
+            return "chroma-radiance", "original"
         return "chroma", "original" if "img_in.weight" in s else "diffusers"
     if "double_blocks.0.img_attn.norm.key_norm.scale" in s and "vector_in.in_layer.weight" in s:
         return "flux1", "original"
@@ -103,6 +108,7 @@ def denoiser_config(shapes: Shapes, family: str) -> dict[str, Any]:
     layout = found[1] if found is not None and found[0] == family else "original"
     builders = {
         "flux1": _flux1,
+        "chroma": _chroma,
         "sd3": _sd3,
         "zimage": _zimage,
         "qwen-image": _qwen_image,
@@ -115,15 +121,39 @@ def denoiser_config(shapes: Shapes, family: str) -> dict[str, Any]:
 
 def _flux1(s: Shapes, original: bool) -> dict[str, Any]:
     if original:
-        img_in, txt_in, vector = "img_in.weight", "txt_in.weight", "vector_in.in_layer.weight"
+        vector, guidance = "vector_in.in_layer.weight", "guidance_in.in_layer.weight"
+    else:
+        vector = "time_text_embed.text_embedder.linear_1.weight"
+        guidance = "time_text_embed.guidance_embedder.linear_1.weight"
+    return {
+        **_flux_blocks(s, original, "flux1"),
+        "pooled_projection_dim": _shape(s, vector)[1],
+        "guidance_embeds": guidance in s,
+    }
+
+
+def _chroma(s: Shapes, original: bool) -> dict[str, Any]:
+    """Flux.1's blocks without their modulation weights, and the network that makes
+    the modulations (its in and out projections keep their names in both layouts)."""
+    hidden, channels = _shape(s, "distilled_guidance_layer.in_proj.weight")
+    return {
+        **_flux_blocks(s, original, "chroma"),
+        "approximator_num_channels": channels,
+        "approximator_hidden_dim": hidden,
+        "approximator_layers": _count(s, "distilled_guidance_layer.layers."),
+    }
+
+
+def _flux_blocks(s: Shapes, original: bool, family: str) -> dict[str, Any]:
+    """The config values Flux.1 and Chroma read alike from their double and single blocks."""
+    if original:
+        img_in, txt_in = "img_in.weight", "txt_in.weight"
         norm, final = "double_blocks.0.img_attn.norm.query_norm.scale", "final_layer.linear.weight"
-        double, single, guidance = "double_blocks.", "single_blocks.", "guidance_in.in_layer.weight"
+        double, single = "double_blocks.", "single_blocks."
     else:
         img_in, txt_in = "x_embedder.weight", "context_embedder.weight"
-        vector = "time_text_embed.text_embedder.linear_1.weight"
         norm, final = "transformer_blocks.0.attn.norm_q.weight", "proj_out.weight"
         double, single = "transformer_blocks.", "single_transformer_blocks."
-        guidance = "time_text_embed.guidance_embedder.linear_1.weight"
     width, in_channels = _shape(s, img_in)
     head_dim = _shape(s, norm)[0]
     out_channels = _shape(s, final)[0]
@@ -136,9 +166,7 @@ def _flux1(s: Shapes, original: bool) -> dict[str, Any]:
         "attention_head_dim": head_dim,
         "num_attention_heads": _heads(width, head_dim),
         "joint_attention_dim": _shape(s, txt_in)[1],
-        "pooled_projection_dim": _shape(s, vector)[1],
-        "guidance_embeds": guidance in s,
-        "axes_dims_rope": _axes("flux1", head_dim),
+        "axes_dims_rope": _axes(family, head_dim),
     }
 
 

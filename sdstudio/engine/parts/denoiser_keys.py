@@ -1,11 +1,12 @@
-"""Flux.1's original tensor names mapped to diffusers' names.
+"""Flux.1's and Chroma's original tensor names mapped to diffusers' names.
 
-diffusers has this converter (``convert_flux_transformer_checkpoint_to_diffusers``) but
-it splits the single blocks' fused projection at the released width (3072), so a file
-of another width, such as a small test model, cannot go through it. This one reads the
-width from the tensors and otherwise gives the same result (a test checks it against
-diffusers' at the released width). It works on plain tensors and on diffusers'
-``GGUFParameter`` (quantized rows split as plain rows do).
+diffusers has these converters (``convert_flux_transformer_checkpoint_to_diffusers``,
+``convert_chroma_transformer_checkpoint_to_diffusers``) but they split the single
+blocks' fused projection at the released width (3072), so a file of another width, such
+as a small test model, cannot go through them. These read the width from the tensors and
+otherwise give the same result (tests check them against diffusers' at the released
+width). They work on plain tensors and on diffusers' ``GGUFParameter`` (quantized rows
+split as plain rows do).
 """
 
 from __future__ import annotations
@@ -56,15 +57,42 @@ def flux1_to_diffusers(checkpoint: dict[str, Any]) -> dict[str, Any]:
     Raises ``KeyError`` when a tensor the conversion needs is missing.
     """
     source = dict(checkpoint)
-    width = source["img_in.weight"].shape[0]
     out: dict[str, Any] = {}
+    for kind in ("weight", "bias"):
+        shift, scale = source.pop(f"final_layer.adaLN_modulation.1.{kind}").chunk(2, dim=0)
+        out[f"norm_out.linear.{kind}"] = _cat([scale, shift])
+    return _blocks(source, out, "Flux.1")
+
+
+def chroma_to_diffusers(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A Chroma state dict in the original layout (no prefix) in diffusers' layout: Flux.1's
+    blocks without modulation weights, and the network that makes the modulations.
+
+    Raises ``KeyError`` when a tensor the conversion needs is missing.
+    """
+    source = dict(checkpoint)
+    out: dict[str, Any] = {}
+    for key in list(source):
+        if key.startswith("distilled_guidance_layer."):
+            out[_approximator_name(key)] = source.pop(key)
+    return _blocks(source, out, "Chroma")
+
+
+def _approximator_name(key: str) -> str:
+    """diffusers' name of a tensor of Chroma's modulation network: its layers' in and out
+    linears are ``linear_1`` and ``linear_2``, its RMS norms' ``scale`` is ``weight``."""
+    key = key.replace(".in_layer.", ".linear_1.").replace(".out_layer.", ".linear_2.")
+    return key.removesuffix(".scale") + ".weight" if key.endswith(".scale") else key
+
+
+def _blocks(source: dict[str, Any], out: dict[str, Any], name: str) -> dict[str, Any]:
+    """``out`` with the embedders, the final linear and the double and single blocks of
+    ``source`` renamed (and split) into it; raises ``KeyError`` for tensors left over."""
+    width = source["img_in.weight"].shape[0]
     for key in list(source):
         module, _, kind = key.rpartition(".")
         if module in _RENAMES:
             out[f"{_RENAMES[module]}.{kind}"] = source.pop(key)
-    for kind in ("weight", "bias"):
-        shift, scale = source.pop(f"final_layer.adaLN_modulation.1.{kind}").chunk(2, dim=0)
-        out[f"norm_out.linear.{kind}"] = _cat([scale, shift])
     for key in list(source):
         block, _, inner = key.partition(".")
         index, _, rest = inner.partition(".")
@@ -73,7 +101,7 @@ def flux1_to_diffusers(checkpoint: dict[str, Any]) -> dict[str, Any]:
         elif block == "single_blocks" and rest:
             _single(out, f"single_transformer_blocks.{index}.", rest, source.pop(key), width)
     if source:
-        raise KeyError(f"unexpected Flux.1 tensors such as {next(iter(source))}")
+        raise KeyError(f"unexpected {name} tensors such as {next(iter(source))}")
     return out
 
 

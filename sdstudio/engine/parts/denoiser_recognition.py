@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdstudio.engine.errors import ModelError
+from sdstudio.engine.families.flux import FILL_CHANNELS
 from sdstudio.engine.parts.denoiser_configs import (
     CLASSES,
     Shapes,
@@ -18,11 +19,16 @@ from sdstudio.engine.parts.denoiser_configs import (
 
 _NAMES = {
     "flux1": "Flux.1",
+    "chroma": "Chroma",
     "sd3": "SD 3.x",
     "zimage": "Z-Image",
     "qwen-image": "Qwen-Image",
     "flux2-klein": "Flux.2 Klein",
 }
+FLUX_CHANNELS = 64
+"""A Flux.1 text-to-image transformer's input: 16 latent channels packed 2 x 2."""
+DEPTH_CHANNELS = 128
+"""Flux.1 Depth's and Canny's: the latents and the control image's latents."""
 _SD3_NAMES = {"Medium": "SD 3 Medium", "Large": "SD 3.5 Large", "3.5 Medium": "SD 3.5 Medium"}
 
 
@@ -31,10 +37,11 @@ class DenoiserFile:
     """What a transformer file is, as its tensor names and shapes tell."""
 
     family: str
-    """The family id: ``"flux1"``, ``"sd3"``, ``"zimage"``, ``"qwen-image"``, ``"flux2-klein"``."""
+    """The family id: ``"flux1"``, ``"chroma"``, ``"sd3"``, ``"zimage"``, ``"qwen-image"``,
+    ``"flux2-klein"``."""
     variant: str
-    """``"dev"`` or ``"schnell"`` (Flux.1), ``"Medium"``, ``"Large"`` or ``"3.5 Medium"``
-    (SD 3), ``"4B"`` or ``"9B"`` (Flux.2 Klein), else ``""``."""
+    """``"dev"``, ``"schnell"`` or ``"Fill"`` (Flux.1), ``"Medium"``, ``"Large"`` or
+    ``"3.5 Medium"`` (SD 3), ``"4B"`` or ``"9B"`` (Flux.2 Klein), else ``""``."""
     label: str
     """For users: ``"Flux.1 dev transformer (GGUF Q4_K)"``."""
     layout: str
@@ -57,7 +64,7 @@ def identify_denoiser(shapes: Shapes, *, quantization: str = "") -> DenoiserFile
         config = denoiser_config(inner, family)
     except ModelError:
         return None
-    if family == "flux1" and config["in_channels"] != 64:
+    if not runnable(family, config):
         return None
     variant = _variant(family, config)
     name = _SD3_NAMES.get(variant, _NAMES[family]) if family == "sd3" else _NAMES[family]
@@ -67,8 +74,19 @@ def identify_denoiser(shapes: Shapes, *, quantization: str = "") -> DenoiserFile
     return DenoiserFile(family, variant, label, layout, quantization)
 
 
+def runnable(family: str, config: Mapping[str, Any]) -> bool:
+    """Whether sdstudio runs a transformer of ``family`` with this config: of Flux.1's
+    models, the text-to-image ones and Fill, not Depth or Canny (whose control image
+    no pipeline here gives)."""
+    if family == "flux1":
+        return config["in_channels"] in (FLUX_CHANNELS, FILL_CHANNELS)
+    return True
+
+
 def _variant(family: str, config: Mapping[str, Any]) -> str:
     if family == "flux1":
+        if config["in_channels"] == FILL_CHANNELS:
+            return "Fill"
         return "dev" if config["guidance_embeds"] else "schnell"
     if family == "sd3":
         if config["num_layers"] == 38:
@@ -83,17 +101,16 @@ def _variant(family: str, config: Mapping[str, Any]) -> str:
 
 def foreign_denoiser(shapes: Shapes) -> str | None:
     """The name of a model sdstudio recognises but does not run as a lone transformer
-    (``"Chroma"``, ``"Flux.2 dev"``, ``"Flux.1 Fill"`` ...), for messages."""
+    (``"Flux.2 dev"``, ``"Chroma Radiance"``, ``"Flux.1 Depth or Canny"`` ...), for
+    messages."""
     s = transformer_shapes(shapes)
     found = family_and_layout(s)
     if found is not None:
-        if found[0] == "chroma":
-            return "Chroma"
-        if found[0] == "flux2-dev":
-            return "Flux.2 dev"
+        if found[0] in _FOREIGN_ARCHITECTURES:
+            return _FOREIGN_ARCHITECTURES[found[0]]
         if found[0] == "flux1":
             width = s.get("img_in.weight", s.get("x_embedder.weight", (0, 0)))[-1]
-            return {384: "Flux.1 Fill", 128: "Flux.1 Depth or Canny"}.get(width)
+            return "Flux.1 Depth or Canny" if width == DEPTH_CHANNELS else None
         return None
     for marker, name in _FOREIGN:
         if any(marker in key for key in s):
@@ -101,6 +118,7 @@ def foreign_denoiser(shapes: Shapes) -> str | None:
     return None
 
 
+_FOREIGN_ARCHITECTURES = {"flux2-dev": "Flux.2 dev", "chroma-radiance": "Chroma Radiance"}
 _FOREIGN = (
     ("lora_", "a LoRA"),
     (".lora.", "a LoRA"),

@@ -1,4 +1,4 @@
-"""Loading a lone transformer file of the flow families (Flux.1, SD 3.x, Z-Image,
+"""Loading a lone transformer file of the flow families (Flux.1, Chroma, SD 3.x, Z-Image,
 Qwen-Image, Flux.2 Klein) as a diffusers model, offline.
 
 A ``.safetensors`` file may be in the original or diffusers layout, in bf16, fp16,
@@ -30,11 +30,12 @@ from sdstudio.engine.parts.denoiser_configs import (
     family_and_layout,
     transformer_shapes,
 )
-from sdstudio.engine.parts.denoiser_keys import flux1_to_diffusers
+from sdstudio.engine.parts.denoiser_keys import chroma_to_diffusers, flux1_to_diffusers
 from sdstudio.engine.parts.denoiser_recognition import (
     DenoiserFile,
     foreign_denoiser,
     identify_denoiser,
+    runnable,
 )
 
 __all__ = [
@@ -78,7 +79,7 @@ def load_denoiser(path: Path, *, dtype: torch.dtype) -> Any:
         raise _not_runnable(path, shapes)
     family, layout = found
     config = denoiser_config(inner, family)
-    if family == "flux1" and config["in_channels"] != 64:
+    if not runnable(family, config):
         raise _not_runnable(path, shapes)
     gguf = path.suffix.lower() == ".gguf"
     if gguf:
@@ -129,7 +130,7 @@ def _not_runnable(path: Path, shapes: Shapes) -> ModelError:
     if looks is None:
         return ModelError(
             f"{path.name} is not a transformer of a model sdstudio runs as a separate file "
-            "(Flux.1, SD 3.x, Z-Image, Qwen-Image, Flux.2 Klein)."
+            "(Flux.1, Chroma, SD 3.x, Z-Image, Qwen-Image, Flux.2 Klein)."
         )
     if looks.startswith("a "):
         return ModelError(
@@ -201,11 +202,12 @@ def _read_gguf(path: Path) -> dict[str, Any]:
 
 def _to_diffusers(path: Path, family: str, tensors: dict[str, Any]) -> dict[str, Any]:
     """An original-layout state dict in diffusers' names (diffusers' converters; Flux.1's
-    own, as diffusers' assumes the released width)."""
+    and Chroma's own, as diffusers' assume the released width)."""
     from diffusers.loaders import single_file_utils as convert
 
     converters = {
         "flux1": flux1_to_diffusers,
+        "chroma": chroma_to_diffusers,
         "sd3": convert.convert_sd3_transformer_checkpoint_to_diffusers,
         "zimage": convert.convert_z_image_transformer_checkpoint_to_diffusers,
         "flux2-klein": convert.convert_flux2_transformer_checkpoint_to_diffusers,

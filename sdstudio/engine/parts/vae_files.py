@@ -54,6 +54,7 @@ class VaeFile:
 
 VAE_KINDS_BY_FAMILY: dict[str, str] = {
     "flux1": "kl16",
+    "chroma": "kl16",
     "sd3": "kl16",
     "zimage": "kl16",
     "flux2-klein": "flux2",
@@ -61,6 +62,7 @@ VAE_KINDS_BY_FAMILY: dict[str, str] = {
 }
 DEFAULT_CONFIG_FOLDERS: dict[str, str] = {
     "flux1": "flux1-dev",
+    "chroma": "chroma",
     "sd3": "sd3",
     "zimage": "zimage",
     "qwen-image": "qwen-image",
@@ -91,6 +93,7 @@ _MADE_FOR = {
 }
 _FAMILY_NAMES = {
     "flux1": "Flux.1",
+    "chroma": "Chroma",
     "sd3": "SD 3.x",
     "zimage": "Z-Image",
     "qwen-image": "Qwen-Image",
@@ -98,6 +101,7 @@ _FAMILY_NAMES = {
 }
 _EXAMPLES = {
     "flux1": "ae.safetensors",
+    "chroma": "ae.safetensors (the Flux.1 VAE)",
     "sd3": "the VAE of an SD 3.x model",
     "zimage": "ae.safetensors (the Flux.1 VAE)",
     "qwen-image": "qwen_image_vae.safetensors",
