@@ -146,6 +146,7 @@ def test_show_in_words_gives_every_setting_of_the_request(capsys, tmp_path) -> N
         strength=0.55,
         clip_skip=2,
         vae="/vaes/kl-f8-anime.safetensors",
+        text_encoders=("clip_l.safetensors", "t5xxl_fp16.safetensors"),
     )
     record = ImageRecord(
         request=request,
@@ -169,6 +170,8 @@ def test_show_in_words_gives_every_setting_of_the_request(capsys, tmp_path) -> N
         if isinstance(value, Mode):
             value = value.value
         text = f"{value:g}" if isinstance(value, float) else str(value)
+        if isinstance(value, tuple):
+            text = ", ".join(value)
         assert any(v.strip() == text for v in shown.values()), (field.name, text, out)
     assert shown["Steps"].strip() == "33"
     assert shown["CFG scale"].strip() == "6.5"

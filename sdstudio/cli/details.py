@@ -100,6 +100,8 @@ def _text(value: Any, empty: str = "none") -> str:
         return f"{value:g}"
     if isinstance(value, dict) and "name" in value:
         return _network(value)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return ", ".join(value) or empty
     if isinstance(value, list | tuple) and all(isinstance(v, dict) for v in value):
         return ", ".join(_text(v) for v in value) or empty
     if isinstance(value, list | tuple | dict):
