@@ -112,11 +112,11 @@ def test_the_vae_is_remembered_for_each_model(qtbot, window) -> None:
 def test_a_rescan_drops_vaes_that_are_gone_but_keeps_the_choice(window) -> None:
     panel = window.panel
     window.show_models([*ENTRIES, entry("old-vae", "vae", "/models/VAE/old.safetensors")])
-    panel.set_vae("/models/VAE/clear-vae.safetensors")
+    panel.vae.select("/models/VAE/clear-vae.safetensors")
     window.show_models([e for e in ENTRIES if e.kind != "vae"])
     items = [panel.vae.itemText(i) for i in range(panel.vae.count())]
     assert items == ["Model's own", "clear-vae.safetensors"]  # the choice, shown by file name
-    assert panel.vae_value() == "/models/VAE/clear-vae.safetensors"
+    assert panel.vae.value() == "/models/VAE/clear-vae.safetensors"
 
 
 def test_loading_a_request_shows_its_vae_even_if_not_found(window) -> None:

@@ -191,6 +191,7 @@ class GenerationRequest:
         data = dataclasses.asdict(self)
         for name in _ENUMS:
             data[name] = getattr(self, name).value
+        data["text_encoders"] = list(self.text_encoders)
         return {"schema": REQUEST_SCHEMA_VERSION, **data}
 
     @classmethod

@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QWidget
 
-from sdstudio.engine.families import family
+from sdstudio.engine.families import FAMILIES, family
 from sdstudio.engine.settings import model_key
 
 OWN = "Model's own"
@@ -46,8 +46,8 @@ class VaePicker(QComboBox):
 
     def set_files(self, vaes: Sequence[tuple[str, ...]]) -> None:
         """Offer the VAE files found as (name, path, description[, kind]), keeping the
-        choice; the kind (``kl16``, ``flux2``, ``qwen-image``; empty or ``unknown`` for SD
-        VAEs) lets only the files that fit the chosen model's family be listed."""
+        choice; the kind (``kl16``, ``flux2``, ``qwen-image`` for the flow families' VAEs)
+        lets only the files that fit the chosen model's family be listed."""
         self._files = [(v[0], v[1], v[2], v[3] if len(v) > 3 else "") for v in vaes]
         self._refill()
 
@@ -61,7 +61,10 @@ class VaePicker(QComboBox):
         if not self._family:
             return True
         layout = family(self._family).split
-        return kind == layout.vae if layout is not None else kind in ("", "unknown")
+        if layout is not None:
+            return kind == layout.vae
+        flow_kinds = {f.split.vae for f in FAMILIES.values() if f.split is not None}
+        return kind not in flow_kinds
 
     def _refill(self) -> None:
         current = self.value()
