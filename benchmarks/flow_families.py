@@ -124,12 +124,28 @@ def _pipeline(family: str, transformer: Any, scheduler: Any) -> Any:
     layout = family_of(family).split
     assert layout is not None
     components: dict[str, Any] = {"transformer": transformer, "scheduler": scheduler, "vae": None}
+    if family == "flux2-klein":  # its pipeline reads the VAE's latent statistics
+        components["vae"] = _released_vae(family)
     for slot in layout.text:
         components[slot.component] = components[slot.tokenizer] = None
     components.update(layout.arguments)
+    if layout.named_arguments is not None:  # a distilled model (Klein), as released
+        components.update(layout.named_arguments(family))
     pipe = getattr(diffusers, layout.pipeline)(**components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _released_vae(family: str) -> Any:
+    """The family's VAE with the shipped (released) config and random weights."""
+    import json
+
+    import diffusers
+
+    from sdstudio.engine.models.loading import configs_root
+
+    config = json.loads((configs_root() / family / "vae" / "config.json").read_text("utf-8"))
+    return getattr(diffusers, config["_class_name"]).from_config(config).eval()
 
 
 def _arguments(family: str, transformer: Any, size: int) -> dict[str, Any]:
