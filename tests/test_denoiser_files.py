@@ -269,13 +269,14 @@ def test_models_sdstudio_does_not_run_are_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("family", ["flux1", "qwen-image", "zimage"])
 def test_fp8_files_load_upcast(family: str, tmp_path: Path) -> None:
+    """Without fp8 storage (tests/test_fp8_storage.py tests it), fp8 weights are upcast."""
     model = build_tiny_denoiser(family)
     path = write_denoiser_file(
         tmp_path / "fp8.safetensors", family, model, fp8="plain", prefix=UNET
     )
     found = read_denoiser_file(path)
     assert found is not None and found.quantization == "fp8" and found.label.endswith("(fp8)")
-    loaded = load_denoiser(path, dtype=torch.float32)
+    loaded = load_denoiser(path, dtype=torch.float32, fp8_storage=False)
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
     assert_same_model(loaded, fp8_rounded(copy.deepcopy(model)), family)
 
@@ -286,13 +287,14 @@ def test_scaled_fp8_files_are_scaled_back(tmp_path: Path) -> None:
         tmp_path / "d.safetensors", "flux1", model, fp8="scaled", layout="diffusers"
     )
     assert_same_model(
-        load_denoiser(path, dtype=torch.float32),
+        load_denoiser(path, dtype=torch.float32, fp8_storage=False),
         fp8_rounded(copy.deepcopy(model), scaled=True),
         "flux1",
     )
     # In the original layout q, k and v share one scale: close to the model, not equal.
     path = write_denoiser_file(tmp_path / "o.safetensors", "flux1", model, fp8="scaled")
-    assert_same_model(load_denoiser(path, dtype=torch.float32), model, "flux1", atol=0.2)
+    upcast = load_denoiser(path, dtype=torch.float32, fp8_storage=False)
+    assert_same_model(upcast, model, "flux1", atol=0.2)
 
 
 # --- GGUF -------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from sdstudio.engine.memory_estimate import (
     estimate_model,
     file_bytes,
     header_bytes,
+    stays_fp8,
     tensor_bytes,
     weight_files,
 )
@@ -98,7 +99,7 @@ def test_flux_dev_at_real_size_and_the_verdict_for_three_computers(flux_dev_head
     assert 23.5 * GB < sizes["transformer"] < 24.0 * GB  # 11.9 B parameters
     assert 9.4 * GB < sizes["text_encoder_2"] < 9.6 * GB  # T5-XXL, 4.76 B
     fp8 = {k: {**v, "dtype": "F8_E4M3"} for k, v in flux_dev_headers["transformer"].items()}
-    assert header_bytes(fp8, 2) == sizes["transformer"]  # fp8 files are upcast
+    assert header_bytes(fp8, 2) == sizes["transformer"]  # fp8 upcast without fp8 storage
     assert header_bytes(flux_dev_headers["transformer"], 4) == 2 * sizes["transformer"]
     estimate = MemoryEstimate(
         tuple(sizes.items()), activation_bytes(1024, 2), activation_bytes(1024, 2, tiled=True),
@@ -187,6 +188,79 @@ def test_a_split_model_estimate_is_its_assembled_weights(
             {k: {"dtype": "F32", "shape": list(v.shape)} for k, v in
              pipe.transformer.state_dict().items()}, 2
         )  # fmt: skip
+
+
+def test_fp8_linear_weights_count_one_byte_where_they_stay_fp8(flux_dev_headers) -> None:
+    assert tensor_bytes("F8_E4M3", (3072, 3072), 2, kept_fp8=True) == 3072 * 3072
+    assert tensor_bytes("BF16", (3072, 3072), 4, kept_fp8=True) == 3072 * 3072 * 4
+    assert stays_fp8("double_blocks.0.img_attn.qkv.weight", "F8_E4M3", (9216, 3072))
+    assert stays_fp8("encoder.block.0.layer.1.DenseReluDense.wo.weight", "F8_E5M2", (4, 8))
+    assert not stays_fp8("double_blocks.0.img_attn.qkv.bias", "F8_E4M3", (9216,))
+    assert not stays_fp8("double_blocks.0.img_attn.qkv.weight", "BF16", (9216, 3072))
+    for table in ("shared", "encoder.embed_tokens", "model.embed_tokens", "token_embedding"):
+        assert not stays_fp8(f"{table}.weight", "F8_E4M3", (32128, 4096))
+    # Released sizes: every tensor of these headers marked fp8, only linear weights kept.
+    fp8 = {
+        name: {k: {**v, "dtype": "F8_E4M3"} for k, v in header.items()}
+        for name, header in flux_dev_headers.items()
+    }
+    transformer = header_bytes(fp8["transformer"], 2, fp8_storage=True)
+    assert 11.8 * GB < transformer < 12.0 * GB  # 24 GB in bfloat16
+    assert header_bytes(fp8["transformer"], 4, fp8_storage=True) < transformer * 1.01
+    t5 = header_bytes(fp8["text_encoder_2"], 2, fp8_storage=True)
+    assert 4.85 * GB < t5 < 4.95 * GB  # its embedding (0.26 GB) in bfloat16
+
+
+@pytest.fixture(scope="module")
+def comfy_fp8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ComfyUI tree with a tiny Flux.1 of fp8 parts: a scaled fp8 transformer and a
+    plain fp8 T5."""
+    from sdstudio.testing.tiny_denoiser_files import build_tiny_denoiser, write_denoiser_file
+    from sdstudio.testing.tiny_split import save_tiny_comfyui_model
+    from sdstudio.testing.tiny_text_encoder_files import write_fp8
+
+    root = tmp_path_factory.mktemp("ComfyUI")
+    path = save_tiny_comfyui_model(root, "flux1", name="tiny-fp8")
+    model = build_tiny_denoiser("flux1")
+    write_denoiser_file(path, "flux1", model, prefix="model.diffusion_model.", fp8="scaled")
+    encoders = root / "models" / "text_encoders"
+    write_fp8(encoders / "t5xxl_fp16.safetensors", encoders / "t5xxl_fp8_e4m3fn.safetensors")
+    (encoders / "t5xxl_fp16.safetensors").unlink()
+    return path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_fp8_split_model_estimate_is_its_assembled_weights(
+    comfy_fp8: Path, dtype: torch.dtype
+) -> None:
+    """fp8 weights kept fp8 count one byte, as loaded; upcast ones the compute dtype's."""
+    from sdstudio.engine.parts.denoisers import load_denoiser
+    from sdstudio.engine.parts.text_encoders import load_text_encoder
+
+    precision = str(dtype).removeprefix("torch.")
+    estimate = estimate_model(comfy_fp8, precision)
+    assert estimate.certain
+    split = complete(comfy_fp8, transformer_part(comfy_fp8), (), "")  # type: ignore[arg-type]
+    pipe = assemble(split, dtype=dtype)
+    assert pipe.transformer.proj_out.weight.dtype == torch.float8_e4m3fn
+    loaded = weights_bytes(pipe)
+    assert 0 <= estimate.weights - loaded < loaded / 1000
+    kept = sum(
+        p.numel()
+        for component in (pipe.transformer, pipe.text_encoder_2)
+        for p in component.parameters()
+        if p.dtype == torch.float8_e4m3fn
+    )
+    upcast = estimate_model(comfy_fp8, precision, fp8_storage=False)
+    assert upcast.weights - estimate.weights == kept * (dtype.itemsize - 1)
+    t5 = split.text_encoders[1]
+    assert t5 is not None
+    parts = {
+        "transformer": load_denoiser(comfy_fp8, dtype=dtype, fp8_storage=False),
+        "text_encoder_2": load_text_encoder(t5, "T5EncoderModel", dtype=dtype, fp8_storage=False),
+    }
+    full = weights_bytes(type(pipe)(**{**pipe.components, **parts}))
+    assert 0 <= upcast.weights - full < full / 1000
 
 
 def test_unreadable_and_pickled_files_leave_the_estimate_uncertain(

@@ -2,10 +2,11 @@
 
 A safetensors header lists every tensor's shape and type, a GGUF file its tensor table
 with the quantized sizes: the bytes a model takes are the sum, per tensor, of its
-element count times the size of the type it will run in (floating tensors, fp8
-included, take the compute dtype; integer tensors keep theirs; GGUF tensors stay
-quantized). A diffusers folder is summed per component, a transformer file kept alone
-with the text encoders and VAE that complete it. Activations (the latents, attention
+element count times the size of the type it will run in (floating tensors take the
+compute dtype, except the fp8 weights of linear layers in transformer and text encoder
+files, which the loaders keep in fp8, one byte each; integer tensors keep theirs; GGUF
+tensors stay quantized). A diffusers folder is summed per component, a transformer
+file kept alone with the text encoders and VAE that complete it. Activations (the latents, attention
 and the VAE decode) grow with the image's area. Only headers are read: a few
 kilobytes per file.
 """
@@ -50,6 +51,11 @@ CHECKPOINT_PARTS = (
 )
 SKIPPED_PREFIXES = ("model_ema.",)
 """Checkpoint tensors the loaders drop (the EMA copy some training checkpoints keep)."""
+FP8_TYPES = frozenset({"F8_E4M3", "F8_E5M2"})
+EMBEDDING_TABLES = frozenset(
+    {"embed_tokens", "token_embedding", "position_embedding", "relative_attention_bias", "shared"}
+)
+"""Modules of text encoders whose ``weight`` is a matrix but no linear layer's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,20 +101,44 @@ def itemsize(precision: str) -> int:
     return ITEMSIZES.get(precision, 4)
 
 
-def tensor_bytes(dtype: str, shape: Sequence[int], compute_itemsize: int) -> int:
+def tensor_bytes(
+    dtype: str, shape: Sequence[int], compute_itemsize: int, *, kept_fp8: bool = False
+) -> int:
     """Bytes a tensor of safetensors type ``dtype`` takes once loaded: integers keep
-    their size, floating types (fp8 to float64) take ``compute_itemsize``."""
+    their size, floating types (fp8 to float64) take ``compute_itemsize``, but an fp8
+    tensor ``kept_fp8`` (see :func:`stays_fp8`) one byte per value."""
     count = 1
     for size in shape:
         count *= int(size)
+    if kept_fp8 and dtype in FP8_TYPES:
+        return count
     return count * INTEGER_SIZES.get(dtype, compute_itemsize)
 
 
+def stays_fp8(name: str, dtype: str, shape: Sequence[int]) -> bool:
+    """Whether a tensor of a transformer or text encoder file stays fp8 when the loaders
+    keep fp8 weights: an fp8 matrix named as a linear layer's weight (not an embedding
+    table's)."""
+    parts = name.split(".")
+    return (
+        dtype in FP8_TYPES
+        and len(shape) == 2
+        and parts[-1] == "weight"
+        and (len(parts) < 2 or parts[-2] not in EMBEDDING_TABLES)
+    )
+
+
 def header_bytes(
-    header: Mapping[str, Any], compute_itemsize: int, prefix: str = "", exclude: Iterable[str] = ()
+    header: Mapping[str, Any],
+    compute_itemsize: int,
+    prefix: str = "",
+    exclude: Iterable[str] = (),
+    *,
+    fp8_storage: bool = False,
 ) -> int:
     """Bytes of the tensors of a parsed safetensors header whose names start with
-    ``prefix`` and with none of ``exclude``."""
+    ``prefix`` and with none of ``exclude``; with ``fp8_storage``, fp8 linear weights
+    count one byte per value (:func:`stays_fp8`)."""
     excluded = tuple(exclude)
     total = 0
     for name, entry in header.items():
@@ -116,7 +146,9 @@ def header_bytes(
             continue
         if excluded and name.startswith(excluded):
             continue
-        total += tensor_bytes(str(entry.get("dtype", "")), entry["shape"], compute_itemsize)
+        dtype, shape = str(entry.get("dtype", "")), entry["shape"]
+        kept = fp8_storage and stays_fp8(name, dtype, shape)
+        total += tensor_bytes(dtype, shape, compute_itemsize, kept_fp8=kept)
     return total
 
 
@@ -134,8 +166,10 @@ def gguf_bytes(layout: Any, compute_itemsize: int) -> int:
     return total
 
 
-def file_bytes(path: Path, compute_itemsize: int) -> int:
-    """Bytes the weights of one ``.safetensors`` or ``.gguf`` file take once loaded.
+def file_bytes(path: Path, compute_itemsize: int, *, fp8_storage: bool | None = False) -> int:
+    """Bytes the weights of one ``.safetensors`` or ``.gguf`` file take once loaded;
+    with ``fp8_storage`` as a transformer or text encoder file whose fp8 linear weights
+    stay fp8 (None: as the loaders do by default).
 
     Raises :class:`ModelError` for a file that cannot be read, is damaged or is of
     another format.
@@ -144,7 +178,19 @@ def file_bytes(path: Path, compute_itemsize: int) -> int:
         from sdstudio.engine.parts.gguf_files import read_gguf_layout
 
         return gguf_bytes(read_gguf_layout(path), compute_itemsize)
-    return header_bytes(_checked_header(path), compute_itemsize)
+    header = _checked_header(path)
+    if fp8_storage is None:
+        fp8 = any(
+            isinstance(entry, dict) and entry.get("dtype") in FP8_TYPES for entry in header.values()
+        )
+        fp8_storage = fp8 and _loaders_keep_fp8()
+    return header_bytes(header, compute_itemsize, fp8_storage=fp8_storage)
+
+
+def _loaders_keep_fp8() -> bool:
+    from sdstudio.engine.parts.fp8_storage import fp8_storage_default
+
+    return fp8_storage_default()
 
 
 def activation_bytes(size: int, compute_itemsize: int, *, tiled: bool = False) -> int:
@@ -161,25 +207,31 @@ def estimate_model(
     size: int | None = None,
     text_dirs: Iterable[Path] = (),
     vae_dirs: Iterable[Path] = (),
+    fp8_storage: bool | None = None,
 ) -> MemoryEstimate:
     """The memory the model at ``path`` needs in ``precision``, from its files alone.
 
     ``split`` (a :class:`~sdstudio.engine.models.split_layout.SplitModel`) gives the
     parts of a transformer kept alone; without it they are looked for as the engine
     would, in the model's tool folders and ``text_dirs`` / ``vae_dirs``. ``size`` is
-    the image's side (default: the family's native size). Files that cannot be read
-    are counted by their size and named in :attr:`MemoryEstimate.unknown`.
+    the image's side (default: the family's native size). ``fp8_storage`` says whether
+    the fp8 linear weights of transformer and text encoder files stay fp8, as the
+    loaders are told (None: their default). Files that cannot be read are counted by
+    their size and named in :attr:`MemoryEstimate.unknown`.
     """
     from sdstudio.engine.families import family
 
     compute = itemsize(precision)
     unknown: list[str] = []
     if split is not None:
-        components, family_id = _split_components(split, compute, unknown), split.family.id
+        components = _split_components(split, compute, unknown, fp8_storage)
+        family_id = split.family.id
     elif path.is_dir():
         components, family_id = _folder_components(path, compute, unknown)
     else:
-        components, family_id = _file_components(path, compute, unknown, text_dirs, vae_dirs)
+        components, family_id = _file_components(
+            path, compute, unknown, (text_dirs, vae_dirs), fp8_storage
+        )
     side = size or family(family_id).native_size
     return MemoryEstimate(
         tuple(components),
@@ -196,8 +248,8 @@ def _file_components(
     path: Path,
     compute: int,
     unknown: list[str],
-    text_dirs: Iterable[Path],
-    vae_dirs: Iterable[Path],
+    folders: tuple[Iterable[Path], Iterable[Path]],
+    fp8_storage: bool | None,
 ) -> tuple[list[tuple[str, int]], str]:
     """A transformer file kept alone with the parts the engine would complete it with,
     or a checkpoint."""
@@ -207,21 +259,25 @@ def _file_components(
     if part is None:
         return _checkpoint_components(path, compute, unknown)
     try:
-        split = complete(path, part, (), "", text_dirs=text_dirs, vae_dirs=vae_dirs)
+        split = complete(path, part, (), "", text_dirs=folders[0], vae_dirs=folders[1])
     except ModelError as error:
         unknown.append(f"its text encoders and VAE ({error})")
-        return [("transformer", _file_or_size(path, compute, unknown))], part.kind
-    return _split_components(split, compute, unknown), part.kind
+        return [("transformer", _file_or_size(path, compute, unknown, fp8_storage))], part.kind
+    return _split_components(split, compute, unknown, fp8_storage), part.kind
 
 
-def _split_components(split: SplitModel, compute: int, unknown: list[str]) -> list[tuple[str, int]]:
+def _split_components(
+    split: SplitModel, compute: int, unknown: list[str], fp8_storage: bool | None
+) -> list[tuple[str, int]]:
     """A :class:`~sdstudio.engine.models.split_layout.SplitModel`'s part files."""
-    components = [("transformer", _file_or_size(split.transformer, compute, unknown))]
+    transformer = _file_or_size(split.transformer, compute, unknown, fp8_storage)
+    components = [("transformer", transformer)]
     layout = split.family.split
     slots = layout.text if layout is not None else ()
     for slot, encoder in zip(slots, split.text_encoders, strict=False):
         if encoder is not None:
-            components.append((slot.component, _file_or_size(encoder, compute, unknown)))
+            size = _file_or_size(encoder, compute, unknown, fp8_storage)
+            components.append((slot.component, size))
     components.append(("vae", _file_or_size(split.vae, compute, unknown)))
     return components
 
@@ -289,11 +345,13 @@ def _checkpoint_components(
     return [(name, size) for name, size in parts.items() if size], family_id
 
 
-def _file_or_size(path: Path, compute: int, unknown: list[str]) -> int:
+def _file_or_size(
+    path: Path, compute: int, unknown: list[str], fp8_storage: bool | None = False
+) -> int:
     """:func:`file_bytes`, or the file's size (noted as unknown) where it cannot tell."""
     if path.suffix.lower() in WEIGHT_SUFFIXES:
         try:
-            return file_bytes(path, compute)
+            return file_bytes(path, compute, fp8_storage=fp8_storage)
         except ModelError as error:
             log.info("Counting %s by its size: %s", path, error)
     unknown.append(path.name)

@@ -3,9 +3,12 @@ Qwen-Image, Flux.2 Klein) as a diffusers model, offline.
 
 A ``.safetensors`` file may be in the original or diffusers layout, in bf16, fp16,
 fp32 or fp8 (plain float8 weights, or ComfyUI's scaled fp8 with a ``scale_weight``
-per matrix), and may be a full checkpoint whose transformer sits under
-``model.diffusion_model.``. A ``.gguf`` file (city96's) stays quantized and is
-computed in the requested dtype by diffusers' GGUF support. The config comes from the
+per matrix or row), and may be a full checkpoint whose transformer sits under
+``model.diffusion_model.``. fp8 linear weights stay fp8 and are computed in the
+requested dtype layer by layer (:mod:`.fp8_storage`), scales following their rows
+through the layout conversion; other fp8 tensors, or all with ``fp8_storage=False``,
+are upcast. A ``.gguf`` file (city96's) stays quantized and is computed in the
+requested dtype by diffusers' GGUF support. The config comes from the
 file's shapes (:mod:`.denoiser_configs`) and is handed to diffusers' ``from_single_file``
 from a temporary folder, so nothing is fetched from the Hugging Face Hub.
 """
@@ -63,15 +66,20 @@ def read_denoiser_file(path: Path) -> DenoiserFile | None:
     return identify_denoiser(shapes, quantization=quantization)
 
 
-def load_denoiser(path: Path, *, dtype: torch.dtype) -> Any:
-    """The diffusers transformer in ``path``: a ``.safetensors`` file in either layout
-    (fp8 weights upcast to ``dtype``) or a ``.gguf`` file (kept quantized, computed in
-    ``dtype``).
+def load_denoiser(path: Path, *, dtype: torch.dtype, fp8_storage: bool | None = None) -> Any:
+    """The diffusers transformer in ``path``: a ``.safetensors`` file in either layout or
+    a ``.gguf`` file (kept quantized, computed in ``dtype``).
+
+    fp8 linear weights stay fp8 and are computed in ``dtype`` (scaled ones times their
+    scale), unless ``fp8_storage`` is False, when they are upcast to ``dtype``; None
+    means :func:`~.fp8_storage.fp8_storage_default`.
 
     Raises :class:`ModelError` saying what is wrong and what to do: the file is no
     transformer (and what it looks like), a model sdstudio does not run, truncated or
     damaged, or missing weights.
     """
+    from sdstudio.engine.parts.fp8_storage import follow_rows, fp8_storage_default
+
     shapes, _, kinds = _read_table(path)
     inner = transformer_shapes(shapes)
     found = family_and_layout(inner)
@@ -82,12 +90,22 @@ def load_denoiser(path: Path, *, dtype: torch.dtype) -> Any:
     if not runnable(family, config):
         raise _not_runnable(path, shapes)
     gguf = path.suffix.lower() == ".gguf"
+    scales: dict[str, torch.Tensor] = {}
     if gguf:
         _check_gguf_types(path, kinds)
-    tensors = _read_gguf(path) if gguf else _read_safetensors(path, dtype)
+        tensors = _read_gguf(path)
+    else:
+        keep = fp8_storage_default() if fp8_storage is None else fp8_storage
+        tensors, scales = _read_safetensors(path, dtype, keep=keep)
     if layout == "original":
+        if scales:
+            followed = follow_rows(lambda rows: _to_diffusers(path, family, rows), tensors, scales)
+            if followed is None:
+                log.info("%s: its fp8 scales do not follow the layout's rows; upcast.", path.name)
+                tensors = {k: _scaled(path, k, v, scales.get(k), dtype) for k, v in tensors.items()}
+            scales = followed or {}
         tensors = _to_diffusers(path, family, tensors)
-    return _build(path, config, tensors, dtype=dtype, gguf=gguf)
+    return _build(path, config, tensors, dtype=dtype, gguf=gguf, scales=scales)
 
 
 def _read_table(path: Path) -> tuple[dict[str, tuple[int, ...]], str, set[str]]:
@@ -145,18 +163,25 @@ def _strip(keys: list[str]) -> str:
     return next((p for p in PREFIXES if any(k.startswith(p) for k in keys)), "")
 
 
-def _read_safetensors(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The transformer's tensors, floats in ``dtype``: fp8 matrices upcast one at a time
-    (times their ``scale_weight`` when scaled), so memory peaks near the model's size."""
+def _read_safetensors(
+    path: Path, dtype: torch.dtype, *, keep: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The transformer's tensors and the scales of its scaled fp8 ones (float32, by
+    tensor name). Floats other than fp8 are in ``dtype``; fp8 tensors are as stored when
+    ``keep``, else upcast one at a time (times their scale), so memory peaks near the
+    model's size."""
     from safetensors import SafetensorError, safe_open
 
+    from sdstudio.engine.parts.fp8_storage import is_fp8
+
     tensors: dict[str, torch.Tensor] = {}
+    scales: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(path), framework="pt") as file:
             keys = list(file.keys())
             prefix = _strip(keys)
             names = {k[len(prefix) :]: k for k in keys if k.startswith(prefix)}
-            scales = {
+            found = {
                 name.removesuffix(suffix) + ".weight": file.get_tensor(key).float()
                 for name, key in names.items()
                 for suffix in _SCALES
@@ -165,28 +190,46 @@ def _read_safetensors(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]
             for name, key in names.items():
                 if name == "scaled_fp8" or name.endswith(_SCALES + _DROPPED):
                     continue
-                tensors[name] = _upcast(path, name, file.get_tensor(key), scales.get(name), dtype)
+                tensor = _checked(path, file.get_tensor(key))
+                scale = found.get(name)
+                if keep and is_fp8(tensor):
+                    tensors[name] = tensor
+                    if scale is not None:
+                        scales[name] = _fitted(path, name, scale, tensor).reshape(-1)
+                else:
+                    tensors[name] = _scaled(path, name, tensor, scale, dtype)
     except (SafetensorError, OSError, RuntimeError) as error:
         raise ModelError(f"{path.name} cannot be read ({error}); it may be truncated.") from None
-    return tensors
+    return tensors, scales
 
 
-def _upcast(
-    path: Path, name: str, tensor: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype
-) -> torch.Tensor:
+def _checked(path: Path, tensor: torch.Tensor) -> torch.Tensor:
     if tensor.dtype in (torch.uint8, torch.int8) and tensor.dim() >= 2:
         raise ModelError(
             f"{path.name} stores its weights packed in 8-bit integers (such as NVFP4 or "
             "int8 quantization), which sdstudio cannot load; use its bf16, fp8 or GGUF file."
         )
+    return tensor
+
+
+def _fitted(path: Path, name: str, scale: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    from sdstudio.engine.parts.fp8_storage import row_scale
+
+    fitted = row_scale(scale, tuple(tensor.shape))
+    if fitted is None:
+        raise ModelError(f"{path.name} has a scale for {name} that fits no known fp8 layout.")
+    return fitted
+
+
+def _scaled(
+    path: Path, name: str, tensor: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """A tensor in ``dtype`` (integers as they are), times its fp8 scale if it has one."""
+    from sdstudio.engine.parts.fp8_storage import upcast
+
     if not tensor.is_floating_point():
         return tensor
-    if scale is None:
-        return tensor.to(dtype)
-    if scale.numel() not in (1, tensor.shape[0]):
-        raise ModelError(f"{path.name} has a scale for {name} that fits no known fp8 layout.")
-    shape = (-1,) + (1,) * (tensor.dim() - 1) if scale.numel() > 1 else ()
-    return (tensor.float() * scale.reshape(shape)).to(dtype)
+    return upcast(tensor, None if scale is None else _fitted(path, name, scale, tensor), dtype)
 
 
 def _read_gguf(path: Path) -> dict[str, Any]:
@@ -223,9 +266,17 @@ def _to_diffusers(path: Path, family: str, tensors: dict[str, Any]) -> dict[str,
 
 
 def _build(
-    path: Path, config: dict[str, Any], tensors: dict[str, Any], *, dtype: torch.dtype, gguf: bool
+    path: Path,
+    config: dict[str, Any],
+    tensors: dict[str, Any],
+    *,
+    dtype: torch.dtype,
+    gguf: bool,
+    scales: Mapping[str, torch.Tensor],
 ) -> Any:
     import diffusers
+
+    from sdstudio.engine.parts.fp8_storage import is_fp8
 
     cls = getattr(diffusers, config["_class_name"])
     with torch.device("meta"):
@@ -242,6 +293,8 @@ def _build(
         log.debug("%s: %d tensors not used, such as %s", path.name, len(extra), extra[0])
     tensors = {key: tensors[key] for key in expected}
     _check_shapes(path, tensors, expected)
+    if any(is_fp8(value) for value in tensors.values()):
+        return _build_fp8(path, cls, config, skeleton, tensors, scales, dtype)
     options: dict[str, Any] = {}
     if gguf:
         tensors = _dequantize_outside_linears(skeleton, tensors, dtype)
@@ -264,6 +317,58 @@ def _build(
             )
         finally:
             modeling.setLevel(level)
+
+
+def _build_fp8(
+    path: Path,
+    cls: Any,
+    config: dict[str, Any],
+    skeleton: Any,
+    tensors: dict[str, Any],
+    scales: Mapping[str, torch.Tensor],
+    dtype: torch.dtype,
+) -> Any:
+    """The model with the fp8 weights of its linears kept fp8 (computed in ``dtype``);
+    every other tensor in ``dtype``. Built as ``from_single_file`` builds it (weights
+    assigned to an empty model, buffers in ``dtype``), which would upcast them all."""
+    from accelerate import init_empty_weights
+
+    from sdstudio.engine.parts.fp8_storage import is_fp8, keep_fp8
+
+    state: dict[str, Any] = {}
+    kept: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        scale = scales.get(key)
+        owner = skeleton.get_submodule(key.rpartition(".")[0])
+        if is_fp8(value) and key.endswith(".weight") and isinstance(owner, torch.nn.Linear):
+            state[key] = value
+            if scale is not None:
+                kept[key] = scale
+        elif is_fp8(value):
+            state[key] = _scaled(path, key, value, scale, dtype)
+        else:
+            state[key] = value
+    with init_empty_weights(include_buffers=False):
+        model = cls.from_config(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_floating_point():
+                module._buffers[name] = buffer.to(dtype)
+    try:
+        count = keep_fp8(model, dtype, kept)
+    except ValueError as error:
+        raise ModelError(f"{path.name} has fp8 scales sdstudio cannot apply: {error}.") from None
+    stored = sum(value.numel() for value in state.values() if is_fp8(value))
+    log.info(
+        "%s: %d linear layers (%.2f GB) kept in fp8%s, computed in %s.",
+        path.name,
+        count,
+        stored / 1e9,
+        " with their scales" if kept else "",
+        str(dtype).removeprefix("torch."),
+    )
+    return model.eval()
 
 
 def _check_shapes(path: Path, tensors: Mapping[str, Any], expected: Mapping[str, Any]) -> None:

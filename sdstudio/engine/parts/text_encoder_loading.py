@@ -4,9 +4,10 @@ The model's parameters start on the meta device (no memory); buffers it computes
 itself (rotary frequencies, position ids) are built on the CPU. Each weight is read
 from the file once, converted to the wanted dtype (fp8 ones scaled back first) and
 assigned in place of its meta parameter, so the peak is the loaded model plus one
-tensor being converted. Weights a model ties (T5's ``shared`` and
-``encoder.embed_tokens``, a language model's ``lm_head`` and token embedding) share
-one tensor when the file has only one of them.
+tensor being converted. fp8 weights of linear layers may instead stay fp8, computed
+in the wanted dtype layer by layer (:mod:`.fp8_storage`). Weights a model ties (T5's
+``shared`` and ``encoder.embed_tokens``, a language model's ``lm_head`` and token
+embedding) share one tensor when the file has only one of them.
 """
 
 from __future__ import annotations
@@ -157,15 +158,30 @@ def read_weights(
     shapes: Shapes,
     dtypes: Mapping[str, str],
     dtype: Any,
+    *,
+    fp8_storage: bool = False,
 ) -> None:
-    """Fill ``model``'s meta parameters from the file, in ``dtype``, and set eval mode."""
+    """Fill ``model``'s meta parameters from the file, in ``dtype``, and set eval mode.
+
+    With ``fp8_storage``, fp8 weights that fill only linear layers stay fp8 and are
+    computed in ``dtype`` (times their scale, when scaled); other fp8 weights are
+    dequantized to ``dtype``.
+    """
     import torch
     from safetensors import SafetensorError, safe_open
+
+    from sdstudio.engine.parts.fp8_storage import keep_fp8
 
     loaded: dict[str, Any] = {}
     state: dict[str, Any] = {}
     parameters = dict(model.named_parameters(remove_duplicate=False))
-    fp8 = any(dtypes.get(name) in FP8_DTYPES for name in layout.names.values())
+    kept = _linear_sources(model, sources, layout, dtypes) if fp8_storage else set()
+    scales: dict[str, Any] = {}
+    found: dict[str, Any] = {}
+    fp8 = any(
+        dtypes.get(name) in FP8_DTYPES and source not in kept
+        for source, name in layout.names.items()
+    )
     # One float32 buffer for scaling every fp8 tensor: temporaries of many sizes would
     # leave the allocator holding up to twice the model's memory after the load.
     scratch = torch.empty(DEQUANTIZE_CHUNK if fp8 else 0, dtype=torch.float32)
@@ -177,42 +193,87 @@ def read_weights(
                         loaded[source] = torch.eye(parameters[key].shape[0], dtype=dtype)
                     else:
                         name = layout.names[source]
-                        loaded[source] = _read(file, name, shapes, dtypes, dtype, scratch)
+                        loaded[source], found[source] = _read(
+                            file, name, shapes, dtypes, dtype, scratch, keep=source in kept
+                        )
                 state[key] = loaded[source]
+                if found.get(source) is not None:
+                    scales[key] = found[source]
     except (SafetensorError, RuntimeError) as error:
         raise ModelError(f"{path.name} is damaged: {error}. Download it again.") from None
     result = model.load_state_dict(state, strict=False, assign=True)
     left = [key for key in result.missing_keys if key in parameters]
     if left or any(parameter.is_meta for parameter in model.parameters()):
         raise ModelError(f"{path.name} did not fill every weight of its text encoder: {left[:3]}.")
+    if kept:
+        count = keep_fp8(model, dtype, scales)
+        log.info(
+            "%s: %d linear layers kept in fp8%s, computed in %s.",
+            path.name,
+            count,
+            " with their scales" if scales else "",
+            str(dtype).removeprefix("torch."),
+        )
     model.eval()
 
 
+def _linear_sources(
+    model: Any, sources: Mapping[str, str], layout: EncoderLayout, dtypes: Mapping[str, str]
+) -> set[str]:
+    """The fp8 tensors of the file that fill linear layers' weights only (a tensor also
+    filling an embedding, as a tied output layer's does, is not among them)."""
+    import torch
+
+    linear: dict[str, bool] = {}
+    for key, source in sources.items():
+        if source == IDENTITY or dtypes.get(layout.names[source]) not in FP8_DTYPES:
+            continue
+        module_name, _, kind = key.rpartition(".")
+        owner = model.get_submodule(module_name)
+        fits = kind == "weight" and isinstance(owner, torch.nn.Linear)
+        linear[source] = linear.get(source, True) and fits
+    return {source for source, fits in linear.items() if fits}
+
+
 def _read(
-    file: Any, name: str, shapes: Shapes, dtypes: Mapping[str, str], dtype: Any, scratch: Any
-) -> Any:
-    """One tensor in ``dtype``; an fp8 one is scaled by its ``scale_weight`` or
+    file: Any,
+    name: str,
+    shapes: Shapes,
+    dtypes: Mapping[str, str],
+    dtype: Any,
+    scratch: Any,
+    *,
+    keep: bool,
+) -> tuple[Any, Any]:
+    """One tensor in ``dtype``, or as stored when ``keep``, with the scale (float32) of
+    a kept scaled one. An fp8 tensor not kept is scaled by its ``scale_weight`` or
     ``weight_scale`` (per tensor or per output row) when the file has one."""
     import torch
 
+    from sdstudio.engine.parts.fp8_storage import row_scale
+
     tensor = file.get_tensor(name)
     if dtypes.get(name) not in FP8_DTYPES:
-        return tensor.to(dtype)
+        return tensor.to(dtype), None
     scale = torch.ones((), dtype=torch.float32)
     base = name.removesuffix(".weight")
     for suffix in (".scale_weight", ".weight_scale"):
         if base + suffix in shapes:
             scale = file.get_tensor(base + suffix).to(torch.float32)
             break
-    per_row = tensor.dim() > 1 and scale.numel() == tensor.shape[0] and scale.numel() > 1
-    if not per_row and scale.numel() != 1:
+    else:
+        if keep:
+            return tensor, None
+    fitted = row_scale(scale, tuple(tensor.shape))
+    if fitted is None:
         raise ModelError(
             f"the fp8 scale of {name} has {scale.numel()} values, which sdstudio "
             "cannot apply; use the bf16 or fp16 version of this text encoder."
         )
-    return _dequantize(
-        tensor, scale.reshape(-1, 1) if per_row else scale.reshape(()), dtype, scratch
-    )
+    if keep:
+        return tensor, fitted.reshape(-1)
+    rows = fitted.reshape(-1, 1) if fitted.dim() else fitted
+    return _dequantize(tensor, rows, dtype, scratch), None
 
 
 def _dequantize(tensor: Any, scale: Any, dtype: Any, scratch: Any) -> Any:

@@ -5,8 +5,10 @@ A file is recognised from its header alone (:func:`identify_text_encoder`) and l
 into the transformers class a pipeline wants (:func:`load_text_encoder`) with the
 config its shapes imply (:mod:`.text_encoder_configs`). The model is built on the meta
 device and each tensor is read once, converted to the wanted dtype and assigned, so
-loading needs about the model's size in memory, not twice that. fp8 weights (with or
-without ComfyUI's per-tensor scales) are dequantized to the wanted dtype.
+loading needs about the model's size in memory, not twice that. fp8 weights of linear
+layers (with or without ComfyUI's scales) stay fp8 and are computed in the wanted dtype
+layer by layer (:mod:`.fp8_storage`); other fp8 weights, or all of them when asked,
+are dequantized to the wanted dtype.
 """
 
 from __future__ import annotations
@@ -187,13 +189,20 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]],
 
 
 def load_text_encoder(
-    path: Path, model_class: str, *, dtype: Any, prefix: str | None = None
+    path: Path,
+    model_class: str,
+    *,
+    dtype: Any,
+    prefix: str | None = None,
+    fp8_storage: bool | None = None,
 ) -> Any:
     """A transformers text encoder of class ``model_class`` from a safetensors file.
 
     ``model_class`` is a key of :data:`MODEL_KINDS`. The config comes from the file's
-    shapes; the model is in eval mode, on the CPU, in ``dtype``. ``prefix`` picks one
-    encoder of a file that holds several (see :func:`find_text_encoders`). Raises
+    shapes; the model is in eval mode, on the CPU, computing in ``dtype``. ``prefix``
+    picks one encoder of a file that holds several (see :func:`find_text_encoders`).
+    fp8 linear weights stay fp8 unless ``fp8_storage`` is False (None means
+    :func:`~.fp8_storage.fp8_storage_default`). Raises
     :class:`ModelError` when the file is not that kind of encoder, is truncated, lacks
     weights, holds weights the model does not have, or is a pickle.
     """
@@ -218,7 +227,11 @@ def load_text_encoder(
             "format sdstudio cannot load. Use the bf16, fp16 or fp8 version of this text encoder."
         )
     model, sources = build_model(path, model_class, layout.shapes(shapes))
-    read_weights(path, model, sources, layout, shapes, dtypes, dtype)
+    if fp8_storage is None and any(dtypes.get(n) in FP8_DTYPES for n in layout.names.values()):
+        from sdstudio.engine.parts.fp8_storage import fp8_storage_default
+
+        fp8_storage = fp8_storage_default()
+    read_weights(path, model, sources, layout, shapes, dtypes, dtype, fp8_storage=bool(fp8_storage))
     return model
 
 
