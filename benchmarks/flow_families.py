@@ -25,13 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("flux1", "sd3", "zimage", "qwen-image", "flux2-klein")
+FAMILIES = ("flux1", "sd3", "zimage", "qwen-image", "flux2-klein", "chroma")
 SAVERS = {
     "flux1": "save_tiny_flux",
     "sd3": "save_tiny_sd3",
     "zimage": "save_tiny_zimage",
     "qwen-image": "save_tiny_qwen_image",
     "flux2-klein": "save_tiny_flux2_klein",
+    "chroma": "save_tiny_chroma",
 }
 
 
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="loads measured (median)")
-    parser.add_argument("--real", nargs="*", default=[], choices=FAMILIES)
+    parser.add_argument("--real", nargs="*", default=[], choices=tuple(RELEASED))
     args = parser.parse_args(argv)
     from sdstudio.logs import quiet_third_party
 
