@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.prompts import check_prompt_length
 
 REQUEST_SCHEMA_VERSION = 1
@@ -143,6 +144,8 @@ class GenerationRequest:
     """For a model kept as a transformer file alone (ComfyUI's ``diffusion_models``):
     its text encoder files, paths or file names found in the text-encoder folders.
     Empty: the fitting files are found there (and recorded with each image)."""
+    hires: HiresFix | None = None
+    """A second pass at a larger size (A1111's hires fix); None: one pass."""
 
     def __post_init__(self) -> None:
         for name, kind in _ENUMS.items():
@@ -158,6 +161,10 @@ class GenerationRequest:
                     ) from None
         if isinstance(self.text_encoders, list):
             object.__setattr__(self, "text_encoders", tuple(self.text_encoders))
+        if isinstance(self.hires, dict):
+            object.__setattr__(self, "hires", HiresFix.from_dict(self.hires))
+        if self.hires is not None and not isinstance(self.hires, HiresFix):
+            raise InvalidRequest("hires must be hires fix settings or nothing.")
         _validate(self)
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         object.__setattr__(self, "strength", float(self.strength))
@@ -192,6 +199,7 @@ class GenerationRequest:
         for name in _ENUMS:
             data[name] = getattr(self, name).value
         data["text_encoders"] = list(self.text_encoders)
+        data["hires"] = self.hires.to_dict() if self.hires is not None else None
         return {"schema": REQUEST_SCHEMA_VERSION, **data}
 
     @classmethod
