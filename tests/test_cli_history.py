@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from sdstudio.cli import main
+from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.history import HistoryStore
 from sdstudio.engine.metadata import ImageRecord
 from sdstudio.engine.paths import AppPaths
@@ -147,6 +148,7 @@ def test_show_in_words_gives_every_setting_of_the_request(capsys, tmp_path) -> N
         clip_skip=2,
         vae="/vaes/kl-f8-anime.safetensors",
         text_encoders=("clip_l.safetensors", "t5xxl_fp16.safetensors"),
+        hires=HiresFix(scale=1.5, upscaler="Lanczos", steps=12, denoise=0.45),
     )
     record = ImageRecord(
         request=request,
@@ -172,6 +174,8 @@ def test_show_in_words_gives_every_setting_of_the_request(capsys, tmp_path) -> N
         text = f"{value:g}" if isinstance(value, float) else str(value)
         if isinstance(value, tuple):
             text = ", ".join(value)
+        if isinstance(value, HiresFix):
+            text = "upscale 1.5 with Lanczos, 12 steps, denoising 0.45"
         assert any(v.strip() == text for v in shown.values()), (field.name, text, out)
     assert shown["Steps"].strip() == "33"
     assert shown["CFG scale"].strip() == "6.5"

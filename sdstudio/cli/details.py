@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.metadata.record import ImageRecord
 
@@ -41,11 +42,12 @@ REQUEST_LABELS = {
     "masked_content": "Masked content",
     "distilled_guidance": "Distilled CFG scale",
     "text_encoders": "Text encoders",
+    "hires": "Hires fix",
 }
 """Names for people of the request's fields; others are named from the field."""
 
 _EXTRA_LABELS = {"loras": "LoRAs", "embeddings": "Embeddings", "vae": "VAE file"}
-_EMPTY = {"vae": "the model's own", "text_encoders": "the model's own"}
+_EMPTY = {"vae": "the model's own", "text_encoders": "the model's own", "hires": "none"}
 
 
 def label(name: str) -> str:
@@ -98,6 +100,8 @@ def _text(value: Any, empty: str = "none") -> str:
         return str(value.value)
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, HiresFix):
+        return value.describe()
     if isinstance(value, dict) and "name" in value:
         return _network(value)
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):

@@ -109,6 +109,22 @@ class HiresFix:
             max(8, int(height * self.scale) // 8 * 8),
         )
 
+    def describe(self) -> str:
+        """The settings in words: ``upscale 2 with Latent, 10 steps, denoising 0.5``."""
+        size = f"resize to {self.width}x{self.height}" if self.width else f"upscale {self.scale:g}"
+        parts = [f"{size} with {self.upscaler}"]
+        parts.append(f"{self.steps} steps" if self.steps else "the first pass's steps")
+        parts.append(f"denoising {self.denoise:g}")
+        if self.sampler:
+            parts.append(f"sampler {self.sampler} {self.schedule}".rstrip())
+        if self.guidance_scale is not None:
+            parts.append(f"CFG {self.guidance_scale:g}")
+        if self.prompt:
+            parts.append(f"prompt {self.prompt!r}")
+        if self.negative_prompt:
+            parts.append(f"negative prompt {self.negative_prompt!r}")
+        return ", ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return dataclasses.asdict(self)
