@@ -41,6 +41,7 @@ from sdstudio.testing.tiny_tokenizers import (
     QWEN25_VL_CHAT_TEMPLATE,
     write_tiny_t5_tokenizer,
 )
+from sdstudio.testing.tiny_vae_files import build_tiny_flux2_vae, build_tiny_qwen_image_vae
 from sdstudio.testing.vocab import write_tiny_clip_tokenizer
 
 # --- public API --------------------------------------------------------------
@@ -293,7 +294,7 @@ def _zimage(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
 
 def _qwen_image(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
     import torch
-    from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
+    from diffusers import QwenImagePipeline, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     writers = qwen_writers(QWEN25_VL_CHAT_TEMPLATE)
@@ -310,14 +311,7 @@ def _qwen_image(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
         guidance_embeds=False,
         axes_dims_rope=(8, 4, 4),
     )
-    torch.manual_seed(seed)
-    vae = AutoencoderKLQwenImage(
-        base_dim=8,
-        z_dim=16,
-        dim_mult=[1, 2, 4, 4],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )
+    vae = build_tiny_qwen_image_vae(seed)
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         text_config={
@@ -372,7 +366,7 @@ def _qwen_image(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
 
 def _flux2_klein(folder: Path, *, distilled: bool, seed: int) -> tuple[Any, TokenizerWriters]:
     import torch
-    from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
+    from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
     from transformers import Qwen3ForCausalLM
 
     writers = qwen_writers(QWEN3_CHAT_TEMPLATE)
@@ -393,18 +387,7 @@ def _flux2_klein(folder: Path, *, distilled: bool, seed: int) -> tuple[Any, Toke
         axes_dims_rope=(4, 4, 4, 4),
         guidance_embeds=False,
     )
-    torch.manual_seed(seed)
-    vae = AutoencoderKLFlux2(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=32,
-        norm_num_groups=8,
-        sample_size=64,
-    )
+    vae = build_tiny_flux2_vae(seed)
     torch.manual_seed(seed)
     text_encoder = Qwen3ForCausalLM(qwen3_config(tokenizer, layers=36)).eval()
     pipe = Flux2KleinPipeline(

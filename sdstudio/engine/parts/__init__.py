@@ -74,15 +74,7 @@ def identify_part(path: Path) -> Part | None:
         from sdstudio.engine.parts.denoisers import read_denoiser_file
 
         denoiser = read_denoiser_file(path)
-        if denoiser is None:
-            return None
-        return Part(
-            Role.TRANSFORMER,
-            denoiser.family,
-            denoiser.label,
-            variant=denoiser.variant,
-            quantization=denoiser.quantization,
-        )
+        return _transformer(denoiser) if denoiser is not None else None
     if suffix != ".safetensors":
         return None
     from sdstudio.engine.models.layouts import read_safetensors_layout
@@ -115,13 +107,7 @@ def identify_header(header: dict[str, Any], data_size: int) -> Part | None:
     }
     denoiser = identify_denoiser(shapes, quantization=_fp8(shapes, dtypes))
     if denoiser is not None:
-        return Part(
-            Role.TRANSFORMER,
-            denoiser.family,
-            denoiser.label,
-            variant=denoiser.variant,
-            quantization=denoiser.quantization,
-        )
+        return _transformer(denoiser)
     encoder = identify_text_encoder(shapes, dtypes=dtypes)
     if encoder is not None:
         return Part(
@@ -135,6 +121,17 @@ def identify_header(header: dict[str, Any], data_size: int) -> Part | None:
     if vae is not None and vae.kind != "kl4":
         return Part(Role.VAE, vae.kind, vae.label)
     return None
+
+
+def _transformer(denoiser: Any) -> Part:
+    """The part a :class:`~sdstudio.engine.parts.denoisers.DenoiserFile` describes."""
+    return Part(
+        Role.TRANSFORMER,
+        denoiser.family,
+        denoiser.label,
+        variant=denoiser.variant,
+        quantization=denoiser.quantization,
+    )
 
 
 def _fp8(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> str:
