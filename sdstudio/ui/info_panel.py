@@ -148,6 +148,8 @@ class ShownImage:
         lines.append(_mode_line(request))
         if request.mode is Mode.INPAINT:
             lines.append(_inpaint_line(request))
+        if request.hires is not None:
+            lines.append([("Hires fix", request.hires.describe())])
         extra = self.record.extra if self.record is not None else {}
         for key, label in (("loras", "LoRAs"), ("embeddings", "Embeddings")):
             used = _networks(extra.get(key))

@@ -31,6 +31,7 @@ from sdstudio.engine.request import (
     round_to_multiple_of_8,
 )
 from sdstudio.ui.advanced_settings import AdvancedSettings
+from sdstudio.ui.hires_section import HiresSection
 from sdstudio.ui.model_picker import ModelPicker
 from sdstudio.ui.network_picker import NetworkPicker
 from sdstudio.ui.recommended_settings import FIELDS, RecommendationBar, TouchedFields
@@ -119,7 +120,9 @@ class PromptPanel(QWidget):
         self.strength.setDecimals(2)
         self.strength.setToolTip("How much of the source image to change (1 = all of it)")
         self.advanced = AdvancedSettings()
-        self.advanced.toggle.toggled.connect(self._on_advanced_toggled)
+        self.advanced.toggle.toggled.connect(lambda on: self._reveal(self.advanced, on))
+        self.hires = HiresSection(self.size_row)
+        self.hires.toggle.toggled.connect(lambda on: self._reveal(self.hires, on))
         self.batch = self.advanced.batch
         self.clip_skip = self.advanced.clip_skip
 
@@ -151,6 +154,7 @@ class PromptPanel(QWidget):
         layout.addWidget(QLabel("Negative prompt"))
         layout.addWidget(self.negative, 1)
         layout.addLayout(form)
+        layout.addWidget(self.hires)
         layout.addWidget(self.advanced)
         self.scroll_area = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
         self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -209,6 +213,7 @@ class PromptPanel(QWidget):
             height=self.size_row.size()[1],
             vae=self.vae.value(),
             text_encoders=self.text_encoders.value(),
+            hires=self.hires.values(),
             **self.advanced.values(),
         )
 
@@ -227,6 +232,7 @@ class PromptPanel(QWidget):
         self.size_row.set_size(request.width, request.height)
         self.strength.setValue(request.strength)
         self.advanced.load(request)
+        self.hires.load(request.hires)
         self.vae.select(request.vae)
         self.text_encoders.select(request.text_encoders)
         self.touched.mark(*FIELDS)
@@ -314,6 +320,7 @@ class PromptPanel(QWidget):
         self.vae.set_family(kind.id if kind is not None else "")
         alone = self.text_encoders.show_for(self.model_path(), self.picker.model_family())
         self._form.setRowVisible(self.text_encoders, alone)
+        self.hires.set_family(kind)
 
     def _on_model_picked(self, _model: str) -> None:
         """The model's recommendations go where nothing was set; the rest are offered."""
@@ -380,12 +387,9 @@ class PromptPanel(QWidget):
         self.generate_button.setEnabled(has_model)
         self.generate_button.setToolTip("Generate (Ctrl+Enter)" if has_model else NO_MODEL)
 
-    def _on_advanced_toggled(self, expanded: bool) -> None:
+    def _reveal(self, section: QWidget, expanded: bool) -> None:
         if expanded:
-            QTimer.singleShot(0, self, self._reveal_advanced)
-
-    def _reveal_advanced(self) -> None:
-        self.scroll_area.ensureWidgetVisible(self.advanced, 0, 0)
+            QTimer.singleShot(0, self, lambda: self.scroll_area.ensureWidgetVisible(section, 0, 0))
 
     def _show_models_vae(self) -> None:
         self.vae.show_for(self.model_path())
