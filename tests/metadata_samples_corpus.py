@@ -136,7 +136,8 @@ def corpus() -> list[Sample]:
             size=(896, 1152),
             model="flux1-dev-bnb-nf4-v2",
             model_hash="bea01d51bd",
-            extras=("Distilled CFG Scale", "Hires upscale", "Hires steps", "Hires upscaler"),
+            # The hires fix (and the distilled CFG) are read into the request.
+            extras=("Hires Module 1",),
         ),
         Sample(
             "SD.Next",

@@ -46,7 +46,8 @@ HIRES_EXPECTED = {
     "size": (832, 1216),
     "model": "sd_xl_base_1.0",
     "model_hash": "31e35c80fc",
-    "extras": ("Hires upscale", "Hires steps", "Hires upscaler", "Lora hashes"),
+    # The hires fix is read into the request; what stays beside it:
+    "extras": ("Lora hashes",),
 }
 
 FORGE_TEXT = (

@@ -11,6 +11,7 @@ import pytest
 
 from sdstudio.cli import main
 from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.metadata import read_image_settings
 from sdstudio.engine.metadata.comfyui import read_comfyui
 from sdstudio.engine.metadata.values import Parsed
@@ -81,35 +82,64 @@ def test_k_sampler_select_is_not_taken_for_a_sampler() -> None:
     assert read(graph).request.steps == 28
 
 
-HIRES_PASS = {"Hires steps": "12", "Denoising strength": "0.5"}
-
-
 @pytest.mark.parametrize(
-    ("upscale", "kept"),
+    ("upscale", "expected"),
     [
-        ("latent", {"Hires upscale": "1.5", "Hires upscaler": "Latent (nearest-exact)"}),
-        (
-            "size",
-            {
-                "Hires resize-1": "768",
-                "Hires resize-2": "1152",
-                "Hires upscaler": "Latent (bilinear)",
-            },
-        ),
-        ("model", {"Hires upscale": "1.5", "Hires upscaler": "4x-UltraSharp"}),
+        ("latent", HiresFix(scale=1.5, upscaler="Latent (nearest-exact)", steps=12, denoise=0.5)),
+        ("size", HiresFix(width=768, height=1152, upscaler="Latent", steps=12, denoise=0.5)),
+        ("model", HiresFix(scale=1.5, upscaler="4x-UltraSharp", steps=12, denoise=0.5)),
     ],
 )
-def test_two_pass_hires_is_kept_under_a1111_names(upscale: str, kept: dict[str, str]) -> None:
+def test_two_pass_hires_is_read_as_the_hires_fix(upscale: str, expected: HiresFix) -> None:
     parsed = read(two_pass(upscale))
     request = parsed.request
     assert (request.steps, request.width, request.height) == (20, 512, 768)
     assert request.strength == 0.75  # the hires pass's denoise is not the base's
-    assert "strength" not in parsed.read
-    assert dict(parsed.extras) == kept | HIRES_PASS
-    hires = [note for note in parsed.notes if "hires" in note]
-    assert hires == [
-        "A hires pass followed; sdstudio has no hires fix, so it is kept, not applied."
-    ]
+    assert "strength" not in parsed.read and "hires" in parsed.read
+    assert request.hires == expected
+    assert dict(parsed.extras) == {}
+    assert not any("hires" in note.casefold() for note in parsed.notes)
+
+
+def test_a_hires_pass_with_its_own_sampler_cfg_prompt_and_seed() -> None:
+    graph = two_pass()
+    graph["2"]["inputs"].update(
+        sampler_name="dpmpp_2m", scheduler="karras", cfg=5.0, seed=7, positive=["30", 0]
+    )
+    graph["30"] = node("CLIPTextEncode", text="a castle, sharp details", clip=["4", 1])
+    parsed = read(graph)
+    hires = parsed.request.hires
+    assert hires is not None
+    assert (hires.sampler, hires.schedule, hires.guidance_scale) == ("DPM++ 2M", "Karras", 5.0)
+    assert (hires.prompt, hires.negative_prompt) == ("a castle, sharp details", "")
+    assert parsed.extras == {"Hires seed": "7"}
+    assert any("another seed" in note for note in parsed.notes)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"start_at_step": 4}, "it sets start_at_step"),
+        ({"denoise": 0}, "its steps or denoise are unusable"),
+    ],
+)
+def test_a_second_pass_that_is_no_hires_fix_is_kept(change: dict, reason: str) -> None:
+    graph = two_pass()
+    graph["2"]["inputs"].update(change)
+    parsed = read(graph)
+    assert parsed.request.hires is None and "hires" not in parsed.read
+    assert parsed.extras["Hires upscaler"] == "Latent (nearest-exact)"
+    assert f"A second sampler pass is kept, not applied: {reason}." in parsed.notes
+
+
+def test_an_upscale_method_a1111_lacks_is_kept() -> None:
+    graph = two_pass("size")
+    graph["20"]["inputs"]["upscale_method"] = "bislerp"
+    parsed = read(graph)
+    assert parsed.request.hires is None
+    assert parsed.extras["Hires upscaler"] == "Latent (bislerp)"
+    note = "its upscale method Latent (bislerp) is none of A1111's hires upscalers"
+    assert f"A second sampler pass is kept, not applied: {note}." in parsed.notes
 
 
 def test_an_image_upscale_without_a_model_names_its_method() -> None:
@@ -153,13 +183,16 @@ def test_a_checkpoint_hash_on_the_loader_is_kept() -> None:
     assert read(txt2img()).model_hash == ""
 
 
-def test_info_json_shows_the_hires_pass(capsys, tmp_path: Path) -> None:
+def test_info_shows_the_hires_pass(capsys, tmp_path: Path) -> None:
     image = write_png(tmp_path / "two_pass.png", prompt=json.dumps(two_pass()))
     assert main(["info", str(image), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["source"] == "comfyui" and data["request"]["steps"] == 20
-    kept = {"Hires upscale": "1.5", "Hires upscaler": "Latent (nearest-exact)"}
-    assert data["extras"] == kept | HIRES_PASS
+    assert data["extras"] == {} and "hires" in data["read"]
+    assert data["request"]["hires"]["upscaler"] == "Latent (nearest-exact)"
+    assert main(["info", str(image)]) == 0
+    shown = "Hires fix: upscale 1.5 with Latent (nearest-exact), 12 steps, denoising 0.5"
+    assert shown in capsys.readouterr().out
 
 
 def test_text_through_concat_switch_and_primitive_nodes() -> None:

@@ -19,13 +19,15 @@ from sdstudio.engine.metadata.values import build_request
 from sdstudio.engine.models.catalog import ModelEntry
 from sdstudio.engine.models.lookup import ModelFinder
 
-EXTRAS = {
+HIRES = {
     "Denoising strength": "0.45",
     "Hires upscale": "2",
-    "Hires steps": "10",
-    "Hires upscaler": "R-ESRGAN 4x+",
-    "Hires resize-1": "0",
-    "Hires resize-2": "0",
+    "Hires steps": "1",
+    "Hires upscaler": "Lanczos",
+}
+"""A hires fix: read into the request, not kept."""
+EXTRAS = {
+    "Hires checkpoint": "sd_xl_base_1.0 [31e35c80fc]",
     "ADetailer model": "face_yolov8n.pt",
     "ADetailer prompt": "a face, smiling",
     "ADetailer confidence": "0.3",
@@ -39,7 +41,8 @@ EXTRAS = {
 
 
 def a1111_text(model: str = "v1-5-pruned-emaonly", model_hash: str = "6ce0161689") -> str:
-    """A1111 text with a hires pass, ADetailer and a refiner, keys in A1111's order."""
+    """A1111 text with a hires pass (on another checkpoint), ADetailer and a refiner, keys
+    in A1111's order."""
     settings = [
         ("Steps", "2"),
         ("Sampler", "Euler a"),
@@ -50,6 +53,7 @@ def a1111_text(model: str = "v1-5-pruned-emaonly", model_hash: str = "6ce0161689
         ("Model", model),
         ("Clip skip", "2"),
         ("Distilled CFG Scale", "2.5"),
+        *HIRES.items(),
         *EXTRAS.items(),
     ]
     quoted = [(k, json.dumps(v) if any(c in v for c in ",:") else v) for k, v in settings]
@@ -72,6 +76,9 @@ def test_a1111_keys_without_a_request_field_are_kept_with_their_values() -> None
     assert parsed.request.distilled_guidance == 2.5 and "distilled_guidance" in parsed.read
     # With a hires pass the denoising strength is the second pass's, not the request's.
     assert "strength" not in parsed.read and parsed.request.strength == 0.75
+    hires = parsed.request.hires
+    assert hires is not None and "hires" in parsed.read
+    assert (hires.scale, hires.steps, hires.upscaler, hires.denoise) == (2, 1, "Lanczos", 0.45)
     kept = [note for note in parsed.notes if "not applied" in note]
     settings = [key for key in EXTRAS if key != "Version" and "hash" not in key]
     assert kept == [f"Also in the image, kept but not applied by sdstudio: {', '.join(settings)}."]
@@ -122,7 +129,8 @@ def test_info_shows_the_hash_and_the_settings_not_applied(capsys, tmp_path: Path
     assert main(["info", str(image)]) == 0
     out = capsys.readouterr().out
     assert "Model hash: 6ce0161689" in out
-    assert "Also in the image (not applied): Denoising strength: 0.45, Hires upscale: 2, " in out
+    assert "Also in the image (not applied): Hires checkpoint: sd_xl_base_1.0 [31e35c80fc], " in out
+    assert "Hires fix: upscale 2 with Lanczos, 1 step, denoising 0.45" in out
     assert "ADetailer prompt: a face, smiling" in out and "Refiner switch at: 0.8" in out
 
 

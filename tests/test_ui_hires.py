@@ -212,3 +212,19 @@ def test_a_long_header_is_elided_and_does_not_widen_the_panel(window) -> None:
     hires.load(HiresFix())
     QApplication.processEvents()
     assert hires.toggle.text() == "Hires fix (×2, Latent, denoise 0.7)"  # fits: not elided
+
+
+def test_a_job_from_a_source_image_leaves_the_hires_fix_out(window, tiny_model) -> None:
+    from PIL import Image
+
+    from sdstudio.engine.request import Mode
+
+    panel = window.panel
+    panel.pick_model(str(tiny_model))
+    panel.prompt.setPlainText("a boat")
+    panel.hires.switch.setChecked(True)
+    assert panel.request().hires is not None
+    inputs: list = []
+    request = window._with_source(panel.request(), Image.new("RGB", (64, 64)), inputs)
+    assert request.mode is Mode.IMG2IMG and request.hires is None
+    assert "hires fix is for text to image" in window.statusBar().currentMessage()

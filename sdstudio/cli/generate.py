@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.cli.hires_options import add_hires_options, hires_options
 from sdstudio.cli.model_choice import ChosenModel, choose_model, settings_for
 from sdstudio.cli.recorded import Recorded, recorded_model, recorded_vae
 from sdstudio.cli.report import Reporter
@@ -65,6 +66,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     generate.add_argument("--strength", type=float, default=0.75, help="how much to change it")
     generate.add_argument("--mask", default=None, help="white = repaint (inpainting)")
     add_source_options(generate)
+    add_hires_options(generate)
     generate.add_argument(
         "--vae",
         default=None,
@@ -140,6 +142,7 @@ def _request_from_arguments(
     if args.mask and not args.init_image:
         raise InvalidRequest("--mask needs --init-image: the mask marks what to repaint in it.")
     source_options(args)  # refused before a model is loaded
+    hires = hires_options(args)
     mode = Mode.TXT2IMG
     init_size = None
     if args.init_image:
@@ -172,6 +175,7 @@ def _request_from_arguments(
         vae=_vae_argument(args.vae),
         distilled_guidance=args.distilled_cfg,
         text_encoders=_text_encoder_arguments(args.text_encoder),
+        hires=hires,
         **source_options(args),
     )
 

@@ -67,6 +67,8 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         ]
     if request.mask:
         rows.append(("Mask", request.mask, ("mask",)))
+    if request.hires is not None:
+        rows.append(("Hires fix", request.hires.describe(), ("hires",)))
     for key, value, fields in rows:
         if value:
             unread = not settings.read.issuperset(fields)

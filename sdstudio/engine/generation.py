@@ -9,7 +9,6 @@ hands back each image with the record that re-creates it. It writes nothing;
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -21,13 +20,14 @@ from typing import Any
 from PIL import Image
 
 import sdstudio
+from sdstudio.engine import hires as hires_fix
 from sdstudio.engine import prompt_embeds, samplers
 from sdstudio.engine.errors import GenerationCancelled, InvalidRequest, OutOfMemory, SdStudioError
 from sdstudio.engine.families import Prompting
 from sdstudio.engine.family_settings import check_family_settings, plain_arguments
-from sdstudio.engine.inpaint import latent_arguments
 from sdstudio.engine.inputs import Inputs, prepare_inputs
 from sdstudio.engine.metadata.record import ImageRecord
+from sdstudio.engine.mode_arguments import mode_arguments, takes_size
 from sdstudio.engine.models.split_layout import (
     SplitModel,
     complete,
@@ -37,23 +37,13 @@ from sdstudio.engine.models.split_layout import (
 )
 from sdstudio.engine.networks import ActiveNetworks, Networks, strip_notice
 from sdstudio.engine.pipelines import PipelineManager
+from sdstudio.engine.progress import CancelToken, Progress, StepReporter
 from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.engine.vae import find_vae, vae_display_name
 
+__all__ = ["CancelToken", "Engine", "GeneratedImage", "Progress", "initial_noise", "takes_size"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """One denoising step done."""
-
-    step: int
-    """1-based step within the current image."""
-    total: int
-    """Steps the current image takes (fewer than requested for image-to-image)."""
-    image_index: int
-    batch_size: int
-    preview: Image.Image | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,25 +54,12 @@ class GeneratedImage:
     record: ImageRecord
 
 
-class CancelToken:
-    """Set from any thread to stop a running generation."""
+@dataclass(frozen=True, slots=True)
+class _Hires:
+    """A request's hires pass on the loaded model, with the pipeline it runs on."""
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        """Ask the generation to stop at the end of the current step."""
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether :meth:`cancel` was called."""
-        return self._event.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        """Raise :class:`GenerationCancelled` if cancelled."""
-        if self._event.is_set():
-            raise GenerationCancelled()
+    plan: hires_fix.HiresPass
+    pipe: Any
 
 
 class Engine:
@@ -139,6 +116,7 @@ class Engine:
         self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()
         samplers.check_names(request.sampler, request.schedule)  # before anything loads
+        hires_fix.check_hires(request)
         request, split = self._complete_split(request, on_status)
         inputs = prepare_inputs(request, self.inputs_dir, on_status)
         vae = self._find_vae(request.vae) if split is None else None
@@ -149,7 +127,7 @@ class Engine:
         family = model.family
         samplers.check_combination(request.sampler, request.schedule, flow=family.flow)
         check_family_settings(family, request, on_status)
-        self._active = self._apply_networks(pipe, request, on_status)
+        hires = self._hires(request, pipe, vae, split, on_status)
         extra = self._active.record_extra()
         if family.uses_distilled_guidance(pipe):
             extra["distilled_guidance"] = True
@@ -160,7 +138,9 @@ class Engine:
         for index, seed in enumerate(request.seeds()):
             cancel.raise_if_cancelled()
             started = time.perf_counter()
-            image = self._run_one(pipe, inputs, seed, index, on_progress, cancel)
+            preview = family.preview if self.previews else None
+            steps = StepReporter(on_progress, cancel, preview, index, request.batch_size)
+            image = self._run_one(pipe, inputs, seed, steps, hires, on_status)
             record = ImageRecord(
                 request=inputs.request.replace(seed=seed, batch_size=1),
                 model_name=model.name,
@@ -204,26 +184,58 @@ class Engine:
         folders = self.vae_dirs() if self.vae_dirs is not None else ()
         return find_vae(value, folders)
 
+    def _hires(
+        self,
+        request: GenerationRequest,
+        pipe: Any,
+        vae: Path | None,
+        split: SplitModel | None,
+        on_status: Callable[[str], None] | None,
+    ) -> _Hires | None:
+        """Switch on the LoRAs and embeddings, and plan the hires pass, if any, on the
+        image-to-image pipeline that shares the model's weights.
+
+        :attr:`_active` is left naming the networks of both passes, for the records.
+        """
+        first = (request.prompt, request.negative_prompt)
+        self._active = self._apply_networks(pipe, *first, on_status)
+        model = self.pipelines.model
+        assert model is not None
+        plan = hires_fix.plan_hires(request, model.family, model.inpainting)
+        if plan is None:
+            return None
+        hires_pipe = self.pipelines.pipeline(
+            request.model, Mode.IMG2IMG, on_status, vae=vae, split=split
+        )
+        if plan.own_prompts:
+            second = self._apply_networks(hires_pipe, plan.prompt, plan.negative_prompt, on_status)
+            self._active = hires_fix.both_passes(self._active, second)
+        return _Hires(plan, hires_pipe)
+
     def _apply_networks(
-        self, pipe: Any, request: GenerationRequest, on_status: Callable[[str], None] | None
+        self,
+        pipe: Any,
+        prompt: str,
+        negative_prompt: str,
+        on_status: Callable[[str], None] | None = None,
     ) -> ActiveNetworks:
-        """Switch on the request's LoRAs and embeddings (none: the bare model)."""
+        """Switch on the LoRAs and embeddings the prompts name (none: the bare model)."""
         self._prompt_cache = None  # text-encoder LoRAs change the embeddings
         if self.networks is None:
-            notice = strip_notice(request.prompt, request.negative_prompt)
+            notice = strip_notice(prompt, negative_prompt)
             if notice and on_status:
                 on_status(notice)
             return ActiveNetworks()
-        return self.networks.apply(pipe, request.prompt, request.negative_prompt, on_status)
+        return self.networks.apply(pipe, prompt, negative_prompt, on_status)
 
     def _run_one(
         self,
         pipe: Any,
         inputs: Inputs,
         seed: int,
-        index: int,
-        on_progress: Callable[[Progress], None] | None,
-        cancel: CancelToken,
+        steps: StepReporter,
+        hires: _Hires | None,
+        on_status: Callable[[str], None] | None,
     ) -> Image.Image:
         import torch
 
@@ -231,121 +243,116 @@ class Engine:
         model = self.pipelines.model
         assert model is not None
         family = model.family
+        if hires is not None and hires.plan.own_prompts:  # the hires pass switched them
+            self._apply_networks(pipe, request.prompt, request.negative_prompt)
         pipe.scheduler = samplers.make_scheduler(
             request.sampler, request.schedule, self.pipelines.scheduler_config, seed=seed
         )
-        step = 0
-
-        def on_step_end(p: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            nonlocal step
-            step += 1
-            if on_progress is not None:
-                preview = None
-                if self.previews and "latents" in tensors and family.preview is not None:
-                    preview = family.preview(tensors["latents"], request.width, request.height)
-                on_progress(Progress(step, p.num_timesteps, index, request.batch_size, preview))
-            cancel.raise_if_cancelled()
-            return {}
-
+        later = hires.plan.steps if hires is not None else 0
+        latent = hires is not None and hires.plan.latent
         generator = torch.Generator("cpu").manual_seed(seed)
         kwargs: dict[str, Any] = {
-            **self._prompt_arguments(pipe, request),
+            **self._prompt_arguments(pipe, request.prompt, request.negative_prompt, request),
             "num_inference_steps": request.steps,
             **family.guidance_arguments(pipe, request.guidance_scale, request.distilled_guidance),
             "generator": generator,
-            "callback_on_step_end": on_step_end,
-            "output_type": "pil",
+            "callback_on_step_end": steps.callback(request.width, request.height, later=later),
+            "output_type": "latent" if latent else "pil",
         }
-        kwargs.update(self._mode_arguments(pipe, request, inputs))
-        if request.mode is Mode.INPAINT and request.masked_content.in_latent_space:
-            assert inputs.image is not None and inputs.mask is not None
-            kwargs.update(
-                latent_arguments(pipe, inputs.image, inputs.mask, request.masked_content, seed)
-            )
+        kwargs.update(mode_arguments(pipe, inputs, inpainting=model.inpainting, seed=seed))
         if request.mode is Mode.TXT2IMG and not model.inpainting:
             noise = initial_noise(pipe, request.width, request.height, generator)
             if noise is not None:
                 kwargs["latents"] = noise
+        result = self._call(pipe, kwargs, request.width, request.height)
+        if hires is None:
+            image: Image.Image = result.images[0]
+            return inputs.finish(image)
+        return self._hires_pass(hires, result.images, request, seed, steps, on_status)
+
+    def _hires_pass(
+        self,
+        hires: _Hires,
+        output: Any,
+        request: GenerationRequest,
+        seed: int,
+        steps: StepReporter,
+        on_status: Callable[[str], None] | None,
+    ) -> Image.Image:
+        """Upscale the first pass's output (latents or images) and repaint it."""
+        import torch
+
+        plan, pipe = hires.plan, hires.pipe
+        model = self.pipelines.model
+        assert model is not None
+        if on_status:
+            on_status(plan.status())
+        start = hires_fix.start(pipe, plan, output, request.width, request.height)
+        steps.raise_if_cancelled()
+        if plan.own_prompts:
+            self._apply_networks(pipe, plan.prompt, plan.negative_prompt)
+        pipe.scheduler = samplers.make_scheduler(
+            plan.sampler, plan.schedule, self.pipelines.scheduler_config, seed=seed
+        )
+        kwargs: dict[str, Any] = {
+            **self._prompt_arguments(pipe, plan.prompt, plan.negative_prompt, request),
+            **model.family.guidance_arguments(
+                pipe, plan.guidance_scale, request.distilled_guidance
+            ),
+            "generator": torch.Generator("cpu").manual_seed(seed),
+            "callback_on_step_end": steps.callback(plan.width, plan.height, hires=True),
+            "output_type": "pil",
+            **hires_fix.pass_arguments(
+                plan, start, inpainting=model.inpainting, sized=takes_size(pipe)
+            ),
+        }
+        result = self._call(pipe, kwargs, plan.width, plan.height)
+        image: Image.Image = result.images[0]
+        return image
+
+    def _call(self, pipe: Any, kwargs: dict[str, Any], width: int, height: int) -> Any:
+        """Run a pipeline; running out of memory raises :class:`OutOfMemory`."""
+        import torch
+
         try:
-            result = pipe(**kwargs)
+            return pipe(**kwargs)
         except (GenerationCancelled, SdStudioError):
             raise
         except torch.OutOfMemoryError:
             self._recover_memory()
             raise OutOfMemory(
                 f"The {self.pipelines.device.device.upper()} device ran out of memory at "
-                f"{request.width}x{request.height}; try a smaller size."
+                f"{width}x{height}; try a smaller size."
             ) from None
         except RuntimeError as error:
             if "out of memory" in str(error).lower():
                 self._recover_memory()
                 raise OutOfMemory(f"Out of memory: {error}.") from None
             raise
-        image: Image.Image = result.images[0]
-        return inputs.finish(image)
 
-    def _prompt_arguments(self, pipe: Any, request: GenerationRequest) -> dict[str, Any]:
-        """The prompt as text, or as A1111-style embeddings when the text needs them.
+    def _prompt_arguments(
+        self, pipe: Any, prompt: str, negative_prompt: str, request: GenerationRequest
+    ) -> dict[str, Any]:
+        """The prompts as text, or as A1111-style embeddings when the text needs them.
 
         Plain prompts go in as text, so their images stay what they were;
         emphasis, BREAK, prompts over 75 tokens and clip skip take embeddings
         (see :mod:`sdstudio.engine.prompt_embeds`).
         """
-        key = (
-            request.prompt,
-            request.negative_prompt,
-            request.clip_skip,
-            self._active.signature,
-        )
+        key = (prompt, negative_prompt, request.clip_skip, self._active.signature)
         model = self.pipelines.model
         if model is not None and model.family.prompting is Prompting.PLAIN:
-            return plain_arguments(model.family, request.prompt, request.negative_prompt)
+            return plain_arguments(model.family, prompt, negative_prompt)
         encoder = getattr(pipe, "text_encoder", None)
         cached = self._prompt_cache
         if cached is not None and encoder is not None:
             cached_key, cached_encoder, cached_arguments = cached
             if cached_key == key and cached_encoder() is encoder:
                 return cached_arguments
-        arguments = prompt_embeds.prompt_arguments(
-            pipe, request.prompt, request.negative_prompt, request.clip_skip
-        )
+        arguments = prompt_embeds.prompt_arguments(pipe, prompt, negative_prompt, request.clip_skip)
         if encoder is not None:
             self._prompt_cache = (key, weakref.ref(encoder), arguments)
         return arguments
-
-    def _mode_arguments(
-        self, pipe: Any, request: GenerationRequest, inputs: Inputs
-    ) -> dict[str, Any]:
-        model = self.pipelines.model
-        assert model is not None
-        size = (request.width, request.height)
-        if model.inpainting:
-            # A 9-channel model takes every job as inpainting; outside
-            # inpainting the whole picture is repainted.
-            image = inputs.image or Image.new("RGB", size, (127, 127, 127))
-            mask = inputs.mask or Image.new("L", size, 255)
-            strength = 1.0 if request.mode is Mode.TXT2IMG else request.strength
-            return {
-                "image": image,
-                "mask_image": mask,
-                "strength": strength,
-                "width": request.width,
-                "height": request.height,
-            }
-        if request.mode is Mode.TXT2IMG:
-            return {"width": request.width, "height": request.height}
-        if request.mode is Mode.IMG2IMG:
-            arguments = {"image": inputs.image, "strength": request.strength}
-            if takes_size(pipe):  # the transformer families' img2img pipelines do
-                arguments.update(width=request.width, height=request.height)
-            return arguments
-        return {
-            "image": inputs.image,
-            "mask_image": inputs.mask,
-            "strength": request.strength,
-            "width": request.width,
-            "height": request.height,
-        }
 
     def _recover_memory(self) -> None:
         import gc
@@ -358,19 +365,6 @@ class Engine:
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover - best effort only
             log.debug("Could not empty the device cache", exc_info=True)
-
-
-_TAKES_SIZE: dict[type, bool] = {}
-
-
-def takes_size(pipe: Any) -> bool:
-    """Whether a pipeline's call takes ``width`` and ``height`` (read once per class)."""
-    import inspect
-
-    kind = type(pipe)
-    if kind not in _TAKES_SIZE:
-        _TAKES_SIZE[kind] = "width" in inspect.signature(kind.__call__).parameters
-    return _TAKES_SIZE[kind]
 
 
 def initial_noise(pipe: Any, width: int, height: int, generator: Any) -> Any | None:

@@ -29,6 +29,23 @@ LATENT_UPSCALERS = (
 IMAGE_UPSCALERS = ("Lanczos", "Nearest")
 """A1111's built-in upscalers that resize the decoded image without a model."""
 DEFAULT_UPSCALER = "Latent"
+LATENT_MODES: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+"""Each latent upscaler's ``torch.nn.functional.interpolate`` mode and antialiasing, as
+A1111 defines them (``shared.latent_upscale_modes``)."""
+
+
+def builtin_upscaler(name: str) -> str | None:
+    """A built-in upscaler's name as A1111 spells it (``"lanczos"`` gives ``"Lanczos"``), or
+    ``None`` for a name that is not built in (an upscaler model's)."""
+    key = name.strip().casefold()
+    return next((n for n in (*LATENT_UPSCALERS, *IMAGE_UPSCALERS) if n.casefold() == key), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,21 +116,23 @@ class HiresFix:
         object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "denoise", float(self.denoise))
 
-    def target_size(self, width: int, height: int) -> tuple[int, int]:
+    def target_size(self, width: int, height: int, multiple: int = 8) -> tuple[int, int]:
         """The second pass's size for a first pass of ``width`` x ``height``: the resize
-        size, or the scaled size in multiples of 8 (as A1111 rounds it)."""
+        size, or the scaled size rounded down to a multiple of ``multiple`` (8, as A1111's
+        latents round it; 16 for the models whose latents are packed in 2x2 patches)."""
         if self.width and self.height:
             return self.width, self.height
         return (
-            max(8, int(width * self.scale) // 8 * 8),
-            max(8, int(height * self.scale) // 8 * 8),
+            max(multiple, int(width * self.scale) // multiple * multiple),
+            max(multiple, int(height * self.scale) // multiple * multiple),
         )
 
     def describe(self) -> str:
         """The settings in words: ``upscale 2 with Latent, 10 steps, denoising 0.5``."""
         size = f"resize to {self.width}x{self.height}" if self.width else f"upscale {self.scale:g}"
         parts = [f"{size} with {self.upscaler}"]
-        parts.append(f"{self.steps} steps" if self.steps else "the first pass's steps")
+        steps = f"{self.steps} step{'s' if self.steps != 1 else ''}"
+        parts.append(steps if self.steps else "the first pass's steps")
         parts.append(f"denoising {self.denoise:g}")
         if self.sampler:
             parts.append(f"sampler {self.sampler} {self.schedule}".rstrip())

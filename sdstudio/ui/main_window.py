@@ -159,7 +159,14 @@ class MainWindow(QMainWindow):
             "mode": Mode.IMG2IMG,
             "init_image": str(inputs[-1][0]),
             "strength": round(self.panel.strength.value(), 2),
+            "hires": None,  # A1111's hires fix is a second pass of text to image only
         }
+        if request.hires is not None:
+            self.statusBar().showMessage(
+                "The hires fix is for text to image; this job starts from the source image "
+                "without it.",
+                10_000,
+            )
         if self.canvas.mask.has_paint():
             mask = self.canvas.mask.to_pil()
             inputs.append((input_path(mask, self.inputs_dir), mask))

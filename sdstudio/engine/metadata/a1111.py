@@ -20,7 +20,7 @@ from typing import Any
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata import inpaint_names, names
+from sdstudio.engine.metadata import hires_names, inpaint_names, names
 from sdstudio.engine.metadata.values import (
     Parsed,
     as_float,
@@ -117,9 +117,12 @@ def format_parameters(
         settings += [(f"Module {i}", str(name)) for i, name in enumerate(modules, 1)]
     if request.mode is not Mode.TXT2IMG:
         settings.append(("Denoising strength", f"{request.strength:g}"))
+    else:
+        settings.append(("Denoising strength", hires_names.denoising_written(request)))
     settings += inpaint_names.settings_written(request)
     if request.clip_skip > 1:
         settings.append(("Clip skip", request.clip_skip))
+    settings += hires_names.settings_written(request)
     settings += [
         ("Lora hashes", _hashes((extra or {}).get("loras"))),
         ("TI hashes", _hashes((extra or {}).get("embeddings"))),
@@ -178,10 +181,12 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     Keys are matched ignoring case (``CFG scale``, ``cfg scale``). Out-of-range
     values (a seed beyond 2**64-1, a size that is not a multiple of 8) are
     dropped or fixed by :func:`~sdstudio.engine.metadata.values.build_request`,
-    and settings the text does not give are named in the notes. ``Model hash``
-    goes to :attr:`Parsed.model_hash`; every other key no request field takes
-    (``Hires upscale``, ``ADetailer model``, ``Refiner``, ``Lora hashes``, ...)
-    to :attr:`Parsed.extras` with its value as written. Raises
+    and settings the text does not give are named in the notes. A hires fix
+    (``Denoising strength`` with ``Hires upscale``, ``Hires upscaler``...) goes to
+    the request's ``hires`` (see :mod:`~sdstudio.engine.metadata.hires_names`).
+    ``Model hash`` goes to :attr:`Parsed.model_hash`; every other key no request
+    field takes (``Hires checkpoint``, ``ADetailer model``, ``Refiner``, ``Lora
+    hashes``, ...) to :attr:`Parsed.extras` with its value as written. Raises
     :class:`InvalidRequest` when the text is not in this format: JSON, or a
     last line without at least two of Steps, Sampler, CFG scale, Seed and Size.
     """
@@ -192,8 +197,11 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     if len(_CORE_KEYS & s.keys()) < 2:
         raise InvalidRequest("The parameters text holds no generation settings.")
     # With a hires pass, the denoising strength is the second pass's, not an img2img strength.
-    hires = any(key.startswith("hires ") for key in s)
-    used = set(_APPLIED) if not hires else set(_APPLIED) - {"denoising strength"}
+    hires = hires_names.read(s)
+    used = set(_APPLIED) | set(hires.used)
+    if any(key.startswith("hires ") for key in s) and not hires.on:
+        used.discard("denoising strength")  # kept with the hires settings it belongs to
+    strength_read = "denoising strength" in used and not hires.on
     modules = _modules(s)
     used |= {f"module {i}" for i in range(1, len(modules) + 1)}
     values: dict[str, object] = {
@@ -202,7 +210,7 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         "steps": s.get("steps"),
         "seed": s.get("seed"),
         "guidance_scale": s.get("cfg scale"),
-        "strength": s.get("denoising strength") if not hires else None,
+        "strength": s.get("denoising strength") if strength_read else None,
         "vae": _vae_name(s.get("vae", "")),
         "text_encoders": modules,
     }
@@ -235,7 +243,7 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         extras=_extras(parts.settings, used),
     )
     parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
-    parsed = inpaint.apply(parsed)
+    parsed = hires.apply(inpaint.apply(parsed))
     if "distilled cfg scale" in used and distilled is not None:
         parsed = dataclasses.replace(
             parsed,
@@ -255,9 +263,9 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
 
 
 def _extras(settings: Mapping[str, str], used: set[str]) -> dict[str, str]:
-    """The settings that no request field takes, as written: a hires pass, ADetailer, a
-    refiner, hashes of networks, and a value that could not be used (a schedule type
-    sdstudio lacks, an unreadable size or clip skip)."""
+    """The settings that no request field takes, as written: ADetailer, a refiner, hashes
+    of networks, and a value that could not be used (a schedule type sdstudio lacks, an
+    unreadable size or clip skip, a hires fix that cannot be read)."""
     extras = {key: value for key, value in settings.items() if key.casefold() not in used}
     for key, value in settings.items():
         schedule = key.casefold() in ("schedule type", "scheduler") and value.strip()

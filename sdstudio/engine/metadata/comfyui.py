@@ -12,8 +12,10 @@ come from another sampler, preferably one that starts from an empty latent,
 then ``KSampler``/``KSamplerAdvanced``/``SamplerCustom...`` before other
 classes, then the lowest node id. A sampler fed (through upscale or resize
 nodes, latent or image) by another one is a hires pass: its upscale, upscaler,
-steps and denoise are kept in :attr:`Parsed.extras` under AUTOMATIC1111's
-names (``Hires upscale``, ``Denoising strength``...), not applied. The base
+steps, denoise (and sampler, CFG and prompts where they differ) become the
+request's hires fix (see :func:`~sdstudio.engine.metadata.comfyui_sampling.hires_pass`);
+one that cannot is kept in :attr:`Parsed.extras` under AUTOMATIC1111's names
+(``Hires upscale``, ``Denoising strength``...), not applied. The base
 sampler's settings a request cannot hold (``start_at_step``...) are kept there
 too. From the base sampler, links are followed:
 
@@ -53,7 +55,9 @@ from sdstudio.engine.metadata.comfyui_graph import (
 )
 from sdstudio.engine.metadata.comfyui_sampling import (
     LatentSource,
-    hires_extras,
+    SamplerInputs,
+    SecondPass,
+    hires_pass,
     latent_source,
     sampler_inputs,
 )
@@ -115,7 +119,9 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
         values["text_encoders"] = comfyui_flow.text_encoders(walker)
     extras: dict[str, object] = dict(found.other)
     extras |= comfyui_flow.model_sampling(walker, found.model)
-    extras |= _later_passes(graph, base, samplers, notes)
+    hires = _later_passes(graph, base, samplers, found)
+    extras |= hires.extras
+    notes += hires.notes
     parsed = build_request(
         values,
         model=names.model_name(recorded),
@@ -124,6 +130,8 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
         extras=extras,
     )
     request, read = parsed.request, parsed.read
+    if hires.fix is not None:
+        request, read = request.replace(hires=hires.fix), read | {"hires"}
     clip_skip, clip_note = walker.clip_skip()
     if clip_skip is not None and clip_skip <= MAX_CLIP_SKIP:
         request = dataclasses.replace(request, clip_skip=clip_skip)
@@ -161,20 +169,22 @@ def _order(graph: Graph, node_id: str, source: LatentSource) -> tuple[object, ..
 
 
 def _later_passes(
-    graph: Graph, base: str, samplers: dict[str, LatentSource], notes: list[str]
-) -> dict[str, object]:
+    graph: Graph, base: str, samplers: dict[str, LatentSource], found: SamplerInputs
+) -> SecondPass:
     """The hires pass: the first sampler that refines another's output, preferring the base's.
 
     Further passes are only counted in a note.
     """
     later = [n for n, source in samplers.items() if source.sampler is not None and n != base]
     if not later:
-        return {}
+        return SecondPass(None, {}, [])
     first = min(later, key=lambda n: (samplers[n].sampler != base, _id_key(n)))
-    notes.append("A hires pass followed; sdstudio has no hires fix, so it is kept, not applied.")
+    walker = Walker(graph)
+    hires = hires_pass(walker, sampler_inputs(walker, first), samplers[first], found)
+    hires.notes[:0] = walker.notes
     if len(later) > 1:
-        notes.append(f"{len(later) - 1} more sampler pass(es) followed; they were not read.")
-    return dict(hires_extras(sampler_inputs(Walker(graph), first), samplers[first]))
+        hires.notes.append(f"{len(later) - 1} more sampler pass(es) followed; they were not read.")
+    return hires
 
 
 def _model(

@@ -18,9 +18,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.hires_settings import MAX_HIRES_SCALE, HiresFix
 from sdstudio.engine.metadata.comfyui_graph import LATENT_KEYS, MAX_DEPTH, Walker, is_sampler
-from sdstudio.engine.metadata.names import model_name
-from sdstudio.engine.metadata.values import as_float, as_int
+from sdstudio.engine.metadata.hires_names import comfyui_upscaler
+from sdstudio.engine.metadata.names import model_name, sampler_and_schedule
+from sdstudio.engine.metadata.values import MAX_GUIDANCE, as_float, as_int, text
+from sdstudio.engine.request import MAX_STEPS
 
 # Sigmas nodes whose class names the schedule.
 _SCHEDULE_CLASSES = {
@@ -69,6 +73,9 @@ class LatentSource:
     scale: float | None = None
     target: tuple[int, int] | None = None
     upscaler: str = ""
+    """A1111's upscaler, an upscale model's name, or the ComfyUI method A1111 lacks."""
+    upscaler_known: bool = True
+    """Whether :attr:`upscaler` is one of A1111's or an upscale model."""
     scale_known: bool = True
     resizers: list[str] = field(default_factory=list)
 
@@ -200,6 +207,7 @@ def _read_resizer(
         name = walker.value(model.inputs.get("model_name"), ("model_name", "value"))
         if isinstance(name, str) and name:
             source.upscaler = model_name(name)
+            source.upscaler_known = True
         factor = _MODEL_FACTOR.search(name) if isinstance(name, str) else None
         # An upscale model's factor is known only from a name such as "4x-UltraSharp".
         source.scale = (source.scale or 1.0) * int(factor[1] or factor[2]) if factor else None
@@ -207,11 +215,16 @@ def _read_resizer(
         return
     method = walker.value(inputs.get("upscale_method"), ("upscale_method", "value"))
     if not source.upscaler:
-        named = isinstance(method, str) and method
-        if class_type.startswith("Latent"):
-            source.upscaler = f"Latent ({method})" if named else "Latent"
+        latent = class_type.startswith("Latent")
+        named = method if isinstance(method, str) and method else ""
+        a1111 = comfyui_upscaler(named, latent)
+        source.upscaler_known = a1111 is not None
+        if a1111 is not None:
+            source.upscaler = a1111
+        elif latent:
+            source.upscaler = f"Latent ({named})" if named else "Latent"
         else:
-            source.upscaler = str(method).capitalize() if named else class_type
+            source.upscaler = named.capitalize() if named else class_type
 
 
 def hires_extras(hires: SamplerInputs, source: LatentSource) -> dict[str, object]:
@@ -237,3 +250,88 @@ def hires_extras(hires: SamplerInputs, source: LatentSource) -> dict[str, object
     if denoise is not None:
         extras["Denoising strength"] = f"{denoise:g}"
     return extras
+
+
+@dataclass(slots=True)
+class SecondPass:
+    """A second sampler's pass as sdstudio's hires fix, or kept under A1111's names."""
+
+    fix: HiresFix | None
+    extras: dict[str, object]
+    notes: list[str]
+
+
+def hires_pass(
+    walker: Walker, hires: SamplerInputs, source: LatentSource, base: SamplerInputs
+) -> SecondPass:
+    """The hires fix a sampler that refines ``base``'s upscaled output is.
+
+    ComfyUI's second ``KSampler`` with ``steps`` N and ``denoise`` d runs the last N
+    steps of a schedule of ``int(N / d)``, as A1111's hires pass does: they are its
+    ``Hires steps`` and ``Denoising strength``. Its sampler, schedule, CFG and prompts
+    are read where they differ from the base's. A pass that cannot be read as one
+    (no upscale on the way, other start or end steps, an unknown factor, an upscale
+    method A1111 lacks) is kept in extras (see :func:`hires_extras`), with a note.
+    """
+    extras = hires_extras(hires, source)
+    problem = _problem(hires, source)
+    if problem:
+        return SecondPass(None, extras, [f"A second sampler pass is kept, not applied: {problem}."])
+    values: dict[str, object] = {
+        "denoise": as_float(hires.denoise),
+        "steps": as_int(hires.steps),
+        "upscaler": source.upscaler,
+    }
+    if source.target:
+        values["width"], values["height"] = source.target
+    else:
+        values["scale"] = source.scale
+    notes: list[str] = []
+    if (hires.sampler_name, hires.scheduler) != (base.sampler_name, base.scheduler):
+        first = sampler_and_schedule(text(base.sampler_name), text(base.scheduler))
+        choice = sampler_and_schedule(text(hires.sampler_name), text(hires.scheduler))
+        if text(hires.sampler_name) and choice.sampler != first.sampler:
+            values["sampler"] = choice.sampler
+        if text(hires.sampler_name) and choice.schedule != first.schedule:
+            values["schedule"] = choice.schedule
+        notes += [f"Hires: {note}" for note in choice.notes]
+    cfg = as_float(hires.cfg)
+    if cfg is not None and cfg != as_float(base.cfg) and 0 <= cfg <= MAX_GUIDANCE:
+        values["guidance_scale"] = cfg
+    for name, link, first_link in (
+        ("prompt", hires.positive, base.positive),
+        ("negative_prompt", hires.negative, base.negative),
+    ):
+        written = walker.prompt(link)
+        if written and written != walker.prompt(first_link):
+            values[name] = written
+    kept: dict[str, object] = {}
+    seed = as_int(hires.seed)
+    if seed is not None and seed != as_int(base.seed):
+        kept["Hires seed"] = seed
+        notes.append(
+            "The hires pass drew its noise from another seed; sdstudio's hires fix uses "
+            "the first pass's."
+        )
+    try:
+        fix = HiresFix(**values)  # type: ignore[arg-type]
+    except InvalidRequest as error:
+        return SecondPass(None, extras, [f"A second sampler pass is kept, not applied: {error}"])
+    return SecondPass(fix, kept, notes)
+
+
+def _problem(hires: SamplerInputs, source: LatentSource) -> str:
+    """Why a second pass is not a hires fix sdstudio can run; empty when it is."""
+    steps, denoise = as_int(hires.steps), as_float(hires.denoise)
+    scale = source.scale if source.scale_known else None
+    if not source.resizers:
+        return "it repaints at the size of the first pass (no upscale on the way)"
+    if hires.other:
+        return f"it sets {', '.join(hires.other)}"
+    if not source.upscaler_known:
+        return f"its upscale method {source.upscaler} is none of A1111's hires upscalers"
+    if source.target is None and (scale is None or not 1 <= scale <= MAX_HIRES_SCALE):
+        return f"its upscale factor is unknown or outside 1 to {MAX_HIRES_SCALE:g}"
+    if steps is None or not 1 <= steps <= MAX_STEPS or denoise is None or not 0 < denoise <= 1:
+        return "its steps or denoise are unusable"
+    return ""
