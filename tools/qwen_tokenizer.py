@@ -19,6 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
+from sdstudio.testing.tiny_tokenizers import QWEN3_CHAT_TEMPLATE, QWEN25_VL_CHAT_TEMPLATE
+
 BASE_VOCAB_SIZE = 151643
 """Tokens of the BPE vocabulary proper; the added tokens follow from this id."""
 
@@ -55,35 +57,6 @@ ADDED_TOKENS = [
 ]
 
 MODEL_MAX_LENGTH = 131072
-
-# Qwen3's chat format for system, user and assistant messages without tools: for
-# these it renders what Qwen3's own template renders, including the empty think
-# block it writes when a caller passes enable_thinking=False (FLUX.2 klein) and
-# nothing when thinking stays on (Z-Image).
-QWEN3_CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}"
-    "{{- '<think>\\n\\n</think>\\n\\n' }}"
-    "{%- endif %}"
-    "{%- endif %}"
-)
-
-# Qwen2.5-VL's chat format for text messages, with its default system message.
-QWEN25_VL_CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] != 'system' %}"
-    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- endif %}"
-)
 
 QWEN25_VL_TEMPLATE_FILE = "chat_template_qwen2_5_vl.jinja"
 

@@ -74,7 +74,10 @@ _QWEN_PRETOKENIZE = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# Qwen3's chat format (what Z-Image and FLUX.2 klein render), without tools.
+# Qwen3's chat format for system, user and assistant messages without tools: for these
+# it renders what Qwen3's own template renders, including the empty think block it writes
+# when a caller passes enable_thinking=False (FLUX.2 klein) and nothing when thinking stays
+# on (Z-Image). The shipped tokenizer (tools/qwen_tokenizer.py) carries the same text.
 QWEN3_CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
