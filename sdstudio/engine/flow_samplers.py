@@ -60,8 +60,8 @@ def linear_sigmas(steps: int) -> np.ndarray:
     return np.linspace(1.0, 1.0 / steps, steps)
 
 
-class FlowEulerScheduler(FlowMatchEulerDiscreteScheduler):
-    """diffusers' flow-matching Euler, on linear sigmas also when the pipeline passes none."""
+class _LinearByDefault:
+    """Linear sigmas when the pipeline passes neither sigmas nor timesteps."""
 
     def set_timesteps(
         self,
@@ -74,9 +74,13 @@ class FlowEulerScheduler(FlowMatchEulerDiscreteScheduler):
         """Set the schedule for a run: the pipeline's sigmas, or linear ones."""
         if sigmas is None and timesteps is None and num_inference_steps:
             sigmas = linear_sigmas(num_inference_steps)
-        super().set_timesteps(
+        super().set_timesteps(  # type: ignore[misc]
             num_inference_steps, device, sigmas=sigmas, mu=mu, timesteps=timesteps
         )
+
+
+class FlowEulerScheduler(_LinearByDefault, FlowMatchEulerDiscreteScheduler):  # type: ignore[misc]
+    """diffusers' flow-matching Euler, on linear sigmas also when the pipeline passes none."""
 
     def stretch_shift_to_terminal(self, t: Any) -> Any:
         """Stretch the sigmas to the model's terminal sigma; one sigma stays as it is."""
@@ -107,7 +111,7 @@ def flow_schedule(
     return euler.sigmas.to("cpu"), euler.timesteps
 
 
-class FlowLCMScheduler(FlowMatchLCMScheduler):
+class FlowLCMScheduler(_LinearByDefault, FlowMatchLCMScheduler):  # type: ignore[misc]
     """diffusers' flow-matching LCM, on linear sigmas by default, with seeded noise.
 
     The noise comes from a CPU generator seeded with the config's ``noise_seed``
@@ -125,8 +129,6 @@ class FlowLCMScheduler(FlowMatchLCMScheduler):
         timesteps: Any = None,
     ) -> None:
         """Set the schedule for a run and restart the noise from the seed."""
-        if sigmas is None and timesteps is None and num_inference_steps:
-            sigmas = linear_sigmas(num_inference_steps)
         super().set_timesteps(
             num_inference_steps, device, sigmas=sigmas, mu=mu, timesteps=timesteps
         )

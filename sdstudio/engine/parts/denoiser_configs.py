@@ -145,7 +145,8 @@ def _chroma(s: Shapes, original: bool) -> dict[str, Any]:
 
 
 def _flux_blocks(s: Shapes, original: bool, family: str) -> dict[str, Any]:
-    """The config values Flux.1 and Chroma read alike from their double and single blocks."""
+    """The config values Flux.1, Chroma and Flux.2 read alike from their double and single
+    blocks."""
     if original:
         img_in, txt_in = "img_in.weight", "txt_in.weight"
         norm, final = "double_blocks.0.img_attn.norm.query_norm.scale", "final_layer.linear.weight"
@@ -171,42 +172,20 @@ def _flux_blocks(s: Shapes, original: bool, family: str) -> dict[str, Any]:
 
 
 def _flux2(s: Shapes, original: bool) -> dict[str, Any]:
+    """Flux.2: Flux.1's blocks, with its own timestep/guidance embedding and MLP width."""
     if original:
-        img_in, txt_in, time_in = "img_in.weight", "txt_in.weight", "time_in.in_layer.weight"
-        norm, mlp = (
-            "double_blocks.0.img_attn.norm.query_norm.scale",
-            "double_blocks.0.img_mlp.0.weight",
-        )
-        final, double, single = "final_layer.linear.weight", "double_blocks.", "single_blocks."
-        guidance = "guidance_in.in_layer.weight"
+        img_in, time_in = "img_in.weight", "time_in.in_layer.weight"
+        mlp, guidance = "double_blocks.0.img_mlp.0.weight", "guidance_in.in_layer.weight"
     else:
-        img_in, txt_in = "x_embedder.weight", "context_embedder.weight"
+        img_in = "x_embedder.weight"
         time_in = "time_guidance_embed.timestep_embedder.linear_1.weight"
-        norm, mlp = (
-            "transformer_blocks.0.attn.norm_q.weight",
-            "transformer_blocks.0.ff.linear_in.weight",
-        )
-        final, double, single = (
-            "proj_out.weight",
-            "transformer_blocks.",
-            "single_transformer_blocks.",
-        )
+        mlp = "transformer_blocks.0.ff.linear_in.weight"
         guidance = "time_guidance_embed.guidance_embedder.linear_1.weight"
-    width, in_channels = _shape(s, img_in)
-    head_dim = _shape(s, norm)[0]
-    out_channels = _shape(s, final)[0]
+    width = _shape(s, img_in)[0]
     return {
-        "patch_size": 1,
-        "in_channels": in_channels,
-        "out_channels": None if out_channels == in_channels else out_channels,
-        "num_layers": _count(s, double),
-        "num_single_layers": _count(s, single),
-        "attention_head_dim": head_dim,
-        "num_attention_heads": _heads(width, head_dim),
-        "joint_attention_dim": _shape(s, txt_in)[1],
+        **_flux_blocks(s, original, "flux2-klein"),
         "timestep_guidance_channels": _shape(s, time_in)[1],
         "mlp_ratio": _shape(s, mlp)[0] / (2 * width),
-        "axes_dims_rope": _axes("flux2-klein", head_dim),
         "rope_theta": 2000,
         "eps": 1e-6,
         "guidance_embeds": guidance in s,
