@@ -19,12 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sdstudio.testing.tiny_denoiser_files import build_tiny_denoiser
 from sdstudio.testing.tiny_parts import (
     CLIP_HIDDEN,
     FLUX_VAE_SCALING,
     QWEN_HIDDEN,
     SD3_VAE_SCALING,
-    T5_HIDDEN,
     TokenizerWriters,
     clip_text,
     flow_scheduler,
@@ -134,29 +134,19 @@ def _flux_scheduler() -> Any:
 def _flux(
     folder: Path, *, guidance_embeds: bool, seed: int, fill: bool = False
 ) -> tuple[Any, TokenizerWriters]:
-    import torch
-    from diffusers import FluxFillPipeline, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FluxFillPipeline, FluxPipeline
 
     writers: TokenizerWriters = {
         "tokenizer": write_tiny_clip_tokenizer,
         "tokenizer_2": write_tiny_t5_tokenizer,
     }
     tokenizers = load_tokenizers(folder, writers)
-    torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        # 16 latent channels packed 2x2; Fill adds the masked image's (64) and the mask's
-        # 8x8 pixels a latent (256).
-        in_channels=384 if fill else 64,
-        out_channels=64 if fill else None,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=T5_HIDDEN,
-        pooled_projection_dim=CLIP_HIDDEN,
+    transformer = build_tiny_denoiser(
+        "flux1",
+        seed=seed,
         guidance_embeds=guidance_embeds,
-        axes_dims_rope=(4, 6, 6),
+        # Fill adds the masked image's latents (64) and the mask's 8x8 pixels a latent (256).
+        **({"in_channels": 384, "out_channels": 64} if fill else {}),
     )
     components = dict(
         scheduler=_flux_scheduler(),
@@ -173,25 +163,11 @@ def _flux(
 
 
 def _chroma(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
-    import torch
-    from diffusers import ChromaPipeline, ChromaTransformer2DModel
+    from diffusers import ChromaPipeline
 
     writers: TokenizerWriters = {"tokenizer": write_tiny_t5_tokenizer}
     tokenizer = load_tokenizers(folder, writers)["tokenizer"]
-    torch.manual_seed(seed)
-    transformer = ChromaTransformer2DModel(
-        patch_size=1,
-        in_channels=64,  # 16 latent channels packed 2x2
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=T5_HIDDEN,
-        axes_dims_rope=(4, 6, 6),
-        approximator_num_channels=16,
-        approximator_hidden_dim=32,
-        approximator_layers=2,
-    )
+    transformer = build_tiny_denoiser("chroma", seed=seed)
     pipe = ChromaPipeline(
         # Chroma1-HD's: no shift (resources/model_configs/chroma).
         scheduler=flow_scheduler(shift=1.0, use_dynamic_shifting=False),
@@ -206,8 +182,7 @@ def _chroma(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
 
 
 def _sd3(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
-    import torch
-    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import StableDiffusion3Pipeline
 
     writers: TokenizerWriters = {
         "tokenizer": write_tiny_clip_tokenizer,
@@ -219,20 +194,7 @@ def _sd3(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
     # are concatenated and zero-padded to the T5 width.
     clip_l, clip_g = CLIP_HIDDEN, 2 * CLIP_HIDDEN
     t5_hidden = clip_l + clip_g + 32
-    torch.manual_seed(seed)
-    transformer = SD3Transformer2DModel(
-        sample_size=32,
-        patch_size=2,
-        in_channels=16,
-        out_channels=16,
-        num_layers=2,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=t5_hidden,
-        caption_projection_dim=32,
-        pooled_projection_dim=clip_l + clip_g,
-        pos_embed_max_size=64,
-    )
+    transformer = build_tiny_denoiser("sd3", seed=seed, sample_size=32)
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=flow_scheduler(shift=3.0),
@@ -253,33 +215,12 @@ def _sd3(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
 
 def _zimage(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
     import torch
-    from diffusers import ZImagePipeline, ZImageTransformer2DModel
+    from diffusers import ZImagePipeline
     from transformers import Qwen3Model
 
     writers = qwen_writers(QWEN3_CHAT_TEMPLATE)
     tokenizer = load_tokenizers(folder, writers)["tokenizer"]
-    torch.manual_seed(seed)
-    transformer = ZImageTransformer2DModel(
-        all_patch_size=(2,),
-        all_f_patch_size=(1,),
-        in_channels=16,
-        dim=32,
-        n_layers=2,
-        n_refiner_layers=1,
-        n_heads=2,
-        n_kv_heads=2,
-        norm_eps=1e-5,
-        qk_norm=True,
-        cap_feat_dim=QWEN_HIDDEN,
-        rope_theta=256.0,
-        t_scale=1000.0,
-        axes_dims=[8, 4, 4],
-        axes_lens=[1024, 512, 512],
-    )
-    # The pad tokens start as torch.empty: give them fixed values.
-    with torch.no_grad():
-        for pad in (transformer.x_pad_token, transformer.cap_pad_token):
-            pad.copy_(torch.linspace(-1, 1, pad.numel()).view_as(pad))
+    transformer = build_tiny_denoiser("zimage", seed=seed, axes_lens=[1024, 512, 512])
     torch.manual_seed(seed)
     text_encoder = Qwen3Model(qwen3_config(tokenizer, layers=2)).eval()
     pipe = ZImagePipeline(
@@ -294,23 +235,12 @@ def _zimage(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
 
 def _qwen_image(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
     import torch
-    from diffusers import QwenImagePipeline, QwenImageTransformer2DModel
+    from diffusers import QwenImagePipeline
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     writers = qwen_writers(QWEN25_VL_CHAT_TEMPLATE)
     tokenizer = load_tokenizers(folder, writers)["tokenizer"]
-    torch.manual_seed(seed)
-    transformer = QwenImageTransformer2DModel(
-        patch_size=2,
-        in_channels=64,  # 16 latent channels packed 2x2
-        out_channels=16,
-        num_layers=2,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=QWEN_HIDDEN,
-        guidance_embeds=False,
-        axes_dims_rope=(8, 4, 4),
-    )
+    transformer = build_tiny_denoiser("qwen-image", seed=seed)
     vae = build_tiny_qwen_image_vae(seed)
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
@@ -366,27 +296,14 @@ def _qwen_image(folder: Path, *, seed: int) -> tuple[Any, TokenizerWriters]:
 
 def _flux2_klein(folder: Path, *, distilled: bool, seed: int) -> tuple[Any, TokenizerWriters]:
     import torch
-    from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
+    from diffusers import Flux2KleinPipeline
     from transformers import Qwen3ForCausalLM
 
     writers = qwen_writers(QWEN3_CHAT_TEMPLATE)
     tokenizer = load_tokenizers(folder, writers)["tokenizer"]
     # The pipeline stacks the hidden states of layers 9, 18 and 27 by default
     # (of 36 in Qwen3-4B), so the text encoder keeps the real depth.
-    out_layers = 3
-    torch.manual_seed(seed)
-    transformer = Flux2Transformer2DModel(
-        patch_size=1,
-        in_channels=128,  # 32 latent channels packed 2x2
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=out_layers * QWEN_HIDDEN,
-        timestep_guidance_channels=256,
-        axes_dims_rope=(4, 4, 4, 4),
-        guidance_embeds=False,
-    )
+    transformer = build_tiny_denoiser("flux2-klein", seed=seed)
     vae = build_tiny_flux2_vae(seed)
     torch.manual_seed(seed)
     text_encoder = Qwen3ForCausalLM(qwen3_config(tokenizer, layers=36)).eval()
