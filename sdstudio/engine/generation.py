@@ -158,7 +158,8 @@ class Engine:
     ) -> tuple[GenerationRequest, SplitModel | None]:
         """For a model kept as a transformer file alone: the part files that complete it,
         and the request naming them."""
-        part = transformer_part(self.pipelines.find_model(request.model))
+        path = self.pipelines.find_model(request.model)
+        part = transformer_part(path)
         if part is None:
             if request.text_encoders:
                 raise InvalidRequest(
@@ -167,7 +168,7 @@ class Engine:
                 )
             return request, None
         split = complete(
-            self.pipelines.find_model(request.model),
+            path,
             part,
             request.text_encoders,
             request.vae,

@@ -32,7 +32,7 @@ from sdstudio.engine.models.part_folders import (
     part_files,
     tool_part_folders,
 )
-from sdstudio.engine.parts import PART_SUFFIXES, Part, Role, identify_part_quietly, part_shapes
+from sdstudio.engine.parts import PART_SUFFIXES, Part, Role, part_shapes
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def transformer_part(path: Path) -> Part | None:
     """The transformer ``path`` holds when it is a transformer file alone, else None."""
     if path.is_dir() or path.suffix.lower() not in PART_SUFFIXES:
         return None
-    part = identify_part_quietly(path)
+    part = identify(path)  # remembered while the file is unchanged: asked every generation
     return part if part is not None and part.role is Role.TRANSFORMER else None
 
 
