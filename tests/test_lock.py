@@ -76,7 +76,9 @@ def test_a_lock_outside_pyproject_ranges_is_stale(lock: ModuleType, tmp_path: Pa
         '[project.optional-dependencies]\ndev = ["pytest>=8"]\n',
         encoding="utf-8",
     )
-    pins = lock.read_lock("transformers==5.24.0\npytest==9.2.0\ntorch==2.13.0\n")
+    pins = lock.read_lock(
+        "transformers==5.24.0\npytest==9.2.0\ntorch==2.14.1\ntorchvision==0.29.1\n"
+    )
     problems = lock.stale_requirements(pins, pyproject)
     assert problems == [
         "the lock's transformers 5.24.0 is outside 'transformers>=4.46,<5.24'",
@@ -105,12 +107,15 @@ def test_the_gpu_runtime_is_left_to_the_torch_build(lock: ModuleType) -> None:
 
 def test_the_readme_installs_the_locked_torch_and_the_lock(lock: ModuleType) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    torch_commands = re.findall(r"pip install[^\n`]*\btorch==[0-9.]+", readme)
+    torch_commands = re.findall(r"pip install[^\n`]*\btorch==[^\n`]*", readme)
     assert torch_commands, "the README names no torch version to install"
     for command in torch_commands:
         assert lock.TORCH in command, command
+        assert lock.TORCHVISION in command, f"torchvision must come from torch's index: {command}"
     assert lock.INSTALL_COMMAND in readme
-    assert lock.TORCH in lock.LOCK.read_text(encoding="utf-8").splitlines()
+    locked = lock.LOCK.read_text(encoding="utf-8").splitlines()
+    assert lock.TORCH in locked
+    assert lock.TORCHVISION in locked
 
 
 def test_torch_floor_excludes_the_bypassable_weights_only_loader() -> None:

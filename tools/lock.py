@@ -28,8 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
-TORCH = "torch==2.13.0"
+TORCH = "torch==2.14.1"
 """The torch the tests run with; the README's install commands name the same version."""
+TORCHVISION = "torchvision==0.29.1"
+"""The torchvision built for that torch: installed with it, from the same index."""
 PYTHON = "3.11"
 """The oldest Python sdstudio supports: the resolution holds from it on."""
 REFRESH_COMMAND = "python tools/lock.py"
@@ -117,7 +119,7 @@ def differences(
 
     Every locked package that is installed must have its locked version; one
     that is ``required`` (by default: what ``sdstudio[dev]`` needs) must be
-    installed. A local version label (``2.13.0+cpu``) matches its public
+    installed. A local version label (``2.14.1+cpu``) matches its public
     version: it names the build (CPU, CUDA), not another release.
     """
     wanted = pins_for_this_environment(pins)
@@ -139,7 +141,7 @@ def stale_requirements(pins: list[Pin], pyproject: Path = ROOT / "pyproject.toml
 
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     extras = project["optional-dependencies"].values()
-    wanted = [*project["dependencies"], *(r for extra in extras for r in extra), TORCH]
+    wanted = [*project["dependencies"], *(r for extra in extras for r in extra), TORCH, TORCHVISION]
     locked: dict[str, list[str]] = {}
     for pin in pins:
         locked.setdefault(pin.name, []).append(pin.version)
@@ -191,7 +193,7 @@ def refresh(upgrade: bool) -> int:
     command = [uv] if uv else [sys.executable, "-m", "uv"]
     with tempfile.TemporaryDirectory() as folder:
         constraints = Path(folder) / "torch.txt"
-        constraints.write_text(TORCH + "\n", encoding="utf-8")
+        constraints.write_text(f"{TORCH}\n{TORCHVISION}\n", encoding="utf-8")
         output = Path(folder) / "requirements.lock"
         if LOCK.exists() and not upgrade:
             shutil.copyfile(LOCK, output)  # uv keeps the pins of an existing output
