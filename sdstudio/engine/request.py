@@ -19,9 +19,14 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from sdstudio.engine.detailer_settings import Detailer
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.prompts import check_prompt_length
+from sdstudio.engine.refiner_settings import Refiner
+from sdstudio.engine.request_checks import shown as _shown
+from sdstudio.engine.request_checks import validate
+from sdstudio.engine.upscale_settings import Upscale
 
 REQUEST_SCHEMA_VERSION = 1
 MAX_SEED = 2**64 - 1
@@ -47,6 +52,8 @@ class Mode(enum.StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+    UPSCALE = "upscale"
+    """Only upscale the source image (no model; A1111's Extras tab)."""
 
 
 class ResizeMode(enum.StrEnum):
@@ -93,6 +100,14 @@ _ENUMS: dict[str, type[enum.StrEnum]] = {
     "inpaint_area": InpaintArea,
     "masked_content": MaskedContent,
 }
+
+_PARTS: dict[str, Any] = {
+    "hires": HiresFix,
+    "refiner": Refiner,
+    "detailer": Detailer,
+    "upscale": Upscale,
+}
+"""The optional parts of a request, each a frozen settings type with a JSON form."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +161,13 @@ class GenerationRequest:
     Empty: the fitting files are found there (and recorded with each image)."""
     hires: HiresFix | None = None
     """A second pass at a larger size (A1111's hires fix); None: one pass."""
+    refiner: Refiner | None = None
+    """A second model that finishes the denoising (the SDXL refiner); None: none."""
+    detailer: Detailer | None = None
+    """Faces (or what the detector finds) repainted at full resolution; None: none."""
+    upscale: Upscale | None = None
+    """The source upscaled first: the whole job in the ``upscale`` mode; with
+    image-to-image, A1111's SD upscale (then repainted in tiles of the request's size)."""
 
     def __post_init__(self) -> None:
         for name, kind in _ENUMS.items():
@@ -161,11 +183,13 @@ class GenerationRequest:
                     ) from None
         if isinstance(self.text_encoders, list):
             object.__setattr__(self, "text_encoders", tuple(self.text_encoders))
-        if isinstance(self.hires, dict):
-            object.__setattr__(self, "hires", HiresFix.from_dict(self.hires))
-        if self.hires is not None and not isinstance(self.hires, HiresFix):
-            raise InvalidRequest("hires must be hires fix settings or nothing.")
-        _validate(self)
+        for name, kind in _PARTS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, kind.from_dict(value))
+            elif value is not None and not isinstance(value, kind):
+                raise InvalidRequest(f"{name} must be {name} settings or nothing.")
+        validate(self)
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         object.__setattr__(self, "strength", float(self.strength))
         object.__setattr__(self, "distilled_guidance", float(self.distilled_guidance))
@@ -199,7 +223,9 @@ class GenerationRequest:
         for name in _ENUMS:
             data[name] = getattr(self, name).value
         data["text_encoders"] = list(self.text_encoders)
-        data["hires"] = self.hires.to_dict() if self.hires is not None else None
+        for name in _PARTS:
+            part = getattr(self, name)
+            data[name] = part.to_dict() if part is not None else None
         return {"schema": REQUEST_SCHEMA_VERSION, **data}
 
     @classmethod
@@ -267,127 +293,3 @@ def differences(a: GenerationRequest, b: GenerationRequest) -> list[tuple[str, A
 def round_to_multiple_of_8(value: int) -> int:
     """The nearest multiple of 8, at least :data:`MIN_SIZE`."""
     return max(MIN_SIZE, (value + 4) // 8 * 8)
-
-
-def _validate(r: GenerationRequest) -> None:
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            raise InvalidRequest(message)
-
-    for name in ("model", "prompt", "negative_prompt", "sampler", "schedule", "vae"):
-        check(isinstance(getattr(r, name), str), f"{name} must be text.")
-    for name in ("init_image", "mask"):
-        value = getattr(r, name)
-        check(value is None or isinstance(value, str), f"{name} must be a path or nothing.")
-    check(isinstance(r.mode, Mode), f"Unknown mode {_shown(r.mode)}.")
-    check(bool(r.model.strip()), "No model was given.")
-    check(
-        isinstance(r.text_encoders, tuple)
-        and all(isinstance(name, str) and name.strip() for name in r.text_encoders),
-        "text_encoders must be a list of file names or paths.",
-    )
-    check(
-        len(r.text_encoders) <= MAX_TEXT_ENCODERS,
-        f"A model takes at most {MAX_TEXT_ENCODERS} text encoders, not {len(r.text_encoders)}.",
-    )
-    for name in (
-        "steps",
-        "seed",
-        "width",
-        "height",
-        "batch_size",
-        "clip_skip",
-        "mask_blur",
-        "masked_padding",
-    ):
-        value = getattr(r, name)
-        check(
-            isinstance(value, int) and not isinstance(value, bool),
-            f"{name} must be a whole number, not {_shown(value)}.",
-        )
-    for name in ("guidance_scale", "strength", "distilled_guidance"):
-        value = getattr(r, name)
-        check(
-            isinstance(value, int | float) and not isinstance(value, bool),
-            f"{name} must be a number, not {_shown(value)}.",
-        )
-    check(
-        1 <= r.steps <= MAX_STEPS,
-        f"Steps must be between 1 and {MAX_STEPS}, not {_shown(r.steps)}.",
-    )
-    check(
-        0.0 <= r.guidance_scale <= 50.0,
-        f"Guidance scale must be between 0 and 50, not {_shown(r.guidance_scale)}.",
-    )
-    check(
-        r.seed == RANDOM_SEED or 0 <= r.seed <= MAX_SEED,
-        f"Seed must be -1 (random) or between 0 and {MAX_SEED}, not {_shown(r.seed)}.",
-    )
-    for name in ("width", "height"):
-        value = getattr(r, name)
-        check(
-            MIN_SIZE <= value <= MAX_SIZE,
-            f"{name.capitalize()} must be between {MIN_SIZE} and {MAX_SIZE} pixels, "
-            f"not {_shown(value)}.",
-        )
-        check(
-            value % 8 == 0,
-            f"{name.capitalize()} must be a multiple of 8, not {value} "
-            f"(the nearest is {round_to_multiple_of_8(value)}).",
-        )
-    check(
-        1 <= r.batch_size <= MAX_BATCH,
-        f"Batch size must be between 1 and {MAX_BATCH}, not {_shown(r.batch_size)}.",
-    )
-    check(
-        0.0 <= r.distilled_guidance <= MAX_DISTILLED_GUIDANCE,
-        f"Distilled CFG scale must be between 0 and {MAX_DISTILLED_GUIDANCE:g}, "
-        f"not {_shown(r.distilled_guidance)}.",
-    )
-    check(0.0 <= r.strength <= 1.0, f"Strength must be between 0 and 1, not {_shown(r.strength)}.")
-    check(
-        1 <= r.clip_skip <= MAX_CLIP_SKIP,
-        f"Clip skip must be between 1 and {MAX_CLIP_SKIP}, not {_shown(r.clip_skip)}.",
-    )
-    check(
-        0 <= r.mask_blur <= MAX_MASK_BLUR,
-        f"Mask blur must be between 0 and {MAX_MASK_BLUR} pixels, not {_shown(r.mask_blur)}.",
-    )
-    check(
-        0 <= r.masked_padding <= MAX_MASKED_PADDING,
-        f"Masked area padding must be between 0 and {MAX_MASKED_PADDING} pixels, "
-        f"not {_shown(r.masked_padding)}.",
-    )
-    if r.mode is Mode.TXT2IMG:
-        check(r.init_image is None, "A text-to-image request takes no init image.")
-        check(r.mask is None, "A text-to-image request takes no mask.")
-    else:
-        check(bool(r.init_image), f"{r.mode.value} needs an init image.")
-    if r.mode is Mode.IMG2IMG:
-        check(r.mask is None, "Image-to-image takes no mask; with a mask it is inpainting.")
-    if r.mode is Mode.INPAINT:
-        check(bool(r.mask), "Inpainting needs a mask (white marks what is repainted).")
-    if r.mode is not Mode.TXT2IMG:
-        check(
-            int(r.steps * r.strength) >= 1,
-            f"Strength {r.strength:g} with {r.steps} steps leaves no denoising step; "
-            "raise the strength or the number of steps.",
-        )
-
-
-_SHOWN_LENGTH = 40
-
-
-def _shown(value: object) -> str:
-    """``value`` for a message: a number of many digits by its length, long text cut.
-
-    (Formatting such a number with ``:g`` would raise ``OverflowError``, and
-    printing it whole would fill the message with digits.)
-    """
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        digits = len(str(abs(value))) if value.bit_length() < 14_000 else "thousands of"
-        return f"a number of {digits} digits"
-    text = str(value) if isinstance(value, int | float) else repr(value)
-    if len(text) > _SHOWN_LENGTH:
-        text = text[: _SHOWN_LENGTH - 1] + "…"
-    return text
