@@ -156,7 +156,7 @@ def test_rerun_with_another_seed_and_a1111_image_needs_model(
     info.add_text(
         "parameters",
         "a cat\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 5, "
-        "Size: 64x64, Model: v1-5-pruned-emaonly",
+        "Size: 64x64, Model: v1-5-pruned-emaonly, Dynamic thresholding enabled: True",
     )
     a1111 = tmp_path / "a1111.png"
     Image.new("RGB", (64, 64)).save(a1111, pnginfo=info)
@@ -178,6 +178,11 @@ def test_rerun_with_another_seed_and_a1111_image_needs_model(
     assert code == 0
     assert [e["seed"] for e in events if e["event"] == "image"] == [9]
     assert sum(e["event"] == "step" for e in events) == 3
+    # A setting of an extension sdstudio lacks is named, never dropped silently.
+    notices = [e["message"] for e in events if e["event"] == "notice"]
+    assert any(
+        "kept but not applied" in n and "Dynamic thresholding enabled" in n for n in notices
+    ), notices
 
 
 def test_size_not_a_multiple_of_8_is_rounded_with_a_notice(

@@ -14,7 +14,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from sdstudio.cli import main
-from sdstudio.engine.errors import GenerationCancelled, InvalidRequest
+from sdstudio.engine.errors import GenerationCancelled, InvalidRequest, ModelError
 from sdstudio.engine.families import family
 from sdstudio.engine.generation import CancelToken, Engine, Progress
 from sdstudio.engine.hires import plan_hires, selecting_strength
@@ -191,7 +191,7 @@ def test_a_flow_family_runs_a_latent_hires_pass(
 def test_what_cannot_run_is_refused_with_a_message(
     engine: Engine, tiny_model: Path, init_image: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(InvalidRequest, match=r"Unknown hires upscaler '4x-UltraSharp'.*Lanczos"):
+    with pytest.raises(ModelError, match=r"hires upscaler '4x-UltraSharp' was not found.*Lanczos"):
         list(engine.generate(request_for(tiny_model, HiresFix(upscaler="4x-UltraSharp"))))
     image_to_image = request_for(
         tiny_model, HiresFix(), mode=Mode.IMG2IMG, init_image=str(init_image)
@@ -298,10 +298,11 @@ FORGE = (
             HiresFix(width=1024, height=1536, upscaler="Lanczos", denoise=0.4),
             "Hires upscaler 'None' (a plain resize in A1111) is read as Lanczos.",
         ),
+        # An upscaler file's name, found when generating.
         (
             "Denoising strength: 0.4, Hires upscale: 2, Hires upscaler: 4x-UltraSharp",
             HiresFix(upscaler="4x-UltraSharp", denoise=0.4),
-            "sdstudio has no hires upscaler",
+            None,
         ),
         (
             "Denoising strength: 0.4, Hires upscale: 2, Hires sampler: DPM++ 2M Karras",
@@ -319,6 +320,8 @@ def test_a1111_hires_keys_are_read_with_a1111s_defaults(
     assert dict(parsed.extras) == {}
     if note:
         assert any(n.startswith(note) for n in parsed.notes)
+    else:
+        assert parsed.notes == ()
 
 
 @pytest.mark.parametrize(
@@ -408,7 +411,7 @@ def test_generate_takes_the_hires_options(capsys, tmp_path: Path, tiny_model: Pa
     assert image_size(path) == (96, 128)
 
     for options, message in (
-        (["--hires-upscaler", "4x-UltraSharp"], "Unknown hires upscaler '4x-UltraSharp'"),
+        (["--hires-upscaler", "4x-UltraSharp"], "hires upscaler '4x-UltraSharp' was not found"),
         (["--hires-scale", "2", "--hires-size", "128x128"], "give one"),
         (["--hires-size", "big"], "--hires-size takes WIDTHxHEIGHT"),
         (["--hires-scale", "9"], "Hires upscale must be between 1 and 8"),
@@ -426,3 +429,55 @@ def test_the_benchmark_times_both_passes(tiny_model: Path, tmp_path: Path) -> No
     figures = benchmark.measure(tiny_model, 64, "Latent", tmp_path)
     assert all(value > 0 for value in figures.values())
     assert figures["first_pass_s"] + figures["second_pass_s"] < 30
+
+
+@pytest.fixture(scope="module")
+def esrgan_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A1111's ESRGAN folder with a tiny 4x Real-ESRGAN Compact file."""
+    from sdstudio.testing.tiny_upscalers import write_tiny_upscaler
+
+    root = tmp_path_factory.mktemp("webui")
+    (root / "models" / "Stable-diffusion").mkdir(parents=True)
+    write_tiny_upscaler(root / "models" / "ESRGAN" / "4x-Tiny.pth", "compact", 4)
+    return root / "models" / "ESRGAN"
+
+
+def test_an_upscaler_file_upscales_the_first_pass_and_is_recorded_by_its_stem(
+    manager, tiny_model: Path, esrgan_folder: Path, tmp_path: Path
+) -> None:
+    engine = Engine(manager, tmp_path / "inputs", upscaler_dirs=lambda: [esrgan_folder])
+    hires = HiresFix(upscaler="4x-tiny", steps=1, denoise=0.3)  # a stem, in any case
+    [result], events, statuses = run(engine, request_for(tiny_model, hires))
+    assert result.image.size == (128, 128)  # a 4x model, resized to the hires size
+    assert [p.hires for p in events] == [False, False, False, True]
+    assert "Hires pass: 128x128 with 4x-tiny, 1 step…" in statuses
+    assert "Hires upscaler: 4x-tiny" in format_parameters(result.record.request)
+    [again], _, _ = run(engine, result.record.request)
+    assert np.array_equal(pixels(again.image), pixels(result.image))
+    [lanczos], _, _ = run(
+        engine, request_for(tiny_model, HiresFix(upscaler="Lanczos", steps=1, denoise=0.3))
+    )
+    assert not np.array_equal(pixels(lanczos.image), pixels(result.image))
+
+    # A path is used as it is, and A1111's text names the file by its stem.
+    by_path = request_for(
+        tiny_model, HiresFix(upscaler=str(esrgan_folder / "4x-Tiny.pth"), steps=1)
+    )
+    [from_path], _, _ = run(Engine(manager, tmp_path / "inputs"), by_path)
+    assert from_path.image.size == (128, 128)
+    text = format_parameters(from_path.record.request)
+    assert "Hires upscaler: 4x-Tiny," in text or text.endswith("Hires upscaler: 4x-Tiny")
+    assert from_path.record.request.hires == by_path.hires  # the record keeps the path
+
+
+def test_an_upscaler_file_that_cannot_be_read_stops_the_hires_pass_with_the_reason(
+    manager, tiny_model: Path, tmp_path: Path
+) -> None:
+    from sdstudio.testing.tiny_upscalers import write_tiny_upscaler
+
+    folder = tmp_path / "upscale_models"
+    whole = write_tiny_upscaler(folder / "cut.pth", "compact", 2).read_bytes()
+    (folder / "cut.pth").write_bytes(whole[: len(whole) // 2])
+    engine = Engine(manager, tmp_path / "inputs", upscaler_dirs=lambda: [folder])
+    with pytest.raises(ModelError, match=r"cut\.pth could not be read: it is truncated"):
+        list(engine.generate(request_for(tiny_model, HiresFix(upscaler="cut", steps=1))))

@@ -26,13 +26,13 @@ HIRES = {
     "Hires upscaler": "Lanczos",
 }
 """A hires fix: read into the request, not kept."""
+REFINER = {"Refiner": "sd_xl_refiner_1.0 [7440042bbd]", "Refiner switch at": "0.8"}
+"""A refiner: read into the request, not kept."""
 EXTRAS = {
     "Hires checkpoint": "sd_xl_base_1.0 [31e35c80fc]",
-    "ADetailer model": "face_yolov8n.pt",
+    "ADetailer model": "hand_yolov8n.pt",
     "ADetailer prompt": "a face, smiling",
     "ADetailer confidence": "0.3",
-    "Refiner": "sd_xl_refiner_1.0 [7440042bbd]",
-    "Refiner switch at": "0.8",
     "VAE hash": "735e4c3a44",
     "Lora hashes": "add_detail: 7c6bad76eb54",
     "TI hashes": "easynegative: c74b4e810b03",
@@ -55,6 +55,7 @@ def a1111_text(model: str = "v1-5-pruned-emaonly", model_hash: str = "6ce0161689
         ("Distilled CFG Scale", "2.5"),
         *HIRES.items(),
         *EXTRAS.items(),
+        *REFINER.items(),
     ]
     quoted = [(k, json.dumps(v) if any(c in v for c in ",:") else v) for k, v in settings]
     line = ", ".join(f"{key}: {value}" for key, value in quoted)
@@ -79,6 +80,8 @@ def test_a1111_keys_without_a_request_field_are_kept_with_their_values() -> None
     hires = parsed.request.hires
     assert hires is not None and "hires" in parsed.read
     assert (hires.scale, hires.steps, hires.upscaler, hires.denoise) == (2, 1, "Lanczos", 0.45)
+    refiner = parsed.request.refiner
+    assert refiner is not None and (refiner.model, refiner.switch_at) == ("sd_xl_refiner_1.0", 0.8)
     kept = [note for note in parsed.notes if "not applied" in note]
     settings = [key for key in EXTRAS if key != "Version" and "hash" not in key]
     assert kept == [f"Also in the image, kept but not applied by sdstudio: {', '.join(settings)}."]
@@ -131,7 +134,8 @@ def test_info_shows_the_hash_and_the_settings_not_applied(capsys, tmp_path: Path
     assert "Model hash: 6ce0161689" in out
     assert "Also in the image (not applied): Hires checkpoint: sd_xl_base_1.0 [31e35c80fc], " in out
     assert "Hires fix: upscale 2 with Lanczos, 1 step, denoising 0.45" in out
-    assert "ADetailer prompt: a face, smiling" in out and "Refiner switch at: 0.8" in out
+    assert "ADetailer prompt: a face, smiling" in out
+    assert "Refiner: sd_xl_refiner_1.0, switch at 0.8" in out  # applied, not kept aside
 
 
 def test_find_by_hash_hashes_each_file_once(tmp_path: Path) -> None:
@@ -176,7 +180,9 @@ def checkpoint_folder(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.Monk
 
 
 def rerun(capsys, image: Path, out: Path, config: Path) -> tuple[int, list[dict]]:
-    code = main(["rerun", str(image), "--out", str(out), "--config", str(config), "--json"])
+    """Re-run an image of :func:`a1111_text` (without its SDXL refiner: the model is SD 1.x)."""
+    arguments = ["rerun", str(image), "--out", str(out), "--config", str(config), "--json"]
+    code = main([*arguments, "--refiner", "none"])
     lines = capsys.readouterr().out.splitlines()
     return code, [json.loads(line) for line in lines if line.startswith("{")]
 

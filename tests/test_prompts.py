@@ -203,11 +203,11 @@ def test_when_embeddings_are_needed(pipe: Any) -> None:
 
 
 def test_unknown_text_encoders_fall_back_to_text() -> None:
-    refiner = SimpleNamespace(
-        tokenizer=None, text_encoder=None, tokenizer_2=object(), text_encoder_2=object()
+    other = SimpleNamespace(
+        tokenizer=None, text_encoder=object(), tokenizer_2=None, text_encoder_2=object()
     )
-    assert encode_prompts(refiner, "(red:1.5)") is None
-    assert prompt_embeds.prompt_arguments(refiner, "a (red:1.5) <lora:x:1>", "", 2) == {
+    assert encode_prompts(other, "(red:1.5)") is None
+    assert prompt_embeds.prompt_arguments(other, "a (red:1.5) <lora:x:1>", "", 2) == {
         "prompt": "a red ",
         "negative_prompt": None,
     }

@@ -14,17 +14,17 @@ FORGE_TEXT = (
     "Steps: 24, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6, Seed: 77, "
     "Size: 512x768, Model hash: 31e35c80fc, Model: dreamy, Hires upscale: 2, "
     "Hires steps: 10, Hires upscaler: 4x-UltraSharp, Denoising strength: 0.4, "
-    "ADetailer model: face_yolov8n.pt"
+    "ADetailer model: hand_yolov8n.pt"
 )
 
 
 def test_details_name_the_settings_not_applied_and_the_hash(tmp_path: Path) -> None:
     settings = read_image_settings(write_png(tmp_path / "forge.png", parameters=FORGE_TEXT))
     details = settings_details(settings)
-    assert "Also in the image, not applied: ADetailer model: face_yolov8n.pt" in details
+    assert "Also in the image, not applied: ADetailer model: hand_yolov8n.pt" in details
     hires = settings.request.hires
     assert hires is not None and (hires.scale, hires.steps, hires.denoise) == (2.0, 10, 0.4)
-    assert "no hires upscaler 4x-UltraSharp" in details  # read, and said it is missing
+    assert hires.upscaler == "4x-UltraSharp"  # an upscaler file, looked for when it runs
     assert "Model hash: 31e35c80fc." in details
     assert "Not in the image" not in details  # every core setting is there
 
@@ -41,5 +41,5 @@ def test_details_name_the_core_settings_the_image_lacks(tmp_path: Path) -> None:
 
 def test_the_offer_shows_the_details_and_sdstudio_images_need_none(window, tmp_path: Path) -> None:
     window.offer_settings(write_png(tmp_path / "forge.png", parameters=FORGE_TEXT))
-    assert "ADetailer model: face_yolov8n.pt" in window.settings_box.detailedText()
+    assert "ADetailer model: hand_yolov8n.pt" in window.settings_box.detailedText()
     window.settings_box.reject()

@@ -12,10 +12,12 @@ import enum
 import json
 from typing import Any
 
+from sdstudio.engine.detailer_settings import Detailer, detailed_text
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.metadata.record import ImageRecord
+from sdstudio.engine.refiner_settings import Refiner
 
 REQUEST_LABELS = {
     "prompt": "Prompt",
@@ -43,10 +45,18 @@ REQUEST_LABELS = {
     "distilled_guidance": "Distilled CFG scale",
     "text_encoders": "Text encoders",
     "hires": "Hires fix",
+    "refiner": "Refiner",
+    "detailer": "Detailer",
 }
 """Names for people of the request's fields; others are named from the field."""
 
-_EXTRA_LABELS = {"loras": "LoRAs", "embeddings": "Embeddings", "vae": "VAE file"}
+_EXTRA_LABELS = {
+    "loras": "LoRAs",
+    "embeddings": "Embeddings",
+    "vae": "VAE file",
+    "refiner": "Refiner file",
+    "detailer": "Faces detailed",
+}
 _EMPTY = {"vae": "the model's own", "text_encoders": "the model's own", "hires": "none"}
 
 
@@ -100,8 +110,10 @@ def _text(value: Any, empty: str = "none") -> str:
         return str(value.value)
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, HiresFix):
+    if isinstance(value, HiresFix | Refiner | Detailer):
         return value.describe()
+    if isinstance(value, dict) and "faces" in value and "boxes" in value:
+        return detailed_text(value)
     if isinstance(value, dict) and "name" in value:
         return _network(value)
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):

@@ -18,9 +18,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.cli.detail_options import add_detail_options, detail_options, recorded_detailer
 from sdstudio.cli.hires_options import add_hires_options, hires_options
 from sdstudio.cli.model_choice import ChosenModel, choose_model, settings_for
 from sdstudio.cli.recorded import Recorded, recorded_model, recorded_vae
+from sdstudio.cli.refiner_options import add_refiner_options, refiner_options, rerun_refiner
 from sdstudio.cli.report import Reporter
 from sdstudio.cli.source_options import add_source_options, source_options
 from sdstudio.engine.errors import InvalidRequest
@@ -67,6 +69,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     generate.add_argument("--mask", default=None, help="white = repaint (inpainting)")
     add_source_options(generate)
     add_hires_options(generate)
+    add_detail_options(generate)
+    add_refiner_options(generate)
     generate.add_argument(
         "--vae",
         default=None,
@@ -103,6 +107,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         metavar="FILE",
         help="use these text encoders instead of the recorded ones (repeat for each)",
     )
+    add_refiner_options(rerun, rerun=True)
     _add_run_options(rerun)
 
 
@@ -125,12 +130,20 @@ def run_generation(args: argparse.Namespace, context: Context) -> int:
     if args.command == "generate":
         model = choose_model(args.model, finder)
         request = _request_from_arguments(args, model, context.reporter)
+        request = request.replace(refiner=refiner_options(args, finder))
         if args.vae is None:
             vae = context.settings.vae_for(str(model.path)) or context.settings.vae_for(args.model)
             request = request.replace(vae=vae)
     else:
         request = _request_to_rerun(args, context, finder)
     request.check_prompts()
+    return _run(request, args, context, finder)
+
+
+def run_request(request: GenerationRequest, args: argparse.Namespace, context: Context) -> int:
+    """Run a request made by another command (``upscale``) as ``generate`` runs its own."""
+    quiet_third_party()
+    finder = ModelFinder.for_catalog(context.paths, lambda: context.settings, remember=True)
     return _run(request, args, context, finder)
 
 
@@ -143,6 +156,7 @@ def _request_from_arguments(
         raise InvalidRequest("--mask needs --init-image: the mask marks what to repaint in it.")
     source_options(args)  # refused before a model is loaded
     hires = hires_options(args)
+    detailer = detail_options(args)
     mode = Mode.TXT2IMG
     init_size = None
     if args.init_image:
@@ -176,6 +190,7 @@ def _request_from_arguments(
         distilled_guidance=args.distilled_cfg,
         text_encoders=_text_encoder_arguments(args.text_encoder),
         hires=hires,
+        detailer=detailer,
         **source_options(args),
     )
 
@@ -227,10 +242,12 @@ def _request_to_rerun(
         settings = read_image_settings(args.image)
         request, model_name, trusted = settings.request, settings.model_name, False
         model_hash = settings.model_hash
+        for note in settings.notes:  # what was changed, and what is kept but not applied
+            context.reporter.event("notice", f"note: {note}", message=note)
     changes: dict[str, Any] = {}
     if args.model:
         changes["model"] = choose_model(args.model, finder).request_model
-    else:
+    elif request.mode is not Mode.UPSCALE:  # an upscale names no model
         recorded = Recorded(request.model, model_name, model_hash, request.width, request.height)
         model = recorded_model(recorded, source, finder, context, trusted)
         if model != request.model:
@@ -248,6 +265,11 @@ def _request_to_rerun(
     elif not trusted and request.text_encoders:
         # A file's record names parts only by file name, looked up in the part folders.
         changes["text_encoders"] = file_names(request.text_encoders)
+    if not trusted and request.detailer is not None:
+        changes["detailer"] = recorded_detailer(request.detailer)
+    refiner = rerun_refiner(request, args, finder, trusted=trusted)
+    if refiner != request.refiner:
+        changes["refiner"] = refiner
     for name in ("init_image", "mask"):
         _check_source_image(getattr(request, name), name, source, context.paths.inputs_dir)
     return request.replace(**changes) if changes else request
@@ -274,6 +296,7 @@ def _run(
     request: GenerationRequest, args: argparse.Namespace, context: Context, finder: ModelFinder
 ) -> int:
     from sdstudio.engine.devices import choose_device
+    from sdstudio.engine.face_detection import open_detector
     from sdstudio.engine.generation import Engine, Progress
     from sdstudio.engine.hashing import HashCache
     from sdstudio.engine.history.library import ImageLibrary
@@ -302,6 +325,10 @@ def _run(
         networks=networks,
         vae_dirs=lambda: network_folders(paths, context.settings, "vae"),
         text_encoder_dirs=lambda: network_folders(paths, context.settings, "text_encoder"),
+        upscaler_dirs=lambda: network_folders(paths, context.settings, "upscaler"),
+        detectors=lambda name: open_detector(
+            name, network_folders(paths, context.settings, "detector")
+        ),
     )
     library = context.library
     if args.out:
@@ -316,7 +343,8 @@ def _run(
                 if progress.batch_size > 1
                 else ""
             )
-            text = f"{prefix}step {progress.step}/{progress.total}"
+            unit = "tile" if request.mode is Mode.UPSCALE else "step"
+            text = f"{prefix}{unit} {progress.step}/{progress.total}"
         reporter.event(
             "step", text, step=progress.step, total=progress.total, index=progress.image_index
         )

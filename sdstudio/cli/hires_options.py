@@ -47,7 +47,8 @@ def add_hires_options(parser: argparse.ArgumentParser) -> None:
         "--hires-upscaler",
         default=None,
         metavar="NAME",
-        help=f"{', '.join((*LATENT_UPSCALERS, *IMAGE_UPSCALERS))} (default {DEFAULT_UPSCALER})",
+        help=f"{', '.join((*LATENT_UPSCALERS, *IMAGE_UPSCALERS))} (default {DEFAULT_UPSCALER}), "
+        "or an upscaler file's name (4x-UltraSharp, R-ESRGAN 4x+) or path",
     )
     group.add_argument(
         "--hires-steps", type=int, default=None, help="steps of the second pass (default: --steps)"
@@ -126,11 +127,6 @@ def _size(value: str) -> tuple[int, int]:
 
 
 def _upscaler(value: str) -> str:
-    name = builtin_upscaler(value)
-    if name is None:
-        built_in = ", ".join((*LATENT_UPSCALERS, *IMAGE_UPSCALERS))
-        raise InvalidRequest(
-            f"Unknown hires upscaler {value!r}: upscaler model files (ESRGAN and the like) "
-            f"cannot be used yet. Built-in upscalers: {built_in}."
-        )
-    return name
+    """A built-in upscaler as A1111 spells it; any other name or path is an upscaler
+    file's, which the engine looks for before anything loads."""
+    return builtin_upscaler(value) or value.strip()

@@ -69,6 +69,13 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         rows.append(("Mask", request.mask, ("mask",)))
     if request.hires is not None:
         rows.append(("Hires fix", request.hires.describe(), ("hires",)))
+    if request.refiner is not None:
+        rows.append(("Refiner", request.refiner.describe(), ("refiner",)))
+    if request.detailer is not None:
+        rows.append(("Detailer", request.detailer.describe(), ("detailer",)))
+    if request.upscale is not None:
+        upscale = f"{request.upscale.upscaler} x{request.upscale.scale:g}"
+        rows.append(("Upscale", upscale, ("upscale",)))
     for key, value, fields in rows:
         if value:
             unread = not settings.read.issuperset(fields)

@@ -22,7 +22,9 @@ from PIL import Image
 import sdstudio
 from sdstudio.engine import hires as hires_fix
 from sdstudio.engine import prompt_embeds, samplers
+from sdstudio.engine.detailer import DetailPass, check_detailer
 from sdstudio.engine.errors import GenerationCancelled, InvalidRequest, OutOfMemory, SdStudioError
+from sdstudio.engine.face_detection import FaceDetector, OpenDetector, open_detector
 from sdstudio.engine.families import Prompting
 from sdstudio.engine.family_settings import check_family_settings, plain_arguments
 from sdstudio.engine.inputs import Inputs, prepare_inputs
@@ -38,6 +40,7 @@ from sdstudio.engine.models.split_layout import (
 from sdstudio.engine.networks import ActiveNetworks, Networks, strip_notice
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.progress import CancelToken, Progress, StepReporter
+from sdstudio.engine.refiner import RefinerStage
 from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.engine.vae import find_vae, vae_display_name
 
@@ -74,12 +77,15 @@ class Engine:
         networks: Networks | None = None,
         vae_dirs: Callable[[], Iterable[Path]] | None = None,
         text_encoder_dirs: Callable[[], Iterable[Path]] | None = None,
+        upscaler_dirs: Callable[[], Iterable[Path]] | None = None,
+        detectors: OpenDetector | None = None,
     ) -> None:
         """``networks`` finds LoRAs and embeddings; without it LoRA tags are only removed.
 
         ``vae_dirs`` and ``text_encoder_dirs`` give the folders where a VAE or a text
         encoder named by file name is looked for (and where the parts of a transformer
-        kept alone are found).
+        kept alone are found). ``detectors`` opens the detailer's detector a request
+        names (without it: the built-in face detector, or a detector file by path).
         """
         self.pipelines = pipelines
         self.inputs_dir = inputs_dir
@@ -87,6 +93,11 @@ class Engine:
         self.networks = networks
         self.vae_dirs = vae_dirs
         self.text_encoder_dirs = text_encoder_dirs
+        self.upscaler_dirs = upscaler_dirs
+        """The folders where an upscaler named by file name is looked for."""
+        self.upscaler_cache: Any = None
+        """The last upscaler model loaded (see :mod:`sdstudio.engine.upscalers`)."""
+        self.detectors: OpenDetector = detectors or open_detector
         if networks is not None:
             pipelines.add_unload_listener(networks.forget)
         # The prompt arguments of the last prompt, with the text encoder they
@@ -94,6 +105,8 @@ class Engine:
         # its prompt once.
         self._prompt_cache: tuple[tuple[Any, ...], Any, dict[str, Any]] | None = None
         self._active = ActiveNetworks()
+        self.refiner = RefinerStage(pipelines)
+        """The refiner beside the model (see :mod:`sdstudio.engine.refiner`)."""
 
     def generate(
         self,
@@ -113,10 +126,16 @@ class Engine:
         """
         request.check_prompts()
         cancel = cancel or CancelToken()
+        if request.mode is Mode.UPSCALE:
+            yield self._upscale_only(request.with_seed_resolved(), on_progress, on_status, cancel)
+            return
         self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()
         samplers.check_names(request.sampler, request.schedule)  # before anything loads
-        hires_fix.check_hires(request)
+        hires_fix.check_hires(request, self.upscaler_dirs() if self.upscaler_dirs else ())
+        self.refiner.check(request)
+        check_detailer(request)
+        detector = self.detectors(request.detailer.detector) if request.detailer else None
         request, split = self._complete_split(request, on_status)
         inputs = prepare_inputs(request, self.inputs_dir, on_status)
         vae = self._find_vae(request.vae) if split is None else None
@@ -128,6 +147,7 @@ class Engine:
         samplers.check_combination(request.sampler, request.schedule, flow=family.flow)
         check_family_settings(family, request, on_status)
         hires = self._hires(request, pipe, vae, split, on_status)
+        detail = self._detail_pass(request, pipe, detector, vae, split, on_status)
         extra = self._active.record_extra()
         if family.uses_distilled_guidance(pipe):
             extra["distilled_guidance"] = True
@@ -135,12 +155,20 @@ class Engine:
             extra["vae"] = {"name": vae_display_name(vae), "hash": self.pipelines.vae_hash()}
         if split is not None and module_names(split):
             extra["modules"] = module_names(split)
+        refining = self.refiner.prepare(request, on_status)
+        if refining is not None:
+            extra["refiner"] = refining.record()
         for index, seed in enumerate(request.seeds()):
             cancel.raise_if_cancelled()
             started = time.perf_counter()
             preview = family.preview if self.previews else None
             steps = StepReporter(on_progress, cancel, preview, index, request.batch_size)
             image = self._run_one(pipe, inputs, seed, steps, hires, on_status)
+            image_extra = extra
+            if detail is not None:
+                within = inputs.overlay if request.mode is Mode.INPAINT else None
+                image, detailed = detail.run(image, seed, steps, on_status, within)
+                image_extra = {**extra, "detailer": detailed.record()}
             record = ImageRecord(
                 request=inputs.request.replace(seed=seed, batch_size=1),
                 model_name=model.name,
@@ -149,9 +177,35 @@ class Engine:
                 duration_s=time.perf_counter() - started,
                 created=datetime.now().astimezone().isoformat(timespec="milliseconds"),
                 app_version=sdstudio.__version__,
-                extra=extra,
+                extra=image_extra,
             )
             yield GeneratedImage(image, record)
+
+    def _upscale_only(
+        self,
+        request: GenerationRequest,
+        on_progress: Callable[[Progress], None] | None,
+        on_status: Callable[[str], None] | None,
+        cancel: CancelToken,
+    ) -> GeneratedImage:
+        """An ``upscale`` job: no model is loaded (see :mod:`sdstudio.engine.upscale_job`)."""
+        from sdstudio.engine.upscale_job import UpscaleContext, run_upscale
+
+        context = UpscaleContext(
+            self.inputs_dir, self.upscaler_dirs, self.pipelines.device.device, self.upscalers()
+        )
+        image, record = run_upscale(
+            request, context, on_progress=on_progress, on_status=on_status, cancel=cancel
+        )
+        return GeneratedImage(image, record)
+
+    def upscalers(self) -> Any:
+        """The upscaler cache, made on first use."""
+        if self.upscaler_cache is None:
+            from sdstudio.engine.upscalers import UpscalerCache
+
+            self.upscaler_cache = UpscalerCache()
+        return self.upscaler_cache
 
     def _complete_split(
         self, request: GenerationRequest, on_status: Callable[[str], None] | None
@@ -202,7 +256,8 @@ class Engine:
         self._active = self._apply_networks(pipe, *first, on_status)
         model = self.pipelines.model
         assert model is not None
-        plan = hires_fix.plan_hires(request, model.family, model.inpainting)
+        folders = self.upscaler_dirs() if self.upscaler_dirs else ()
+        plan = hires_fix.plan_hires(request, model.family, model.inpainting, folders)
         if plan is None:
             return None
         hires_pipe = self.pipelines.pipeline(
@@ -212,6 +267,41 @@ class Engine:
             second = self._apply_networks(hires_pipe, plan.prompt, plan.negative_prompt, on_status)
             self._active = hires_fix.both_passes(self._active, second)
         return _Hires(plan, hires_pipe)
+
+    def _detail_pass(
+        self,
+        request: GenerationRequest,
+        first: Any,
+        detector: FaceDetector | None,
+        vae: Path | None,
+        split: SplitModel | None,
+        on_status: Callable[[str], None] | None,
+    ) -> DetailPass | None:
+        """The detail pass, if any, on the inpainting pipeline that shares the model's
+        weights (see :mod:`sdstudio.engine.detailer`); :attr:`_active` is left naming
+        the networks its prompts add, for the records."""
+        if detector is None:
+            return None
+        pipe = self.pipelines.pipeline(request.model, Mode.INPAINT, on_status, vae=vae, split=split)
+        model = self.pipelines.model
+        assert model is not None
+        detail = DetailPass(
+            request,
+            detector,
+            pipe,
+            model.family,
+            self.pipelines.scheduler_config,
+            prompts=lambda text, negative: self._prompt_arguments(pipe, text, negative, request),
+            call=lambda kwargs, width, height: self._call(pipe, kwargs, width, height),
+            networks=lambda text, negative: self._apply_networks(pipe, text, negative),
+        )
+        detail.switched = request.hires is not None  # a hires pass may have its own networks
+        for prompts in detail.own_prompts:
+            own = self._apply_networks(pipe, *prompts, on_status)
+            self._active = hires_fix.both_passes(self._active, own)
+        if detail.own_prompts:
+            self._apply_networks(first, request.prompt, request.negative_prompt)
+        return detail
 
     def _apply_networks(
         self,
@@ -251,13 +341,18 @@ class Engine:
         )
         later = hires.plan.steps if hires is not None else 0
         latent = hires is not None and hires.plan.latent
+        refining = self.refiner.active
+        switch = refining.split(request, seed) if refining is not None else None
+        refined = switch.refiner_steps if switch is not None else 0
         generator = torch.Generator("cpu").manual_seed(seed)
         kwargs: dict[str, Any] = {
             **self._prompt_arguments(pipe, request.prompt, request.negative_prompt, request),
             "num_inference_steps": request.steps,
             **family.guidance_arguments(pipe, request.guidance_scale, request.distilled_guidance),
             "generator": generator,
-            "callback_on_step_end": steps.callback(request.width, request.height, later=later),
+            "callback_on_step_end": steps.callback(
+                request.width, request.height, later=later + refined
+            ),
             "output_type": "latent" if latent else "pil",
         }
         kwargs.update(mode_arguments(pipe, inputs, inpainting=model.inpainting, seed=seed))
@@ -265,11 +360,28 @@ class Engine:
             noise = initial_noise(pipe, request.width, request.height, generator)
             if noise is not None:
                 kwargs["latents"] = noise
+        if request.upscale is not None:  # SD upscale: the pass runs once per tile
+            return self._sd_upscale(pipe, kwargs, inputs, seed, steps, on_status)
+        if switch is not None and refining is not None:
+            kwargs.update(refining.model_arguments())
         result = self._call(pipe, kwargs, request.width, request.height)
+        output = result.images
+        if switch is not None and refining is not None:  # the refiner finishes the latents
+            steps.raise_if_cancelled()
+            finish = refining.arguments(
+                output,
+                request,
+                switch,
+                seed,
+                generator=generator,
+                callback=steps.callback(request.width, request.height, later=later),
+                output_type="latent" if latent else "pil",
+            )
+            output = self._call(refining.pipe, finish, request.width, request.height).images
         if hires is None:
-            image: Image.Image = result.images[0]
+            image: Image.Image = output[0]
             return inputs.finish(image)
-        return self._hires_pass(hires, result.images, request, seed, steps, on_status)
+        return self._hires_pass(hires, output, request, seed, steps, on_status)
 
     def _hires_pass(
         self,
@@ -288,7 +400,17 @@ class Engine:
         assert model is not None
         if on_status:
             on_status(plan.status())
-        start = hires_fix.start(pipe, plan, output, request.width, request.height)
+        start = hires_fix.start(
+            pipe,
+            plan,
+            output,
+            request.width,
+            request.height,
+            upscalers=self.upscalers(),
+            device=self.pipelines.device.device,
+            on_status=on_status,
+            cancel=steps.cancel_token,
+        )
         steps.raise_if_cancelled()
         if plan.own_prompts:
             self._apply_networks(pipe, plan.prompt, plan.negative_prompt)
@@ -310,6 +432,36 @@ class Engine:
         result = self._call(pipe, kwargs, plan.width, plan.height)
         image: Image.Image = result.images[0]
         return image
+
+    def _sd_upscale(
+        self,
+        pipe: Any,
+        kwargs: dict[str, Any],
+        inputs: Inputs,
+        seed: int,
+        steps: StepReporter,
+        on_status: Callable[[str], None] | None,
+    ) -> Image.Image:
+        """Upscale the source, then repaint it tile by tile (see :mod:`.sd_upscale`)."""
+        from sdstudio.engine import sd_upscale
+        from sdstudio.engine.upscalers import upscale_image
+
+        settings = inputs.request.upscale
+        assert settings is not None and inputs.image is not None
+        if on_status:
+            on_status(f"SD upscale: upscaling the source by {settings.scale:g}…")
+        upscaled = upscale_image(
+            inputs.image,
+            settings.upscaler,
+            settings.scale,
+            folders=list(self.upscaler_dirs()) if self.upscaler_dirs else [],
+            device=self.pipelines.device.device,
+            tile=settings.tile,
+            cancel=steps.cancel_token,
+            cache=self.upscalers(),
+        )
+        run = sd_upscale.TilePass(inputs.request, kwargs, seed, steps)
+        return run.repaint(upscaled, lambda a, w, h: self._call(pipe, a, w, h).images[0], on_status)
 
     def _call(self, pipe: Any, kwargs: dict[str, Any], width: int, height: int) -> Any:
         """Run a pipeline; running out of memory raises :class:`OutOfMemory`."""

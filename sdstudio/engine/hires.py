@@ -4,9 +4,12 @@ with image-to-image on the same model, as A1111 runs it
 
 - The ``Latent`` upscalers resize the first pass's latents with
   ``torch.nn.functional.interpolate`` in the mode and antialiasing their names say,
-  and image-to-image starts from those latents; ``Lanczos`` and ``Nearest`` resize the
-  decoded image with Pillow. A ``Hires resize`` of another shape than the first pass
-  is covered keeping the shape and its centre cut out, as A1111 crops its latents.
+  and image-to-image starts from those latents; ``Lanczos`` and ``Nearest`` (and
+  A1111's ``None``, a Lanczos resize) resize the decoded image with Pillow, and an
+  upscaler model file (``4x-UltraSharp``, ``R-ESRGAN 4x+``: see
+  :mod:`sdstudio.engine.upscalers`) upscales it in tiles. A ``Hires resize`` of another
+  shape than the first pass is covered keeping the shape and its centre cut out, as
+  A1111 crops its latents.
 - "Hires steps" N (0: the first pass's steps) are the steps actually run. A1111 makes
   a schedule of ``int(N / min(denoise, 0.999))`` steps and runs its last N
   (``sd_samplers_common.setup_img2img_steps``, taken whenever steps are given, as for
@@ -19,9 +22,10 @@ with image-to-image on the same model, as A1111 runs it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -39,6 +43,16 @@ from sdstudio.engine.networks import ActiveNetworks, NetworkUse
 from sdstudio.engine.previews import unpack_patches
 from sdstudio.engine.prompts import check_prompt_length
 from sdstudio.engine.request import MAX_SIZE, MIN_SIZE, GenerationRequest, Mode
+from sdstudio.engine.upscale_settings import DEFAULT_TILE
+from sdstudio.engine.upscaler_files import (
+    UpscalerCache,
+    display_name,
+    find_upscaler,
+    resize_upscaler,
+)
+
+if TYPE_CHECKING:
+    from sdstudio.engine.upscalers import Cancellable
 
 MAX_SCHEDULE_STEPS = 1000
 """The longest schedule a hires pass may take (the models' own training timesteps)."""
@@ -56,7 +70,8 @@ class HiresPass:
     """The size the first pass is upscaled to before its centre is cut out (the final
     size, unless a resize of another shape is asked)."""
     upscaler: str
-    """A built-in upscaler, as A1111 spells it."""
+    """A built-in upscaler as A1111 spells it, or the upscaler file's name as A1111
+    records it (its stem)."""
     steps: int
     """Denoising steps run."""
     schedule_steps: int
@@ -70,6 +85,8 @@ class HiresPass:
     guidance_scale: float
     own_prompts: bool
     """Whether its prompts differ from the first pass's (and may name other LoRAs)."""
+    upscaler_file: Path | None = None
+    """The upscaler model file, found where the request names one."""
 
     @property
     def latent(self) -> bool:
@@ -84,26 +101,22 @@ class HiresPass:
         )
 
 
-def check_hires(request: GenerationRequest) -> None:
-    """Refuse, before any model loads, a hires fix that cannot run.
+def check_hires(request: GenerationRequest, upscaler_folders: Iterable[Path] = ()) -> Path | None:
+    """Refuse, before any model loads, a hires fix that cannot run; the upscaler file it
+    names, if any.
 
-    Raises :class:`InvalidRequest` outside text-to-image, for an upscaler that is not
-    built in, a denoising strength of 0, an unknown hires sampler or schedule type, or
-    a hires prompt over the length limit.
+    Raises :class:`InvalidRequest` outside text-to-image, for a denoising strength of 0,
+    an unknown hires sampler or schedule type, or a hires prompt over the length limit,
+    and :class:`ModelError` for an upscaler that is neither built in nor an upscaler
+    file found (by path, or by name in ``upscaler_folders``).
     """
     hires = request.hires
     if hires is None:
-        return
+        return None
     if request.mode is not Mode.TXT2IMG:
         raise InvalidRequest(
             "The hires fix is a second pass of text-to-image (as in A1111); it does not run "
             f"with {request.mode.value}. Turn it off, or ask for the size you want."
-        )
-    if builtin_upscaler(hires.upscaler) is None:
-        names = ", ".join((*LATENT_UPSCALERS, *IMAGE_UPSCALERS))
-        raise InvalidRequest(
-            f"Unknown hires upscaler {hires.upscaler!r}: upscaler model files (ESRGAN and "
-            f"the like) cannot be used yet. Built-in upscalers: {names}."
         )
     if hires.denoise <= 0:
         raise InvalidRequest(
@@ -113,12 +126,26 @@ def check_hires(request: GenerationRequest) -> None:
     samplers.check_names(hires.sampler or request.sampler, hires.schedule or request.schedule)
     check_prompt_length(hires.prompt, "hires prompt")
     check_prompt_length(hires.negative_prompt, "hires negative prompt")
+    return upscaler_file(hires.upscaler, upscaler_folders)
+
+
+def upscaler_file(upscaler: str, folders: Iterable[Path]) -> Path | None:
+    """The file of a hires upscaler that is not built in (``None`` for a built-in one);
+    :class:`ModelError` when it cannot be found."""
+    if builtin_upscaler(upscaler) is not None or resize_upscaler(upscaler) is not None:
+        return None
+    names = (*LATENT_UPSCALERS, *IMAGE_UPSCALERS)
+    return find_upscaler(upscaler, folders, built_in=names, what="hires upscaler")
 
 
 def plan_hires(
-    request: GenerationRequest, family: ModelFamily, inpainting: bool
+    request: GenerationRequest,
+    family: ModelFamily,
+    inpainting: bool,
+    upscaler_folders: Iterable[Path] = (),
 ) -> HiresPass | None:
-    """The hires pass of ``request`` on a loaded model of ``family`` (``None``: none asked).
+    """The hires pass of ``request`` on a loaded model of ``family`` (``None``: none asked),
+    with its upscaler file found in ``upscaler_folders`` where it names one.
 
     Raises :class:`InvalidRequest` for a family without image-to-image (Flux.2 Klein), a
     latent upscaler on an inpainting model, a hires size out of range or not a multiple
@@ -128,9 +155,8 @@ def plan_hires(
     hires = request.hires
     if hires is None:
         return None
-    check_hires(request)
-    upscaler = builtin_upscaler(hires.upscaler)
-    assert upscaler is not None
+    file = check_hires(request, upscaler_folders)
+    upscaler = builtin_upscaler(hires.upscaler) or display_name(hires.upscaler)
     if not family.img2img:
         raise InvalidRequest(
             f"{family.label} models have no image-to-image pipeline, which the hires fix "
@@ -179,6 +205,7 @@ def plan_hires(
             request.guidance_scale if hires.guidance_scale is None else hires.guidance_scale
         ),
         own_prompts=(prompt, negative) != (request.prompt, request.negative_prompt),
+        upscaler_file=file,
     )
 
 
@@ -195,13 +222,31 @@ def selecting_strength(steps: int, total: int, *, truncating: bool) -> float:
     return (steps + 0.5) / total if truncating else (steps - 0.5) / total
 
 
-def start(pipe: Any, plan: HiresPass, output: Any, width: int, height: int) -> Any:
+def start(
+    pipe: Any,
+    plan: HiresPass,
+    output: Any,
+    width: int,
+    height: int,
+    *,
+    upscalers: UpscalerCache | None = None,
+    device: str = "cpu",
+    on_status: Callable[[str], None] | None = None,
+    cancel: Cancellable | None = None,
+) -> Any:
     """What the hires pass on ``pipe`` starts from, given the first pass's ``output``
-    (its latents for a latent upscaler, else its images) at ``width`` x ``height``."""
+    (its latents for a latent upscaler, else its images) at ``width`` x ``height``.
+
+    An upscaler file runs on ``device``, kept loaded in ``upscalers`` (an
+    :class:`~sdstudio.engine.upscalers.UpscalerCache`), saying which tile it is at
+    through ``on_status``; ``cancel`` (a token or step reporter) stops it between tiles.
+    """
     if plan.latent:
         latents = first_pass_latents(output, width, height)
         return latent_start(pipe, upscale_latents(latents, plan))
-    return upscale_image(output[0], plan)
+    return upscale_first_pass(
+        output[0], plan, upscalers=upscalers, device=device, on_status=on_status, cancel=cancel
+    )
 
 
 def first_pass_latents(output: Any, width: int, height: int) -> Any:
@@ -233,10 +278,35 @@ def upscale_latents(latents: Any, plan: HiresPass) -> Any:
     return resized[:, :, top : top + rows, left : left + columns]
 
 
-def upscale_image(image: Image.Image, plan: HiresPass) -> Image.Image:
-    """The first pass's image resized to the hires size with Pillow (Lanczos or Nearest)."""
-    resample = Image.Resampling.NEAREST if plan.upscaler == "Nearest" else Image.Resampling.LANCZOS
-    resized = image.convert("RGB").resize(plan.cover, resample)
+def upscale_first_pass(
+    image: Image.Image,
+    plan: HiresPass,
+    *,
+    upscalers: UpscalerCache | None = None,
+    device: str = "cpu",
+    on_status: Callable[[str], None] | None = None,
+    cancel: Cancellable | None = None,
+) -> Image.Image:
+    """The first pass's image upscaled to the hires size: resized with Pillow (Lanczos,
+    Nearest), or by the upscaler file (in tiles, then resized to the exact size)."""
+    from sdstudio.engine.upscalers import upscale_image
+
+    def tile_done(done: int, total: int) -> None:
+        if on_status is not None and total > 1:
+            on_status(f"Hires pass: upscaling with {plan.upscaler}, tile {done} of {total}…")
+
+    resized = upscale_image(
+        image.convert("RGB"),
+        plan.upscaler_file or plan.upscaler,
+        size=plan.cover,
+        device=device,
+        tile=DEFAULT_TILE,
+        on_progress=tile_done,
+        cancel=cancel,
+        cache=upscalers,
+    ).convert("RGB")
+    if plan.upscaler_file is not None and on_status is not None:
+        on_status(plan.status())
     if plan.cover == (plan.width, plan.height):
         return resized
     left, top = _crop_origin(plan)

@@ -2,7 +2,8 @@
 first pass's image and repaints it at the larger size.
 
 Its fields are A1111's: ``Hires upscale`` (a factor) or ``Hires resize`` (a target
-size), ``Hires upscaler``, ``Hires steps`` (0: as many as the first pass),
+size), ``Hires upscaler`` (built in, or an upscaler model file such as ``4x-UltraSharp``:
+see :mod:`sdstudio.engine.upscalers`), ``Hires steps`` (0: as many as the first pass),
 ``Denoising strength``, and the optional ``Hires sampler``, ``Hires schedule type``,
 ``Hires prompt``, ``Hires negative prompt`` and ``Hires CFG Scale`` (empty or ``None``:
 the first pass's).
@@ -57,8 +58,9 @@ class HiresFix:
     """A1111's "Hires resize" width; 0: the first pass's width times ``scale``."""
     height: int = 0
     upscaler: str = DEFAULT_UPSCALER
-    """A built-in upscaler's name (:data:`LATENT_UPSCALERS`, :data:`IMAGE_UPSCALERS`) or an
-    upscaler model file's name or path."""
+    """A built-in upscaler's name (:data:`LATENT_UPSCALERS`, :data:`IMAGE_UPSCALERS`, or
+    A1111's ``None``, a Lanczos resize) or an upscaler model file's name, A1111 name
+    (``R-ESRGAN 4x+``) or path."""
     steps: int = 0
     """Denoising steps of the second pass; 0: the first pass's."""
     denoise: float = 0.7

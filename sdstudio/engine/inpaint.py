@@ -55,6 +55,18 @@ def _grown(start: int, end: int, length: int, limit: int) -> tuple[int, int]:
     return start, start + length
 
 
+def masked_crop(
+    source: Image.Image, overlay: Image.Image, padding: int, size: tuple[int, int]
+) -> tuple[Box, Image.Image, Image.Image]:
+    """A1111's "Only masked": the region :func:`crop_region` gives for ``overlay`` (the
+    blurred mask at the source's size), and the source and the overlay cut to it and scaled to
+    ``size``, as the pipeline repaints them (:func:`paste_back` puts the result back)."""
+    box = crop_region(overlay, padding, size)
+    image = source.crop(box).resize(size, Image.Resampling.LANCZOS)
+    mask = overlay.crop(box).resize(size, Image.Resampling.BILINEAR)
+    return box, image, mask
+
+
 def paste_back(
     source: Image.Image, result: Image.Image, overlay: Image.Image, box: Box | None = None
 ) -> Image.Image:

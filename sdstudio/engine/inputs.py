@@ -1,7 +1,8 @@
 """The images a generation starts from, read, fitted and kept for re-runs.
 
 Image-to-image fits the init image to the requested size by the request's resize
-mode. Inpainting fits the mask the same way, blurs it, and either repaints the
+mode (SD upscale keeps it whole: the request's size is that of its tiles).
+Inpainting fits the mask the same way, blurs it, and either repaints the
 whole picture or (``inpaint_area="masked"``) cuts out the masked area with some
 padding, repaints it at the requested size and pastes it back into the source at
 the source's own size. What is stored for a re-run is the image the request's
@@ -62,6 +63,10 @@ def prepare_inputs(
     assert request.init_image is not None
     size = (request.width, request.height)
     original = open_image(request.init_image, what="init image")
+    if request.mode is Mode.IMG2IMG and request.upscale is not None:
+        # SD upscale: the source is upscaled whole, then repainted in tiles of ``size``.
+        stored = request.replace(init_image=str(store_input(original, inputs_dir)))
+        return Inputs(stored, original)
     if request.mode is Mode.IMG2IMG:
         image = fit_image(original, size, request.resize_mode)
         stored = request.replace(init_image=str(store_input(image, inputs_dir)))

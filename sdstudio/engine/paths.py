@@ -34,6 +34,12 @@ class AppPaths:
         return self.data_dir / "models"
 
     @property
+    def upscalers_dir(self) -> Path:
+        """Upscaler model files (ESRGAN and the like) the app keeps, in its models folder
+        (which is searched whole, so upscalers in any of its sub-folders are found)."""
+        return self.models_dir / "upscalers"
+
+    @property
     def inputs_dir(self) -> Path:
         """Copies of init images and masks, kept so that every image can be re-run."""
         return self.data_dir / "inputs"

@@ -78,6 +78,11 @@ class StepReporter:
         """Raise :class:`GenerationCancelled` if cancelled (between passes)."""
         self._cancel.raise_if_cancelled()
 
+    @property
+    def cancel_token(self) -> CancelToken:
+        """The token that cancels these passes (for work between them, such as upscaling)."""
+        return self._cancel
+
     def callback(
         self, width: int, height: int, *, later: int = 0, hires: bool = False
     ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:

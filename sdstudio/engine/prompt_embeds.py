@@ -28,8 +28,9 @@ SDXL (two encoders) works the same way per encoder, as A1111 does: both take
 the penultimate layer without the final layer norm, the two are concatenated
 along the channels and the pooled embedding is the second encoder's for the
 first chunk, unweighted. Clip skip does not apply to SDXL (A1111's default).
-Pipelines with other text encoders (an SDXL refiner with only the second
-encoder) are not handled: :func:`encode_prompts` returns ``None`` and
+An SDXL refiner has only the second encoder: its embeddings and pooled embedding are
+that encoder's alone, as A1111's refiner conditioner makes them. Pipelines with other
+text encoders are not handled: :func:`encode_prompts` returns ``None`` and
 :func:`prompt_arguments` falls back to text.
 """
 
@@ -85,10 +86,18 @@ def is_sdxl(pipe: Any) -> bool:
     )
 
 
+def is_refiner(pipe: Any) -> bool:
+    """Whether the pipeline has only SDXL's second text encoder (an SDXL refiner)."""
+    return getattr(pipe, "text_encoder", None) is None and all(
+        getattr(pipe, name, None) is not None for name in ("text_encoder_2", "tokenizer_2")
+    )
+
+
 def supports(pipe: Any) -> bool:
-    """Whether the pipeline's text encoders are ones this module handles (SD 1.x/2.x, SDXL)."""
+    """Whether the pipeline's text encoders are ones this module handles (SD 1.x/2.x, SDXL
+    and its refiner)."""
     if getattr(pipe, "text_encoder_2", None) is not None:
-        return is_sdxl(pipe)
+        return is_sdxl(pipe) or is_refiner(pipe)
     return all(getattr(pipe, name, None) is not None for name in ("text_encoder", "tokenizer"))
 
 
@@ -101,8 +110,9 @@ def prompt_arguments(
     Clip skip is ignored for SDXL, as A1111 does by default.
     """
     if supports(pipe):
-        skip = 1 if is_sdxl(pipe) else clip_skip
-        if needs_embeddings(pipe.tokenizer, prompt, negative_prompt, skip):
+        skip = 1 if is_sdxl(pipe) or is_refiner(pipe) else clip_skip
+        tokenizer = pipe.tokenizer_2 if is_refiner(pipe) else pipe.tokenizer
+        if needs_embeddings(tokenizer, prompt, negative_prompt, skip):
             embeds = encode_prompts(pipe, prompt, negative_prompt, clip_skip=skip)
             if embeds is not None:
                 return embeds.as_kwargs()
@@ -207,8 +217,10 @@ def encode_prompts(
     """
     if not supports(pipe):
         return None
-    encoders = [(pipe.tokenizer, pipe.text_encoder)]
-    if is_sdxl(pipe):
+    refiner = is_refiner(pipe)
+    xl = refiner or is_sdxl(pipe)
+    encoders = [] if refiner else [(pipe.tokenizer, pipe.text_encoder)]
+    if xl:
         encoders.append((pipe.tokenizer_2, pipe.text_encoder_2))
     results = []
     for tokenizer, encoder in encoders:
@@ -220,22 +232,19 @@ def encode_prompts(
         negative += [empty] * (count - len(negative))
         results.append(
             (
-                encode_chunks(
-                    encoder, tokenizer, positive, clip_skip=clip_skip, sdxl=len(encoders) > 1
-                ),
-                encode_chunks(
-                    encoder, tokenizer, negative, clip_skip=clip_skip, sdxl=len(encoders) > 1
-                ),
+                encode_chunks(encoder, tokenizer, positive, clip_skip=clip_skip, sdxl=xl),
+                encode_chunks(encoder, tokenizer, negative, clip_skip=clip_skip, sdxl=xl),
             )
         )
-    if len(results) == 1:
+    if not xl:
         return PromptEmbeds(results[0][0][0], results[0][1][0])
     import torch
 
-    (pos_l, _), (neg_l, _) = results[0]
-    (pos_g, pooled), (neg_g, negative_pooled) = results[1]
-    positive_embeds = torch.cat([pos_l, pos_g], dim=-1)
-    negative_embeds = torch.cat([neg_l, neg_g], dim=-1)
+    (positive_embeds, pooled), (negative_embeds, negative_pooled) = results[-1]
+    if not refiner:
+        (pos_l, _), (neg_l, _) = results[0]
+        positive_embeds = torch.cat([pos_l, positive_embeds], dim=-1)
+        negative_embeds = torch.cat([neg_l, negative_embeds], dim=-1)
     # The text path passes ``None`` for an empty negative prompt, which zeros it too.
     empty_negative = not plain_text(negative_prompt)
     if empty_negative and getattr(pipe.config, "force_zeros_for_empty_prompt", False):

@@ -36,6 +36,10 @@ class Refiner:
             f"Refiner switch at must be between 0 and 1 (exclusive), not {self.switch_at:g}.",
         )
 
+    def describe(self) -> str:
+        """The settings in words: ``sd_xl_refiner_1.0, switch at 0.8``."""
+        return f"{self.model}, switch at {self.switch_at:g}"
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return part_to_dict(self)

@@ -1,5 +1,6 @@
-"""The prompt panel's folding "Advanced" section: rarely changed settings, and those of
-image-to-image and inpainting, shown only while a source image is set."""
+"""The prompt panel's folding "Advanced" section: rarely changed settings (the refiner and
+the face detailer among them), and those of image-to-image and inpainting, shown only
+while a source image is set."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from sdstudio.engine.request import (
     MaskedContent,
     ResizeMode,
 )
+from sdstudio.ui.detailer_row import DetailerRow
+from sdstudio.ui.refiner_row import RefinerRow
 
 RESIZE_MODES = (
     ("Just resize", ResizeMode.RESIZE),
@@ -79,11 +82,15 @@ class AdvancedSettings(QWidget):
         self.mask_blur.setToolTip("How softly the repainted area blends into the picture")
         self.masked_content = _choices(MASKED_CONTENTS)
         self.masked_content.setToolTip("What the masked area starts from")
+        self.refiner = RefinerRow()
+        self.detailer = DetailerRow()
 
         form = QFormLayout(self.body)
         form.setContentsMargins(12, 0, 0, 0)
         form.addRow("Clip skip", self.clip_skip)
         form.addRow("Batch", self.batch)
+        form.addRow("Refiner", self.refiner)
+        form.addRow(self.detailer)
         form.addRow("Resize mode", self.resize_mode)
         form.addRow("Inpaint area", self.inpaint_area)
         form.addRow("Padding", self.masked_padding)
@@ -102,6 +109,8 @@ class AdvancedSettings(QWidget):
             box.valueChanged.connect(self._on_changed)
         for combo in (self.resize_mode, self.inpaint_area, self.masked_content):
             combo.currentIndexChanged.connect(self._on_changed)
+        self.refiner.changed.connect(self._on_changed)
+        self.detailer.changed.connect(self._on_changed)
         self.set_source(False)
 
     def set_expanded(self, expanded: bool) -> None:
@@ -125,6 +134,8 @@ class AdvancedSettings(QWidget):
             "masked_padding": self.masked_padding.value(),
             "mask_blur": self.mask_blur.value(),
             "masked_content": self.masked_content.currentData(),
+            "refiner": self.refiner.value(),
+            "detailer": self.detailer.values(),
         }
 
     def load(self, request: GenerationRequest) -> None:
@@ -136,6 +147,8 @@ class AdvancedSettings(QWidget):
         self.masked_padding.setValue(request.masked_padding)
         self.mask_blur.setValue(request.mask_blur)
         _select(self.masked_content, request.masked_content)
+        self.refiner.load(request.refiner)
+        self.detailer.load(request.detailer)
 
     def changed_settings(self) -> list[str]:
         """The settings in effect that are not at their defaults, in words."""
@@ -144,6 +157,10 @@ class AdvancedSettings(QWidget):
             said.append(f"clip skip {self.clip_skip.value()}")
         if self.batch.value() != _DEFAULTS.batch_size:
             said.append(f"batch {self.batch.value()}")
+        if self.refiner.describe():
+            said.append(self.refiner.describe())
+        if self.detailer.switch.isChecked():
+            said.append("detail faces")
         if self._has_source:
             for combo, default in (
                 (self.resize_mode, _DEFAULTS.resize_mode),

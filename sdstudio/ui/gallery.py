@@ -63,6 +63,8 @@ class GalleryPanel(QWidget):
     open_requested = Signal(object)
     """Show this entry's image (double-click or Enter)."""
     compare_requested = Signal(object, object)
+    upscale_requested = Signal(object)
+    """(HistoryEntry): the user asked to upscale this image."""
     """Compare the two selected entries (older first)."""
     message = Signal(str)
     """Something to tell the user, for the status bar."""
@@ -154,6 +156,7 @@ class GalleryPanel(QWidget):
         )
         self.compare_action = action("Compare the two selected", self.compare_selected)
         self.compare_action.setToolTip("Select two images (Ctrl+click) to compare them")
+        self.upscale_action = action("Upscale…", lambda: self._emit(self.upscale_requested))
         self.copy_action = action("Copy image", self.copy_image, "Ctrl+C")
         self.folder_action = action("Open containing folder", self.open_folder)
         self.favourite_action = action("Add to favourites", self.toggle_favourite, "F")
@@ -165,6 +168,7 @@ class GalleryPanel(QWidget):
             self.rerun_new_seed_action,
             self.load_settings_action,
             self.use_as_init_action,
+            self.upscale_action,
             None,
             self.copy_action,
             self.folder_action,

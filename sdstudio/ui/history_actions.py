@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.images import open_image, open_mask
-from sdstudio.engine.request import RANDOM_SEED
+from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, Mode
 from sdstudio.ui.mask_layer import mask_from_pil
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ class HistoryActions:
         window, canvas = self.window, self.window.canvas
         try:
             request = entry.request
+            if request.mode is Mode.UPSCALE:
+                self._load_upscaled(entry, request)
+                return
             if request.init_image:
                 canvas.set_source(open_image(request.init_image))
                 if request.mask and canvas.source is not None:
@@ -63,6 +66,29 @@ class HistoryActions:
             window.show_error(str(error))
             return
         window.statusBar().showMessage(f"Loaded the settings of image {entry.id}", 5_000)
+
+    def _load_upscaled(self, entry: HistoryEntry, request: GenerationRequest) -> None:
+        """An upscaled image's settings are its source's, where the source had some."""
+        from sdstudio.engine.metadata.a1111 import read_parameters
+        from sdstudio.engine.metadata.record import ImageRecord
+        from sdstudio.engine.metadata.upscale_names import source_parameters
+
+        extra = ImageRecord.from_json(entry.record_json).extra
+        source = extra.get("source") if isinstance(extra.get("source"), dict) else {}
+        upscale = request.upscale
+        how = f"upscaled from {source.get('name') or 'an image'}"
+        if upscale is not None:
+            how += f" with {upscale.upscaler} ×{upscale.scale:g}"
+        parameters = source_parameters(extra)
+        if not parameters:
+            self.window.show_error(
+                f"Image {entry.id} was {how}; its source held no generation settings to load."
+            )
+            return
+        self.window.panel.load(read_parameters(parameters).request)
+        self.window.statusBar().showMessage(
+            f"Image {entry.id} was {how}; loaded the source's settings.", 8_000
+        )
 
     def show_entry(self, entry: HistoryEntry) -> None:
         """Show an entry's image on the canvas and its settings in the info panel."""

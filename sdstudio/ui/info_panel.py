@@ -26,14 +26,26 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine import samplers
+from sdstudio.engine.detailer_settings import detailed_text
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
-from sdstudio.engine.metadata import ImageRecord, ImageSettings, read_image_settings
+from sdstudio.engine.metadata import (
+    ImageRecord,
+    ImageSettings,
+    read_image_settings,
+    refiner_names,
+)
 from sdstudio.engine.metadata.a1111 import format_parameters
 from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, InpaintArea, Mode
+from sdstudio.ui.upscale_lines import upscale_lines
 
 EMPTY = "No image selected"
-_MODES = {Mode.TXT2IMG: "text to image", Mode.IMG2IMG: "image to image", Mode.INPAINT: "inpainting"}
+_MODES = {
+    Mode.TXT2IMG: "text to image",
+    Mode.IMG2IMG: "image to image",
+    Mode.INPAINT: "inpainting",
+    Mode.UPSCALE: "upscale",
+}
 _RESIZE = {"resize": "just resize", "crop": "crop and resize", "fill": "resize and fill"}
 _SOURCES = {
     "sdstudio": "sdstudio",
@@ -140,6 +152,9 @@ class ShownImage:
         request = self.request
         if request is None:
             return [[("File", self.path)], [("No settings", self.problem)]]
+        if request.mode is Mode.UPSCALE:
+            extra = self.record.extra if self.record is not None else {}
+            return [*upscale_lines(request, extra), self._origin_line()]
         lines: list[Line] = [[("Prompt", request.prompt or "(empty)")]]
         if request.negative_prompt:
             lines.append([("Negative prompt", request.negative_prompt)])
@@ -148,9 +163,17 @@ class ShownImage:
         lines.append(_mode_line(request))
         if request.mode is Mode.INPAINT:
             lines.append(_inpaint_line(request))
+        lines += upscale_lines(request, {})
         if request.hires is not None:
             lines.append([("Hires fix", request.hires.describe())])
         extra = self.record.extra if self.record is not None else {}
+        if request.refiner is not None:
+            refiner = refiner_names.title(request.refiner, extra)
+            lines.append([("Refiner", refiner), ("Switch at", f"{request.refiner.switch_at:g}")])
+        if request.detailer is not None:
+            detailed = detailed_text(extra.get("detailer"))
+            result = [("Result", detailed)] if detailed else []
+            lines.append([("Detailer", request.detailer.describe()), *result])
         for key, label in (("loras", "LoRAs"), ("embeddings", "Embeddings")):
             used = _networks(extra.get(key))
             if used:

@@ -39,6 +39,7 @@ from sdstudio.ui.progress_status import ProgressStatus
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.queue_keeper import QueueKeeper
 from sdstudio.ui.queue_panel import QueuePanel, dock_under
+from sdstudio.ui.upscale_actions import UpscaleActions
 from sdstudio.ui.welcome import WELCOME
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class MainWindow(QMainWindow):
         self.queue_label = self.progress_status.queue_label
         self.queue_keeper = QueueKeeper(controller, paths.queue_file, self, self.show_error)
 
+        self.upscale_actions = UpscaleActions(self)
         self._add_actions()
         self.edit_toolbar = EditToolbar(self.canvas, self)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.edit_toolbar)
@@ -314,6 +316,8 @@ class MainWindow(QMainWindow):
         run.addAction(generate)
         run.addAction(cancel)
         run.addAction(cancel_all)
+        run.addSeparator()
+        run.addAction(self.upscale_actions.canvas_action)
 
     def load_entry(self, entry: HistoryEntry) -> None:
         """Load a history entry's settings, and its source image and mask, for editing."""
@@ -341,6 +345,9 @@ class MainWindow(QMainWindow):
             [(e.name, e.path, describe(e), e.family) for e in of_kind("vae")],
             [(e.name, e.path, e.family, e.family_label) for e in of_kind("text_encoder")],
         )
+        upscalers = of_kind("upscaler")
+        self.upscale_actions.upscalers = [(e.name, e.path) for e in upscalers]
+        self.panel.hires.set_upscalers([e.name for e in upscalers])
         self._update_welcome(self.panel.model.currentText())
 
     def _on_source_changed(self) -> None:

@@ -38,7 +38,7 @@ SUGGESTED = (
 COLUMNS = ("Name", "Kind", "Family", "Format", "Size", "Memory", "Source", "Place")
 MEMORY_COLUMN = COLUMNS.index("Memory")
 KINDS = {"checkpoint": "Model", "lora": "LoRA", "embedding": "Embedding", "vae": "VAE"}
-KINDS |= {"text_encoder": "Text encoder"}
+KINDS |= {"text_encoder": "Text encoder", "upscaler": "Upscaler"}
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 
 

@@ -257,6 +257,7 @@ class PromptPanel(QWidget):
     def set_known_models(self, models: list[tuple[str, str, str, str]]) -> None:
         """List found models as (name, path, family, description), keeping the current choice."""
         self.picker.set_known_models(models)
+        self.advanced.refiner.set_known_models(models)
         self._follow_family()
         self._update_generate()
 

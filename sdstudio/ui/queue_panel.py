@@ -30,7 +30,12 @@ PROMPT_LENGTH = 80
 """Longer prompts are cut in the list (the tooltip has them whole)."""
 DOCK_HEIGHT = 150
 
-MODE_NAMES = {Mode.TXT2IMG: "txt2img", Mode.IMG2IMG: "img2img", Mode.INPAINT: "inpaint"}
+MODE_NAMES = {
+    Mode.TXT2IMG: "txt2img",
+    Mode.IMG2IMG: "img2img",
+    Mode.INPAINT: "inpaint",
+    Mode.UPSCALE: "upscale",
+}
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -82,7 +87,10 @@ class QueueModel(QAbstractListModel):
         request = job.request
         if role == Qt.ItemDataRole.DisplayRole:
             state = self._state(index.row())
-            return f"{short_prompt(request.prompt)}\n{state} · {describe_request(request)}"
+            title = short_prompt(request.prompt)
+            if request.mode is Mode.UPSCALE and request.upscale is not None:
+                title = f"Upscale with {request.upscale.upscaler} ×{request.upscale.scale:g}"
+            return f"{title}\n{state} · {describe_request(request)}"
         if role == Qt.ItemDataRole.ToolTipRole:
             negative = f"\nNegative: {request.negative_prompt}" if request.negative_prompt else ""
             return f"{request.prompt}{negative}\n{describe_request(request)}, {request.steps} steps"

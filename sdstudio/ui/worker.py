@@ -160,6 +160,7 @@ class GenerationWorker(QObject):
 
             quiet_third_party()
             from sdstudio.engine.devices import choose_device
+            from sdstudio.engine.face_detection import open_detector
             from sdstudio.engine.generation import Engine
             from sdstudio.engine.hashing import HashCache
             from sdstudio.engine.models.catalog import network_folders
@@ -181,6 +182,10 @@ class GenerationWorker(QObject):
                 vae_dirs=lambda: network_folders(paths, load_settings(paths), "vae"),
                 text_encoder_dirs=lambda: network_folders(
                     paths, load_settings(paths), "text_encoder"
+                ),
+                upscaler_dirs=lambda: network_folders(paths, load_settings(paths), "upscaler"),
+                detectors=lambda name: open_detector(
+                    name, network_folders(paths, load_settings(paths), "detector")
                 ),
             )
         return self._engine

@@ -27,6 +27,7 @@ from pathlib import Path
 from PIL.PngImagePlugin import PngInfo
 
 from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.metadata import upscale_names
 from sdstudio.engine.metadata.a1111 import (
     PARAMETERS_KEY,
     format_parameters,
@@ -158,18 +159,21 @@ _READERS: tuple[tuple[str, Callable[[Mapping[str, str], tuple[int, int]], Parsed
 
 
 def png_info(record: ImageRecord) -> PngInfo:
-    """The PNG text chunks for an image: A1111 ``parameters`` and the sdstudio record."""
+    """The PNG text chunks for an image: A1111 ``parameters`` (with ``postprocessing`` for
+    an image upscaled alone) and the sdstudio record."""
     info = PngInfo()
-    info.add_text(
-        PARAMETERS_KEY,
-        format_parameters(
-            record.request,
-            model_name=record.model_name,
-            model_hash=record.model_hash,
-            version=f"sdstudio {record.app_version}".strip(),
-            extra=record.extra,
-        ),
+    parameters = format_parameters(
+        record.request,
+        model_name=record.model_name,
+        model_hash=record.model_hash,
+        version=f"sdstudio {record.app_version}".strip(),
+        extra=record.extra,
     )
+    if parameters:  # an image upscaled from one without settings has none
+        info.add_text(PARAMETERS_KEY, parameters)
+    postprocessing = upscale_names.postprocessing_text(record.request)
+    if postprocessing:
+        info.add_text(upscale_names.POSTPROCESSING_KEY, postprocessing)
     info.add_text(RECORD_KEY, record.to_json())
     return info
 

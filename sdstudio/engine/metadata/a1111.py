@@ -20,7 +20,14 @@ from typing import Any
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata import hires_names, inpaint_names, names
+from sdstudio.engine.metadata import (
+    detailer_names,
+    hires_names,
+    inpaint_names,
+    names,
+    refiner_names,
+    upscale_names,
+)
 from sdstudio.engine.metadata.values import (
     Parsed,
     as_float,
@@ -93,6 +100,8 @@ def format_parameters(
     ``extra`` is an :attr:`ImageRecord.extra`; its ``loras`` and ``embeddings``
     become A1111's ``Lora hashes`` and ``TI hashes``, its ``vae`` ``VAE hash`` and ``VAE``.
     """
+    if request.mode is Mode.UPSCALE:  # A1111's Extras keep the source's parameters
+        return upscale_names.source_parameters(extra)
     vae = (extra or {}).get("vae")
     vae = vae if isinstance(vae, dict) else {}
     settings: list[tuple[str, object]] = [
@@ -123,6 +132,9 @@ def format_parameters(
     if request.clip_skip > 1:
         settings.append(("Clip skip", request.clip_skip))
     settings += hires_names.settings_written(request)
+    settings += upscale_names.settings_written(request)
+    settings += detailer_names.settings_written(request)
+    settings += refiner_names.settings_written(request, extra)
     settings += [
         ("Lora hashes", _hashes((extra or {}).get("loras"))),
         ("TI hashes", _hashes((extra or {}).get("embeddings"))),
@@ -183,9 +195,12 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     dropped or fixed by :func:`~sdstudio.engine.metadata.values.build_request`,
     and settings the text does not give are named in the notes. A hires fix
     (``Denoising strength`` with ``Hires upscale``, ``Hires upscaler``...) goes to
-    the request's ``hires`` (see :mod:`~sdstudio.engine.metadata.hires_names`).
+    the request's ``hires`` (see :mod:`~sdstudio.engine.metadata.hires_names`), an
+    ADetailer unit that finds faces to its ``detailer`` (see
+    :mod:`~sdstudio.engine.metadata.detailer_names`), ``Refiner`` and ``Refiner switch
+    at`` to its ``refiner`` (see :mod:`~sdstudio.engine.metadata.refiner_names`).
     ``Model hash`` goes to :attr:`Parsed.model_hash`; every other key no request
-    field takes (``Hires checkpoint``, ``ADetailer model``, ``Refiner``, ``Lora
+    field takes (``Hires checkpoint``, ``ADetailer model 2nd``, ``Lora
     hashes``, ...) to :attr:`Parsed.extras` with its value as written. Raises
     :class:`InvalidRequest` when the text is not in this format: JSON, or a
     last line without at least two of Steps, Sampler, CFG scale, Seed and Size.
@@ -198,7 +213,10 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         raise InvalidRequest("The parameters text holds no generation settings.")
     # With a hires pass, the denoising strength is the second pass's, not an img2img strength.
     hires = hires_names.read(s)
-    used = set(_APPLIED) | set(hires.used)
+    detail = detailer_names.read(s)
+    used = set(_APPLIED) | set(hires.used) | set(detail.used)
+    refiner = refiner_names.read(s, hires=hires.on)
+    used |= refiner.used
     if any(key.startswith("hires ") for key in s) and not hires.on:
         used.discard("denoising strength")  # kept with the hires settings it belongs to
     strength_read = "denoising strength" in used and not hires.on
@@ -243,7 +261,8 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         extras=_extras(parts.settings, used),
     )
     parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
-    parsed = hires.apply(inpaint.apply(parsed))
+    parsed = detail.apply(hires.apply(inpaint.apply(parsed)))
+    parsed = refiner.apply(parsed)
     if "distilled cfg scale" in used and distilled is not None:
         parsed = dataclasses.replace(
             parsed,

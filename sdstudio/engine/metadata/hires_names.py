@@ -8,7 +8,8 @@ Its reader turns the hires fix on when the text has ``Denoising strength`` and o
 ``Hires upscale``, ``Hires upscaler`` and ``Hires resize``, taking its defaults for
 what is missing (upscale 2, upscaler ``Latent``, steps 0); a value equal to the first
 pass's means "the same" (``Use same sampler``). ``Hires resize`` with one side 0 keeps
-the first pass's shape. The upscaler ``None`` is a plain Lanczos resize.
+the first pass's shape. The upscaler ``None`` is a plain Lanczos resize; an upscaler
+model file is written as A1111 names it, by its file's stem (``4x-UltraSharp``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.hires_settings import (
     DEFAULT_UPSCALER,
-    IMAGE_UPSCALERS,
-    LATENT_UPSCALERS,
     MAX_HIRES_SCALE,
     HiresFix,
     builtin_upscaler,
@@ -31,6 +30,7 @@ from sdstudio.engine.hires_settings import (
 from sdstudio.engine.metadata import names
 from sdstudio.engine.metadata.values import MAX_GUIDANCE, Parsed, as_float, as_int
 from sdstudio.engine.request import MAX_STEPS, GenerationRequest, Mode
+from sdstudio.engine.upscaler_files import display_name
 
 DENOISING = "denoising strength"
 _SWITCHES = ("hires upscale", "hires upscaler", "hires resize")
@@ -83,7 +83,7 @@ def settings_written(request: GenerationRequest) -> list[tuple[str, object]]:
         settings.append(("Hires upscale", f"{hires.scale:g}"))
     if hires.steps:
         settings.append(("Hires steps", hires.steps))
-    settings.append(("Hires upscaler", hires.upscaler))
+    settings.append(("Hires upscaler", display_name(hires.upscaler)))
     return settings
 
 
@@ -194,17 +194,15 @@ def read(settings: Mapping[str, str]) -> HiresRead:
 
 
 def upscaler_name(written: str) -> tuple[str, str | None]:
-    """An upscaler as sdstudio keeps it, and a note when it is not built in."""
+    """An upscaler as sdstudio keeps it, and a note when it is read as another.
+
+    Built-in names are spelt as A1111 spells them; any other name is an upscaler file's
+    (``4x-UltraSharp``, or A1111's ``R-ESRGAN 4x+``), kept as written and found in the
+    upscaler folders when the image is generated again.
+    """
     if written.casefold() == "none":  # A1111's "None": a Lanczos resize alone
         return "Lanczos", "Hires upscaler 'None' (a plain resize in A1111) is read as Lanczos."
-    found = builtin_upscaler(written)
-    if found is not None:
-        return found, None
-    built_in = ", ".join((*LATENT_UPSCALERS, *IMAGE_UPSCALERS))
-    return written, (
-        f"sdstudio has no hires upscaler {written} (it has {built_in}); choose one before "
-        "generating."
-    )
+    return builtin_upscaler(written) or written, None
 
 
 def comfyui_upscaler(method: str, latent: bool) -> str | None:

@@ -33,9 +33,11 @@ class ModelEntry:
 
     name: str
     kind: str
-    """``checkpoint``, ``lora``, ``embedding``, ``vae`` or ``text_encoder``."""
+    """``checkpoint``, ``lora``, ``embedding``, ``vae``, ``text_encoder``, ``upscaler`` or
+    ``detector`` (the detailer's face detectors)."""
     format: str
-    """``diffusers``, ``safetensors``, ``gguf``, ``ckpt``, ``pt`` or ``bin``."""
+    """``diffusers``, ``safetensors``, ``gguf``, ``ckpt``, ``pt``, ``pth`` (upscalers),
+    ``onnx`` (detectors) or ``bin``."""
     path: str
     size_bytes: int
     source: str
@@ -102,7 +104,8 @@ def list_models(
 
 
 def network_folders(paths: AppPaths, settings: Settings, kind: str) -> list[Path]:
-    """The folders to search for models of ``kind`` (``lora``, ``embedding`` or ``vae``).
+    """The folders to search for models of ``kind`` (``lora``, ``embedding``, ``vae``,
+    ``text_encoder``, ``upscaler`` or ``detector``).
 
     A tool's root gives its own folders of that kind; the app's models folder
     and plain user folders are given whole (their files are of mixed kinds).
@@ -253,12 +256,14 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
 
     A safetensors header is read once here and gives the kind and the family.
     """
-    file_format = layouts.FORMATS.get(path.suffix.lower())
-    if file_format is None:
-        return
     plain = source in ("app", "folder")
     if plain:
         kind = layouts.kind_from_path(path, root, kind)
+    formats = layouts.UPSCALER_FORMATS if kind == "upscaler" else layouts.FORMATS
+    formats = layouts.DETECTOR_FORMATS if kind == "detector" else formats
+    file_format = formats.get(path.suffix.lower())
+    if file_format is None:
+        return
     family = ("unknown", "Unknown")
     part = None
     try:
@@ -268,7 +273,7 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
             if plain and kind == "checkpoint":
                 kind = layouts.kind_from_header(header, kind)
             family = _file_family(path, kind, header, data_size)
-        if file_format == "safetensors" and family[0] == "unknown":
+        if file_format == "safetensors" and family[0] == "unknown" and kind != "upscaler":
             part = _part_entry(path, identify_header(header, data_size))
         elif file_format == "gguf":
             part = _part_entry(path, identify_part_quietly(path))
@@ -307,7 +312,7 @@ def _file_family(path: Path, kind: str, header: dict[str, Any], data_size: int) 
     """A safetensors file's family from its parsed header (never reading the file again)."""
     if kind in ("lora", "embedding"):
         return layouts.network_family(header)
-    if kind == "vae":
+    if kind in ("vae", "upscaler"):
         return "unknown", "Unknown"
     try:
         from sdstudio.engine.models.families import (

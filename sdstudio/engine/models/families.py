@@ -50,8 +50,9 @@ class Family(StrEnum):
     UNKNOWN = "unknown"
 
 
-LOADABLE_FAMILIES = (Family.SD1, Family.SD2, Family.SDXL)
-"""The families whose single-file checkpoints load (with the configs shipped)."""
+LOADABLE_FAMILIES = (Family.SD1, Family.SD2, Family.SDXL, Family.SDXL_REFINER)
+"""The families whose single-file checkpoints load (with the configs shipped); an SDXL
+refiner loads only as a refiner."""
 _LABELS = {
     Family.SD1: "SD 1.x",
     Family.SD2: "SD 2.x",
@@ -172,9 +173,15 @@ def detect_folder_family(folder: Path) -> ModelInfo:
             family = Family.UNKNOWN
     if family is Family.UNKNOWN and "text_encoder" in index and "text_encoder_2" not in index:
         family = Family.SD1  # small or custom SD 1.x-style folders (other text widths)
-    if family is Family.SDXL and "text_encoder" not in index:
-        family = Family.SDXL_REFINER
+    if family is Family.SDXL and not _has_component(index, "text_encoder"):
+        family = Family.SDXL_REFINER  # the refiner's index lists its first encoder as null
     return ModelInfo(family, unet.get("in_channels") == 9, prediction)
+
+
+def _has_component(index: Mapping[str, object], name: str) -> bool:
+    """Whether a ``model_index.json`` names a component (``[null, null]`` names none)."""
+    value = index.get(name)
+    return isinstance(value, list) and bool(value) and value[0] is not None
 
 
 def _variant(family: Family, folder: Path) -> str:

@@ -23,6 +23,21 @@ FORMATS = {
 }
 """Model file suffixes and their format names."""
 
+UPSCALER_FORMATS = {**FORMATS, ".pth": "pth"}
+"""Upscaler file suffixes (A1111 and ComfyUI keep ESRGAN models as ``.pth``)."""
+
+UPSCALER_FOLDER_NAMES = frozenset(
+    {"upscalers", "upscale_models", "esrgan", "realesrgan", "swinir", "dat", "hat", "scunet"}
+)
+"""Sub-folder names that hold upscaler files (sdstudio's, ComfyUI's and A1111's)."""
+
+DETECTOR_FORMATS = {".onnx": "onnx", ".pt": "pt", ".pth": "pth"}
+"""Detector file suffixes: OpenCV's YuNet ONNX files, and ADetailer's YOLO files (listed
+to be told apart: they cannot be used)."""
+
+DETECTOR_FOLDER_NAMES = frozenset({"detectors", "adetailer"})
+"""Sub-folder names that hold face detectors (sdstudio's, A1111's for ADetailer)."""
+
 A1111_FOLDERS = (
     ("models/Stable-diffusion", "checkpoint"),
     ("models/Lora", "lora"),
@@ -31,9 +46,16 @@ A1111_FOLDERS = (
     ("models/embeddings", "embedding"),
     ("models/VAE", "vae"),
     ("models/text_encoder", "text_encoder"),
+    ("models/ESRGAN", "upscaler"),
+    ("models/RealESRGAN", "upscaler"),
+    ("models/SwinIR", "upscaler"),
+    ("models/DAT", "upscaler"),
+    ("models/HAT", "upscaler"),
+    ("models/ScuNET", "upscaler"),
+    ("models/adetailer", "detector"),
 )
 """AUTOMATIC1111, Forge and SD.Next, relative to the tool's root (Forge keeps Flux's
-text encoders in ``models/text_encoder``)."""
+text encoders in ``models/text_encoder``; upscalers are in a folder per architecture)."""
 
 COMFYUI_FOLDERS = (
     ("models/checkpoints", "checkpoint"),
@@ -45,13 +67,15 @@ COMFYUI_FOLDERS = (
     ("models/unet", "checkpoint"),
     ("models/text_encoders", "text_encoder"),
     ("models/clip", "text_encoder"),
+    ("models/upscale_models", "upscaler"),
 )
 """ComfyUI, relative to its root: transformers kept alone (``diffusion_models``, older
 ``unet``) are models to choose; their text encoders (``text_encoders``, older ``clip``)
 and VAEs are parts."""
 
 INVOKEAI_BASES = ("sd-1", "sd-2", "sdxl", "sdxl-refiner", "sd-3", "flux", "any")
-"""InvokeAI 3/4 keep models in ``models/<base>/<type>/<name>``."""
+"""InvokeAI 3 to 5 keep models in ``models/<base>/<type>/<name>`` (upscalers in
+``models/any/spandrel_image_to_image``)."""
 
 INVOKEAI_TYPES = {
     "main": "checkpoint",
@@ -61,6 +85,7 @@ INVOKEAI_TYPES = {
     "t5_encoder": "text_encoder",
     "clip_embed": "text_encoder",
     "qwen3_encoder": "text_encoder",
+    "spandrel_image_to_image": "upscaler",
 }
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -124,6 +149,10 @@ def kind_from_path(path: Path, root: Path, default: str) -> str:
         return "vae"
     if parts & {"text_encoders", "text_encoder", "clip"}:
         return "text_encoder"
+    if parts & UPSCALER_FOLDER_NAMES:
+        return "upscaler"
+    if parts & DETECTOR_FOLDER_NAMES:
+        return "detector"
     return default
 
 

@@ -283,6 +283,8 @@ def shipped_tokenizers(info: ModelInfo) -> dict[str, Any]:
     open_clip = CLIPTokenizer.from_pretrained(vocab, pad_token="!")
     if info.family is Family.SD2:
         return {"tokenizer": open_clip}
+    if info.family is Family.SDXL_REFINER:  # the refiner has only SDXL's second encoder
+        return {"tokenizer_2": open_clip}
     return {"tokenizer": CLIPTokenizer.from_pretrained(vocab), "tokenizer_2": open_clip}
 
 
@@ -290,7 +292,9 @@ def pipeline_class(info: ModelInfo) -> Any:
     """The diffusers pipeline class for a model family."""
     import diffusers
 
-    if info.family is Family.SDXL:
+    if info.family is Family.SDXL_REFINER:  # it only ever finishes other images
+        name = "StableDiffusionXLImg2ImgPipeline"
+    elif info.family is Family.SDXL:
         name = (
             "StableDiffusionXLInpaintPipeline" if info.inpainting else "StableDiffusionXLPipeline"
         )
@@ -303,7 +307,7 @@ def _from_single_file(
     path: Path, config: Path, info: ModelInfo, dtype: Any, *, tokenizers: dict[str, Any]
 ) -> Any:
     options: dict[str, Any] = {"config": str(config), "dtype": dtype, "local_files_only": True}
-    if info.family is not Family.SDXL:
+    if info.family not in (Family.SDXL, Family.SDXL_REFINER):
         options.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     return pipeline_class(info).from_single_file(str(path), **options, **tokenizers)
 
