@@ -3,14 +3,15 @@
 The engine reports every denoising step with a cheap preview, stops within
 one step when cancelled from another thread (skipping the VAE decode), and
 hands back each image with the record that re-creates it. It writes nothing;
-:mod:`sdstudio.engine.outputs` does.
+:mod:`sdstudio.engine.outputs` does. The passes after the first (hires fix, detailer,
+SD upscale) are in :mod:`~sdstudio.engine.later_passes`; what every pass does with a
+pipeline, in :mod:`~sdstudio.engine.pipeline_calls`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,13 +22,13 @@ from PIL import Image
 
 import sdstudio
 from sdstudio.engine import hires as hires_fix
-from sdstudio.engine import prompt_embeds, samplers
-from sdstudio.engine.detailer import DetailPass, check_detailer
-from sdstudio.engine.errors import GenerationCancelled, InvalidRequest, OutOfMemory, SdStudioError
-from sdstudio.engine.face_detection import FaceDetector, OpenDetector, open_detector
-from sdstudio.engine.families import Prompting
-from sdstudio.engine.family_settings import check_family_settings, plain_arguments
+from sdstudio.engine import samplers
+from sdstudio.engine.detailer import check_detailer
+from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.face_detection import OpenDetector, open_detector
+from sdstudio.engine.family_settings import check_family_settings
 from sdstudio.engine.inputs import Inputs, prepare_inputs
+from sdstudio.engine.later_passes import HiresStage, LaterPasses
 from sdstudio.engine.metadata.record import ImageRecord
 from sdstudio.engine.mode_arguments import mode_arguments, takes_size
 from sdstudio.engine.models.split_layout import (
@@ -37,7 +38,7 @@ from sdstudio.engine.models.split_layout import (
     recorded_names,
     transformer_part,
 )
-from sdstudio.engine.networks import ActiveNetworks, Networks, strip_notice
+from sdstudio.engine.networks import ActiveNetworks, Networks
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.progress import CancelToken, Progress, StepReporter
 from sdstudio.engine.refiner import RefinerStage
@@ -57,15 +58,7 @@ class GeneratedImage:
     record: ImageRecord
 
 
-@dataclass(frozen=True, slots=True)
-class _Hires:
-    """A request's hires pass on the loaded model, with the pipeline it runs on."""
-
-    plan: hires_fix.HiresPass
-    pipe: Any
-
-
-class Engine:
+class Engine(LaterPasses):
     """Turns requests into images with the pipelines of a :class:`PipelineManager`."""
 
     def __init__(
@@ -127,7 +120,8 @@ class Engine:
         request.check_prompts()
         cancel = cancel or CancelToken()
         if request.mode is Mode.UPSCALE:
-            yield self._upscale_only(request.with_seed_resolved(), on_progress, on_status, cancel)
+            only = self._upscale_only(request.with_seed_resolved(), on_progress, on_status, cancel)
+            yield GeneratedImage(*only)
             return
         self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()
@@ -181,32 +175,6 @@ class Engine:
             )
             yield GeneratedImage(image, record)
 
-    def _upscale_only(
-        self,
-        request: GenerationRequest,
-        on_progress: Callable[[Progress], None] | None,
-        on_status: Callable[[str], None] | None,
-        cancel: CancelToken,
-    ) -> GeneratedImage:
-        """An ``upscale`` job: no model is loaded (see :mod:`sdstudio.engine.upscale_job`)."""
-        from sdstudio.engine.upscale_job import UpscaleContext, run_upscale
-
-        context = UpscaleContext(
-            self.inputs_dir, self.upscaler_dirs, self.pipelines.device.device, self.upscalers()
-        )
-        image, record = run_upscale(
-            request, context, on_progress=on_progress, on_status=on_status, cancel=cancel
-        )
-        return GeneratedImage(image, record)
-
-    def upscalers(self) -> Any:
-        """The upscaler cache, made on first use."""
-        if self.upscaler_cache is None:
-            from sdstudio.engine.upscalers import UpscalerCache
-
-            self.upscaler_cache = UpscalerCache()
-        return self.upscaler_cache
-
     def _complete_split(
         self, request: GenerationRequest, on_status: Callable[[str], None] | None
     ) -> tuple[GenerationRequest, SplitModel | None]:
@@ -239,93 +207,13 @@ class Engine:
         folders = self.vae_dirs() if self.vae_dirs is not None else ()
         return find_vae(value, folders)
 
-    def _hires(
-        self,
-        request: GenerationRequest,
-        pipe: Any,
-        vae: Path | None,
-        split: SplitModel | None,
-        on_status: Callable[[str], None] | None,
-    ) -> _Hires | None:
-        """Switch on the LoRAs and embeddings, and plan the hires pass, if any, on the
-        image-to-image pipeline that shares the model's weights.
-
-        :attr:`_active` is left naming the networks of both passes, for the records.
-        """
-        first = (request.prompt, request.negative_prompt)
-        self._active = self._apply_networks(pipe, *first, on_status)
-        model = self.pipelines.model
-        assert model is not None
-        folders = self.upscaler_dirs() if self.upscaler_dirs else ()
-        plan = hires_fix.plan_hires(request, model.family, model.inpainting, folders)
-        if plan is None:
-            return None
-        hires_pipe = self.pipelines.pipeline(
-            request.model, Mode.IMG2IMG, on_status, vae=vae, split=split
-        )
-        if plan.own_prompts:
-            second = self._apply_networks(hires_pipe, plan.prompt, plan.negative_prompt, on_status)
-            self._active = hires_fix.both_passes(self._active, second)
-        return _Hires(plan, hires_pipe)
-
-    def _detail_pass(
-        self,
-        request: GenerationRequest,
-        first: Any,
-        detector: FaceDetector | None,
-        vae: Path | None,
-        split: SplitModel | None,
-        on_status: Callable[[str], None] | None,
-    ) -> DetailPass | None:
-        """The detail pass, if any, on the inpainting pipeline that shares the model's
-        weights (see :mod:`sdstudio.engine.detailer`); :attr:`_active` is left naming
-        the networks its prompts add, for the records."""
-        if detector is None:
-            return None
-        pipe = self.pipelines.pipeline(request.model, Mode.INPAINT, on_status, vae=vae, split=split)
-        model = self.pipelines.model
-        assert model is not None
-        detail = DetailPass(
-            request,
-            detector,
-            pipe,
-            model.family,
-            self.pipelines.scheduler_config,
-            prompts=lambda text, negative: self._prompt_arguments(pipe, text, negative, request),
-            call=lambda kwargs, width, height: self._call(pipe, kwargs, width, height),
-            networks=lambda text, negative: self._apply_networks(pipe, text, negative),
-        )
-        detail.switched = request.hires is not None  # a hires pass may have its own networks
-        for prompts in detail.own_prompts:
-            own = self._apply_networks(pipe, *prompts, on_status)
-            self._active = hires_fix.both_passes(self._active, own)
-        if detail.own_prompts:
-            self._apply_networks(first, request.prompt, request.negative_prompt)
-        return detail
-
-    def _apply_networks(
-        self,
-        pipe: Any,
-        prompt: str,
-        negative_prompt: str,
-        on_status: Callable[[str], None] | None = None,
-    ) -> ActiveNetworks:
-        """Switch on the LoRAs and embeddings the prompts name (none: the bare model)."""
-        self._prompt_cache = None  # text-encoder LoRAs change the embeddings
-        if self.networks is None:
-            notice = strip_notice(prompt, negative_prompt)
-            if notice and on_status:
-                on_status(notice)
-            return ActiveNetworks()
-        return self.networks.apply(pipe, prompt, negative_prompt, on_status)
-
     def _run_one(
         self,
         pipe: Any,
         inputs: Inputs,
         seed: int,
         steps: StepReporter,
-        hires: _Hires | None,
+        hires: HiresStage | None,
         on_status: Callable[[str], None] | None,
     ) -> Image.Image:
         import torch
@@ -382,142 +270,6 @@ class Engine:
             image: Image.Image = output[0]
             return inputs.finish(image)
         return self._hires_pass(hires, output, request, seed, steps, on_status)
-
-    def _hires_pass(
-        self,
-        hires: _Hires,
-        output: Any,
-        request: GenerationRequest,
-        seed: int,
-        steps: StepReporter,
-        on_status: Callable[[str], None] | None,
-    ) -> Image.Image:
-        """Upscale the first pass's output (latents or images) and repaint it."""
-        import torch
-
-        plan, pipe = hires.plan, hires.pipe
-        model = self.pipelines.model
-        assert model is not None
-        if on_status:
-            on_status(plan.status())
-        start = hires_fix.start(
-            pipe,
-            plan,
-            output,
-            request.width,
-            request.height,
-            upscalers=self.upscalers(),
-            device=self.pipelines.device.device,
-            on_status=on_status,
-            cancel=steps.cancel_token,
-        )
-        steps.raise_if_cancelled()
-        if plan.own_prompts:
-            self._apply_networks(pipe, plan.prompt, plan.negative_prompt)
-        pipe.scheduler = samplers.make_scheduler(
-            plan.sampler, plan.schedule, self.pipelines.scheduler_config, seed=seed
-        )
-        kwargs: dict[str, Any] = {
-            **self._prompt_arguments(pipe, plan.prompt, plan.negative_prompt, request),
-            **model.family.guidance_arguments(
-                pipe, plan.guidance_scale, request.distilled_guidance
-            ),
-            "generator": torch.Generator("cpu").manual_seed(seed),
-            "callback_on_step_end": steps.callback(plan.width, plan.height, hires=True),
-            "output_type": "pil",
-            **hires_fix.pass_arguments(
-                plan, start, inpainting=model.inpainting, sized=takes_size(pipe)
-            ),
-        }
-        result = self._call(pipe, kwargs, plan.width, plan.height)
-        image: Image.Image = result.images[0]
-        return image
-
-    def _sd_upscale(
-        self,
-        pipe: Any,
-        kwargs: dict[str, Any],
-        inputs: Inputs,
-        seed: int,
-        steps: StepReporter,
-        on_status: Callable[[str], None] | None,
-    ) -> Image.Image:
-        """Upscale the source, then repaint it tile by tile (see :mod:`.sd_upscale`)."""
-        from sdstudio.engine import sd_upscale
-        from sdstudio.engine.upscalers import upscale_image
-
-        settings = inputs.request.upscale
-        assert settings is not None and inputs.image is not None
-        if on_status:
-            on_status(f"SD upscale: upscaling the source by {settings.scale:g}…")
-        upscaled = upscale_image(
-            inputs.image,
-            settings.upscaler,
-            settings.scale,
-            folders=list(self.upscaler_dirs()) if self.upscaler_dirs else [],
-            device=self.pipelines.device.device,
-            tile=settings.tile,
-            cancel=steps.cancel_token,
-            cache=self.upscalers(),
-        )
-        run = sd_upscale.TilePass(inputs.request, kwargs, seed, steps)
-        return run.repaint(upscaled, lambda a, w, h: self._call(pipe, a, w, h).images[0], on_status)
-
-    def _call(self, pipe: Any, kwargs: dict[str, Any], width: int, height: int) -> Any:
-        """Run a pipeline; running out of memory raises :class:`OutOfMemory`."""
-        import torch
-
-        try:
-            return pipe(**kwargs)
-        except (GenerationCancelled, SdStudioError):
-            raise
-        except torch.OutOfMemoryError:
-            self._recover_memory()
-            raise OutOfMemory(
-                f"The {self.pipelines.device.device.upper()} device ran out of memory at "
-                f"{width}x{height}; try a smaller size."
-            ) from None
-        except RuntimeError as error:
-            if "out of memory" in str(error).lower():
-                self._recover_memory()
-                raise OutOfMemory(f"Out of memory: {error}.") from None
-            raise
-
-    def _prompt_arguments(
-        self, pipe: Any, prompt: str, negative_prompt: str, request: GenerationRequest
-    ) -> dict[str, Any]:
-        """The prompts as text, or as A1111-style embeddings when the text needs them.
-
-        Plain prompts go in as text, so their images stay what they were;
-        emphasis, BREAK, prompts over 75 tokens and clip skip take embeddings
-        (see :mod:`sdstudio.engine.prompt_embeds`).
-        """
-        key = (prompt, negative_prompt, request.clip_skip, self._active.signature)
-        model = self.pipelines.model
-        if model is not None and model.family.prompting is Prompting.PLAIN:
-            return plain_arguments(model.family, prompt, negative_prompt)
-        encoder = getattr(pipe, "text_encoder", None)
-        cached = self._prompt_cache
-        if cached is not None and encoder is not None:
-            cached_key, cached_encoder, cached_arguments = cached
-            if cached_key == key and cached_encoder() is encoder:
-                return cached_arguments
-        arguments = prompt_embeds.prompt_arguments(pipe, prompt, negative_prompt, request.clip_skip)
-        if encoder is not None:
-            self._prompt_cache = (key, weakref.ref(encoder), arguments)
-        return arguments
-
-    def _recover_memory(self) -> None:
-        import gc
-
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - best effort only
-            log.debug("Could not empty the device cache", exc_info=True)
 
 
 def initial_noise(pipe: Any, width: int, height: int, generator: Any) -> Any | None:

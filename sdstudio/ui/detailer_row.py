@@ -16,14 +16,13 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
     QFormLayout,
-    QHBoxLayout,
     QPlainTextEdit,
-    QVBoxLayout,
     QWidget,
 )
 
 from sdstudio.engine.detailer_settings import DEFAULT_DETECTOR, Detailer
 from sdstudio.ui.hires_rows import FoldButton
+from sdstudio.ui.setting_rows import switched_section
 
 SWITCH_TIP = (
     "After the image is made, find the faces and repaint each at full resolution "
@@ -64,16 +63,7 @@ class DetailerRow(QWidget):
         form.addRow("Negative", self.negative)
         form.addRow("Denoising", self.denoise)
 
-        header = QHBoxLayout()
-        header.setContentsMargins(0, 0, 0, 0)
-        header.addWidget(self.toggle)
-        header.addWidget(self.switch)
-        header.addStretch(1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addLayout(header)
-        layout.addWidget(self.body)
+        switched_section(self, self.toggle, self.switch, self.body)
 
         self.switch.toggled.connect(self._update)
         self.denoise.valueChanged.connect(self._update)

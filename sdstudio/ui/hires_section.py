@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -31,7 +30,7 @@ from sdstudio.engine.hires_settings import (
 )
 from sdstudio.engine.request import MAX_SIZE, MAX_STEPS, MIN_SIZE
 from sdstudio.ui.hires_rows import SAME, FoldButton, HiresSamplerRow, narrow
-from sdstudio.ui.setting_rows import SizeRow
+from sdstudio.ui.setting_rows import SizeRow, switched_section
 
 UPSCALE_BY, RESIZE_TO = "Upscale by", "Resize to"
 SWITCH_TIP = "Make the image in two passes: the second upscales the first and repaints it"
@@ -129,16 +128,7 @@ class HiresSection(QWidget):
         form.addRow(self.more_toggle)
         form.addRow(self.more)
 
-        header = QHBoxLayout()
-        header.setContentsMargins(0, 0, 0, 0)
-        header.addWidget(self.toggle)
-        header.addWidget(self.switch)
-        header.addStretch(1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addLayout(header)
-        layout.addWidget(self.body)
+        switched_section(self, self.toggle, self.switch, self.body)
 
         self.mode.currentIndexChanged.connect(self._on_mode_changed)
         for box in (self.scale, self.denoise, self.cfg):

@@ -25,12 +25,12 @@ from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.history.library import ImageLibrary
 from sdstudio.engine.images import input_path, open_image
 from sdstudio.engine.metadata import ImageSettings, read_image_settings
-from sdstudio.engine.models.catalog import ModelEntry
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.ui.canvas import Canvas
 from sdstudio.ui.controller import GenerationController
 from sdstudio.ui.edit_toolbar import EditToolbar
+from sdstudio.ui.found_models import offer_found_models
 from sdstudio.ui.gallery import GalleryPanel
 from sdstudio.ui.history_actions import HistoryActions
 from sdstudio.ui.image_settings import PanelChoices, settings_details, settings_to_load
@@ -328,26 +328,8 @@ class MainWindow(QMainWindow):
         self.history_actions.show_entry(entry)
 
     def show_models(self, entries: list) -> None:
-        """Offer the models, LoRAs, embeddings and VAEs found on disk in the prompt panel."""
-
-        def describe(e: ModelEntry) -> str:
-            return f"{e.family_label} · {e.format} · {e.source}"
-
-        def of_kind(kind: str) -> list[ModelEntry]:
-            return [e for e in entries if e.kind == kind]
-
-        self.panel.set_known_models(
-            [(e.name, e.path, e.family, describe(e)) for e in of_kind("checkpoint")]
-        )
-        self.panel.set_networks(
-            [(e.name, e.path, e.family, e.family_label) for e in of_kind("lora")],
-            [(e.name, e.path, e.family, e.family_label) for e in of_kind("embedding")],
-            [(e.name, e.path, describe(e), e.family) for e in of_kind("vae")],
-            [(e.name, e.path, e.family, e.family_label) for e in of_kind("text_encoder")],
-        )
-        upscalers = of_kind("upscaler")
-        self.upscale_actions.upscalers = [(e.name, e.path) for e in upscalers]
-        self.panel.hires.set_upscalers([e.name for e in upscalers])
+        """Offer the models, LoRAs, embeddings, VAEs and upscalers found on disk."""
+        offer_found_models(self, entries)
         self._update_welcome(self.panel.model.currentText())
 
     def _on_source_changed(self) -> None:

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QSpinBox,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -210,3 +211,18 @@ def _narrow(combo: QComboBox) -> QComboBox:
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(6)
     return combo
+
+
+def switched_section(section: QWidget, toggle: QWidget, switch: QWidget, body: QWidget) -> None:
+    """Lay out a folding section that can be switched on: its folding header and its
+    on/off switch on one line, its settings under them."""
+    header = QHBoxLayout()
+    header.setContentsMargins(0, 0, 0, 0)
+    header.addWidget(toggle)
+    header.addWidget(switch)
+    header.addStretch(1)
+    layout = QVBoxLayout(section)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.setSpacing(2)
+    layout.addLayout(header)
+    layout.addWidget(body)

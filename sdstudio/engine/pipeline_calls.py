@@ -1,0 +1,101 @@
+"""What every pass of a generation does with a pipeline: switch on the LoRAs and
+embeddings its prompts name, turn the prompts into the pipeline's arguments (once for
+a batch), and run it, turning running out of memory into :class:`OutOfMemory`."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from sdstudio.engine import prompt_embeds
+from sdstudio.engine.errors import GenerationCancelled, OutOfMemory, SdStudioError
+from sdstudio.engine.families import Prompting
+from sdstudio.engine.family_settings import plain_arguments
+from sdstudio.engine.networks import ActiveNetworks, Networks, strip_notice
+from sdstudio.engine.pipelines import PipelineManager
+from sdstudio.engine.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+class PipelineCalls:
+    """The engine's calls into its pipelines (a base of :class:`~.generation.Engine`)."""
+
+    pipelines: PipelineManager
+    networks: Networks | None
+    _prompt_cache: tuple[tuple[Any, ...], Any, dict[str, Any]] | None
+    _active: ActiveNetworks
+
+    def _apply_networks(
+        self,
+        pipe: Any,
+        prompt: str,
+        negative_prompt: str,
+        on_status: Callable[[str], None] | None = None,
+    ) -> ActiveNetworks:
+        """Switch on the LoRAs and embeddings the prompts name (none: the bare model)."""
+        self._prompt_cache = None  # text-encoder LoRAs change the embeddings
+        if self.networks is None:
+            notice = strip_notice(prompt, negative_prompt)
+            if notice and on_status:
+                on_status(notice)
+            return ActiveNetworks()
+        return self.networks.apply(pipe, prompt, negative_prompt, on_status)
+
+    def _call(self, pipe: Any, kwargs: dict[str, Any], width: int, height: int) -> Any:
+        """Run a pipeline; running out of memory raises :class:`OutOfMemory`."""
+        import torch
+
+        try:
+            return pipe(**kwargs)
+        except (GenerationCancelled, SdStudioError):
+            raise
+        except torch.OutOfMemoryError:
+            self._recover_memory()
+            raise OutOfMemory(
+                f"The {self.pipelines.device.device.upper()} device ran out of memory at "
+                f"{width}x{height}; try a smaller size."
+            ) from None
+        except RuntimeError as error:
+            if "out of memory" in str(error).lower():
+                self._recover_memory()
+                raise OutOfMemory(f"Out of memory: {error}.") from None
+            raise
+
+    def _prompt_arguments(
+        self, pipe: Any, prompt: str, negative_prompt: str, request: GenerationRequest
+    ) -> dict[str, Any]:
+        """The prompts as text, or as A1111-style embeddings when the text needs them.
+
+        Plain prompts go in as text, so their images stay what they were;
+        emphasis, BREAK, prompts over 75 tokens and clip skip take embeddings
+        (see :mod:`sdstudio.engine.prompt_embeds`).
+        """
+        key = (prompt, negative_prompt, request.clip_skip, self._active.signature)
+        model = self.pipelines.model
+        if model is not None and model.family.prompting is Prompting.PLAIN:
+            return plain_arguments(model.family, prompt, negative_prompt)
+        encoder = getattr(pipe, "text_encoder", None)
+        cached = self._prompt_cache
+        if cached is not None and encoder is not None:
+            cached_key, cached_encoder, cached_arguments = cached
+            if cached_key == key and cached_encoder() is encoder:
+                return cached_arguments
+        arguments = prompt_embeds.prompt_arguments(pipe, prompt, negative_prompt, request.clip_skip)
+        if encoder is not None:
+            self._prompt_cache = (key, weakref.ref(encoder), arguments)
+        return arguments
+
+    def _recover_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort only
+            log.debug("Could not empty the device cache", exc_info=True)
