@@ -63,9 +63,25 @@ def test_upscaling_a_gallery_image_adds_a_larger_history_image(
     qtbot.waitUntil(lambda: window.gallery.model.rowCount() >= 1, timeout=10_000)
     entry = window.gallery.model.entry_at(0)
     assert entry.request.mode is Mode.UPSCALE and entry.request.upscale == Upscale("Lanczos", 3.0)
+    assert window.gallery.model.data(window.gallery.model.index(0)) == "Upscaled with Lanczos"
     # From the gallery: the upscaled image upscaled again.
     monkeypatch.setattr(UpscaleDialog, "exec", accept)
     with qtbot.waitSignal(window.controller.finished, timeout=60_000) as finished:
         assert window.upscale_actions.upscale_entry(entry) is not None
     with Image.open(finished.args[1][0]) as image:
         assert image.size == (360, 270)
+
+
+def test_the_status_bar_counts_an_upscales_tiles(window) -> None:
+    from sdstudio.ui.controller import Job
+
+    status = window.progress_status
+    job = Job(
+        7, upscale_request(UpscaleChoice(Upscale("Lanczos", 2.0)), Path("/a.png"), (64, 64), None)
+    )
+    status.start(job)
+    status.step(7, 1, 4, 0, 1)
+    assert status.bar.format() == "tile 1/4"
+    status.start(Job(8, GenerationRequest(model="m", prompt="p")))
+    status.step(8, 1, 20, 0, 1)
+    assert status.bar.format() == "step 1/20"

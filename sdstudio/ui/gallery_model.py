@@ -88,7 +88,7 @@ class GalleryModel(QAbstractListModel):
         if role == ENTRY_ROLE:
             return entry
         if role == Qt.ItemDataRole.DisplayRole:
-            prompt = " ".join(entry.prompt.split())
+            prompt = " ".join(caption(entry).split())
             return prompt if len(prompt) <= DISPLAY_CHARS else prompt[: DISPLAY_CHARS - 1] + "…"
         if role == Qt.ItemDataRole.ToolTipRole:
             return tooltip(entry)
@@ -237,8 +237,18 @@ _ROLES = frozenset(
 )
 
 
+def caption(entry: HistoryEntry) -> str:
+    """What a tile says: the prompt, or for an image upscaled alone, which upscaler made it."""
+    if entry.mode == "upscale":
+        return f"Upscaled with {entry.model_name}" if entry.model_name else "Upscaled"
+    return entry.prompt
+
+
 def tooltip(entry: HistoryEntry) -> str:
     """The hover text of an entry: prompt, seed, model, size and date."""
+    if entry.mode == "upscale":
+        when = entry.created[:19].replace("T", " ")
+        return f"{caption(entry)}, {entry.width}×{entry.height}\n{when}"
     return (
         f"{entry.prompt}\n\nSeed {entry.seed} · {entry.model_name} · "
         f"{entry.width}×{entry.height}\n{entry.created[:19].replace('T', ' ')}"

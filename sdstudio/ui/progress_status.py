@@ -120,7 +120,8 @@ class ProgressStatus(QObject):
         self.bar.setRange(0, total)
         self.bar.setValue(step)
         prefix = f"image {index + 1}/{batch} · " if batch > 1 else ""
-        self.bar.setFormat(f"{prefix}step {step}/{total}")
+        upscaling = self._request is not None and self._request.mode is Mode.UPSCALE
+        self.bar.setFormat(f"{prefix}{'tile' if upscaling else 'step'} {step}/{total}")
         self._steps_left = (total - step) + (batch - index - 1) * total
         self._show_time_left()
 
