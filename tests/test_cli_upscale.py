@@ -96,3 +96,26 @@ def test_what_cannot_be_upscaled_is_refused_clearly(
     big = _source(tmp_path / "big.png", (4096, 64))
     code, events = run_cli(capsys, "upscale", str(big), "--scale", "8", "--json")
     assert code == 1 and "smaller scale" in events[-1]["message"]
+
+
+def test_generate_sd_upscales_an_init_image_in_tiles(
+    capsys: pytest.CaptureFixture[str], tiny_model: Path, tmp_path: Path
+) -> None:
+    source = _source(tmp_path / "small.png", (48, 40))
+    common = ["generate", "--model", str(tiny_model), "--prompt", "a harbour", "--json"]
+    code, events = run_cli(
+        capsys, *common, "--init-image", str(source), "--sd-upscale", "2",
+        "--width", "64", "--height", "64", "--steps", "2", "--strength", "0.5",
+        "--sd-upscale-overlap", "16", "--seed", "4", "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 0, events
+    (path,) = [e["path"] for e in events if e["event"] == "image"]
+    with Image.open(path) as image:
+        assert image.size == (96, 80)
+        parameters = image.text["parameters"]  # type: ignore[attr-defined]
+    assert "SD upscale overlap: 16" in parameters and "SD upscale upscaler: Lanczos" in parameters
+    assert "Size: 64x64" in parameters  # the tiles' size, as A1111 writes it
+    code, events = run_cli(capsys, *common, "--sd-upscale-overlap", "8")
+    assert code == 1 and "need --sd-upscale" in events[-1]["message"]
+    code, events = run_cli(capsys, *common, "--sd-upscale", "2")
+    assert code == 1 and "--init-image" in events[-1]["message"]

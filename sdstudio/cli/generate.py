@@ -25,6 +25,7 @@ from sdstudio.cli.recorded import Recorded, recorded_model, recorded_vae
 from sdstudio.cli.refiner_options import add_refiner_options, refiner_options, rerun_refiner
 from sdstudio.cli.report import Reporter
 from sdstudio.cli.source_options import add_source_options, source_options
+from sdstudio.cli.upscale import add_sd_upscale_options, sd_upscale_option
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.models.lookup import ModelFinder, is_inside
 from sdstudio.engine.models.part_folders import file_names
@@ -69,6 +70,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     generate.add_argument("--mask", default=None, help="white = repaint (inpainting)")
     add_source_options(generate)
     add_hires_options(generate)
+    add_sd_upscale_options(generate)
     add_detail_options(generate)
     add_refiner_options(generate)
     generate.add_argument(
@@ -157,12 +159,16 @@ def _request_from_arguments(
     source_options(args)  # refused before a model is loaded
     hires = hires_options(args)
     detailer = detail_options(args)
+    sd_upscale = sd_upscale_option(args)
     mode = Mode.TXT2IMG
     init_size = None
     if args.init_image:
         mode = Mode.INPAINT if args.mask else Mode.IMG2IMG
         init_size = open_image(args.init_image, what="init image").size
-    chosen = settings_for(args, model, with_size=init_size is None)
+    # SD upscale's size is that of its tiles: the model's own unless given.
+    chosen = settings_for(args, model, with_size=init_size is None or sd_upscale is not None)
+    if sd_upscale is not None:
+        init_size = None
     width, height = chosen.width, chosen.height
     if init_size is not None:
         width = init_size[0] if width is None else width
@@ -191,6 +197,7 @@ def _request_from_arguments(
         text_encoders=_text_encoder_arguments(args.text_encoder),
         hires=hires,
         detailer=detailer,
+        upscale=sd_upscale,
         **source_options(args),
     )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdstudio.engine.request import GenerationRequest, Mode
-from sdstudio.engine.upscale_settings import DEFAULT_TILE, MAX_UPSCALE, Upscale
+from sdstudio.engine.upscale_settings import DEFAULT_OVERLAP, DEFAULT_TILE, MAX_UPSCALE, Upscale
 
 if TYPE_CHECKING:
     from sdstudio.cli import Context
@@ -67,3 +67,45 @@ def run_upscale(args: argparse.Namespace, context: Context) -> int:
 
     args.precision, args.config = "auto", None  # the run options generate has
     return run_request(upscale_request(args), args, context)
+
+
+def add_sd_upscale_options(parser: argparse.ArgumentParser) -> None:
+    """``generate``'s SD upscale: the init image upscaled, then repainted in tiles of
+    ``--width`` x ``--height`` (default: the model's size) with ``--strength``."""
+    parser.add_argument(
+        "--sd-upscale",
+        type=float,
+        default=None,
+        metavar="SCALE",
+        help="upscale the init image by SCALE, then repaint it tile by tile (A1111's SD "
+        "upscale; tiles of --width x --height, repainted with --strength)",
+    )
+    parser.add_argument(
+        "--sd-upscale-upscaler",
+        default="Lanczos",
+        metavar="NAME",
+        help="the upscaler before repainting: a file's name or path, or Lanczos (default)",
+    )
+    parser.add_argument(
+        "--sd-upscale-overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        help=f"pixels the tiles overlap, blended (default {DEFAULT_OVERLAP})",
+    )
+
+
+def sd_upscale_option(args: argparse.Namespace) -> Upscale | None:
+    """The SD upscale ``generate`` asks for; options that have nothing to act on are
+    refused rather than ignored."""
+    from sdstudio.engine.errors import InvalidRequest
+
+    scale = getattr(args, "sd_upscale", None)
+    if scale is None:
+        if args.sd_upscale_upscaler != "Lanczos" or args.sd_upscale_overlap != DEFAULT_OVERLAP:
+            raise InvalidRequest(
+                "--sd-upscale-upscaler and --sd-upscale-overlap need --sd-upscale."
+            )
+        return None
+    if not args.init_image or args.mask:
+        raise InvalidRequest("--sd-upscale repaints an --init-image (without --mask).")
+    return Upscale(args.sd_upscale_upscaler, scale, overlap=args.sd_upscale_overlap)
