@@ -31,8 +31,8 @@ def measure(model: Path, size: int, upscaler: str, folder: Path) -> dict[str, fl
     """Generate once with a hires fix and time its parts (seconds)."""
     from sdstudio.engine.devices import choose_device
     from sdstudio.engine.generation import Engine, Progress
-    from sdstudio.engine.hires_settings import HiresFix
     from sdstudio.engine.pipelines import PipelineManager
+    from sdstudio.engine.refine.hires_settings import HiresFix
     from sdstudio.engine.request import GenerationRequest, Mode
 
     manager = PipelineManager(choose_device("cpu"))

@@ -10,7 +10,7 @@ Without ``--model``, an RRDBNet of random weights with ESRGAN_4x's and
 RealESRGAN_x4plus's architecture (64 filters, 23 blocks, 4x; 67 MB) is written as
 ``.safetensors`` to a temporary folder. Each tile size runs in a fresh process, which
 loads the model with sdstudio's loader and upscales a random square image 4x with
-:func:`sdstudio.engine.upscalers.upscale_image`, float32 on the CPU, with the default
+:func:`sdstudio.engine.refine.upscalers.upscale_image`, float32 on the CPU, with the default
 overlap. Printed per run: seconds, tiles, the process's resident memory before the
 upscale (torch imported, the model loaded) and its peak (``ru_maxrss``), then one JSON
 line with all runs.
@@ -63,7 +63,7 @@ def measure(model: Path, size: int, tile: int, threads: int = 0) -> dict[str, fl
     import torch
     from PIL import Image
 
-    from sdstudio.engine.upscalers import UpscalerCache, upscale_image
+    from sdstudio.engine.refine.upscalers import UpscalerCache, upscale_image
 
     if threads:
         torch.set_num_threads(threads)

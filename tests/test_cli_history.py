@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from sdstudio.cli import main
-from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.history import HistoryStore
 from sdstudio.engine.metadata import ImageRecord
 from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.refine.hires_settings import HiresFix
 from sdstudio.engine.request import GenerationRequest, Mode
 
 

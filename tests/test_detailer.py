@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdstudio.engine.detailer import (
+from sdstudio.engine.errors import GenerationCancelled, InvalidRequest
+from sdstudio.engine.generation import CancelToken, Engine, Progress
+from sdstudio.engine.inpaint import blur_mask
+from sdstudio.engine.refine.detailer import (
     chosen_faces,
     face_mask,
     face_prompts,
     grown_box,
     skipped,
 )
-from sdstudio.engine.detailer_settings import Detailer
-from sdstudio.engine.errors import GenerationCancelled, InvalidRequest
-from sdstudio.engine.face_detection import Detection
-from sdstudio.engine.generation import CancelToken, Engine, Progress
-from sdstudio.engine.hires_settings import HiresFix
-from sdstudio.engine.inpaint import blur_mask
+from sdstudio.engine.refine.detailer_settings import Detailer
+from sdstudio.engine.refine.face_detection import Detection
+from sdstudio.engine.refine.hires_settings import HiresFix
 from sdstudio.engine.request import GenerationRequest, Mode
 
 LEFT = Detection(12, 16, 28, 32, 0.6)

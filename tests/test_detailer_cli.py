@@ -14,9 +14,9 @@ from PIL import Image
 
 from sdstudio.cli import main
 from sdstudio.cli.detail_options import add_detail_options, detail_options, recorded_detailer
-from sdstudio.engine.detailer_settings import Detailer
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import read_image_settings
+from sdstudio.engine.refine.detailer_settings import Detailer
 
 
 def events_of(capsys) -> list[dict]:

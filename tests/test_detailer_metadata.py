@@ -14,9 +14,9 @@ from PIL.PngImagePlugin import PngInfo
 
 from sdstudio.cli import main
 from sdstudio.cli.details import _text
-from sdstudio.engine.detailer_settings import Detailer, detailed_text
 from sdstudio.engine.metadata import read_image_settings
 from sdstudio.engine.metadata.a1111 import format_parameters, read_parameters
+from sdstudio.engine.refine.detailer_settings import Detailer, detailed_text
 from sdstudio.engine.request import GenerationRequest
 
 FIRST_UNIT = (

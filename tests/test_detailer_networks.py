@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdstudio.engine.detailer_settings import Detailer
-from sdstudio.engine.face_detection import Detection
 from sdstudio.engine.generation import Engine
 from sdstudio.engine.inpaint import blur_mask
 from sdstudio.engine.networks import Networks
+from sdstudio.engine.refine.detailer_settings import Detailer
+from sdstudio.engine.refine.face_detection import Detection
 from sdstudio.engine.request import GenerationRequest
 
 FACE = Detection(40, 24, 64, 52, 0.8)
@@ -83,7 +83,7 @@ def test_a_detailer_lora_repaints_only_the_faces(lora_engine: Engine, tiny_model
     with_lora = images(lora_engine, tiny_model, Detailer(prompt="a face <lora:tiny:1>"))
     without = images(lora_engine, tiny_model, Detailer(prompt="a face"))
     mask = Detailer().dilate
-    from sdstudio.engine.detailer import face_mask
+    from sdstudio.engine.refine.detailer import face_mask
 
     face = face_mask((96, 64), FACE, mask)
     assert face is not None

@@ -5,7 +5,7 @@ offscreen)."""
 
 from __future__ import annotations
 
-from sdstudio.engine.detailer_settings import Detailer
+from sdstudio.engine.refine.detailer_settings import Detailer
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.ui.info_panel import ShownImage
 

@@ -11,14 +11,14 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from sdstudio.engine.errors import InvalidRequest, ModelError
-from sdstudio.engine.face_detection import (
+from sdstudio.engine.models.catalog import list_models, network_folders
+from sdstudio.engine.paths import AppPaths
+from sdstudio.engine.refine.face_detection import (
     Detection,
     detector_file,
     merge_overlapping,
     open_detector,
 )
-from sdstudio.engine.models.catalog import list_models, network_folders
-from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings
 
 

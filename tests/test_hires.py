@@ -17,10 +17,10 @@ from sdstudio.cli import main
 from sdstudio.engine.errors import GenerationCancelled, InvalidRequest, ModelError
 from sdstudio.engine.families import family
 from sdstudio.engine.generation import CancelToken, Engine, Progress
-from sdstudio.engine.hires import plan_hires, selecting_strength
-from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.metadata import read_image_settings
 from sdstudio.engine.metadata.a1111 import format_parameters, read_parameters
+from sdstudio.engine.refine.hires import plan_hires, selecting_strength
+from sdstudio.engine.refine.hires_settings import HiresFix
 from sdstudio.engine.request import GenerationRequest, Mode
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from sdstudio.cli import main
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.metadata import read_image_settings
 from sdstudio.engine.metadata.comfyui import read_comfyui
 from sdstudio.engine.metadata.values import Parsed
+from sdstudio.engine.refine.hires_settings import HiresFix
 from tests.metadata_samples import write_png
 from tests.metadata_samples_comfyui import (
     Graph,

@@ -29,7 +29,7 @@ from sdstudio.engine.models.families import (
 from sdstudio.engine.models.loading import configs_root, folder_widths
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.progress import CancelToken
-from sdstudio.engine.refiner_settings import Refiner
+from sdstudio.engine.refine.refiner_settings import Refiner
 from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.testing.tiny_refiner import (
     refiner_checkpoint_shapes,
@@ -199,8 +199,8 @@ def test_image_to_image_refines_and_low_strength_runs_on_the_refiner(
 def test_hires_runs_the_refiner_in_the_first_pass(
     engine: Engine, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sdstudio.engine.hires_settings import HiresFix
     from sdstudio.engine.metadata.a1111 import format_parameters
+    from sdstudio.engine.refine.hires_settings import HiresFix
 
     calls = UNetCalls(monkeypatch)
     events: list[Progress] = []

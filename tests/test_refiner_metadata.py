@@ -11,14 +11,14 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from sdstudio.cli import main
-from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.history import HistoryStore
 from sdstudio.engine.metadata import ImageRecord, png_info, read_image_settings
 from sdstudio.engine.metadata.a1111 import format_parameters, read_parameters, split_parameters
 from sdstudio.engine.metadata.refiner_names import split_title
 from sdstudio.engine.models.catalog import ModelEntry
 from sdstudio.engine.paths import AppPaths
-from sdstudio.engine.refiner_settings import Refiner
+from sdstudio.engine.refine.hires_settings import HiresFix
+from sdstudio.engine.refine.refiner_settings import Refiner
 from sdstudio.engine.request import GenerationRequest, Mode
 
 A1111_TEXT = (

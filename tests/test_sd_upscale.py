@@ -14,9 +14,9 @@ from sdstudio.engine.errors import GenerationCancelled
 from sdstudio.engine.generation import CancelToken, Engine, Progress
 from sdstudio.engine.metadata import read_image_settings
 from sdstudio.engine.outputs import OutputWriter
+from sdstudio.engine.refine.sd_upscale import tile_grid
+from sdstudio.engine.refine.upscale_settings import Upscale
 from sdstudio.engine.request import GenerationRequest, Mode
-from sdstudio.engine.sd_upscale import tile_grid
-from sdstudio.engine.upscale_settings import Upscale
 from sdstudio.testing.tiny_upscalers import write_tiny_upscaler
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.sd_upscale import repaint_tiles, tile_grid
+from sdstudio.engine.refine.sd_upscale import repaint_tiles, tile_grid
 
 
 def _image(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QApplication
 
 from sdstudio.engine import samplers
-from sdstudio.engine.hires_settings import IMAGE_UPSCALERS, LATENT_UPSCALERS, HiresFix
+from sdstudio.engine.refine.hires_settings import IMAGE_UPSCALERS, LATENT_UPSCALERS, HiresFix
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.ui.hires_section import RESIZE_TO, SAME, UPSCALE_BY
 from sdstudio.ui.info_panel import ShownImage

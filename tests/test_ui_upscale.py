@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from PySide6.QtWidgets import QDialog
 
+from sdstudio.engine.refine.upscale_settings import Upscale
 from sdstudio.engine.request import GenerationRequest, Mode
-from sdstudio.engine.upscale_settings import Upscale
 from sdstudio.ui.upscale_actions import upscale_request
 from sdstudio.ui.upscale_dialog import UpscaleChoice, UpscaleDialog
 

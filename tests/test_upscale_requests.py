@@ -12,9 +12,9 @@ from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import png_info, upscale_names
 from sdstudio.engine.metadata.a1111 import format_parameters, split_parameters
 from sdstudio.engine.metadata.record import ImageRecord
+from sdstudio.engine.refine.upscale_job import check_upscaled_size
+from sdstudio.engine.refine.upscale_settings import Upscale
 from sdstudio.engine.request import GenerationRequest, Mode
-from sdstudio.engine.upscale_job import check_upscaled_size
-from sdstudio.engine.upscale_settings import Upscale
 
 
 def _upscale(**changes: object) -> GenerationRequest:

@@ -16,8 +16,8 @@ from PIL import Image
 
 from sdstudio.engine.errors import GenerationCancelled, OutOfMemory
 from sdstudio.engine.progress import CancelToken
-from sdstudio.engine.upscale_tiles import TileLayout, feather, plan_tiles
-from sdstudio.engine.upscalers import (
+from sdstudio.engine.refine.upscale_tiles import TileLayout, feather, plan_tiles
+from sdstudio.engine.refine.upscalers import (
     UpscalerCache,
     UpscalerModel,
     load_upscaler,

@@ -14,9 +14,8 @@ import pytest
 from sdstudio.engine.errors import ModelError
 from sdstudio.engine.models.catalog import list_models, network_folders, scan_folder
 from sdstudio.engine.paths import AppPaths
-from sdstudio.engine.settings import Settings
-from sdstudio.engine.upscaler_files import check_usable, read_state_dict
-from sdstudio.engine.upscalers import (
+from sdstudio.engine.refine.upscaler_files import check_usable, read_state_dict
+from sdstudio.engine.refine.upscalers import (
     UpscalerCache,
     display_name,
     find_upscaler,
@@ -24,6 +23,7 @@ from sdstudio.engine.upscalers import (
     upscaler_choices,
     upscaler_label,
 )
+from sdstudio.engine.settings import Settings
 from sdstudio.testing.tiny_upscalers import write_tiny_upscaler
 
 

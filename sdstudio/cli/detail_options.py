@@ -11,7 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from sdstudio.engine.detailer_settings import DEFAULT_DETECTOR, Detailer
+from sdstudio.engine.refine.detailer_settings import DEFAULT_DETECTOR, Detailer
 
 _OPTIONS = {
     "detail_prompt": "prompt",

@@ -12,12 +12,12 @@ import enum
 import json
 from typing import Any
 
-from sdstudio.engine.detailer_settings import Detailer, detailed_text
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.metadata.record import ImageRecord
-from sdstudio.engine.refiner_settings import Refiner
+from sdstudio.engine.refine.detailer_settings import Detailer, detailed_text
+from sdstudio.engine.refine.hires_settings import HiresFix
+from sdstudio.engine.refine.refiner_settings import Refiner
 
 REQUEST_LABELS = {
     "prompt": "Prompt",

@@ -303,7 +303,6 @@ def _run(
     request: GenerationRequest, args: argparse.Namespace, context: Context, finder: ModelFinder
 ) -> int:
     from sdstudio.engine.devices import choose_device
-    from sdstudio.engine.face_detection import open_detector
     from sdstudio.engine.generation import Engine, Progress
     from sdstudio.engine.hashing import HashCache
     from sdstudio.engine.history.library import ImageLibrary
@@ -311,6 +310,7 @@ def _run(
     from sdstudio.engine.networks import Networks
     from sdstudio.engine.outputs import OutputWriter
     from sdstudio.engine.pipelines import PipelineManager
+    from sdstudio.engine.refine.face_detection import open_detector
 
     paths, reporter = context.paths, context.reporter
     device = choose_device(args.device or context.settings.device, args.precision)

@@ -10,7 +10,7 @@ import re
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.hires_settings import (
+from sdstudio.engine.refine.hires_settings import (
     DEFAULT_UPSCALER,
     IMAGE_UPSCALERS,
     LATENT_UPSCALERS,

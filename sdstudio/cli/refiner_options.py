@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.models.lookup import AmbiguousModel, ModelFinder
-from sdstudio.engine.refiner_settings import DEFAULT_SWITCH_AT, Refiner
+from sdstudio.engine.refine.refiner_settings import DEFAULT_SWITCH_AT, Refiner
 
 if TYPE_CHECKING:
     from sdstudio.engine.request import GenerationRequest

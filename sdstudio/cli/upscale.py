@@ -8,8 +8,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sdstudio.engine.refine.upscale_settings import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    MAX_UPSCALE,
+    Upscale,
+)
 from sdstudio.engine.request import GenerationRequest, Mode
-from sdstudio.engine.upscale_settings import DEFAULT_OVERLAP, DEFAULT_TILE, MAX_UPSCALE, Upscale
 
 if TYPE_CHECKING:
     from sdstudio.cli import Context
@@ -45,7 +50,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def upscale_request(args: argparse.Namespace) -> GenerationRequest:
     """The request of ``upscale``: the source, the upscaler and the result's size."""
     from sdstudio.engine.images import open_checked
-    from sdstudio.engine.upscale_job import check_upscaled_size
+    from sdstudio.engine.refine.upscale_job import check_upscaled_size
 
     settings = Upscale(upscaler=args.upscaler, scale=args.scale, tile=args.tile)
     with open_checked(args.image, what="image to upscale") as image:

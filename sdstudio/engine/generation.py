@@ -21,11 +21,8 @@ from typing import Any
 from PIL import Image
 
 import sdstudio
-from sdstudio.engine import hires as hires_fix
 from sdstudio.engine import samplers
-from sdstudio.engine.detailer import check_detailer
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.face_detection import OpenDetector, open_detector
 from sdstudio.engine.family_settings import check_family_settings
 from sdstudio.engine.inputs import Inputs, prepare_inputs
 from sdstudio.engine.later_passes import HiresStage, LaterPasses
@@ -41,7 +38,10 @@ from sdstudio.engine.models.split_layout import (
 from sdstudio.engine.networks import ActiveNetworks, Networks
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.progress import CancelToken, Progress, StepReporter
-from sdstudio.engine.refiner import RefinerStage
+from sdstudio.engine.refine import hires as hires_fix
+from sdstudio.engine.refine.detailer import check_detailer
+from sdstudio.engine.refine.face_detection import OpenDetector, open_detector
+from sdstudio.engine.refine.refiner import RefinerStage
 from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.engine.vae import find_vae, vae_display_name
 
@@ -89,7 +89,7 @@ class Engine(LaterPasses):
         self.upscaler_dirs = upscaler_dirs
         """The folders where an upscaler named by file name is looked for."""
         self.upscaler_cache: Any = None
-        """The last upscaler model loaded (see :mod:`sdstudio.engine.upscalers`)."""
+        """The last upscaler model loaded (see :mod:`sdstudio.engine.refine.upscalers`)."""
         self.detectors: OpenDetector = detectors or open_detector
         if networks is not None:
             pipelines.add_unload_listener(networks.forget)
@@ -99,7 +99,7 @@ class Engine(LaterPasses):
         self._prompt_cache: tuple[tuple[Any, ...], Any, dict[str, Any]] | None = None
         self._active = ActiveNetworks()
         self.refiner = RefinerStage(pipelines)
-        """The refiner beside the model (see :mod:`sdstudio.engine.refiner`)."""
+        """The refiner beside the model (see :mod:`sdstudio.engine.refine.refiner`)."""
 
     def generate(
         self,

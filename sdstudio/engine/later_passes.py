@@ -11,16 +11,16 @@ from typing import Any
 
 from PIL import Image
 
-from sdstudio.engine import hires as hires_fix
 from sdstudio.engine import samplers
-from sdstudio.engine.detailer import DetailPass
-from sdstudio.engine.face_detection import FaceDetector
 from sdstudio.engine.inputs import Inputs
 from sdstudio.engine.metadata.record import ImageRecord
 from sdstudio.engine.mode_arguments import takes_size
 from sdstudio.engine.models.split_layout import SplitModel
 from sdstudio.engine.pipeline_calls import PipelineCalls
 from sdstudio.engine.progress import CancelToken, Progress, StepReporter
+from sdstudio.engine.refine import hires as hires_fix
+from sdstudio.engine.refine.detailer import DetailPass
+from sdstudio.engine.refine.face_detection import FaceDetector
 from sdstudio.engine.request import GenerationRequest, Mode
 
 
@@ -46,8 +46,8 @@ class LaterPasses(PipelineCalls):
         on_status: Callable[[str], None] | None,
         cancel: CancelToken,
     ) -> tuple[Image.Image, ImageRecord]:
-        """An ``upscale`` job: no model is loaded (see :mod:`sdstudio.engine.upscale_job`)."""
-        from sdstudio.engine.upscale_job import UpscaleContext, run_upscale
+        """An ``upscale`` job: no model is loaded (see :mod:`.refine.upscale_job`)."""
+        from sdstudio.engine.refine.upscale_job import UpscaleContext, run_upscale
 
         context = UpscaleContext(
             self.inputs_dir, self.upscaler_dirs, self.pipelines.device.device, self.upscalers()
@@ -59,7 +59,7 @@ class LaterPasses(PipelineCalls):
     def upscalers(self) -> Any:
         """The upscaler cache, made on first use."""
         if self.upscaler_cache is None:
-            from sdstudio.engine.upscalers import UpscalerCache
+            from sdstudio.engine.refine.upscalers import UpscalerCache
 
             self.upscaler_cache = UpscalerCache()
         return self.upscaler_cache
@@ -103,7 +103,7 @@ class LaterPasses(PipelineCalls):
         on_status: Callable[[str], None] | None,
     ) -> DetailPass | None:
         """The detail pass, if any, on the inpainting pipeline that shares the model's
-        weights (see :mod:`sdstudio.engine.detailer`); :attr:`_active` is left naming
+        weights (see :mod:`sdstudio.engine.refine.detailer`); :attr:`_active` is left naming
         the networks its prompts add, for the records."""
         if detector is None:
             return None
@@ -187,9 +187,9 @@ class LaterPasses(PipelineCalls):
         steps: StepReporter,
         on_status: Callable[[str], None] | None,
     ) -> Image.Image:
-        """Upscale the source, then repaint it tile by tile (see :mod:`.sd_upscale`)."""
-        from sdstudio.engine import sd_upscale
-        from sdstudio.engine.upscalers import upscale_image
+        """Upscale the source, then repaint it tile by tile (see :mod:`.refine.sd_upscale`)."""
+        from sdstudio.engine.refine import sd_upscale
+        from sdstudio.engine.refine.upscalers import upscale_image
 
         settings = inputs.request.upscale
         assert settings is not None and inputs.image is not None

@@ -19,14 +19,14 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from sdstudio.engine.detailer_settings import Detailer
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.hires_settings import HiresFix
 from sdstudio.engine.prompts import check_prompt_length
-from sdstudio.engine.refiner_settings import Refiner
+from sdstudio.engine.refine.detailer_settings import Detailer
+from sdstudio.engine.refine.hires_settings import HiresFix
+from sdstudio.engine.refine.refiner_settings import Refiner
+from sdstudio.engine.refine.upscale_settings import Upscale
 from sdstudio.engine.request_checks import shown as _shown
 from sdstudio.engine.request_checks import validate
-from sdstudio.engine.upscale_settings import Upscale
 
 REQUEST_SCHEMA_VERSION = 1
 MAX_SEED = 2**64 - 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.upscale_settings import MAX_UPSCALED_SIZE
+from sdstudio.engine.refine.upscale_settings import MAX_UPSCALED_SIZE
 
 if TYPE_CHECKING:
     from sdstudio.engine.request import GenerationRequest

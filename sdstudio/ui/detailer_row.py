@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from sdstudio.engine.detailer_settings import DEFAULT_DETECTOR, Detailer
+from sdstudio.engine.refine.detailer_settings import DEFAULT_DETECTOR, Detailer
 from sdstudio.ui.hires_rows import FoldButton
 from sdstudio.ui.setting_rows import switched_section
 

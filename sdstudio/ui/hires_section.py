@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from sdstudio.engine import samplers
 from sdstudio.engine.families import ModelFamily
-from sdstudio.engine.hires_settings import (
+from sdstudio.engine.refine.hires_settings import (
     IMAGE_UPSCALERS,
     LATENT_UPSCALERS,
     MAX_HIRES_SCALE,

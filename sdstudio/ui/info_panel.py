@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine import samplers
-from sdstudio.engine.detailer_settings import detailed_text
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.metadata import (
@@ -36,6 +35,7 @@ from sdstudio.engine.metadata import (
     refiner_names,
 )
 from sdstudio.engine.metadata.a1111 import format_parameters
+from sdstudio.engine.refine.detailer_settings import detailed_text
 from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, InpaintArea, Mode
 from sdstudio.ui.upscale_lines import upscale_lines
 

@@ -9,11 +9,11 @@ from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QWidget
 
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata.refiner_names import shown_name
-from sdstudio.engine.refiner_settings import DEFAULT_SWITCH_AT, Refiner
+from sdstudio.engine.refine.refiner_settings import DEFAULT_SWITCH_AT, Refiner
 
 REFINER_FAMILIES = ("sdxl-refiner", "sdxl")
 """The families offered, refiners first: an SDXL model's refiner is an SDXL refiner or
-another SDXL model (see :mod:`sdstudio.engine.refiner`)."""
+another SDXL model (see :mod:`sdstudio.engine.refine.refiner`)."""
 NONE = "None"
 
 

@@ -26,7 +26,7 @@ def upscale_request(
     """The job for ``choice`` on the image at ``source`` (of ``size``): an upscale alone,
     or, with repainting, image-to-image from ``panel``'s settings (model, prompt,
     sampler…) with tiles of the chosen size."""
-    from sdstudio.engine.upscale_job import check_upscaled_size
+    from sdstudio.engine.refine.upscale_job import check_upscaled_size
 
     if not choice.repaint or panel is None:
         width, height = check_upscaled_size(*size, choice.upscale.scale)

@@ -18,7 +18,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from sdstudio.engine.upscale_settings import DEFAULT_OVERLAP, DEFAULT_TILE, MAX_UPSCALE, Upscale
+from sdstudio.engine.refine.upscale_settings import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    MAX_UPSCALE,
+    Upscale,
+)
 
 BUILT_IN = ("Lanczos", "Nearest")
 

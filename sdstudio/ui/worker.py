@@ -160,12 +160,12 @@ class GenerationWorker(QObject):
 
             quiet_third_party()
             from sdstudio.engine.devices import choose_device
-            from sdstudio.engine.face_detection import open_detector
             from sdstudio.engine.generation import Engine
             from sdstudio.engine.hashing import HashCache
             from sdstudio.engine.models.catalog import network_folders
             from sdstudio.engine.models.lookup import ModelFinder
             from sdstudio.engine.pipelines import PipelineManager
+            from sdstudio.engine.refine.face_detection import open_detector
             from sdstudio.engine.settings import load_settings
 
             paths = self._paths

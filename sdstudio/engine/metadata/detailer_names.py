@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdstudio.engine.detailer_settings import DEFAULT_DETECTOR, MAX_DETAIL_STEPS, Detailer
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata.values import Parsed, as_float, as_int
+from sdstudio.engine.refine.detailer_settings import DEFAULT_DETECTOR, MAX_DETAIL_STEPS, Detailer
 from sdstudio.engine.request import GenerationRequest
 
 ADETAILER_VERSION = "25.3.0"

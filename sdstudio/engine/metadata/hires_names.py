@@ -21,16 +21,16 @@ from dataclasses import dataclass
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.hires_settings import (
+from sdstudio.engine.metadata import names
+from sdstudio.engine.metadata.values import MAX_GUIDANCE, Parsed, as_float, as_int
+from sdstudio.engine.refine.hires_settings import (
     DEFAULT_UPSCALER,
     MAX_HIRES_SCALE,
     HiresFix,
     builtin_upscaler,
 )
-from sdstudio.engine.metadata import names
-from sdstudio.engine.metadata.values import MAX_GUIDANCE, Parsed, as_float, as_int
+from sdstudio.engine.refine.upscaler_files import display_name
 from sdstudio.engine.request import MAX_STEPS, GenerationRequest, Mode
-from sdstudio.engine.upscaler_files import display_name
 
 DENOISING = "denoising strength"
 _SWITCHES = ("hires upscale", "hires upscaler", "hires resize")

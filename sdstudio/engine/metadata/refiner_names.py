@@ -21,7 +21,7 @@ from typing import Any
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata.values import Parsed, as_float
 from sdstudio.engine.models.lookup import display_name
-from sdstudio.engine.refiner_settings import DEFAULT_SWITCH_AT, Refiner
+from sdstudio.engine.refine.refiner_settings import DEFAULT_SWITCH_AT, Refiner
 from sdstudio.engine.request import GenerationRequest, Mode
 
 REFINER = "refiner"

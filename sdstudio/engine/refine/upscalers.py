@@ -8,8 +8,8 @@ image is smaller than the target, then resized to the exact target with Lanczos.
 4x model gives a 2x image by one pass and a resize down, and a 2x model gives 4x by
 two passes.
 
-The tiling and its blending are in :mod:`sdstudio.engine.upscale_tiles`; finding and
-loading files in :mod:`sdstudio.engine.upscaler_files`.
+The tiling and its blending are in :mod:`sdstudio.engine.refine.upscale_tiles`; finding and
+loading files in :mod:`sdstudio.engine.refine.upscaler_files`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from sdstudio.engine.errors import InvalidRequest, OutOfMemory, SdStudioError
-from sdstudio.engine.upscale_tiles import TileLayout, plan_tiles, run_tiled
-from sdstudio.engine.upscaler_files import (
+from sdstudio.engine.refine.upscale_tiles import TileLayout, plan_tiles, run_tiled
+from sdstudio.engine.refine.upscaler_files import (
     A1111_UPSCALERS,
     RESIZES,
     UPSCALER_SUFFIXES,

@@ -3,7 +3,7 @@ first pass's image and repaints it at the larger size.
 
 Its fields are A1111's: ``Hires upscale`` (a factor) or ``Hires resize`` (a target
 size), ``Hires upscaler`` (built in, or an upscaler model file such as ``4x-UltraSharp``:
-see :mod:`sdstudio.engine.upscalers`), ``Hires steps`` (0: as many as the first pass),
+see :mod:`sdstudio.engine.refine.upscalers`), ``Hires steps`` (0: as many as the first pass),
 ``Denoising strength``, and the optional ``Hires sampler``, ``Hires schedule type``,
 ``Hires prompt``, ``Hires negative prompt`` and ``Hires CFG Scale`` (empty or ``None``:
 the first pass's).

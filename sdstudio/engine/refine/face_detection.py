@@ -35,9 +35,9 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from sdstudio.engine.detailer_settings import DEFAULT_DETECTOR
 from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.network_files import find_file
+from sdstudio.engine.refine.detailer_settings import DEFAULT_DETECTOR
 from sdstudio.engine.request_checks import shown
 
 DETECTOR_SUFFIXES = (".onnx", ".pt", ".pth")

@@ -7,7 +7,7 @@ with image-to-image on the same model, as A1111 runs it
   and image-to-image starts from those latents; ``Lanczos`` and ``Nearest`` (and
   A1111's ``None``, a Lanczos resize) resize the decoded image with Pillow, and an
   upscaler model file (``4x-UltraSharp``, ``R-ESRGAN 4x+``: see
-  :mod:`sdstudio.engine.upscalers`) upscales it in tiles. A ``Hires resize`` of another
+  :mod:`sdstudio.engine.refine.upscalers`) upscales it in tiles. A ``Hires resize`` of another
   shape than the first pass is covered keeping the shape and its centre cut out, as
   A1111 crops its latents.
 - "Hires steps" N (0: the first pass's steps) are the steps actually run. A1111 makes
@@ -32,27 +32,27 @@ from PIL import Image
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.families import ModelFamily
-from sdstudio.engine.hires_settings import (
+from sdstudio.engine.networks import ActiveNetworks, NetworkUse
+from sdstudio.engine.previews import unpack_patches
+from sdstudio.engine.prompts import check_prompt_length
+from sdstudio.engine.refine.hires_settings import (
     IMAGE_UPSCALERS,
     LATENT_MODES,
     LATENT_UPSCALERS,
     HiresFix,
     builtin_upscaler,
 )
-from sdstudio.engine.networks import ActiveNetworks, NetworkUse
-from sdstudio.engine.previews import unpack_patches
-from sdstudio.engine.prompts import check_prompt_length
-from sdstudio.engine.request import MAX_SIZE, MIN_SIZE, GenerationRequest, Mode
-from sdstudio.engine.upscale_settings import DEFAULT_TILE
-from sdstudio.engine.upscaler_files import (
+from sdstudio.engine.refine.upscale_settings import DEFAULT_TILE
+from sdstudio.engine.refine.upscaler_files import (
     UpscalerCache,
     display_name,
     find_upscaler,
     resize_upscaler,
 )
+from sdstudio.engine.request import MAX_SIZE, MIN_SIZE, GenerationRequest, Mode
 
 if TYPE_CHECKING:
-    from sdstudio.engine.upscalers import Cancellable
+    from sdstudio.engine.refine.upscalers import Cancellable
 
 MAX_SCHEDULE_STEPS = 1000
 """The longest schedule a hires pass may take (the models' own training timesteps)."""
@@ -238,7 +238,7 @@ def start(
     (its latents for a latent upscaler, else its images) at ``width`` x ``height``.
 
     An upscaler file runs on ``device``, kept loaded in ``upscalers`` (an
-    :class:`~sdstudio.engine.upscalers.UpscalerCache`), saying which tile it is at
+    :class:`~sdstudio.engine.refine.upscalers.UpscalerCache`), saying which tile it is at
     through ``on_status``; ``cancel`` (a token or step reporter) stops it between tiles.
     """
     if plan.latent:
@@ -289,7 +289,7 @@ def upscale_first_pass(
 ) -> Image.Image:
     """The first pass's image upscaled to the hires size: resized with Pillow (Lanczos,
     Nearest), or by the upscaler file (in tiles, then resized to the exact size)."""
-    from sdstudio.engine.upscalers import upscale_image
+    from sdstudio.engine.refine.upscalers import upscale_image
 
     def tile_done(done: int, total: int) -> None:
         if on_status is not None and total > 1:

@@ -12,7 +12,7 @@ For each face, left to right:
   of the same model, from the picture as it is ("original" masked content);
 - it is repainted with the denoising strength ``denoise`` over the image's steps (or
   the detailer's own), with the image's sampler, schedule type and CFG scale, the
-  detailer's prompts (see :mod:`sdstudio.engine.detailer_settings` for ``[PROMPT]``,
+  detailer's prompts (see :mod:`sdstudio.engine.refine.detailer_settings` for ``[PROMPT]``,
   ``[SEP]`` and ``[SKIP]``) and, as ADetailer seeds it, the image's seed plus the
   face's number (0 for the first);
 - the result is pasted back through the blurred mask, so every pixel outside it is
@@ -32,14 +32,14 @@ from typing import Any
 from PIL import Image
 
 from sdstudio.engine import samplers
-from sdstudio.engine.detailer_settings import Detailer
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.face_detection import Detection, FaceDetector, sort_left_to_right
 from sdstudio.engine.families import ModelFamily
 from sdstudio.engine.inpaint import Box, blur_mask, masked_crop, paste_back
 from sdstudio.engine.mode_arguments import takes_size
 from sdstudio.engine.progress import StepReporter
 from sdstudio.engine.prompts import check_prompt_length
+from sdstudio.engine.refine.detailer_settings import Detailer
+from sdstudio.engine.refine.face_detection import Detection, FaceDetector, sort_left_to_right
 from sdstudio.engine.request import MAX_SEED, GenerationRequest
 
 _SEP = re.compile(r"\s*\[SEP\]\s*")

@@ -23,8 +23,8 @@ from sdstudio.engine.errors import ImageInputError, InvalidRequest
 from sdstudio.engine.images import open_image, store_input
 from sdstudio.engine.metadata.record import ImageRecord
 from sdstudio.engine.progress import CancelToken, Progress
+from sdstudio.engine.refine.upscale_settings import MAX_UPSCALED_SIZE
 from sdstudio.engine.request import GenerationRequest, Mode
-from sdstudio.engine.upscale_settings import MAX_UPSCALED_SIZE
 
 MAX_UPSCALED_PIXELS = 16384 * 8192
 """The most pixels an upscaled image may have (384 MiB as 8-bit RGB)."""
@@ -74,7 +74,7 @@ def run_upscale(
     result that is too large, ``ModelError`` for an upscaler that cannot be used, and
     ``GenerationCancelled`` when cancelled (between tiles).
     """
-    from sdstudio.engine.upscalers import upscale_image, upscaler_label
+    from sdstudio.engine.refine.upscalers import upscale_image, upscaler_label
 
     assert request.mode is Mode.UPSCALE and request.upscale is not None
     assert request.init_image is not None
