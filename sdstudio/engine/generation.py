@@ -22,6 +22,7 @@ from PIL import Image
 
 import sdstudio
 from sdstudio.engine import samplers
+from sdstudio.engine.control.guidance import check_control
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.family_settings import check_family_settings
 from sdstudio.engine.inputs import Inputs, prepare_inputs
@@ -126,6 +127,7 @@ class Engine(LaterPasses):
         self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()
         samplers.check_names(request.sampler, request.schedule)  # before anything loads
+        check_control(request)
         hires_fix.check_hires(request, self.upscaler_dirs() if self.upscaler_dirs else ())
         self.refiner.check(request)
         check_detailer(request)

@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from sdstudio.engine.control.units import ControlUnit
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.prompts import check_prompt_length
 from sdstudio.engine.refine.detailer_settings import Detailer
@@ -168,6 +169,8 @@ class GenerationRequest:
     upscale: Upscale | None = None
     """The source upscaled first: the whole job in the ``upscale`` mode; with
     image-to-image, A1111's SD upscale (then repainted in tiles of the request's size)."""
+    control: tuple[ControlUnit, ...] = ()
+    """ControlNets guiding the denoising, each with its control image (none: unguided)."""
 
     def __post_init__(self) -> None:
         for name, kind in _ENUMS.items():
@@ -183,6 +186,11 @@ class GenerationRequest:
                     ) from None
         if isinstance(self.text_encoders, list):
             object.__setattr__(self, "text_encoders", tuple(self.text_encoders))
+        if isinstance(self.control, list | tuple):
+            units = tuple(
+                ControlUnit.from_dict(u) if isinstance(u, dict) else u for u in self.control
+            )
+            object.__setattr__(self, "control", units)
         for name, kind in _PARTS.items():
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -226,6 +234,7 @@ class GenerationRequest:
         for name in _PARTS:
             part = getattr(self, name)
             data[name] = part.to_dict() if part is not None else None
+        data["control"] = [unit.to_dict() for unit in self.control]
         return {"schema": REQUEST_SCHEMA_VERSION, **data}
 
     @classmethod

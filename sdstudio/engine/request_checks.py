@@ -144,10 +144,21 @@ def validate(r: GenerationRequest) -> None:
 def _check_parts(r: GenerationRequest, mode: Any) -> None:
     """The optional parts fit the mode: an upscale job is only that; SD upscale is
     image-to-image; a refiner and a detailer need a model's pass to follow."""
+    from sdstudio.engine.control.units import MAX_UNITS, ControlUnit
+
+    check(
+        isinstance(r.control, tuple) and all(isinstance(u, ControlUnit) for u in r.control),
+        "control must be a list of control units.",
+    )
+    check(
+        len(r.control) <= MAX_UNITS,
+        f"At most {MAX_UNITS} control units guide one image, not {len(r.control)}.",
+    )
     if r.mode is mode.UPSCALE:
         check(r.upscale is not None, "An upscale job needs its upscaler and scale.")
         for name in ("hires", "refiner", "detailer"):
             check(getattr(r, name) is None, f"An upscale job takes no {name} settings.")
+        check(not r.control, "An upscale job takes no control units.")
     elif r.upscale is not None:
         check(
             r.mode is mode.IMG2IMG,

@@ -1,0 +1,1 @@
+"""Guiding the picture: ControlNet units (with their preprocessors and model files)."""
