@@ -26,6 +26,7 @@ from sdstudio.engine.request import (
     MaskedContent,
     ResizeMode,
 )
+from sdstudio.ui.control_row import ControlRow
 from sdstudio.ui.detailer_row import DetailerRow
 from sdstudio.ui.refiner_row import RefinerRow
 
@@ -84,6 +85,7 @@ class AdvancedSettings(QWidget):
         self.masked_content.setToolTip("What the masked area starts from")
         self.refiner = RefinerRow()
         self.detailer = DetailerRow()
+        self.control = ControlRow()
 
         form = QFormLayout(self.body)
         form.setContentsMargins(12, 0, 0, 0)
@@ -91,6 +93,7 @@ class AdvancedSettings(QWidget):
         form.addRow("Batch", self.batch)
         form.addRow("Refiner", self.refiner)
         form.addRow(self.detailer)
+        form.addRow("ControlNet", self.control)
         form.addRow("Resize mode", self.resize_mode)
         form.addRow("Inpaint area", self.inpaint_area)
         form.addRow("Padding", self.masked_padding)
@@ -111,6 +114,7 @@ class AdvancedSettings(QWidget):
             combo.currentIndexChanged.connect(self._on_changed)
         self.refiner.changed.connect(self._on_changed)
         self.detailer.changed.connect(self._on_changed)
+        self.control.changed.connect(self._on_changed)
         self.set_source(False)
 
     def set_expanded(self, expanded: bool) -> None:
@@ -136,6 +140,7 @@ class AdvancedSettings(QWidget):
             "masked_content": self.masked_content.currentData(),
             "refiner": self.refiner.value(),
             "detailer": self.detailer.values(),
+            "control": self.control.values(),
         }
 
     def load(self, request: GenerationRequest) -> None:
@@ -149,6 +154,7 @@ class AdvancedSettings(QWidget):
         _select(self.masked_content, request.masked_content)
         self.refiner.load(request.refiner)
         self.detailer.load(request.detailer)
+        self.control.load(request.control)
 
     def changed_settings(self) -> list[str]:
         """The settings in effect that are not at their defaults, in words."""
@@ -161,6 +167,8 @@ class AdvancedSettings(QWidget):
             said.append(self.refiner.describe())
         if self.detailer.switch.isChecked():
             said.append("detail faces")
+        if self.control.describe():
+            said.append(self.control.describe())
         if self._has_source:
             for combo, default in (
                 (self.resize_mode, _DEFAULTS.resize_mode),

@@ -31,3 +31,4 @@ def offer_found_models(window: MainWindow, entries: list[ModelEntry]) -> None:
     upscalers = of_kind("upscaler")
     window.upscale_actions.upscalers = [(e.name, e.path) for e in upscalers]
     panel.hires.set_upscalers([e.name for e in upscalers])
+    panel.advanced.control.set_models([(e.name, e.path) for e in of_kind("controlnet")])

@@ -1,0 +1,125 @@
+"""The ControlNet row of the Advanced section: the units that will guide the next image,
+added, edited and removed through :class:`~sdstudio.ui.control_dialog.ControlUnitDialog`.
+
+Units loaded with an image's settings are kept as they are (also settings the dialog
+does not show) and go into the next request: nothing is dropped on the way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QHBoxLayout,
+    QListWidget,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sdstudio.engine.control.units import MAX_UNITS, ControlUnit
+from sdstudio.engine.errors import SdStudioError
+from sdstudio.ui.control_dialog import ControlUnitDialog
+
+
+def describe_unit(unit: ControlUnit) -> str:
+    """``canny · control_v11p_sd15_canny · 0.8 · 0–1``, with the mode when not balanced."""
+    model = Path(unit.model.replace("\\", "/")).stem or unit.model
+    text = f"{unit.preprocessor} · {model} · {unit.weight:g} · {unit.start:g}–{unit.end:g}"
+    return text if unit.mode.value == "balanced" else f"{text} · {unit.mode.value} first"
+
+
+class ControlRow(QWidget):
+    """A short list of control units with Add, Edit and Remove."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._units: list[ControlUnit] = []
+        self._models: list[tuple[str, str]] = []
+        self.list = QListWidget()
+        self.list.setMaximumHeight(64)
+        self.list.setToolTip("ControlNet units guiding the next image; double-click to edit")
+        self.list.itemDoubleClicked.connect(lambda _item: self.edit())
+        self.add_button = QPushButton("Add…")
+        self.add_button.clicked.connect(self.add)
+        self.edit_button = QPushButton("Edit…")
+        self.edit_button.clicked.connect(self.edit)
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.clicked.connect(self.remove)
+        buttons = QHBoxLayout()
+        buttons.setContentsMargins(0, 0, 0, 0)
+        for button in (self.add_button, self.edit_button, self.remove_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.list)
+        layout.addLayout(buttons)
+        self._refresh()
+
+    def set_models(self, models: list[tuple[str, str]]) -> None:
+        """The ControlNet files found, as (name, path), offered by the dialog."""
+        self._models = list(models)
+
+    def values(self) -> tuple[ControlUnit, ...]:
+        """The units, for the request."""
+        return tuple(self._units)
+
+    def load(self, units: tuple[ControlUnit, ...]) -> None:
+        """Take a request's units (all of their settings are kept)."""
+        self._units = list(units)
+        self._refresh()
+
+    def add(self) -> None:
+        """Ask for a new unit."""
+        if len(self._units) >= MAX_UNITS:
+            QMessageBox.information(self, "sdstudio", f"At most {MAX_UNITS} units guide an image.")
+            return
+        unit = self._ask(None)
+        if unit is not None:
+            self._units.append(unit)
+            self._refresh()
+
+    def edit(self) -> None:
+        """Edit the selected unit."""
+        row = self.list.currentRow()
+        if not 0 <= row < len(self._units):
+            return
+        unit = self._ask(self._units[row])
+        if unit is not None:
+            self._units[row] = unit
+            self._refresh()
+
+    def remove(self) -> None:
+        """Remove the selected unit."""
+        row = self.list.currentRow()
+        if 0 <= row < len(self._units):
+            del self._units[row]
+            self._refresh()
+
+    def describe(self) -> str:
+        """The header's words for the units ("" when there are none)."""
+        count = len(self._units)
+        return f"{count} ControlNet unit{'s' if count != 1 else ''}" if count else ""
+
+    def _ask(self, unit: ControlUnit | None) -> ControlUnit | None:
+        dialog = ControlUnitDialog(self._models, self, unit=unit)
+        while dialog.exec() == QDialog.DialogCode.Accepted:
+            try:
+                return dialog.unit()
+            except SdStudioError as error:
+                QMessageBox.warning(self, "sdstudio", str(error))
+        return None
+
+    def _refresh(self) -> None:
+        self.list.clear()
+        self.list.addItems([describe_unit(unit) for unit in self._units])
+        self.list.setVisible(bool(self._units))
+        self.edit_button.setEnabled(bool(self._units))
+        self.remove_button.setEnabled(bool(self._units))
+        self.changed.emit()
