@@ -51,3 +51,10 @@ def test_flow_family_benchmark_runs_a_family_in_both_layouts(capsys) -> None:
     assert benchmark.main(args) == 0
     out = capsys.readouterr().out
     assert "zimage       folder" in out and "zimage       comfyui" in out
+
+
+def test_controlnet_step_benchmark_prints_its_ratio(capsys) -> None:
+    benchmark = load("controlnet_step")
+    assert benchmark.main(["--tiny", "--size", "64", "--rounds", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["no_unit_s"] > 0 and figures["one_unit_s"] > 0 and figures["ratio"] > 0

@@ -103,7 +103,7 @@ def test_comfyui_root(tmp_path: Path) -> None:
     save_tensors(root / "models/loras/cl.safetensors")
     write(root / "models/embeddings/ce.bin")
     save_tensors(root / "models/vae/cv.safetensors")
-    save_tensors(root / "models/controlnet/ignored.safetensors")
+    save_tensors(root / "models/controlnet/other.safetensors")
 
     catalog = scan_folder(root)
 
@@ -113,9 +113,12 @@ def test_comfyui_root(tmp_path: Path) -> None:
         ("cl", "lora", "safetensors", "comfyui"),
         ("ce", "embedding", "bin", "comfyui"),
         ("cv", "vae", "safetensors", "comfyui"),
+        ("other", "controlnet", "safetensors", "comfyui"),
     }
     dreamy = by_name(catalog.entries)["dreamy"]
     assert (dreamy.family, dreamy.family_label) == ("sd1", "SD 1.x")
+    other = by_name(catalog.entries)["other"]  # no ControlNet: listed, told as such
+    assert (other.family, other.family_label) == ("unknown", "Not a ControlNet")
     assert catalog.skipped == []
 
 
@@ -139,6 +142,7 @@ def test_invokeai_root(tmp_path: Path) -> None:
         ("il", "lora", "safetensors", "invokeai"),
         ("ie", "embedding", "pt", "invokeai"),
         ("iv", "vae", "safetensors", "invokeai"),
+        ("cn", "controlnet", "safetensors", "invokeai"),
     }
     entries = by_name(catalog.entries)
     assert entries["juggernaut"].family == "sdxl"

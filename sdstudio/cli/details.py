@@ -12,8 +12,10 @@ import enum
 import json
 from typing import Any
 
+from sdstudio.engine.control.units import ControlUnit
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.history import HistoryEntry
+from sdstudio.engine.metadata import control_names
 from sdstudio.engine.metadata.record import ImageRecord
 from sdstudio.engine.refine.detailer_settings import Detailer, detailed_text
 from sdstudio.engine.refine.hires_settings import HiresFix
@@ -47,6 +49,7 @@ REQUEST_LABELS = {
     "hires": "Hires fix",
     "refiner": "Refiner",
     "detailer": "Detailer",
+    "control": "ControlNet",
 }
 """Names for people of the request's fields; others are named from the field."""
 
@@ -56,6 +59,7 @@ _EXTRA_LABELS = {
     "vae": "VAE file",
     "refiner": "Refiner file",
     "detailer": "Faces detailed",
+    "control": "ControlNet files",
 }
 _EMPTY = {"vae": "the model's own", "text_encoders": "the model's own", "hires": "none"}
 
@@ -112,6 +116,8 @@ def _text(value: Any, empty: str = "none") -> str:
         return f"{value:g}"
     if isinstance(value, HiresFix | Refiner | Detailer):
         return value.describe()
+    if isinstance(value, tuple) and value and all(isinstance(v, ControlUnit) for v in value):
+        return "\n".join(control_names.describe(unit) for unit in value)  # one line a unit
     if isinstance(value, dict) and "faces" in value and "boxes" in value:
         return detailed_text(value)
     if isinstance(value, dict) and "name" in value:

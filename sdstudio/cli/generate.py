@@ -18,6 +18,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.cli.control_options import (
+    add_control_options,
+    check_recorded_control_images,
+    control_options,
+    recorded_control,
+)
 from sdstudio.cli.detail_options import add_detail_options, detail_options, recorded_detailer
 from sdstudio.cli.hires_options import add_hires_options, hires_options
 from sdstudio.cli.model_choice import ChosenModel, choose_model, settings_for
@@ -72,6 +78,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     add_hires_options(generate)
     add_sd_upscale_options(generate)
     add_detail_options(generate)
+    add_control_options(generate)
     add_refiner_options(generate)
     generate.add_argument(
         "--vae",
@@ -159,6 +166,7 @@ def _request_from_arguments(
     source_options(args)  # refused before a model is loaded
     hires = hires_options(args)
     detailer = detail_options(args)
+    control = control_options(args)
     sd_upscale = sd_upscale_option(args)
     mode = Mode.TXT2IMG
     init_size = None
@@ -197,6 +205,7 @@ def _request_from_arguments(
         text_encoders=_text_encoder_arguments(args.text_encoder),
         hires=hires,
         detailer=detailer,
+        control=control,
         upscale=sd_upscale,
         **source_options(args),
     )
@@ -274,6 +283,9 @@ def _request_to_rerun(
         changes["text_encoders"] = file_names(request.text_encoders)
     if not trusted and request.detailer is not None:
         changes["detailer"] = recorded_detailer(request.detailer)
+    if not trusted and request.control:
+        check_recorded_control_images(request.control, source, context.paths.inputs_dir)
+        changes["control"] = recorded_control(request.control)
     refiner = rerun_refiner(request, args, finder, trusted=trusted)
     if refiner != request.refiner:
         changes["refiner"] = refiner
@@ -333,6 +345,7 @@ def _run(
         vae_dirs=lambda: network_folders(paths, context.settings, "vae"),
         text_encoder_dirs=lambda: network_folders(paths, context.settings, "text_encoder"),
         upscaler_dirs=lambda: network_folders(paths, context.settings, "upscaler"),
+        control_dirs=lambda: network_folders(paths, context.settings, "controlnet"),
         detectors=lambda name: open_detector(
             name, network_folders(paths, context.settings, "detector")
         ),

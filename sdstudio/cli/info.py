@@ -12,7 +12,7 @@ from sdstudio.engine.request import Mode
 
 def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
     """``info``: the settings stored in an image."""
-    from sdstudio.engine.metadata import read_image_settings
+    from sdstudio.engine.metadata import control_names, read_image_settings
 
     settings = read_image_settings(args.image)
     request = settings.request
@@ -76,13 +76,20 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
     if request.upscale is not None:
         upscale = f"{request.upscale.upscaler} x{request.upscale.scale:g}"
         rows.append(("Upscale", upscale, ("upscale",)))
+    for i, unit in enumerate(request.control):
+        rows.append((f"ControlNet {i}", control_names.describe(unit), ("control",)))
+    # Another tool's units, kept as written: its text never carries their control images.
+    written = [unit for unit in control_names.read_units(settings.extras) if not unit.problem]
+    for unit in written:
+        rows.append((unit.key, f"{unit.describe()} (not applied: no control image)", ()))
+    extras = {k: v for k, v in settings.extras.items() if k not in {u.key for u in written}}
     for key, value, fields in rows:
         if value:
             unread = not settings.read.issuperset(fields)
             mark = " (not in the image; sdstudio's default)" if unread else ""
             reporter.result(f"{key}: {value}{mark}")
-    if settings.extras:
-        also = ", ".join(f"{key}: {value}" for key, value in settings.extras.items())
+    if extras:
+        also = ", ".join(f"{key}: {value}" for key, value in extras.items())
         reporter.result(f"Also in the image (not applied): {also}")
     if settings.notes:
         reporter.result("Notes:")

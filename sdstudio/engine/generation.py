@@ -22,7 +22,7 @@ from PIL import Image
 
 import sdstudio
 from sdstudio.engine import samplers
-from sdstudio.engine.control.guidance import check_control
+from sdstudio.engine.control.guidance import ControlStage
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.family_settings import check_family_settings
 from sdstudio.engine.inputs import Inputs, prepare_inputs
@@ -72,6 +72,7 @@ class Engine(LaterPasses):
         vae_dirs: Callable[[], Iterable[Path]] | None = None,
         text_encoder_dirs: Callable[[], Iterable[Path]] | None = None,
         upscaler_dirs: Callable[[], Iterable[Path]] | None = None,
+        control_dirs: Callable[[], Iterable[Path]] | None = None,
         detectors: OpenDetector | None = None,
     ) -> None:
         """``networks`` finds LoRAs and embeddings; without it LoRA tags are only removed.
@@ -101,6 +102,9 @@ class Engine(LaterPasses):
         self._active = ActiveNetworks()
         self.refiner = RefinerStage(pipelines)
         """The refiner beside the model (see :mod:`sdstudio.engine.refine.refiner`)."""
+        self.control = ControlStage(pipelines)
+        self.control.folders = control_dirs
+        """The ControlNets of the request (see :mod:`sdstudio.engine.control.guidance`)."""
 
     def generate(
         self,
@@ -127,7 +131,7 @@ class Engine(LaterPasses):
         self._prompt_cache = None  # the text encoder may have changed in place
         request = request.with_seed_resolved()
         samplers.check_names(request.sampler, request.schedule)  # before anything loads
-        check_control(request)
+        self.control.check(request)
         hires_fix.check_hires(request, self.upscaler_dirs() if self.upscaler_dirs else ())
         self.refiner.check(request)
         check_detailer(request)
@@ -154,6 +158,9 @@ class Engine(LaterPasses):
         refining = self.refiner.prepare(request, on_status)
         if refining is not None:
             extra["refiner"] = refining.record()
+        controlling = self.control.prepare(inputs, pipe, on_status)
+        if controlling is not None:
+            extra["control"] = controlling.record()
         for index, seed in enumerate(request.seeds()):
             cancel.raise_if_cancelled()
             started = time.perf_counter()
@@ -254,7 +261,12 @@ class Engine(LaterPasses):
             return self._sd_upscale(pipe, kwargs, inputs, seed, steps, on_status)
         if switch is not None and refining is not None:
             kwargs.update(refining.model_arguments())
-        result = self._call(pipe, kwargs, request.width, request.height)
+        control = self.control.active
+        if control is not None:  # the ControlNet pipeline, sharing the model's weights
+            kwargs.update(control.arguments(inputs, seed))
+        called = control.pipe if control is not None else pipe
+        called.scheduler = pipe.scheduler  # this image's sampler, made above
+        result = self._call(called, kwargs, request.width, request.height)
         output = result.images
         if switch is not None and refining is not None:  # the refiner finishes the latents
             steps.raise_if_cancelled()

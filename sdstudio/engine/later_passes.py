@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -22,6 +22,9 @@ from sdstudio.engine.refine import hires as hires_fix
 from sdstudio.engine.refine.detailer import DetailPass
 from sdstudio.engine.refine.face_detection import FaceDetector
 from sdstudio.engine.request import GenerationRequest, Mode
+
+if TYPE_CHECKING:
+    from sdstudio.engine.control.guidance import ControlStage
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class LaterPasses(PipelineCalls):
     inputs_dir: Path
     upscaler_dirs: Callable[[], Iterable[Path]] | None
     upscaler_cache: Any
+    control: ControlStage
 
     def _upscale_only(
         self,
@@ -174,6 +178,12 @@ class LaterPasses(PipelineCalls):
                 plan, start, inpainting=model.inpainting, sized=takes_size(pipe)
             ),
         }
+        if self.control.active is not None:  # the units guide the hires pass too
+            size = (plan.width, plan.height)
+            guided, control = self.control.active.hires(pipe, request, seed, size)
+            guided.scheduler = pipe.scheduler  # this image's sampler (made above)
+            pipe = guided
+            kwargs.update(control)
         result = self._call(pipe, kwargs, plan.width, plan.height)
         image: Image.Image = result.images[0]
         return image

@@ -40,6 +40,12 @@ class AppPaths:
         return self.models_dir / "upscalers"
 
     @property
+    def controlnets_dir(self) -> Path:
+        """ControlNet files and folders the app keeps, in its models folder (searched whole,
+        as for upscalers)."""
+        return self.models_dir / "controlnet"
+
+    @property
     def inputs_dir(self) -> Path:
         """Copies of init images and masks, kept so that every image can be re-run."""
         return self.data_dir / "inputs"

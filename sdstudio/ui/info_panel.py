@@ -37,6 +37,7 @@ from sdstudio.engine.metadata import (
 from sdstudio.engine.metadata.a1111 import format_parameters
 from sdstudio.engine.refine.detailer_settings import detailed_text
 from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, InpaintArea, Mode
+from sdstudio.ui.control_lines import control_lines
 from sdstudio.ui.upscale_lines import upscale_lines
 
 EMPTY = "No image selected"
@@ -174,12 +175,14 @@ class ShownImage:
             detailed = detailed_text(extra.get("detailer"))
             result = [("Result", detailed)] if detailed else []
             lines.append([("Detailer", request.detailer.describe()), *result])
+        control, shown = control_lines(request, extra, self.extras)
+        lines += control
         for key, label in (("loras", "LoRAs"), ("embeddings", "Embeddings")):
             used = _networks(extra.get(key))
             if used:
                 lines.append([(label, used)])
-        if self.extras:
-            also = ", ".join(f"{key}: {value}" for key, value in self.extras.items())
+        also = ", ".join(f"{k}: {v}" for k, v in self.extras.items() if k not in shown)
+        if also:
             lines.append([("Also in the image, not applied", also)])
         lines.append(self._origin_line())
         return lines

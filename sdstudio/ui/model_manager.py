@@ -39,6 +39,7 @@ COLUMNS = ("Name", "Kind", "Family", "Format", "Size", "Memory", "Source", "Plac
 MEMORY_COLUMN = COLUMNS.index("Memory")
 KINDS = {"checkpoint": "Model", "lora": "LoRA", "embedding": "Embedding", "vae": "VAE"}
 KINDS |= {"text_encoder": "Text encoder", "upscaler": "Upscaler"}
+KINDS |= {"controlnet": "ControlNet"}
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 
 

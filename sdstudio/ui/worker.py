@@ -184,6 +184,7 @@ class GenerationWorker(QObject):
                     paths, load_settings(paths), "text_encoder"
                 ),
                 upscaler_dirs=lambda: network_folders(paths, load_settings(paths), "upscaler"),
+                control_dirs=lambda: network_folders(paths, load_settings(paths), "controlnet"),
                 detectors=lambda name: open_detector(
                     name, network_folders(paths, load_settings(paths), "detector")
                 ),

@@ -21,6 +21,7 @@ from typing import Any
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import (
+    control_names,
     detailer_names,
     hires_names,
     inpaint_names,
@@ -135,6 +136,7 @@ def format_parameters(
     settings += upscale_names.settings_written(request)
     settings += detailer_names.settings_written(request)
     settings += refiner_names.settings_written(request, extra)
+    settings += control_names.settings_written(request, extra)
     settings += [
         ("Lora hashes", _hashes((extra or {}).get("loras"))),
         ("TI hashes", _hashes((extra or {}).get("embeddings"))),
@@ -263,6 +265,9 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
     parsed = detail.apply(hires.apply(inpaint.apply(parsed)))
     parsed = refiner.apply(parsed)
+    # Kept in the extras: the text never carries a unit's control image.
+    control_notes = control_names.notes(parts.settings)
+    parsed = dataclasses.replace(parsed, notes=(*parsed.notes, *control_notes))
     if "distilled cfg scale" in used and distilled is not None:
         parsed = dataclasses.replace(
             parsed,

@@ -32,6 +32,10 @@ too. From the base sampler, links are followed:
   latent comes from an image, the image's own size is used;
 - the ``VAEDecode`` of the sampler's output: a ``VAELoader`` names a VAE file.
 
+The graph's ControlNet nodes are kept as ``ControlNet N`` extras, not applied: the
+graph names their control images but does not hold them (see
+:mod:`~sdstudio.engine.metadata.comfyui_control`).
+
 Every walk is bounded (see :mod:`~sdstudio.engine.metadata.comfyui_graph`);
 a value that cannot be followed is left at sdstudio's default and the notes
 say it was not read.
@@ -44,7 +48,7 @@ import re
 from collections.abc import Mapping
 
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata import comfyui_flow, names
+from sdstudio.engine.metadata import comfyui_control, comfyui_flow, names
 from sdstudio.engine.metadata.comfyui_graph import (
     MAX_DEPTH,
     Graph,
@@ -122,6 +126,9 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     hires = _later_passes(graph, base, samplers, found)
     extras |= hires.extras
     notes += hires.notes
+    control, control_notes = comfyui_control.control_entries(graph)
+    extras |= control
+    notes += control_notes
     parsed = build_request(
         values,
         model=names.model_name(recorded),

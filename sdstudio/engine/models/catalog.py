@@ -33,8 +33,8 @@ class ModelEntry:
 
     name: str
     kind: str
-    """``checkpoint``, ``lora``, ``embedding``, ``vae``, ``text_encoder``, ``upscaler`` or
-    ``detector`` (the detailer's face detectors)."""
+    """``checkpoint``, ``lora``, ``embedding``, ``vae``, ``text_encoder``, ``upscaler``,
+    ``detector`` (the detailer's face detectors) or ``controlnet``."""
     format: str
     """``diffusers``, ``safetensors``, ``gguf``, ``ckpt``, ``pt``, ``pth`` (upscalers),
     ``onnx`` (detectors) or ``bin``."""
@@ -243,6 +243,10 @@ def _scan_tree(folder: Path, kind: str, source: str, seen: set[Path]) -> Catalog
             elif (sub / "model_index.json").is_file():
                 dirnames.remove(name)
                 catalog.entries.append(_entry(name, kind, "diffusers", sub, source))
+            elif (sub / "config.json").is_file() and _controlnet_folder(sub, folder, kind):
+                dirnames.remove(name)  # a diffusers ControlNet: its config and weights
+                family = _controlnet_folder_family(sub)
+                catalog.entries.append(_entry(name, kind, "diffusers", sub, source, family=family))
         for name in sorted(filenames):
             path = base / name
             if path not in seen:
@@ -261,6 +265,7 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
         kind = layouts.kind_from_path(path, root, kind)
     formats = layouts.UPSCALER_FORMATS if kind == "upscaler" else layouts.FORMATS
     formats = layouts.DETECTOR_FORMATS if kind == "detector" else formats
+    formats = layouts.CONTROLNET_FORMATS if kind == "controlnet" else formats
     file_format = formats.get(path.suffix.lower())
     if file_format is None:
         return
@@ -273,7 +278,8 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
             if plain and kind == "checkpoint":
                 kind = layouts.kind_from_header(header, kind)
             family = _file_family(path, kind, header, data_size)
-        if file_format == "safetensors" and family[0] == "unknown" and kind != "upscaler":
+        unknown = family[0] == "unknown" and kind not in ("upscaler", "controlnet")
+        if file_format == "safetensors" and unknown:
             part = _part_entry(path, identify_header(header, data_size))
         elif file_format == "gguf":
             part = _part_entry(path, identify_part_quietly(path))
@@ -288,6 +294,21 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
     if part is not None:
         entry = replace(entry, flags=(*entry.flags, *part_flags), variant=variant)
     catalog.entries.append(entry)
+
+
+def _controlnet_folder(sub: Path, root: Path, kind: str) -> bool:
+    """Whether a folder with a ``config.json`` is where ControlNets are kept."""
+    return layouts.kind_from_path(sub / "config.json", root, kind) == "controlnet"
+
+
+def _controlnet_folder_family(folder: Path) -> tuple[str, str]:
+    from sdstudio.engine.control.control_files import folder_family
+    from sdstudio.engine.errors import ModelError
+
+    try:
+        return folder_family(folder)
+    except ModelError as error:
+        return "unknown", str(error)
 
 
 def _part_entry(
@@ -312,6 +333,10 @@ def _file_family(path: Path, kind: str, header: dict[str, Any], data_size: int) 
     """A safetensors file's family from its parsed header (never reading the file again)."""
     if kind in ("lora", "embedding"):
         return layouts.network_family(header)
+    if kind == "controlnet":
+        from sdstudio.engine.control.control_files import safetensors_family
+
+        return safetensors_family(header)
     if kind in ("vae", "upscaler"):
         return "unknown", "Unknown"
     try:

@@ -38,6 +38,12 @@ to be told apart: they cannot be used)."""
 DETECTOR_FOLDER_NAMES = frozenset({"detectors", "adetailer"})
 """Sub-folder names that hold face detectors (sdstudio's, A1111's for ADetailer)."""
 
+CONTROLNET_FORMATS = {**FORMATS, ".pth": "pth"}
+"""ControlNet file suffixes (lllyasviel's original ControlNets are ``.pth``)."""
+
+CONTROLNET_FOLDER_NAMES = frozenset({"controlnet", "control_net"})
+"""Sub-folder names that hold ControlNets (sdstudio's, ComfyUI's, A1111's)."""
+
 A1111_FOLDERS = (
     ("models/Stable-diffusion", "checkpoint"),
     ("models/Lora", "lora"),
@@ -53,6 +59,8 @@ A1111_FOLDERS = (
     ("models/HAT", "upscaler"),
     ("models/ScuNET", "upscaler"),
     ("models/adetailer", "detector"),
+    ("models/ControlNet", "controlnet"),
+    ("extensions/sd-webui-controlnet/models", "controlnet"),
 )
 """AUTOMATIC1111, Forge and SD.Next, relative to the tool's root (Forge keeps Flux's
 text encoders in ``models/text_encoder``; upscalers are in a folder per architecture)."""
@@ -68,6 +76,7 @@ COMFYUI_FOLDERS = (
     ("models/text_encoders", "text_encoder"),
     ("models/clip", "text_encoder"),
     ("models/upscale_models", "upscaler"),
+    ("models/controlnet", "controlnet"),
 )
 """ComfyUI, relative to its root: transformers kept alone (``diffusion_models``, older
 ``unet``) are models to choose; their text encoders (``text_encoders``, older ``clip``)
@@ -86,6 +95,7 @@ INVOKEAI_TYPES = {
     "clip_embed": "text_encoder",
     "qwen3_encoder": "text_encoder",
     "spandrel_image_to_image": "upscaler",
+    "controlnet": "controlnet",
 }
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -153,6 +163,8 @@ def kind_from_path(path: Path, root: Path, default: str) -> str:
         return "upscaler"
     if parts & DETECTOR_FOLDER_NAMES:
         return "detector"
+    if parts & CONTROLNET_FOLDER_NAMES:
+        return "controlnet"
     return default
 
 

@@ -1,0 +1,130 @@
+"""One generation's ControlNet pass: the control maps and the control pipeline's arguments,
+and what the record says about each unit.
+
+The control images are stored in the inputs folder before the model loads
+(:func:`store_control_images`), so the request in the record names the stored copies and
+a re-run reads the same pixels. Their control maps are made per image (with its seed, for
+the preprocessors that draw at random) at the generation's size.
+
+A1111's Control Modes: "Balanced" runs each ControlNet on both halves of CFG;
+"ControlNet is more important" is diffusers' ``guess_mode`` (the ControlNet sees only the
+prompt's half, its residuals scaled from 0.1 to 1 from the shallowest layer to the
+middle block); "My prompt is more important" is A1111's soft injection (see
+:mod:`~sdstudio.engine.control.controlnets`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from sdstudio.engine.control.control_files import ControlNetFile
+from sdstudio.engine.control.units import ControlMode, ControlUnit
+from sdstudio.engine.images import open_image, store_input
+from sdstudio.engine.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from sdstudio.engine.inputs import Inputs
+
+
+def store_control_images(request: GenerationRequest, inputs_dir: Path) -> GenerationRequest:
+    """``request`` with each unit's control image replaced by its stored copy (the image as
+    given, before preprocessing). Raises :class:`ImageInputError` for an unusable file."""
+    if not request.control:
+        return request
+    units = []
+    for number, unit in enumerate(request.control, 1):
+        image = open_image(unit.image, what=f"control image of unit {number}")
+        units.append(replace(unit, image=str(store_input(image, inputs_dir))))
+    return request.replace(control=tuple(units))
+
+
+@dataclass(slots=True)
+class ControlPass:
+    """The loaded ControlNets of a request and the pipeline that runs them."""
+
+    pipe: Any
+    """The ControlNet pipeline, sharing the model's weights."""
+    task: str
+    """``txt2img``, ``img2img`` or ``inpaint``: which of its pipelines runs."""
+    models: list[Any]
+    files: list[ControlNetFile]
+    hashes: list[str]
+
+    hires_pipe: Any = None
+    """The ControlNet image-to-image pipeline of the hires pass, made on first use."""
+
+    def arguments(self, inputs: Inputs, seed: int) -> dict[str, Any]:
+        """The control pipeline's ControlNet arguments for one image."""
+        request = inputs.request
+        key = "image" if self.task == "txt2img" else "control_image"
+        return self._arguments(request, (request.width, request.height), inputs.mask, seed, key)
+
+    def hires(
+        self, pipe: Any, request: GenerationRequest, seed: int, size: tuple[int, int]
+    ) -> tuple[Any, dict[str, Any]]:
+        """The hires pass's ControlNet pipeline (built on its pipeline ``pipe``) and its
+        ControlNet arguments: the units guide the second pass too, with their maps made
+        at its ``size``, as A1111 does."""
+        if self.hires_pipe is None:
+            from sdstudio.engine.control.controlnets import control_pipeline
+
+            task = "inpaint" if self.task == "inpaint" else "img2img"
+            self.hires_pipe = control_pipeline(pipe, task, self.models)
+        return self.hires_pipe, self._arguments(request, size, None, seed, "control_image")
+
+    def _arguments(
+        self,
+        request: GenerationRequest,
+        size: tuple[int, int],
+        mask: Image.Image | None,
+        seed: int,
+        key: str,
+    ) -> dict[str, Any]:
+        units = request.control
+        maps = [
+            control_map(open_image(unit.image, what="control image"), unit, size, mask, seed)
+            for unit in units
+        ]
+        for model, unit in zip(self.models, units, strict=True):
+            model.soft_injection = unit.mode is ControlMode.PROMPT
+        several = len(units) > 1
+        return {
+            key: maps if several else maps[0],
+            "controlnet_conditioning_scale": (
+                [u.weight for u in units] if several else units[0].weight
+            ),
+            "control_guidance_start": [u.start for u in units],
+            "control_guidance_end": [u.end for u in units],
+            "guess_mode": all(u.mode is ControlMode.CONTROL for u in units),
+        }
+
+    def record(self) -> list[dict[str, str]]:
+        """Each unit's ControlNet (its file name, or folder name) and short hash."""
+        return [
+            {"model": file.name, "hash": short}
+            for file, short in zip(self.files, self.hashes, strict=True)
+        ]
+
+
+def control_map(
+    image: Image.Image,
+    unit: ControlUnit,
+    size: tuple[int, int],
+    mask: Image.Image | None,
+    seed: int,
+) -> Any:
+    """What the ControlNet of ``unit`` reads at ``size``: the map its preprocessor makes
+    (``none``: the image fitted by the unit's resize mode), or for the inpaint modules a
+    tensor with the pixels to repaint at -1 (diffusers' convention)."""
+    from sdstudio.engine.control import preprocessors
+
+    if preprocessors.needs_mask(unit):
+        import torch
+
+        pixels = preprocessors.inpaint_control(image, mask, unit, size)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())[None]
+    return preprocessors.control_map(image, unit, size, mask=mask, seed=seed)

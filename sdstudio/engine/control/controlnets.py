@@ -1,0 +1,171 @@
+"""Loading ControlNets offline, keeping them while they are used, and the control
+pipelines that share the loaded model's weights.
+
+A diffusers folder loads with ``from_pretrained``; a single file (lllyasviel's
+``control_model.`` layout or diffusers' own key names) with ``from_single_file``, its
+config made from the family's UNet config shipped in ``resources/model_configs`` (or a
+folder given as ``single_file_config``), never downloading anything. Pickles are read
+only through the restricted loader.
+
+"My prompt is more important" (A1111's Control Mode) is A1111's soft injection: the
+ControlNet's residuals are scaled by ``0.825 ** (n - 1 - i)`` from the shallowest
+(``i = 0``) to the middle block (``i = n - 1``); for SD's 13 residuals that is A1111's
+``0.825 ** (12 - i)``. It is a forward hook on each loaded ControlNet that scales its
+outputs while the ControlNet's ``soft_injection`` attribute is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sdstudio.engine.control.control_files import ControlNetFile
+from sdstudio.engine.errors import ModelError, first_line
+from sdstudio.engine.models.loading import configs_root, load_pickle_state_dict
+
+log = logging.getLogger(__name__)
+
+SOFT_INJECTION_BASE = 0.825
+"""A1111's factor per layer for "My prompt is more important"."""
+
+_PIPELINES = {
+    ("txt2img", False): "StableDiffusionControlNetPipeline",
+    ("img2img", False): "StableDiffusionControlNetImg2ImgPipeline",
+    ("inpaint", False): "StableDiffusionControlNetInpaintPipeline",
+    ("txt2img", True): "StableDiffusionXLControlNetPipeline",
+    ("img2img", True): "StableDiffusionXLControlNetImg2ImgPipeline",
+    ("inpaint", True): "StableDiffusionXLControlNetInpaintPipeline",
+}
+
+
+class ControlNetCache:
+    """The ControlNets loaded, by file (path, size and modification time), dtype and device."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[Any, ...], Any] = {}
+
+    def holds(self, file: ControlNetFile, *, dtype: Any, device: str) -> bool:
+        """Whether ``file`` (unchanged since) is loaded in ``dtype`` on ``device``."""
+        return (*_file_key(file.path), str(dtype), device) in self._loaded
+
+    def load(
+        self, file: ControlNetFile, *, dtype: Any, device: str, config: Path | None = None
+    ) -> Any:
+        """The ``ControlNetModel`` of ``file`` in ``dtype`` on ``device`` (loaded once)."""
+        key = (*_file_key(file.path), str(dtype), device)
+        model = self._loaded.get(key)
+        if model is None:
+            model = _load(file, dtype, config)
+            model.to(device)
+            model.eval()
+            model.register_forward_hook(_soft_injection)
+            self._loaded[key] = model
+        return model
+
+    def keep_only(self, models: list[Any]) -> None:
+        """Free the ControlNets that are not among ``models``."""
+        wanted = {id(model) for model in models}
+        self._loaded = {k: m for k, m in self._loaded.items() if id(m) in wanted}
+
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+
+def control_pipeline(base: Any, task: str, models: list[Any]) -> Any:
+    """The ControlNet pipeline for ``task`` (``txt2img``, ``img2img``, ``inpaint``) built
+    on ``base``'s components (no weights copied); several ControlNets are combined."""
+    import diffusers
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    xl = getattr(base, "text_encoder_2", None) is not None
+    factory = getattr(diffusers, _PIPELINES[(task, xl)])
+    controlnet = models[0] if len(models) == 1 else MultiControlNetModel(models)
+    pipe = factory.from_pipe(base, controlnet=controlnet)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _soft_injection(module: Any, _inputs: Any, output: Any) -> Any:
+    """Scale a ControlNet's residuals as A1111's "My prompt is more important" does."""
+    if not getattr(module, "soft_injection", False):
+        return None
+    if isinstance(output, tuple):
+        down, mid = output[0], output[1]
+    else:
+        down, mid = output.down_block_res_samples, output.mid_block_res_sample
+    count = len(down) + 1
+    scaled_down = tuple(
+        sample * SOFT_INJECTION_BASE ** (count - 1 - i) for i, sample in enumerate(down)
+    )
+    if isinstance(output, tuple):
+        return (scaled_down, mid, *output[2:])
+    output.down_block_res_samples = scaled_down
+    return output
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    """What tells a file (or a folder's files) changed: its size and modification time."""
+    if path.is_dir():
+        stats = [p.stat() for p in path.rglob("*") if p.is_file()]
+        return (
+            str(path),
+            sum(s.st_size for s in stats),
+            max((s.st_mtime_ns for s in stats), default=0),
+        )
+    stat = path.stat()
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
+def _load(file: ControlNetFile, dtype: Any, config: Path | None) -> Any:
+    from diffusers import ControlNetModel
+
+    try:
+        if file.folder:
+            return ControlNetModel.from_pretrained(
+                file.path, torch_dtype=dtype, local_files_only=True
+            )
+        state = _state_dict(file.path)
+        with tempfile.TemporaryDirectory(prefix="sdstudio-controlnet-") as scratch:
+            folder = config if config is not None else _config_folder(file, Path(scratch))
+            return ControlNetModel.from_single_file(
+                state, config=str(folder), torch_dtype=dtype, local_files_only=True
+            )
+    except ModelError:
+        raise
+    except MemoryError:
+        raise ModelError(f"Not enough memory to load the ControlNet {file.path.name}.") from None
+    except Exception as error:  # diffusers raises many types for a bad file
+        log.exception("Loading the ControlNet %s failed", file.path)
+        raise ModelError(
+            f"Could not load the ControlNet {file.path.name}: {first_line(error)}"
+        ) from None
+
+
+def _state_dict(path: Path) -> dict[str, Any]:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return load_pickle_state_dict(path)
+
+
+def _config_folder(file: ControlNetFile, scratch: Path) -> Path:
+    """A ControlNet config made from the family's shipped UNet config."""
+    import inspect
+
+    from diffusers import ControlNetModel
+
+    if file.family == "unknown":
+        raise ModelError(
+            f"The ControlNet {file.path.name} is for no model family sdstudio knows; use it "
+            "as a diffusers folder (with its config.json)."
+        )
+    unet = json.loads((configs_root() / file.family / "unet" / "config.json").read_text("utf-8"))
+    accepted = set(inspect.signature(ControlNetModel.__init__).parameters)
+    config = {k: v for k, v in unet.items() if k in accepted}
+    config["_class_name"] = "ControlNetModel"
+    (scratch / "config.json").write_text(json.dumps(config), "utf-8")
+    return scratch
