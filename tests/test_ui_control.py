@@ -81,3 +81,30 @@ def test_the_dialog_refuses_a_missing_image_and_a_bad_range(qtbot, tmp_path: Pat
     dialog.end.setValue(0.2)
     with pytest.raises(InvalidRequest, match="must come before its end"):
         dialog.unit()
+
+
+def test_a_gallery_image_becomes_a_units_control_image(
+    window, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from PySide6.QtWidgets import QDialog
+
+    image = tmp_path / "pose.png"
+    Image.new("RGB", (16, 16), "black").save(image)
+    panel = window.panel
+    panel.set_known_models([SD1])
+    panel.model.setCurrentIndex(panel.model.findData(SD1[1]))
+    panel.advanced.control.set_models([("control_sd15_scribble", "/cn/scribble.safetensors")])
+    proposed: list[str] = []
+
+    def accept(dialog: ControlUnitDialog) -> int:
+        proposed.append(dialog.image.text())
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(ControlUnitDialog, "exec", accept)
+    window.history_actions.use_as_control(SimpleNamespace(path=str(image)))
+    assert proposed == [str(image)]
+    (unit,) = panel.request().control
+    assert unit.image == str(image) and unit.model == "/cn/scribble.safetensors"
+    assert panel.advanced.toggle.isChecked()  # the section opened to show it

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
     QListWidget,
+    QListWidgetItem,
     QMessageBox,
     QPushButton,
     QVBoxLayout,
@@ -42,10 +43,12 @@ class ControlRow(QWidget):
         self._models: list[tuple[str, str]] = []
         self.list = QListWidget()
         self.list.setMaximumHeight(64)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.setToolTip("ControlNet units guiding the next image; double-click to edit")
         self.list.itemDoubleClicked.connect(lambda _item: self.edit())
         self.add_button = QPushButton("Add…")
-        self.add_button.clicked.connect(self.add)
+        self.add_button.clicked.connect(lambda: self.add())
         self.edit_button = QPushButton("Edit…")
         self.edit_button.clicked.connect(self.edit)
         self.remove_button = QPushButton("Remove")
@@ -75,12 +78,12 @@ class ControlRow(QWidget):
         self._units = list(units)
         self._refresh()
 
-    def add(self) -> None:
-        """Ask for a new unit."""
+    def add(self, image: str = "") -> None:
+        """Ask for a new unit (``image``: its control image, proposed)."""
         if len(self._units) >= MAX_UNITS:
             QMessageBox.information(self, "sdstudio", f"At most {MAX_UNITS} units guide an image.")
             return
-        unit = self._ask(None)
+        unit = self._ask(None, image)
         if unit is not None:
             self._units.append(unit)
             self._refresh()
@@ -107,8 +110,10 @@ class ControlRow(QWidget):
         count = len(self._units)
         return f"{count} ControlNet unit{'s' if count != 1 else ''}" if count else ""
 
-    def _ask(self, unit: ControlUnit | None) -> ControlUnit | None:
+    def _ask(self, unit: ControlUnit | None, image: str = "") -> ControlUnit | None:
         dialog = ControlUnitDialog(self._models, self, unit=unit)
+        if image:
+            dialog.image.setText(image)
         while dialog.exec() == QDialog.DialogCode.Accepted:
             try:
                 return dialog.unit()
@@ -118,7 +123,10 @@ class ControlRow(QWidget):
 
     def _refresh(self) -> None:
         self.list.clear()
-        self.list.addItems([describe_unit(unit) for unit in self._units])
+        for unit in self._units:
+            item = QListWidgetItem(describe_unit(unit))
+            item.setToolTip(f"{describe_unit(unit)}\n{unit.model}\n{unit.image}")
+            self.list.addItem(item)
         self.list.setVisible(bool(self._units))
         self.edit_button.setEnabled(bool(self._units))
         self.remove_button.setEnabled(bool(self._units))

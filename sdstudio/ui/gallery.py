@@ -63,6 +63,8 @@ class GalleryPanel(QWidget):
     open_requested = Signal(object)
     """Show this entry's image (double-click or Enter)."""
     compare_requested = Signal(object, object)
+    control_requested = Signal(object)
+    """(HistoryEntry): the user asked to guide the next image with this one (ControlNet)."""
     upscale_requested = Signal(object)
     """(HistoryEntry): the user asked to upscale this image."""
     """Compare the two selected entries (older first)."""
@@ -157,6 +159,9 @@ class GalleryPanel(QWidget):
         self.compare_action = action("Compare the two selected", self.compare_selected)
         self.compare_action.setToolTip("Select two images (Ctrl+click) to compare them")
         self.upscale_action = action("Upscale…", lambda: self._emit(self.upscale_requested))
+        self.control_action = action(
+            "Use as ControlNet image…", lambda: self._emit(self.control_requested)
+        )
         self.copy_action = action("Copy image", self.copy_image, "Ctrl+C")
         self.folder_action = action("Open containing folder", self.open_folder)
         self.favourite_action = action("Add to favourites", self.toggle_favourite, "F")
@@ -168,6 +173,7 @@ class GalleryPanel(QWidget):
             self.rerun_new_seed_action,
             self.load_settings_action,
             self.use_as_init_action,
+            self.control_action,
             self.upscale_action,
             None,
             self.copy_action,
