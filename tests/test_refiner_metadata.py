@@ -171,6 +171,8 @@ def test_the_refiner_row_offers_refining_models_and_goes_into_the_request(window
     row = panel.advanced.refiner
     offered = [row.model.itemText(i) for i in range(row.model.count())]
     assert offered == ["None", "sd_xl_refiner_1.0", "juggernaut-xl"]  # refiners first
+    models = [panel.model.itemText(i) for i in range(panel.model.count())]
+    assert "sd_xl_refiner_1.0" not in models and "juggernaut-xl" in models  # refines only
     assert panel.request().refiner is None and not row.switch_at.isEnabled()
     row.model.setCurrentIndex(1)
     row.switch_at.setValue(0.65)

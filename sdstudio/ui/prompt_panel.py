@@ -23,6 +23,7 @@ from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.families import FAMILIES
 from sdstudio.engine.metadata.values import UNKNOWN_MODEL
 from sdstudio.engine.models.defaults import ModelDefaults, defaults_for, size_for_source
+from sdstudio.engine.models.families import Family
 from sdstudio.engine.network_files import named_in
 from sdstudio.engine.prompts import parse_prompt, toggle_lora_tag, toggle_word
 from sdstudio.engine.request import (
@@ -256,7 +257,8 @@ class PromptPanel(QWidget):
 
     def set_known_models(self, models: list[tuple[str, str, str, str]]) -> None:
         """List found models as (name, path, family, description), keeping the current choice."""
-        self.picker.set_known_models(models)
+        # An SDXL refiner makes no image by itself: it is offered as a refiner only.
+        self.picker.set_known_models([m for m in models if m[2] != Family.SDXL_REFINER])
         self.advanced.refiner.set_known_models(models)
         self._follow_family()
         self._update_generate()
