@@ -103,8 +103,53 @@ def test_a_gallery_image_becomes_a_units_control_image(
         return QDialog.DialogCode.Accepted
 
     monkeypatch.setattr(ControlUnitDialog, "exec", accept)
-    window.history_actions.use_as_control(SimpleNamespace(path=str(image)))
+    window.control_actions.use_entry(SimpleNamespace(path=str(image)))
     assert proposed == [str(image)]
     (unit,) = panel.request().control
     assert unit.image == str(image) and unit.model == "/cn/scribble.safetensors"
     assert panel.advanced.toggle.isChecked()  # the section opened to show it
+
+
+def test_the_dialog_previews_the_map_or_says_why_not(qtbot, tmp_path: Path) -> None:
+    image = tmp_path / "square.png"
+    drawn = Image.new("RGB", (96, 64), "white")
+    drawn.paste((0, 0, 0), (30, 20, 60, 44))
+    drawn.save(image)
+    dialog = ControlUnitDialog([("cn", "/cn/cn.safetensors")], size=(48, 32))
+    qtbot.addWidget(dialog)
+    dialog.image.setText(str(image))
+    dialog.preprocessor.setCurrentText("canny")
+    assert dialog.show_map()
+    shown = dialog.preview.pixmap()
+    assert not shown.isNull() and shown.width() / shown.height() == pytest.approx(1.5, abs=0.05)
+    dialog.preprocessor.setCurrentText("depth_midas")  # needs annotator weights
+    assert not dialog.show_map()
+    assert "annotator" in dialog.preview.text()
+
+
+def test_the_panels_size_is_the_previews(window) -> None:
+    panel = window.panel
+    panel.size_row.set_size(640, 384)
+    assert panel.advanced.control.image_size() == (640, 384)
+
+
+def test_the_canvas_picture_is_kept_and_proposed(
+    window, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtWidgets import QDialog
+
+    assert not window.control_actions.use_canvas()  # nothing on the canvas yet
+    window.canvas.set_source(Image.new("RGB", (24, 16), (10, 200, 30)))
+    proposed: list[str] = []
+
+    def cancel(dialog: ControlUnitDialog) -> int:
+        proposed.append(dialog.image.text())
+        return QDialog.DialogCode.Rejected
+
+    monkeypatch.setattr(ControlUnitDialog, "exec", cancel)
+    assert window.control_actions.use_canvas()
+    (kept,) = proposed
+    assert Path(kept).parent == window.inputs_dir
+    with Image.open(kept) as image:
+        assert image.size == (24, 16)
+    assert window.panel.advanced.control.values() == ()  # cancelled: no unit

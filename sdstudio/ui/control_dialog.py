@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -13,6 +15,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -20,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine.control.units import MAX_WEIGHT, ControlMode, ControlResize, ControlUnit
-from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.errors import InvalidRequest, SdStudioError
 
 MODES = (
     ("Balanced", ControlMode.BALANCED),
@@ -32,6 +35,8 @@ RESIZES = (
     ("Just resize", ControlResize.RESIZE),
     ("Resize and fill", ControlResize.FILL),
 )
+PREVIEW = 160
+"""The side of the map preview, in pixels."""
 PREPROCESSORS = ("none", "canny", "invert", "lineart_standard", "scribble_xdog",
                  "tile_resample", "shuffle")  # fmt: skip
 """Offered when the preprocessors' own list cannot be read."""
@@ -57,8 +62,10 @@ class ControlUnitDialog(QDialog):
         parent: QWidget | None = None,
         *,
         unit: ControlUnit | None = None,
+        size: tuple[int, int] = (512, 512),
     ) -> None:
-        """``models`` are the ControlNet files found, as (name, path)."""
+        """``models`` are the ControlNet files found, as (name, path); ``size`` is the
+        image's size, at which the map is previewed."""
         super().__init__(parent)
         self.setWindowTitle("ControlNet unit")
         self.model = QComboBox(editable=True)
@@ -87,9 +94,15 @@ class ControlUnitDialog(QDialog):
         for text, value in RESIZES:
             self.resize_mode.addItem(text, value.value)
         self.resolution = QSpinBox(minimum=64, maximum=2048, singleStep=64, value=512)
+        self._size = size
+        self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(PREVIEW, PREVIEW)
+        self.preview.setToolTip("The control map the ControlNet will read")
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
+        show = buttons.addButton("Preview map", QDialogButtonBox.ButtonRole.ActionRole)
+        show.clicked.connect(self.show_map)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form = QFormLayout(self)
@@ -102,6 +115,7 @@ class ControlUnitDialog(QDialog):
         form.addRow("Control mode", self.mode)
         form.addRow("Resize mode", self.resize_mode)
         form.addRow("Processor res", self.resolution)
+        form.addRow(self.preview)
         form.addRow(buttons)
         self._kept = unit
         if unit is not None:
@@ -128,6 +142,33 @@ class ControlUnitDialog(QDialog):
         )
         if file:
             self.image.setText(file)
+
+    def show_map(self) -> bool:
+        """Preview the unit's control map at the image's size; say why where it cannot be
+        made. Returns whether a map is shown."""
+        from sdstudio.engine.control.preprocessors import check_preprocessor, control_map
+        from sdstudio.engine.images import open_image
+        from sdstudio.ui.canvas import pil_to_qimage
+
+        try:
+            unit = self.unit()
+            check_preprocessor(unit)
+            made = control_map(open_image(unit.image, what="control image"), unit, self._size)
+        except SdStudioError as error:
+            self.preview.setPixmap(QPixmap())
+            self.preview.setText(str(error))
+            self.preview.setWordWrap(True)
+            return False
+        pixmap = QPixmap.fromImage(pil_to_qimage(made))
+        self.preview.setPixmap(
+            pixmap.scaled(
+                PREVIEW,
+                PREVIEW,
+                Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation,
+            )
+        )
+        return True
 
     def unit(self) -> ControlUnit:
         """The unit described; raises :class:`InvalidRequest` for an unusable one. Settings

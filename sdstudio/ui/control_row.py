@@ -6,6 +6,7 @@ does not show) and go into the next request: nothing is dropped on the way."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -41,6 +42,8 @@ class ControlRow(QWidget):
         super().__init__(parent)
         self._units: list[ControlUnit] = []
         self._models: list[tuple[str, str]] = []
+        self.image_size: Callable[[], tuple[int, int]] = lambda: (512, 512)
+        """The size the next image will have (the map preview's); set by the panel."""
         self.list = QListWidget()
         self.list.setMaximumHeight(64)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -111,7 +114,7 @@ class ControlRow(QWidget):
         return f"{count} ControlNet unit{'s' if count != 1 else ''}" if count else ""
 
     def _ask(self, unit: ControlUnit | None, image: str = "") -> ControlUnit | None:
-        dialog = ControlUnitDialog(self._models, self, unit=unit)
+        dialog = ControlUnitDialog(self._models, self, unit=unit, size=self.image_size())
         if image:
             dialog.image.setText(image)
         while dialog.exec() == QDialog.DialogCode.Accepted:

@@ -30,7 +30,6 @@ class HistoryActions:
         gallery.use_as_init_requested.connect(lambda entry: window.use_as_source(Path(entry.path)))
         gallery.open_requested.connect(window.show_entry)
         gallery.compare_requested.connect(self.compare)
-        gallery.control_requested.connect(self.use_as_control)
         gallery.message.connect(lambda text: window.statusBar().showMessage(text, 5_000))
 
     def rerun(self, entry: HistoryEntry, *, new_seed: bool = False) -> int | None:
@@ -90,12 +89,6 @@ class HistoryActions:
         self.window.statusBar().showMessage(
             f"Image {entry.id} was {how}; loaded the source's settings.", 8_000
         )
-
-    def use_as_control(self, entry: HistoryEntry) -> None:
-        """Propose a gallery image as the control image of a new ControlNet unit."""
-        advanced = self.window.panel.advanced
-        advanced.set_expanded(True)
-        advanced.control.add(entry.path)
 
     def show_entry(self, entry: HistoryEntry) -> None:
         """Show an entry's image on the canvas and its settings in the info panel."""

@@ -28,6 +28,7 @@ from sdstudio.engine.metadata import ImageSettings, read_image_settings
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.ui.canvas import Canvas
+from sdstudio.ui.control_actions import ControlActions
 from sdstudio.ui.controller import GenerationController
 from sdstudio.ui.edit_toolbar import EditToolbar
 from sdstudio.ui.found_models import offer_found_models
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         self.queue_keeper = QueueKeeper(controller, paths.queue_file, self, self.show_error)
 
         self.upscale_actions = UpscaleActions(self)
+        self.control_actions = ControlActions(self)
         self._add_actions()
         self.edit_toolbar = EditToolbar(self.canvas, self)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.edit_toolbar)
@@ -318,6 +320,7 @@ class MainWindow(QMainWindow):
         run.addAction(cancel_all)
         run.addSeparator()
         run.addAction(self.upscale_actions.canvas_action)
+        run.addAction(self.control_actions.canvas_action)
 
     def load_entry(self, entry: HistoryEntry) -> None:
         """Load a history entry's settings, and its source image and mask, for editing."""

@@ -121,6 +121,7 @@ class PromptPanel(QWidget):
         self.strength.setDecimals(2)
         self.strength.setToolTip("How much of the source image to change (1 = all of it)")
         self.advanced = AdvancedSettings()
+        self.advanced.control.image_size = lambda: self.size_row.size()
         self.advanced.toggle.toggled.connect(lambda on: self._reveal(self.advanced, on))
         self.hires = HiresSection(self.size_row)
         self.hires.toggle.toggled.connect(lambda on: self._reveal(self.hires, on))
