@@ -16,6 +16,7 @@ from sdstudio.engine.control.units import ControlUnit
 from sdstudio.engine.devices import choose_device
 from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.generation import Engine
+from sdstudio.engine.metadata.a1111 import format_parameters
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.refine.hires_settings import HiresFix
 from sdstudio.engine.refine.refiner_settings import Refiner
@@ -129,7 +130,7 @@ def test_weight_zero_is_the_unguided_image_and_weight_one_guides(
     guided = run(engine, request(files, unit(files)))
     assert np.array_equal(pixels(zero.image), plain)
     assert np.abs(pixels(guided.image) - plain).mean() > 1.0
-    assert guided.record.extra["control"] == [{"model": "tiny_canny", "hash": ""}]
+    assert guided.record.extra["control"] == [{"name": "tiny_canny", "hash": ""}]
 
 
 def test_start_and_end_take_effect_at_their_steps(engine: Engine, files: dict[str, Path]) -> None:
@@ -167,7 +168,7 @@ def test_two_units_guide_together_and_rerun_exactly_from_the_record(
     assert np.abs(pixels(both.image) - one).mean() > 0.5
     stored = both.record.request.control
     assert all(Path(u.image).parent == engine.inputs_dir for u in stored)
-    assert [e["model"] for e in both.record.extra["control"]] == ["tiny_canny", "tiny_depth"]
+    assert [e["name"] for e in both.record.extra["control"]] == ["tiny_canny", "tiny_depth"]
     rerun = run(engine, both.record.request)
     assert np.array_equal(pixels(rerun.image), pixels(both.image))
 
@@ -210,7 +211,10 @@ def test_single_files_in_both_layouts_load_as_the_folder(
         got = run(engine, request(files, unit(files, model=str(files[name]))))
         assert np.array_equal(pixels(got.image), folder), name
         extra = got.record.extra["control"][0]
-        assert extra["model"] == files[name].stem and len(extra["hash"]) == 8
+        assert extra["name"] == files[name].stem and len(extra["hash"]) == 8
+        # The A1111 text names the file with its short hash, as the extension does.
+        written = format_parameters(got.record.request, extra=got.record.extra)
+        assert f"Model: {files[name].stem} [{extra['hash']}]" in written, written
 
 
 def test_the_cache_keeps_a_controlnet_until_its_file_changes(files: dict[str, Path]) -> None:

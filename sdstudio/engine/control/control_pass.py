@@ -105,7 +105,7 @@ class ControlPass:
     def record(self) -> list[dict[str, str]]:
         """Each unit's ControlNet (its file name, or folder name) and short hash."""
         return [
-            {"model": file.name, "hash": short}
+            {"name": file.name, "hash": short}
             for file, short in zip(self.files, self.hashes, strict=True)
         ]
 
