@@ -3,8 +3,8 @@ and what the record says about each unit.
 
 The control images are stored in the inputs folder before the model loads
 (:func:`store_control_images`), so the request in the record names the stored copies and
-a re-run reads the same pixels. Their control maps are made per image (with its seed, for
-the preprocessors that draw at random) at the generation's size.
+a re-run reads the same pixels. Their control maps are made once per size (per image,
+with its seed, for the preprocessors that draw at random) at the generation's size.
 
 A1111's Control Modes: "Balanced" runs each ControlNet on both halves of CFG;
 "ControlNet is more important" is diffusers' ``guess_mode`` (the ControlNet sees only the
@@ -15,7 +15,7 @@ middle block); "My prompt is more important" is A1111's soft injection (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,9 @@ class ControlPass:
 
     hires_pipe: Any = None
     """The ControlNet image-to-image pipeline of the hires pass, made on first use."""
+    maps: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    """The control maps made so far: each image of a batch reads the same map, unless its
+    preprocessor draws at random (then each seed has its own)."""
 
     def arguments(self, inputs: Inputs, seed: int) -> dict[str, Any]:
         """The control pipeline's ControlNet arguments for one image."""
@@ -84,11 +87,16 @@ class ControlPass:
         seed: int,
         key: str,
     ) -> dict[str, Any]:
+        from sdstudio.engine.control.preprocessors import draws_at_random
+
         units = request.control
-        maps = [
-            control_map(open_image(unit.image, what="control image"), unit, size, mask, seed)
-            for unit in units
-        ]
+        maps = []
+        for index, unit in enumerate(units):
+            made = (index, size, mask is not None, seed if draws_at_random(unit) else None)
+            if made not in self.maps:
+                image = open_image(unit.image, what="control image")
+                self.maps[made] = control_map(image, unit, size, mask, seed)
+            maps.append(self.maps[made])
         for model, unit in zip(self.models, units, strict=True):
             model.soft_injection = unit.mode is ControlMode.PROMPT
         several = len(units) > 1

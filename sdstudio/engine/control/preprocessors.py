@@ -186,6 +186,15 @@ def module_name(preprocessor: str) -> str:
     return ALIASES.get(name, name)
 
 
+SEEDED_MODULES = frozenset({"shuffle"})
+"""Modules whose map depends on the seed (each image of a batch gets its own)."""
+
+
+def draws_at_random(unit: ControlUnit) -> bool:
+    """Whether the unit's map depends on the image's seed."""
+    return module_name(unit.preprocessor) in SEEDED_MODULES
+
+
 def needs_mask(unit: ControlUnit) -> bool:
     """Whether the unit's map marks pixels to repaint (an inpainting ControlNet)."""
     return module_name(unit.preprocessor) in INPAINT_MODULES

@@ -8,6 +8,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.settings_parts import (
     check,
     check_number,
@@ -75,7 +76,8 @@ class ControlUnit:
                     object.__setattr__(self, name, kind(value))
                 except ValueError:
                     valid = ", ".join(m.value for m in kind)
-                    raise_invalid(f"Control {name} {value!r:.40} is unknown; valid: {valid}.")
+                    message = f"Control {name} {value!r:.40} is unknown; valid: {valid}."
+                    raise InvalidRequest(message) from None
         check_text(self, "Control", "model", "image", "preprocessor", "control_type")
         check(bool(self.model.strip()), "A control unit needs a ControlNet model.")
         check(bool(self.image.strip()), "A control unit needs a control image.")
@@ -102,8 +104,3 @@ class ControlUnit:
     def from_dict(cls, data: object) -> ControlUnit:
         """Rebuild from :meth:`to_dict` output (unknown keys ignored)."""
         return part_from_dict(cls, data, "control unit")
-
-
-def raise_invalid(message: str) -> None:
-    """Raise :class:`~sdstudio.engine.errors.InvalidRequest`."""
-    check(False, message)

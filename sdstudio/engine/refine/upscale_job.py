@@ -74,6 +74,7 @@ def run_upscale(
     result that is too large, ``ModelError`` for an upscaler that cannot be used, and
     ``GenerationCancelled`` when cancelled (between tiles).
     """
+    from sdstudio.engine.refine.upscaler_files import find_upscaler, resize_upscaler
     from sdstudio.engine.refine.upscalers import upscale_image, upscaler_label
 
     assert request.mode is Mode.UPSCALE and request.upscale is not None
@@ -100,9 +101,13 @@ def run_upscale(
             on_progress(Progress(done, total, 0, 1, None))
 
     folders = list(context.upscaler_dirs()) if context.upscaler_dirs else []
+    # An upscaler file is looked for once (the folders are walked for it).
+    upscaler: str | Path = settings.upscaler
+    if resize_upscaler(settings.upscaler) is None:
+        upscaler = find_upscaler(settings.upscaler, folders)
     image = upscale_image(
         source,
-        settings.upscaler,
+        upscaler,
         settings.scale,
         folders=folders,
         device=context.device,
@@ -113,7 +118,7 @@ def run_upscale(
     )
     if image.size != (width, height):  # the upscaler rounds otherwise: keep the record true
         image = image.resize((width, height), Image.Resampling.LANCZOS)
-    name, file_hash = upscaler_label(settings.upscaler, folders, context.cache)
+    name, file_hash = upscaler_label(upscaler, folders, context.cache)
     record = ImageRecord(
         request=stored,
         model_name=name,
