@@ -132,6 +132,8 @@ class Engine(LaterPasses):
         request = request.with_seed_resolved()
         samplers.check_names(request.sampler, request.schedule)  # before anything loads
         self.control.check(request)
+        if request.ip_adapters:
+            raise InvalidRequest("Image prompts (IP-Adapters) cannot run in this version.")
         hires_fix.check_hires(request, self.upscaler_dirs() if self.upscaler_dirs else ())
         self.refiner.check(request)
         check_detailer(request)

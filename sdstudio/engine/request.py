@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from sdstudio.engine.control.image_prompts import ImagePrompt
 from sdstudio.engine.control.units import ControlUnit
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.prompts import check_prompt_length
@@ -171,6 +172,8 @@ class GenerationRequest:
     image-to-image, A1111's SD upscale (then repainted in tiles of the request's size)."""
     control: tuple[ControlUnit, ...] = ()
     """ControlNets guiding the denoising, each with its control image (none: unguided)."""
+    ip_adapters: tuple[ImagePrompt, ...] = ()
+    """IP-Adapters guiding the denoising with reference images (none: the prompt alone)."""
 
     def __post_init__(self) -> None:
         for name, kind in _ENUMS.items():
@@ -191,6 +194,11 @@ class GenerationRequest:
                 ControlUnit.from_dict(u) if isinstance(u, dict) else u for u in self.control
             )
             object.__setattr__(self, "control", units)
+        if isinstance(self.ip_adapters, list | tuple):
+            prompts = tuple(
+                ImagePrompt.from_dict(p) if isinstance(p, dict) else p for p in self.ip_adapters
+            )
+            object.__setattr__(self, "ip_adapters", prompts)
         for name, kind in _PARTS.items():
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -235,6 +243,7 @@ class GenerationRequest:
             part = getattr(self, name)
             data[name] = part.to_dict() if part is not None else None
         data["control"] = [unit.to_dict() for unit in self.control]
+        data["ip_adapters"] = [prompt.to_dict() for prompt in self.ip_adapters]
         return {"schema": REQUEST_SCHEMA_VERSION, **data}
 
     @classmethod

@@ -144,6 +144,7 @@ def validate(r: GenerationRequest) -> None:
 def _check_parts(r: GenerationRequest, mode: Any) -> None:
     """The optional parts fit the mode: an upscale job is only that; SD upscale is
     image-to-image; a refiner and a detailer need a model's pass to follow."""
+    from sdstudio.engine.control.image_prompts import MAX_IMAGE_PROMPTS, ImagePrompt
     from sdstudio.engine.control.units import MAX_UNITS, ControlUnit
 
     check(
@@ -154,11 +155,21 @@ def _check_parts(r: GenerationRequest, mode: Any) -> None:
         len(r.control) <= MAX_UNITS,
         f"At most {MAX_UNITS} control units guide one image, not {len(r.control)}.",
     )
+    check(
+        isinstance(r.ip_adapters, tuple)
+        and all(isinstance(p, ImagePrompt) for p in r.ip_adapters),
+        "ip_adapters must be a list of image prompts.",
+    )
+    check(
+        len(r.ip_adapters) <= MAX_IMAGE_PROMPTS,
+        f"At most {MAX_IMAGE_PROMPTS} image prompts guide one image, not {len(r.ip_adapters)}.",
+    )
     if r.mode is mode.UPSCALE:
         check(r.upscale is not None, "An upscale job needs its upscaler and scale.")
         for name in ("hires", "refiner", "detailer"):
             check(getattr(r, name) is None, f"An upscale job takes no {name} settings.")
         check(not r.control, "An upscale job takes no control units.")
+        check(not r.ip_adapters, "An upscale job takes no image prompts.")
     elif r.upscale is not None:
         check(
             r.mode is mode.IMG2IMG,

@@ -58,6 +58,8 @@ def check_control(request: GenerationRequest) -> None:
             'Control mode "ControlNet is more important" cannot be mixed with other control '
             "modes in one generation; give every unit that mode, or none."
         )
+    if any(unit.pixel_perfect for unit in request.control):
+        raise InvalidRequest("Pixel Perfect cannot run in this version; turn it off.")
     check_preprocessors(request)
 
 

@@ -67,6 +67,9 @@ class ControlUnit:
     threshold_b: float | None = None
     control_type: str = ""
     """For a Union ControlNet: which control it reads (``canny``, ``depth``...)."""
+    pixel_perfect: bool = False
+    """A1111's "Pixel Perfect": the preprocessor works at the size the control image
+    takes in the generated picture, instead of at :attr:`resolution`."""
 
     def __post_init__(self) -> None:
         for name, kind in (("mode", ControlMode), ("resize", ControlResize)):
@@ -90,6 +93,9 @@ class ControlUnit:
             f"A control unit's start ({self.start:g}) must come before its end ({self.end:g}).",
         )
         check_whole(self, "Control", "resolution", 64, 2048)
+        check(
+            isinstance(self.pixel_perfect, bool), "Control pixel perfect must be true or false."
+        )
         for name in ("threshold_a", "threshold_b"):
             if getattr(self, name) is not None:
                 check_number(self, "Control", name, -10_000.0, 10_000.0)
