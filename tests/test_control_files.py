@@ -22,7 +22,6 @@ from sdstudio.testing.tiny_control import (
     FLUX_CONTROLNET_SHAPES,
     SDXL_CONTROLNET_SHAPES,
     T2I_ADAPTER_SHAPES,
-    UNION_SHAPES,
     write_header_file,
 )
 
@@ -48,8 +47,6 @@ def test_the_family_is_read_from_the_header() -> None:
 @pytest.mark.parametrize(
     ("shapes", "kind"),
     [
-        (T2I_ADAPTER_SHAPES, "T2I-Adapter"),
-        (UNION_SHAPES, "Union ControlNet"),
         (FLUX_CONTROLNET_SHAPES, "Flux ControlNet"),
         ({"pos_embed.proj.weight": (8, 16), "transformer_blocks.0.x": (8,)}, "SD 3 ControlNet"),
         (

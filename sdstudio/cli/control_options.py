@@ -1,6 +1,7 @@
 """``generate --control "model=NAME,image=PATH,preprocessor=canny,..."``: one ControlNet
 unit per option, repeatable. Keys not given take A1111's defaults (weight 1, start 0,
-end 1, balanced, crop, resolution 512, the preprocessor's own thresholds)."""
+end 1, balanced, crop, resolution 512, the preprocessor's own thresholds, no pixel
+perfect)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ KEYS = {
     "a": "threshold_a",
     "b": "threshold_b",
     "type": "control_type",
+    "pixel_perfect": "pixel_perfect",
+    "pp": "pixel_perfect",
 }
 """Each key of a ``--control`` spec and its :class:`ControlUnit` field."""
 
@@ -43,7 +46,8 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help=f"a ControlNet unit, as '{EXAMPLE}' (repeat for each); keys: "
         f"{', '.join(KEYS)}; mode balanced|prompt|control, resize crop|resize|fill, "
-        "a/b the preprocessor's thresholds, type a Union model's control type",
+        "a/b the preprocessor's thresholds, type a Union model's control type, "
+        "pixel_perfect (pp) true|false: the preprocessor works at the generated size",
     )
 
 
@@ -92,6 +96,8 @@ def parse_control(spec: str) -> ControlUnit:
         fields[name] = _number(name, values[name], float)
     if "resolution" in values:
         fields["resolution"] = _number("res", values["resolution"], int)
+    if "pixel_perfect" in values:
+        fields["pixel_perfect"] = _switch("pixel_perfect", values["pixel_perfect"])
     image = Path(values["image"]).expanduser()
     if not image.is_file():
         raise InvalidRequest(f"--control: the control image {image} does not exist.")
@@ -107,6 +113,12 @@ def _number(name: str, text: str, kind: type[float] | type[int]) -> float | int:
     except ValueError:
         what = "a whole number" if kind is int else "a number"
         raise InvalidRequest(f"--control: {name}={text!r:.40} is not {what}.") from None
+
+
+def _switch(name: str, text: str) -> bool:
+    if text.casefold() not in ("true", "false"):
+        raise InvalidRequest(f"--control: {name}={text!r:.40} must be true or false.")
+    return text.casefold() == "true"
 
 
 def recorded_control(units: tuple[ControlUnit, ...]) -> tuple[ControlUnit, ...]:

@@ -12,10 +12,11 @@ import enum
 import json
 from typing import Any
 
+from sdstudio.engine.control.image_prompts import ImagePrompt
 from sdstudio.engine.control.units import ControlUnit
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.history import HistoryEntry
-from sdstudio.engine.metadata import control_names
+from sdstudio.engine.metadata import control_names, ip_adapter_names
 from sdstudio.engine.metadata.record import ImageRecord
 from sdstudio.engine.refine.detailer_settings import Detailer, detailed_text
 from sdstudio.engine.refine.hires_settings import HiresFix
@@ -50,6 +51,7 @@ REQUEST_LABELS = {
     "refiner": "Refiner",
     "detailer": "Detailer",
     "control": "ControlNet",
+    "ip_adapters": "Image prompts",
 }
 """Names for people of the request's fields; others are named from the field."""
 
@@ -60,6 +62,7 @@ _EXTRA_LABELS = {
     "refiner": "Refiner file",
     "detailer": "Faces detailed",
     "control": "ControlNet files",
+    "ip_adapters": "IP-Adapter files",
 }
 _EMPTY = {"vae": "the model's own", "text_encoders": "the model's own", "hires": "none"}
 
@@ -118,6 +121,8 @@ def _text(value: Any, empty: str = "none") -> str:
         return value.describe()
     if isinstance(value, tuple) and value and all(isinstance(v, ControlUnit) for v in value):
         return "\n".join(control_names.describe(unit) for unit in value)  # one line a unit
+    if isinstance(value, tuple) and value and all(isinstance(v, ImagePrompt) for v in value):
+        return "\n".join(_image_prompt(prompt) for prompt in value)
     if isinstance(value, dict) and "faces" in value and "boxes" in value:
         return detailed_text(value)
     if isinstance(value, dict) and "name" in value:
@@ -129,6 +134,15 @@ def _text(value: Any, empty: str = "none") -> str:
     if isinstance(value, list | tuple | dict):
         return json.dumps(value, ensure_ascii=False)
     return str(value)
+
+
+def _image_prompt(prompt: ImagePrompt) -> str:
+    """An image prompt's line, then its reference images and mask, one a line."""
+    lines = [ip_adapter_names.describe(prompt)]
+    lines += [f"  image: {image}" for image in prompt.images]
+    lines += [f"  mask: {prompt.mask}"] if prompt.mask else []
+    lines += [f"  encoder: {prompt.encoder}"] if prompt.encoder else []
+    return "\n".join(lines)
 
 
 def _network(use: dict[str, Any]) -> str:

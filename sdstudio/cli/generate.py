@@ -26,6 +26,12 @@ from sdstudio.cli.control_options import (
 )
 from sdstudio.cli.detail_options import add_detail_options, detail_options, recorded_detailer
 from sdstudio.cli.hires_options import add_hires_options, hires_options
+from sdstudio.cli.ip_adapter_options import (
+    add_ip_adapter_options,
+    check_recorded_reference_images,
+    ip_adapter_options,
+    recorded_image_prompts,
+)
 from sdstudio.cli.model_choice import ChosenModel, choose_model, settings_for
 from sdstudio.cli.recorded import Recorded, recorded_model, recorded_vae
 from sdstudio.cli.refiner_options import add_refiner_options, refiner_options, rerun_refiner
@@ -79,6 +85,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     add_sd_upscale_options(generate)
     add_detail_options(generate)
     add_control_options(generate)
+    add_ip_adapter_options(generate)
     add_refiner_options(generate)
     generate.add_argument(
         "--vae",
@@ -167,6 +174,7 @@ def _request_from_arguments(
     hires = hires_options(args)
     detailer = detail_options(args)
     control = control_options(args)
+    image_prompts = ip_adapter_options(args)
     sd_upscale = sd_upscale_option(args)
     mode = Mode.TXT2IMG
     init_size = None
@@ -206,6 +214,7 @@ def _request_from_arguments(
         hires=hires,
         detailer=detailer,
         control=control,
+        ip_adapters=image_prompts,
         upscale=sd_upscale,
         **source_options(args),
     )
@@ -286,6 +295,9 @@ def _request_to_rerun(
     if not trusted and request.control:
         check_recorded_control_images(request.control, source, context.paths.inputs_dir)
         changes["control"] = recorded_control(request.control)
+    if not trusted and request.ip_adapters:
+        check_recorded_reference_images(request.ip_adapters, source, context.paths.inputs_dir)
+        changes["ip_adapters"] = recorded_image_prompts(request.ip_adapters)
     refiner = rerun_refiner(request, args, finder, trusted=trusted)
     if refiner != request.refiner:
         changes["refiner"] = refiner
@@ -314,6 +326,7 @@ def _check_source_image(value: str | None, name: str, source: str, inputs_dir: P
 def _run(
     request: GenerationRequest, args: argparse.Namespace, context: Context, finder: ModelFinder
 ) -> int:
+    from sdstudio.engine.control.annotators import annotator_folders
     from sdstudio.engine.devices import choose_device
     from sdstudio.engine.generation import Engine, Progress
     from sdstudio.engine.hashing import HashCache
@@ -346,6 +359,9 @@ def _run(
         text_encoder_dirs=lambda: network_folders(paths, context.settings, "text_encoder"),
         upscaler_dirs=lambda: network_folders(paths, context.settings, "upscaler"),
         control_dirs=lambda: network_folders(paths, context.settings, "controlnet"),
+        ip_adapter_dirs=lambda: network_folders(paths, context.settings, "ipadapter"),
+        clip_vision_dirs=lambda: network_folders(paths, context.settings, "clip_vision"),
+        annotator_dirs=lambda: annotator_folders(paths, context.settings),
         detectors=lambda name: open_detector(
             name, network_folders(paths, context.settings, "detector")
         ),

@@ -4,15 +4,18 @@ image did not hold marked and what sdstudio keeps but does not apply."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdstudio.cli.report import Reporter
 from sdstudio.engine.request import Mode
 
+if TYPE_CHECKING:
+    from sdstudio.engine.metadata import ImageSettings
+
 
 def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
     """``info``: the settings stored in an image."""
-    from sdstudio.engine.metadata import control_names, read_image_settings
+    from sdstudio.engine.metadata import control_names, ip_adapter_names, read_image_settings
 
     settings = read_image_settings(args.image)
     request = settings.request
@@ -82,7 +85,13 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
     written = [unit for unit in control_names.read_units(settings.extras) if not unit.problem]
     for unit in written:
         rows.append((unit.key, f"{unit.describe()} (not applied: no control image)", ()))
-    extras = {k: v for k, v in settings.extras.items() if k not in {u.key for u in written}}
+    rows += _image_prompt_rows(settings)
+    prompts = [p for p in ip_adapter_names.read_prompts(settings.extras) if not p.problem]
+    for prompt in prompts:
+        line = f"IP-Adapter {prompt.describe()} (not applied: no reference images)"
+        rows.append((prompt.key, line, ()))
+    shown = {u.key for u in written} | {p.key for p in prompts}
+    extras = {k: v for k, v in settings.extras.items() if k not in shown}
     for key, value, fields in rows:
         if value:
             unread = not settings.read.issuperset(fields)
@@ -96,3 +105,22 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         for note in settings.notes:
             reporter.result(f"  - {note}")
     return 0
+
+
+def _image_prompt_rows(settings: ImageSettings) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The request's image prompts, each with its images (and the file that ran, from
+    sdstudio's record)."""
+    from sdstudio.engine.metadata import control_names, ip_adapter_names
+
+    extra = settings.record.extra if settings.record is not None else {}
+    recorded = extra.get(ip_adapter_names.EXTRA_KEY)
+    files = recorded if isinstance(recorded, list) else []
+    rows: list[tuple[str, str, tuple[str, ...]]] = []
+    for i, prompt in enumerate(settings.request.ip_adapters):
+        line = ip_adapter_names.describe(prompt)
+        if i < len(files):
+            line += f", file {control_names.model_title(prompt.model, files[i])}"
+        rows.append((f"Image prompt {i}", line, ("ip_adapters",)))
+        rows.append((f"Image prompt {i} images", ", ".join(prompt.images), ("ip_adapters",)))
+        rows.append((f"Image prompt {i} mask", prompt.mask, ("ip_adapters",)))
+    return rows

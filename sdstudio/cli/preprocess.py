@@ -21,17 +21,17 @@ MAP_MODEL = "(none)"
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``preprocess``."""
-    from sdstudio.engine.control.preprocessors import BUILT_IN
+    from sdstudio.engine.control.preprocessors import AVAILABLE
 
     parser = commands.add_parser(
-        "preprocess", help="make a ControlNet control map from an image (canny, lineart...)"
+        "preprocess", help="make a ControlNet control map from an image (canny, depth...)"
     )
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument(
         "--preprocessor",
         required=True,
         metavar="NAME",
-        help=f"A1111's module name: {', '.join(BUILT_IN)}",
+        help=f"A1111's module name: {', '.join(AVAILABLE)}",
     )
     parser.add_argument(
         "--threshold-a",
@@ -64,6 +64,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         choices=[mode.value for mode in ControlResize],
         help="how the map is fitted to --width x --height (default crop)",
     )
+    parser.add_argument(
+        "--pixel-perfect",
+        action="store_true",
+        help="work at the size the image takes in --width x --height (A1111's Pixel Perfect)",
+    )
     parser.add_argument("--mask", default=None, help="white = repaint (the inpaint modules)")
     parser.add_argument("--seed", type=int, default=0, help="the shuffle's seed (default 0)")
     parser.add_argument("--out", required=True, metavar="FILE", help="the PNG to write")
@@ -74,6 +79,7 @@ def run_preprocess(args: argparse.Namespace, context: Context) -> int:
     """``preprocess``: the map is written to ``--out``."""
     from PIL import Image
 
+    from sdstudio.engine.control.annotators import Annotators, annotator_folders
     from sdstudio.engine.control.preprocessors import (
         check_preprocessor,
         control_map,
@@ -85,6 +91,8 @@ def run_preprocess(args: argparse.Namespace, context: Context) -> int:
 
     if (args.width is None) != (args.height is None):
         raise InvalidRequest("Give both --width and --height, or neither (the map's own size).")
+    if args.pixel_perfect and args.width is None:
+        raise InvalidRequest("--pixel-perfect needs --width and --height (the generation's size).")
     for name in ("width", "height"):
         value = getattr(args, name)
         if value is not None and not 8 <= value <= 8192:
@@ -103,8 +111,10 @@ def run_preprocess(args: argparse.Namespace, context: Context) -> int:
         resolution=args.resolution,
         threshold_a=args.threshold_a,
         threshold_b=args.threshold_b,
+        pixel_perfect=args.pixel_perfect,
     )
-    check_preprocessor(unit)
+    annotators = Annotators(annotator_folders(context.paths, context.settings))
+    check_preprocessor(unit, annotators)
     if needs_mask(unit) and not args.mask:
         raise InvalidRequest(
             f"The {args.preprocessor} preprocessor needs --mask (white = repaint)."
@@ -112,11 +122,12 @@ def run_preprocess(args: argparse.Namespace, context: Context) -> int:
     image = open_image(args.image, what="control image")
     mask = open_image(args.mask, what="mask").convert("L") if args.mask else None
     if args.width is not None:
-        result = control_map(image, unit, (args.width, args.height), mask=mask, seed=args.seed)
+        size = (args.width, args.height)
+        result = control_map(image, unit, size, mask=mask, seed=args.seed, annotators=annotators)
     elif mask is not None:
         result = control_map(image, unit, image.size, mask=mask, seed=args.seed)
     else:  # the map at the size the module made it
-        result = Image.fromarray(preprocess(image, unit, seed=args.seed))
+        result = Image.fromarray(preprocess(image, unit, seed=args.seed, annotators=annotators))
     data = io.BytesIO()
     result.save(data, format="PNG")
     written = write_atomically(out.resolve(), data.getvalue())

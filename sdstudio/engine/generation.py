@@ -22,7 +22,9 @@ from PIL import Image
 
 import sdstudio
 from sdstudio.engine import samplers
+from sdstudio.engine.control.annotators import Annotators
 from sdstudio.engine.control.guidance import ControlStage
+from sdstudio.engine.control.ip_adapters import ImagePromptStage
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.family_settings import check_family_settings
 from sdstudio.engine.inputs import Inputs, prepare_inputs
@@ -73,14 +75,19 @@ class Engine(LaterPasses):
         text_encoder_dirs: Callable[[], Iterable[Path]] | None = None,
         upscaler_dirs: Callable[[], Iterable[Path]] | None = None,
         control_dirs: Callable[[], Iterable[Path]] | None = None,
+        annotator_dirs: Callable[[], Iterable[Path]] | None = None,
+        ip_adapter_dirs: Callable[[], Iterable[Path]] | None = None,
+        clip_vision_dirs: Callable[[], Iterable[Path]] | None = None,
         detectors: OpenDetector | None = None,
     ) -> None:
         """``networks`` finds LoRAs and embeddings; without it LoRA tags are only removed.
 
         ``vae_dirs`` and ``text_encoder_dirs`` give the folders where a VAE or a text
         encoder named by file name is looked for (and where the parts of a transformer
-        kept alone are found). ``detectors`` opens the detailer's detector a request
-        names (without it: the built-in face detector, or a detector file by path).
+        kept alone are found); ``ip_adapter_dirs`` and ``clip_vision_dirs`` those of the
+        IP-Adapters and the CLIP vision encoders of image prompts. ``detectors`` opens the
+        detailer's detector a request names (without it: the built-in face detector, or a
+        detector file by path).
         """
         self.pipelines = pipelines
         self.inputs_dir = inputs_dir
@@ -105,6 +112,12 @@ class Engine(LaterPasses):
         self.control = ControlStage(pipelines)
         self.control.folders = control_dirs
         """The ControlNets of the request (see :mod:`sdstudio.engine.control.guidance`)."""
+        self.control.annotators = Annotators(annotator_dirs)
+        """The annotator folders (``annotator_dirs``) of the preprocessors that need weights."""
+        self.image_prompts = ImagePromptStage(pipelines)
+        self.image_prompts.folders = ip_adapter_dirs
+        self.image_prompts.encoder_folders = clip_vision_dirs
+        """The IP-Adapters of the request (see :mod:`sdstudio.engine.control.ip_adapters`)."""
 
     def generate(
         self,
@@ -132,8 +145,7 @@ class Engine(LaterPasses):
         request = request.with_seed_resolved()
         samplers.check_names(request.sampler, request.schedule)  # before anything loads
         self.control.check(request)
-        if request.ip_adapters:
-            raise InvalidRequest("Image prompts (IP-Adapters) cannot run in this version.")
+        self.image_prompts.check(request)
         hires_fix.check_hires(request, self.upscaler_dirs() if self.upscaler_dirs else ())
         self.refiner.check(request)
         check_detailer(request)
@@ -163,6 +175,9 @@ class Engine(LaterPasses):
         controlling = self.control.prepare(inputs, pipe, on_status)
         if controlling is not None:
             extra["control"] = controlling.record()
+        prompting = self.image_prompts.prepare(inputs, pipe, on_status)
+        if prompting is not None:
+            extra["ip_adapters"] = prompting.record()
         for index, seed in enumerate(request.seeds()):
             cancel.raise_if_cancelled()
             started = time.perf_counter()
@@ -268,6 +283,9 @@ class Engine(LaterPasses):
             kwargs.update(control.arguments(inputs, seed))
         called = control.pipe if control is not None else pipe
         called.scheduler = pipe.scheduler  # this image's sampler, made above
+        if self.image_prompts.active is not None:
+            size = (request.width, request.height)
+            kwargs.update(self.image_prompts.active.arguments(called, kwargs, size))
         result = self._call(called, kwargs, request.width, request.height)
         output = result.images
         if switch is not None and refining is not None:  # the refiner finishes the latents

@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from sdstudio.engine.control.control_pass import store_control_images
+from sdstudio.engine.control.ip_adapter_pass import store_image_prompts
 from sdstudio.engine.image_fit import fit_image
 from sdstudio.engine.images import open_image, open_mask, store_input
 from sdstudio.engine.inpaint import Box, blur_mask, crop_region, fill_masked, paste_back
@@ -60,6 +61,7 @@ def prepare_inputs(
     Raises :class:`~sdstudio.engine.errors.ImageInputError` for a file that cannot be used.
     """
     request = store_control_images(request, inputs_dir)
+    request = store_image_prompts(request, inputs_dir)
     if request.mode is Mode.TXT2IMG:
         return Inputs(request)
     assert request.init_image is not None

@@ -25,6 +25,7 @@ from sdstudio.engine.request import GenerationRequest, Mode
 
 if TYPE_CHECKING:
     from sdstudio.engine.control.guidance import ControlStage
+    from sdstudio.engine.control.ip_adapters import ImagePromptStage
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class LaterPasses(PipelineCalls):
     upscaler_dirs: Callable[[], Iterable[Path]] | None
     upscaler_cache: Any
     control: ControlStage
+    image_prompts: ImagePromptStage
 
     def _upscale_only(
         self,
@@ -184,6 +186,9 @@ class LaterPasses(PipelineCalls):
             guided.scheduler = pipe.scheduler  # this image's sampler (made above)
             pipe = guided
             kwargs.update(control)
+        if self.image_prompts.active is not None:  # and the image prompts
+            size = (plan.width, plan.height)
+            kwargs.update(self.image_prompts.active.arguments(pipe, kwargs, size))
         result = self._call(pipe, kwargs, plan.width, plan.height)
         image: Image.Image = result.images[0]
         return image

@@ -156,8 +156,7 @@ def _check_parts(r: GenerationRequest, mode: Any) -> None:
         f"At most {MAX_UNITS} control units guide one image, not {len(r.control)}.",
     )
     check(
-        isinstance(r.ip_adapters, tuple)
-        and all(isinstance(p, ImagePrompt) for p in r.ip_adapters),
+        isinstance(r.ip_adapters, tuple) and all(isinstance(p, ImagePrompt) for p in r.ip_adapters),
         "ip_adapters must be a list of image prompts.",
     )
     check(

@@ -28,6 +28,7 @@ from sdstudio.engine.request import (
 )
 from sdstudio.ui.control_row import ControlRow
 from sdstudio.ui.detailer_row import DetailerRow
+from sdstudio.ui.ip_adapter_row import IpAdapterRow
 from sdstudio.ui.refiner_row import RefinerRow
 
 RESIZE_MODES = (
@@ -86,6 +87,7 @@ class AdvancedSettings(QWidget):
         self.refiner = RefinerRow()
         self.detailer = DetailerRow()
         self.control = ControlRow()
+        self.ip_adapters = IpAdapterRow()
 
         form = QFormLayout(self.body)
         form.setContentsMargins(12, 0, 0, 0)
@@ -94,6 +96,7 @@ class AdvancedSettings(QWidget):
         form.addRow("Refiner", self.refiner)
         form.addRow(self.detailer)
         form.addRow("ControlNet", self.control)
+        form.addRow("Image prompt", self.ip_adapters)
         form.addRow("Resize mode", self.resize_mode)
         form.addRow("Inpaint area", self.inpaint_area)
         form.addRow("Padding", self.masked_padding)
@@ -115,6 +118,7 @@ class AdvancedSettings(QWidget):
         self.refiner.changed.connect(self._on_changed)
         self.detailer.changed.connect(self._on_changed)
         self.control.changed.connect(self._on_changed)
+        self.ip_adapters.changed.connect(self._on_changed)
         self.set_source(False)
 
     def set_expanded(self, expanded: bool) -> None:
@@ -141,6 +145,7 @@ class AdvancedSettings(QWidget):
             "refiner": self.refiner.value(),
             "detailer": self.detailer.values(),
             "control": self.control.values(),
+            "ip_adapters": self.ip_adapters.values(),
         }
 
     def load(self, request: GenerationRequest) -> None:
@@ -155,6 +160,7 @@ class AdvancedSettings(QWidget):
         self.refiner.load(request.refiner)
         self.detailer.load(request.detailer)
         self.control.load(request.control)
+        self.ip_adapters.load(request.ip_adapters)
 
     def changed_settings(self) -> list[str]:
         """The settings in effect that are not at their defaults, in words."""
@@ -169,6 +175,8 @@ class AdvancedSettings(QWidget):
             said.append("detail faces")
         if self.control.describe():
             said.append(self.control.describe())
+        if self.ip_adapters.describe():
+            said.append(self.ip_adapters.describe())
         if self._has_source:
             for combo, default in (
                 (self.resize_mode, _DEFAULTS.resize_mode),

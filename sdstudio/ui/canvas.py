@@ -31,6 +31,8 @@ from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
 from shiboken6 import isValid
 
 from sdstudio.engine.images import open_image
+from sdstudio.ui.canvas_strokes import MASK_TOOLS, SCRIBBLE, CanvasStrokes
+from sdstudio.ui.control_layer import ControlLayer
 from sdstudio.ui.mask_layer import MaskLayer, mask_from_pil
 
 if TYPE_CHECKING:
@@ -101,6 +103,8 @@ class Canvas(QGraphicsView):
         self.mask.set_visible(False)
         self.mask_wanted = True
         """Whether the mask overlay is shown over the source ("Show mask")."""
+        self.control = ControlLayer(self._scene, self.undo_stack)
+        self.strokes = CanvasStrokes(self)
         self.source: Image.Image | None = None
         self._output: tuple[Image.Image, tuple[int, int] | None] | None = None
         self._view = ""
@@ -132,7 +136,7 @@ class Canvas(QGraphicsView):
 
     @property
     def tool(self) -> str:
-        """The current tool: ``"pan"``, ``"brush"`` or ``"eraser"``."""
+        """The current tool: ``"pan"``, ``"brush"``, ``"eraser"`` or ``"scribble"``."""
         return self._tool
 
     def output_image(self) -> Image.Image | None:
@@ -182,8 +186,8 @@ class Canvas(QGraphicsView):
     def fit(self) -> None:
         """Scale the image to fit the view, and keep fitting as the window resizes."""
         self._fit = True
-        if self.has_image:
-            self.fitInView(self._item, Qt.AspectRatioMode.KeepAspectRatio)
+        if self.has_image or self.control.on_page:
+            self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
 
     def zoom(self, factor: float) -> None:
         """Zoom by ``factor`` around the mouse (or the centre)."""
@@ -249,52 +253,45 @@ class Canvas(QGraphicsView):
         self.source_changed.emit()
 
     def undo(self) -> None:
-        """Undo the last edit of the source or mask, while they are on show."""
-        if self.showing_source:
+        """Undo the last edit of the source, mask or drawing, while they are on show."""
+        if self.strokes.editing():
             self.undo_stack.undo()
 
     def redo(self) -> None:
-        """Redo the last undone edit, while the source is on show."""
-        if self.showing_source:
+        """Redo the last undone edit, while the source (or the drawing's page) is on show."""
+        if self.strokes.editing():
             self.undo_stack.redo()
 
     def set_tool(self, tool: str) -> None:
-        """``"pan"``, ``"brush"`` or ``"eraser"``; a painting tool brings the source on show."""
-        painting = tool in ("brush", "eraser")
-        if painting and self.source is None:
+        """``"pan"``, ``"brush"``, ``"eraser"`` or ``"scribble"``; a painting tool brings
+        the source on show (Scribble with no source: the page of the next image's size)."""
+        painting = tool in (*MASK_TOOLS, SCRIBBLE)
+        if painting and self.source is None and tool != SCRIBBLE:
             tool, painting = "pan", False
+        self.strokes.finish()
         self._tool = tool
         self.mask.erasing = tool == "eraser"
         self.setDragMode(
             QGraphicsView.DragMode.NoDrag if painting else QGraphicsView.DragMode.ScrollHandDrag
         )
         if painting and not self.showing_source:
-            self.show_source()
+            self.show_source() if self.source is not None else self._blank()
+        self.strokes.sync()
         self.tool_changed.emit(tool)
 
     # Events ----------------------------------------------------------------------
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        if self._painting():
-            self.setFocus(Qt.FocusReason.MouseFocusReason)
-            self.mask.begin_stroke(self.mapToScene(event.position().toPoint()))
-            event.accept()
-            return
-        super().mousePressEvent(event)
+        if not self.strokes.press(event):
+            super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
-        if self._painting() and event.buttons() & Qt.MouseButton.LeftButton:
-            self.mask.continue_stroke(self.mapToScene(event.position().toPoint()))
-            event.accept()
-            return
-        super().mouseMoveEvent(event)
+        if not self.strokes.move(event):
+            super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        if self._painting():
-            self.mask.end_stroke()
-            event.accept()
-            return
-        super().mouseReleaseEvent(event)
+        if not self.strokes.release(event):
+            super().mouseReleaseEvent(event)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if _first_local_file(event.mimeData().urls()) is not None:
@@ -326,7 +323,7 @@ class Canvas(QGraphicsView):
 
     def drawForeground(self, painter: QPainter, rect: QRectF | QRect) -> None:
         super().drawForeground(painter, rect)
-        if self.has_image:
+        if self.has_image or self.control.on_page:
             return
         painter.save()
         painter.resetTransform()
@@ -338,17 +335,15 @@ class Canvas(QGraphicsView):
         )
         painter.restore()
 
-    def _painting(self) -> bool:
-        return self._tool in ("brush", "eraser") and self.showing_source
-
     def _set_view(self, view: str) -> None:
         self.mask.set_visible(view == self.SOURCE and self.mask_wanted)
-        if view != self.SOURCE and self._tool != "pan":
-            self.mask.end_stroke()
+        keeps = view == self.SOURCE or (view == "" and self._tool == SCRIBBLE)
+        if not keeps and self._tool != "pan":
             self.set_tool("pan")
         if view != self._view:
             self._view = view
             self.view_changed.emit()
+        self.strokes.sync()
 
     def _blank(self) -> None:
         self._item.setPixmap(QPixmap())

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QMainWindow
 
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
 from sdstudio.engine.images import store_input
 
 if TYPE_CHECKING:
+    from sdstudio.ui.control_layer_tools import ControlLayerToolbar
     from sdstudio.ui.main_window import MainWindow
 
 
@@ -48,3 +51,26 @@ class ControlActions:
         advanced = self.window.panel.advanced
         advanced.set_expanded(True)
         advanced.control.add(path)
+
+    def add_layer_tools(self) -> ControlLayerToolbar:
+        """The control layer's toolbar, over the canvas (not in the window's tool rows,
+        which would take height from the prompt panel), and its actions in the Image
+        menu; the canvas's page takes the panel's size."""
+        from sdstudio.ui.control_layer_tools import ControlLayerToolbar
+
+        window = self.window
+        panel = window.panel
+        tools = ControlLayerToolbar(
+            window.canvas, panel.advanced.control, window.inputs_dir, window.show_error, window
+        )
+        tools.status_bar = window.statusBar()
+        tools.before_adding = lambda: panel.advanced.set_expanded(True)
+        strokes = window.canvas.strokes
+        strokes.page_size = panel.size_row.size
+        for box in (panel.width_box, panel.height_box):
+            box.valueChanged.connect(lambda _value: strokes.sync())
+        pane = window.stack.parentWidget()  # the canvas's column, when it holds docks
+        host = pane if isinstance(pane, QMainWindow) else window
+        host.addToolBar(Qt.ToolBarArea.TopToolBarArea, tools)
+        tools.add_to_menu(window.edit_toolbar.menu)
+        return tools

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sdstudio.engine.control.annotators import Annotators
 from sdstudio.engine.control.units import MAX_WEIGHT, ControlMode, ControlResize, ControlUnit
 from sdstudio.engine.errors import InvalidRequest, SdStudioError
 
@@ -43,14 +45,25 @@ PREPROCESSORS = ("none", "canny", "invert", "lineart_standard", "scribble_xdog",
 
 
 def preprocessor_names() -> list[str]:
-    """The built-in preprocessors, by A1111's module names."""
+    """The preprocessors sdstudio runs, by A1111's module names."""
     try:
         from sdstudio.engine.control import preprocessors
 
-        names = getattr(preprocessors, "BUILT_IN", None)
+        names = getattr(preprocessors, "AVAILABLE", None)
         return list(names) if names else list(PREPROCESSORS)
     except ImportError:
         return list(PREPROCESSORS)
+
+
+def app_annotators() -> Annotators:
+    """The annotator folders of this user's settings (read now: a folder just added
+    counts), for the preview of a map that needs weights."""
+    from sdstudio.engine.control.annotators import Annotators, annotator_folders
+    from sdstudio.engine.paths import AppPaths
+    from sdstudio.engine.settings import load_settings
+
+    paths = AppPaths.default()
+    return Annotators(annotator_folders(paths, load_settings(paths)))
 
 
 class ControlUnitDialog(QDialog):
@@ -63,9 +76,11 @@ class ControlUnitDialog(QDialog):
         *,
         unit: ControlUnit | None = None,
         size: tuple[int, int] = (512, 512),
+        preprocessor: str = "",
     ) -> None:
         """``models`` are the ControlNet files found, as (name, path); ``size`` is the
-        image's size, at which the map is previewed."""
+        image's size, at which the map is previewed; ``preprocessor`` is proposed for a
+        new unit (``"none"`` for an image that already is a map)."""
         super().__init__(parent)
         self.setWindowTitle("ControlNet unit")
         self.model = QComboBox(editable=True)
@@ -84,6 +99,8 @@ class ControlUnitDialog(QDialog):
         image_row.addWidget(browse)
         self.preprocessor = QComboBox(editable=True)
         self.preprocessor.addItems(preprocessor_names())
+        if preprocessor:
+            self.preprocessor.setCurrentText(preprocessor)
         self.weight = QDoubleSpinBox(minimum=0.0, maximum=MAX_WEIGHT, singleStep=0.05, value=1.0)
         self.start = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.0)
         self.end = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=1.0)
@@ -94,6 +111,12 @@ class ControlUnitDialog(QDialog):
         for text, value in RESIZES:
             self.resize_mode.addItem(text, value.value)
         self.resolution = QSpinBox(minimum=64, maximum=2048, singleStep=64, value=512)
+        self.pixel_perfect = QCheckBox("Pixel Perfect")
+        self.pixel_perfect.setToolTip(
+            "Preprocess at the size the image takes in the generated picture (A1111's Pixel "
+            "Perfect) instead of at the processor resolution"
+        )
+        self.pixel_perfect.toggled.connect(lambda on: self.resolution.setEnabled(not on))
         self._size = size
         self.preview = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         self.preview.setMinimumSize(PREVIEW, PREVIEW)
@@ -115,6 +138,7 @@ class ControlUnitDialog(QDialog):
         form.addRow("Control mode", self.mode)
         form.addRow("Resize mode", self.resize_mode)
         form.addRow("Processor res", self.resolution)
+        form.addRow("", self.pixel_perfect)
         form.addRow(self.preview)
         form.addRow(buttons)
         self._kept = unit
@@ -135,6 +159,7 @@ class ControlUnitDialog(QDialog):
         self.mode.setCurrentIndex(max(0, self.mode.findData(unit.mode.value)))
         self.resize_mode.setCurrentIndex(max(0, self.resize_mode.findData(unit.resize.value)))
         self.resolution.setValue(unit.resolution)
+        self.pixel_perfect.setChecked(unit.pixel_perfect)
 
     def _browse(self) -> None:
         file, _ = QFileDialog.getOpenFileName(
@@ -152,8 +177,10 @@ class ControlUnitDialog(QDialog):
 
         try:
             unit = self.unit()
-            check_preprocessor(unit)
-            made = control_map(open_image(unit.image, what="control image"), unit, self._size)
+            annotators = app_annotators()
+            check_preprocessor(unit, annotators)
+            image = open_image(unit.image, what="control image")
+            made = control_map(image, unit, self._size, annotators=annotators)
         except SdStudioError as error:
             self.preview.setPixmap(QPixmap())
             self.preview.setText(str(error))
@@ -188,6 +215,7 @@ class ControlUnitDialog(QDialog):
             mode=ControlMode(self.mode.currentData()),
             resize=ControlResize(self.resize_mode.currentData()),
             resolution=self.resolution.value(),
+            pixel_perfect=self.pixel_perfect.isChecked(),
             threshold_a=kept.threshold_a if kept else None,
             threshold_b=kept.threshold_b if kept else None,
             control_type=kept.control_type if kept else "",

@@ -6,6 +6,7 @@ does not show) and go into the next request: nothing is dropped on the way."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
@@ -24,6 +26,7 @@ from PySide6.QtWidgets import (
 from sdstudio.engine.control.units import MAX_UNITS, ControlUnit
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.ui.control_dialog import ControlUnitDialog
+from sdstudio.ui.control_unit_values import UnitValues
 
 
 def describe_unit(unit: ControlUnit) -> str:
@@ -50,6 +53,12 @@ class ControlRow(QWidget):
         self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.setToolTip("ControlNet units guiding the next image; double-click to edit")
         self.list.itemDoubleClicked.connect(lambda _item: self.edit())
+        self.list.currentRowChanged.connect(self._on_selected)
+        self.values_box = UnitValues()
+        self.values_box.edited.connect(self._on_values)
+        self.note = QLabel(wordWrap=True)
+        self.note.setVisible(False)
+        self.values_box.refused.connect(self._say)
         self.add_button = QPushButton("Add…")
         self.add_button.clicked.connect(lambda: self.add())
         self.edit_button = QPushButton("Edit…")
@@ -65,6 +74,8 @@ class ControlRow(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addWidget(self.list)
+        layout.addWidget(self.values_box)
+        layout.addWidget(self.note)
         layout.addLayout(buttons)
         self._refresh()
 
@@ -81,15 +92,26 @@ class ControlRow(QWidget):
         self._units = list(units)
         self._refresh()
 
-    def add(self, image: str = "") -> None:
-        """Ask for a new unit (``image``: its control image, proposed)."""
+    def add(self, image: str = "", preprocessor: str = "") -> bool:
+        """Ask for a new unit (``image``: its control image, and ``preprocessor``, proposed);
+        returns whether one was added."""
         if len(self._units) >= MAX_UNITS:
             QMessageBox.information(self, "sdstudio", f"At most {MAX_UNITS} units guide an image.")
-            return
-        unit = self._ask(None, image)
+            return False
+        unit = self._ask(None, image, preprocessor)
         if unit is not None:
             self._units.append(unit)
-            self._refresh()
+            self._refresh(len(self._units) - 1)
+        return unit is not None
+
+    def find_image(self, image: str) -> int:
+        """The row of the first unit guided by this control image, or -1."""
+        return next((row for row, unit in enumerate(self._units) if unit.image == image), -1)
+
+    def set_image(self, row: int, image: str) -> None:
+        """Give unit ``row`` another control image, keeping its other settings."""
+        self._units[row] = dataclasses.replace(self._units[row], image=image)
+        self._refresh(row)
 
     def edit(self) -> None:
         """Edit the selected unit."""
@@ -99,7 +121,7 @@ class ControlRow(QWidget):
         unit = self._ask(self._units[row])
         if unit is not None:
             self._units[row] = unit
-            self._refresh()
+            self._refresh(row)
 
     def remove(self) -> None:
         """Remove the selected unit."""
@@ -113,8 +135,12 @@ class ControlRow(QWidget):
         count = len(self._units)
         return f"{count} ControlNet unit{'s' if count != 1 else ''}" if count else ""
 
-    def _ask(self, unit: ControlUnit | None, image: str = "") -> ControlUnit | None:
-        dialog = ControlUnitDialog(self._models, self, unit=unit, size=self.image_size())
+    def _ask(
+        self, unit: ControlUnit | None, image: str = "", preprocessor: str = ""
+    ) -> ControlUnit | None:
+        dialog = ControlUnitDialog(
+            self._models, self, unit=unit, size=self.image_size(), preprocessor=preprocessor
+        )
         if image:
             dialog.image.setText(image)
         while dialog.exec() == QDialog.DialogCode.Accepted:
@@ -124,13 +150,39 @@ class ControlRow(QWidget):
                 QMessageBox.warning(self, "sdstudio", str(error))
         return None
 
-    def _refresh(self) -> None:
+    def _refresh(self, selected: int = -1) -> None:
+        self.list.blockSignals(True)
         self.list.clear()
         for unit in self._units:
-            item = QListWidgetItem(describe_unit(unit))
-            item.setToolTip(f"{describe_unit(unit)}\n{unit.model}\n{unit.image}")
+            item = QListWidgetItem()
             self.list.addItem(item)
+            self._describe(item, unit)
+        self.list.setCurrentRow(selected if 0 <= selected < len(self._units) else -1)
+        self.list.blockSignals(False)
+        self._on_selected(self.list.currentRow())
         self.list.setVisible(bool(self._units))
         self.edit_button.setEnabled(bool(self._units))
         self.remove_button.setEnabled(bool(self._units))
         self.changed.emit()
+
+    def _describe(self, item: QListWidgetItem, unit: ControlUnit) -> None:
+        item.setText(describe_unit(unit))
+        item.setToolTip(f"{describe_unit(unit)}\n{unit.model}\n{unit.image}")
+
+    def _on_selected(self, row: int) -> None:
+        self._say("")
+        self.values_box.show_unit(self._units[row] if 0 <= row < len(self._units) else None)
+
+    def _on_values(self, unit: ControlUnit) -> None:
+        row = self.list.currentRow()
+        if 0 <= row < len(self._units):
+            self._say("")
+            self._units[row] = unit
+            item = self.list.item(row)
+            if item is not None:
+                self._describe(item, unit)
+            self.changed.emit()
+
+    def _say(self, message: str) -> None:
+        self.note.setText(message)
+        self.note.setVisible(bool(message))

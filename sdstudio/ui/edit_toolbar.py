@@ -22,9 +22,15 @@ from sdstudio.ui.canvas import Canvas
 
 if TYPE_CHECKING:
     from sdstudio.engine.outpaint import Fill
+    from sdstudio.ui.control_layer import ControlLayer
+    from sdstudio.ui.mask_layer import MaskLayer
     from sdstudio.ui.outpaint_dialog import OutpaintDialog
 
 BRUSH_STEP = 1.25
+SCRIBBLE_TIP = (
+    "Draw a ControlNet scribble on the control layer; the right button or Ctrl erases "
+    "(S on the canvas)"
+)
 
 
 class EditToolbar(QToolBar):
@@ -63,6 +69,7 @@ class EditToolbar(QToolBar):
             ("pan", "Pan", "H", "Pan and zoom (H on the canvas)"),
             ("brush", "Brush", "B", "Paint the mask: what to repaint (B on the canvas)"),
             ("eraser", "Eraser", "E", "Erase mask paint (E on the canvas)"),
+            ("scribble", "Scribble", "S", SCRIBBLE_TIP),
         ):
             action = self._action(label, lambda _c=False, tool=name: canvas.set_tool(tool), tip)
             action.setCheckable(True)
@@ -73,9 +80,11 @@ class EditToolbar(QToolBar):
 
         self.brush_size = QSpinBox(minimum=2, maximum=512, value=canvas.mask.brush_size)
         self.brush_size.setSuffix(" px")
-        self.brush_size.setToolTip("Brush size ([ and ] on the canvas)")
+        self.brush_size.setToolTip(
+            "Brush size ([ and ] on the canvas); the scribble brush keeps a size of its own"
+        )
         self.brush_size.valueChanged.connect(
-            lambda value: setattr(canvas.mask, "brush_size", value)
+            lambda value: setattr(self._brush_layer(), "brush_size", value)
         )
         self.addWidget(self.brush_size)
         self.larger_brush = QAction("Larger brush", self)
@@ -119,6 +128,7 @@ class EditToolbar(QToolBar):
         canvas.source_changed.connect(self._update)
         canvas.view_changed.connect(self._update)
         canvas.tool_changed.connect(self._on_tool_changed)
+        canvas.control.changed.connect(self._update)
         stack = canvas.undo_stack
         for signal in (
             stack.canUndoChanged,
@@ -201,15 +211,20 @@ class EditToolbar(QToolBar):
 
     def _on_tool_changed(self, tool: str) -> None:
         self.tool_actions[tool].setChecked(True)
+        self.brush_size.setValue(self._brush_layer().brush_size)
+
+    def _brush_layer(self) -> MaskLayer | ControlLayer:
+        """The layer the brush size is for: the control layer's while scribbling."""
+        return self.canvas.control if self.canvas.tool == "scribble" else self.canvas.mask
 
     def _update(self) -> None:
         canvas = self.canvas
         if not isValid(canvas.undo_stack):  # the stack clears itself as it is deleted
             return
         has_source = canvas.source is not None
-        editing = canvas.showing_source
+        editing = canvas.strokes.editing()
         self.source_view.setEnabled(has_source)
-        self.source_view.setChecked(editing)
+        self.source_view.setChecked(canvas.showing_source)
         self.result_view.setEnabled(canvas.has_output)
         self.result_view.setChecked(canvas.view == Canvas.OUTPUT)
         for action in (

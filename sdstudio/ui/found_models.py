@@ -1,5 +1,6 @@
-"""Offering what the model scan found: models, LoRAs, embeddings, VAEs, text encoders and
-upscalers, each to the part of the window that lists it."""
+"""Offering what the model scan found: models, LoRAs, embeddings, VAEs, text encoders,
+upscalers, ControlNets, IP-Adapters and CLIP vision encoders, each to the part of the
+window that lists it."""
 
 from __future__ import annotations
 
@@ -32,3 +33,7 @@ def offer_found_models(window: MainWindow, entries: list[ModelEntry]) -> None:
     window.upscale_actions.upscalers = [(e.name, e.path) for e in upscalers]
     panel.hires.set_upscalers([e.name for e in upscalers])
     panel.advanced.control.set_models([(e.name, e.path) for e in of_kind("controlnet")])
+    panel.advanced.ip_adapters.set_models(
+        [(e.name, e.path) for e in of_kind("ipadapter")],
+        [(e.name, e.path) for e in of_kind("clip_vision")],
+    )

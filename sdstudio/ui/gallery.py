@@ -65,6 +65,8 @@ class GalleryPanel(QWidget):
     compare_requested = Signal(object, object)
     control_requested = Signal(object)
     """(HistoryEntry): the user asked to guide the next image with this one (ControlNet)."""
+    ip_adapter_requested = Signal(object)
+    """(HistoryEntry): the user asked to use this image as an image prompt (IP-Adapter)."""
     upscale_requested = Signal(object)
     """(HistoryEntry): the user asked to upscale this image."""
     """Compare the two selected entries (older first)."""
@@ -162,6 +164,9 @@ class GalleryPanel(QWidget):
         self.control_action = action(
             "Use as ControlNet image…", lambda: self._emit(self.control_requested)
         )
+        self.ip_adapter_action = action(
+            "Use as image prompt…", lambda: self._emit(self.ip_adapter_requested)
+        )
         self.copy_action = action("Copy image", self.copy_image, "Ctrl+C")
         self.folder_action = action("Open containing folder", self.open_folder)
         self.favourite_action = action("Add to favourites", self.toggle_favourite, "F")
@@ -174,6 +179,7 @@ class GalleryPanel(QWidget):
             self.load_settings_action,
             self.use_as_init_action,
             self.control_action,
+            self.ip_adapter_action,
             self.upscale_action,
             None,
             self.copy_action,

@@ -36,6 +36,7 @@ from sdstudio.ui.gallery import GalleryPanel
 from sdstudio.ui.history_actions import HistoryActions
 from sdstudio.ui.image_settings import PanelChoices, settings_details, settings_to_load
 from sdstudio.ui.info_panel import InfoPanel
+from sdstudio.ui.ip_adapter_actions import IpAdapterActions
 from sdstudio.ui.progress_status import ProgressStatus
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.queue_keeper import QueueKeeper
@@ -101,10 +102,12 @@ class MainWindow(QMainWindow):
 
         self.upscale_actions = UpscaleActions(self)
         self.control_actions = ControlActions(self)
+        self.ip_adapter_actions = IpAdapterActions(self)
         self._add_actions()
         self.edit_toolbar = EditToolbar(self.canvas, self)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.edit_toolbar)
         self.edit_toolbar.add_menu(self.menuBar())
+        self.control_tools = self.control_actions.add_layer_tools()
         self.canvas.file_dropped.connect(self.use_as_source)
         self.history_actions = HistoryActions(self)
         self.canvas.source_changed.connect(self._on_source_changed)
@@ -125,8 +128,7 @@ class MainWindow(QMainWindow):
         self._update_welcome(self.panel.model.currentText())
 
     def _fit_to_screen(self, width: int, height: int) -> None:
-        """Open at ``width`` x ``height``, or smaller on a screen that has less room
-        (a taskbar and the title bar take some)."""
+        """Open at ``width`` x ``height``, or smaller on a screen with less room."""
         screen = self.screen()
         if screen is not None:
             room = screen.availableGeometry()
@@ -315,12 +317,10 @@ class MainWindow(QMainWindow):
         view.addAction(self.queue_panel.toggleViewAction())
         view.addAction(self.info_panel.toggleViewAction())
         run = self.menuBar().addMenu("&Generate")
-        run.addAction(generate)
-        run.addAction(cancel)
-        run.addAction(cancel_all)
+        run.addActions([generate, cancel, cancel_all])
         run.addSeparator()
-        run.addAction(self.upscale_actions.canvas_action)
-        run.addAction(self.control_actions.canvas_action)
+        for extra in (self.upscale_actions, self.control_actions, self.ip_adapter_actions):
+            run.addAction(extra.canvas_action)
 
     def load_entry(self, entry: HistoryEntry) -> None:
         """Load a history entry's settings, and its source image and mask, for editing."""

@@ -6,6 +6,8 @@ text (``"mask stroke"``) names the change in the Undo and Redo tooltips.
 
 from __future__ import annotations
 
+from typing import Any
+
 from PIL import Image
 from PySide6.QtCore import QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QUndoCommand, QUndoStack
@@ -90,7 +92,7 @@ class MaskLayer(QObject):
         """Finish the stroke as one undo step."""
         if self._before is None:
             return
-        self.undo.push(MaskChange(self, self._before, self._mask.copy(), "mask stroke"))
+        self.undo.push(LayerChange(self, self._before, self._mask.copy(), "mask stroke"))
         self._before = None
         self._last = None
 
@@ -98,7 +100,7 @@ class MaskLayer(QObject):
         """Remove all paint, undoably."""
         if self.has_paint():
             blank = _blank(*self.size)
-            self.undo.push(MaskChange(self, self._mask.copy(), blank, "clear mask"))
+            self.undo.push(LayerChange(self, self._mask.copy(), blank, "clear mask"))
 
     def _paint(self, start: QPointF, end: QPointF) -> None:
         painter = QPainter(self._mask)
@@ -122,10 +124,10 @@ class MaskLayer(QObject):
         self.changed.emit()
 
 
-class MaskChange(QUndoCommand):
-    """Swap the mask between two states."""
+class LayerChange(QUndoCommand):
+    """Swap a painted layer (the mask, a control drawing) between two states."""
 
-    def __init__(self, layer: MaskLayer, before: QImage, after: QImage, text: str) -> None:
+    def __init__(self, layer: Any, before: QImage, after: QImage, text: str) -> None:
         super().__init__(text)
         self._layer = layer
         self._before = before

@@ -23,8 +23,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sdstudio.engine.control.annotators import FOLDER_NAME as ANNOTATOR_FOLDER
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.models.catalog import Catalog
+from sdstudio.engine.models.download import ANNOTATOR_DOWNLOADS
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings, save_settings
 from sdstudio.ui.model_list import ModelListLoader
@@ -46,21 +48,34 @@ KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 class _Download(QRunnable):
     """Runs one download on a pool thread; reports through the dialog's signals."""
 
-    def __init__(self, repo_id: str, cancel: threading.Event, signals: ModelManager) -> None:
+    def __init__(
+        self,
+        repo_id: str,
+        cancel: threading.Event,
+        signals: ModelManager,
+        annotators: Path | None = None,
+    ) -> None:
+        """``annotators``: the folder an annotator network is downloaded into (None: a
+        diffusers model, into the Hugging Face cache)."""
         super().__init__()
         self.repo_id = repo_id
         self.cancel = cancel
         self.signals = signals
+        self.annotators = annotators
 
     def run(self) -> None:
-        from sdstudio.engine.models.download import download_model
+        from sdstudio.engine.models.download import download_annotator, download_model
+
+        def progress(done: int, total: int) -> None:
+            self.signals.download_progress.emit(done, total)
 
         try:
-            path = download_model(
-                self.repo_id,
-                progress=lambda done, total: self.signals.download_progress.emit(done, total),
-                cancel=self.cancel,
-            )
+            if self.annotators is not None:
+                path = download_annotator(
+                    self.repo_id, self.annotators, progress=progress, cancel=self.cancel
+                )
+            else:
+                path = download_model(self.repo_id, progress=progress, cancel=self.cancel)
         except SdStudioError as error:
             self.signals.download_failed.emit(self.repo_id, str(error))
         except Exception as error:  # the dialog must report, not die
@@ -127,6 +142,8 @@ class ModelManager(QDialog):
         self.repo = QComboBox(editable=True)
         self.repo.lineEdit().setPlaceholderText("Hugging Face repo id, e.g. stabilityai/sd-turbo")
         for repo_id, description, size_gb in SUGGESTED:
+            self.repo.addItem(f"{repo_id}  ({description}, about {size_gb:g} GB)", repo_id)
+        for repo_id, (description, size_gb) in ANNOTATOR_DOWNLOADS.items():
             self.repo.addItem(f"{repo_id}  ({description}, about {size_gb:g} GB)", repo_id)
         self.repo.setCurrentIndex(-1)
         self.download_button = QPushButton("Download")
@@ -249,7 +266,10 @@ class ModelManager(QDialog):
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
         self.status.setText(f"Downloading {repo_id}…")
-        self._pool.start(_Download(repo_id, self._cancel, self))
+        annotators = None
+        if repo_id in ANNOTATOR_DOWNLOADS:  # into models/annotators, where preprocessors look
+            annotators = self.paths.models_dir / ANNOTATOR_FOLDER
+        self._pool.start(_Download(repo_id, self._cancel, self, annotators))
 
     def cancel_download(self) -> None:
         """Stop the running download (it resumes where it stopped next time)."""
@@ -274,6 +294,9 @@ class ModelManager(QDialog):
         self.progress.setFormat(f"{done / 1e9:.2f} of {total / 1e9:.2f} GB")
 
     def _on_finished(self, repo_id: str, path: str) -> None:
+        if repo_id in ANNOTATOR_DOWNLOADS:  # not a model to list or generate with
+            self._download_ended(f"Downloaded {repo_id} into {path}.")
+            return
         self._download_ended(f"Downloaded {repo_id}.")
         if repo_id not in self.settings.downloaded_models:
             import dataclasses

@@ -159,6 +159,7 @@ class GenerationWorker(QObject):
             from sdstudio.logs import quiet_third_party
 
             quiet_third_party()
+            from sdstudio.engine.control.annotators import annotator_folders
             from sdstudio.engine.devices import choose_device
             from sdstudio.engine.generation import Engine
             from sdstudio.engine.hashing import HashCache
@@ -185,6 +186,11 @@ class GenerationWorker(QObject):
                 ),
                 upscaler_dirs=lambda: network_folders(paths, load_settings(paths), "upscaler"),
                 control_dirs=lambda: network_folders(paths, load_settings(paths), "controlnet"),
+                ip_adapter_dirs=lambda: network_folders(paths, load_settings(paths), "ipadapter"),
+                clip_vision_dirs=lambda: network_folders(
+                    paths, load_settings(paths), "clip_vision"
+                ),
+                annotator_dirs=lambda: annotator_folders(paths, load_settings(paths)),
                 detectors=lambda name: open_detector(
                     name, network_folders(paths, load_settings(paths), "detector")
                 ),

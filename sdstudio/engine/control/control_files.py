@@ -8,9 +8,11 @@ its models folder's ``controlnet`` sub-folder (the catalog kind ``controlnet``).
 A file's family is read from its safetensors header only (a diffusers folder's from its
 ``config.json``): the cross-attention width of the ControlNet's transformer blocks is the
 text encoder's (768 for SD 1.x, 1024 for SD 2.x, 2048 for SDXL), and SDXL ControlNets
-have ``add_embedding`` (the size conditioning). T2I-Adapters, Union ControlNets,
-Control-LoRAs and the ControlNets of the transformer families (SD3, Flux) are recognised
-and refused as not supported yet. Pickled files (``.pth``, ``.ckpt``) are read only
+have ``add_embedding`` (the size conditioning). T2I-Adapters (see
+:mod:`~sdstudio.engine.control.t2i_adapters`) and Union ControlNets (see
+:mod:`~sdstudio.engine.control.union`) run as control units too; Control-LoRAs, style
+adapters and the ControlNets of the transformer families (SD3, Flux) are recognised and
+refused as not supported yet. Pickled files (``.pth``, ``.ckpt``) are read only
 through the restricted loader, which refuses any that hold code.
 """
 
@@ -52,6 +54,8 @@ class ControlNetFile:
     label: str
     folder: bool
     """A diffusers folder (``config.json`` and its weights) rather than one file."""
+    kind: str = "controlnet"
+    """``controlnet``, ``union`` (a Union ControlNet) or ``t2i_adapter``."""
 
     @property
     def name(self) -> str:
@@ -93,12 +97,12 @@ def inspect_controlnet(path: Path) -> ControlNetFile:
     not a ControlNet, or one of a kind that does not run yet."""
     if path.is_dir():
         family, label = folder_family(path)
-        return ControlNetFile(path, family, label, True)
+        return ControlNetFile(path, family, label, True, folder_kind(path))
     if not path.is_file():
         raise ModelError(f"The ControlNet {path} does not exist.")
     shapes = file_shapes(path)
     family, label = controlnet_family(shapes, path.name)
-    return ControlNetFile(path, family, label, False)
+    return ControlNetFile(path, family, label, False, control_kind(list(shapes)))
 
 
 def file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -123,9 +127,24 @@ def controlnet_family(shapes: Mapping[str, Any], name: str = "The file") -> tupl
     that does not run yet.
     """
     keys = [key for key in shapes if key != "__metadata__"]
+    if any(k.startswith("ip_adapter.") for k in keys) and any(
+        k.startswith("image_proj.") for k in keys
+    ):
+        raise ModelError(f"{name} is an IP-Adapter; give it as an image prompt, not a ControlNet.")
     refusal = _unsupported_kind(keys)
     if refusal is not None:
         raise ModelError(f"{name} is {refusal}, which sdstudio cannot run yet; use a ControlNet.")
+    kind = control_kind(keys)
+    if kind == "t2i_adapter":
+        from sdstudio.engine.control import t2i_adapters
+
+        return t2i_adapters.adapter_family(t2i_adapters.adapter_config(shapes, name))
+    if kind == "union":
+        from sdstudio.engine.control.union import union_family
+
+        union_marks = ("task_embedding", "control_add_embedding.")
+        plain_shapes = {k: v for k, v in shapes.items() if not k.startswith(union_marks)}
+        return union_family(controlnet_family(plain_shapes, name), name)
     plain = [key.removeprefix("control_model.") for key in keys]
     marks = ("controlnet_cond_embedding.", "input_hint_block.", "zero_convs.")
     if not any(key.startswith(marks) for key in plain):
@@ -155,11 +174,17 @@ def folder_family(folder: Path) -> tuple[str, str]:
     if not isinstance(config, dict):
         raise ModelError(f"{folder.name}'s config.json is not a ControlNet's config.")
     kind = str(config.get("_class_name", ""))
+    if kind == "T2IAdapter":
+        from sdstudio.engine.control.t2i_adapters import adapter_family
+
+        return adapter_family(config)
+    if kind == "ControlNetUnionModel":
+        from sdstudio.engine.control.union import union_family
+
+        return union_family(_config_family(config), folder.name)
     others = {
-        "ControlNetUnionModel": "a Union ControlNet",
         "ControlNetXSAdapter": "a ControlNet-XS",
-        "T2IAdapter": "a T2I-Adapter",
-        "MultiAdapter": "a T2I-Adapter",
+        "MultiAdapter": "a set of T2I-Adapters saved together (MultiAdapter)",
         "SD3ControlNetModel": "an SD 3 ControlNet",
         "FluxControlNetModel": "a Flux ControlNet",
         "SparseControlNetModel": "an AnimateDiff ControlNet",
@@ -170,6 +195,10 @@ def folder_family(folder: Path) -> tuple[str, str]:
         )
     if kind != "ControlNetModel":
         raise ModelError(f"{folder.name} is not a diffusers ControlNet folder ({kind or '?'}).")
+    return _config_family(config)
+
+
+def _config_family(config: dict[str, Any]) -> tuple[str, str]:
     if config.get("addition_embed_type") == "text_time":
         return _WIDTHS[2048]
     width = config.get("cross_attention_dim")
@@ -182,20 +211,49 @@ def safetensors_family(header: dict[str, Any]) -> tuple[str, str]:
     """The catalog's ``(family, label)`` of a ControlNet file's header, never raising:
     ``("unknown", <what it is>)`` for one that cannot run."""
     try:
-        return controlnet_family(header)
+        family, label = controlnet_family(header)
+        return family, label + KIND_LABELS[control_kind(list(header))]
     except ModelError:
-        kind = _unsupported_kind([key for key in header if key != "__metadata__"])
+        keys = [key for key in header if key != "__metadata__"]
+        kind = _unsupported_kind(keys)
+        if kind is None and control_kind(keys) != "controlnet":
+            return "unknown", KIND_LABELS[control_kind(keys)].strip()
         return "unknown", kind.split(" ", 1)[1] if kind else "Not a ControlNet"
+
+
+def control_kind(keys: list[str]) -> str:
+    """``t2i_adapter``, ``union`` or ``controlnet``: what a control file's tensor names
+    are."""
+    from sdstudio.engine.control.t2i_adapters import looks_like_adapter
+
+    if looks_like_adapter(keys):
+        return "t2i_adapter"
+    if "task_embedding" in keys or any(key.startswith("control_add_embedding.") for key in keys):
+        return "union"
+    return "controlnet"
+
+
+def folder_kind(folder: Path) -> str:
+    """:func:`control_kind` of a diffusers folder, from its config's class."""
+    try:
+        kind = json.loads((folder / "config.json").read_text("utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return "controlnet"
+    return {"T2IAdapter": "t2i_adapter", "ControlNetUnionModel": "union"}.get(kind, "controlnet")
+
+
+KIND_LABELS = {"controlnet": "", "union": " Union", "t2i_adapter": " T2I-Adapter"}
+"""What the catalog adds to a control file's family label, by kind."""
 
 
 def _unsupported_kind(keys: list[str]) -> str | None:
     """What a file is when it is a control model that does not run yet."""
     if any("lora" in key.lower() for key in keys):
         return "a Control-LoRA"
-    if any(key.startswith(("adapter.body.", "body.")) for key in keys):
-        return "a T2I-Adapter"
-    if any(mark in key for key in keys for mark in ("task_embedding", "control_type_proj")):
-        return "a Union ControlNet"
+    if "style_embedding" in keys:
+        return "a T2I style adapter (it reads a CLIP image embedding)"
+    if "task_embedding" in keys and any(key.startswith("spatial_feat_mapping") for key in keys):
+        return "a CoAdapter fuser"
     if any(key.startswith(("controlnet_x_embedder.", "double_blocks.")) for key in keys):
         return "a Flux ControlNet"
     if any("single_transformer_blocks." in key for key in keys):

@@ -27,6 +27,7 @@ from sdstudio.engine.images import open_image, store_input
 from sdstudio.engine.request import GenerationRequest
 
 if TYPE_CHECKING:
+    from sdstudio.engine.control.annotators import Annotators
     from sdstudio.engine.inputs import Inputs
 
 
@@ -59,6 +60,10 @@ class ControlPass:
     maps: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     """The control maps made so far: each image of a batch reads the same map, unless its
     preprocessor draws at random (then each seed has its own)."""
+    union_modes: list[int | None] = field(default_factory=list)
+    """Each unit's ``control_mode`` index for a Union ControlNet (``None`` for others)."""
+    annotators: Annotators | None = None
+    """The weights of the preprocessors that need some (Depth Anything)."""
 
     def arguments(self, inputs: Inputs, seed: int) -> dict[str, Any]:
         """The control pipeline's ControlNet arguments for one image."""
@@ -88,6 +93,7 @@ class ControlPass:
         key: str,
     ) -> dict[str, Any]:
         from sdstudio.engine.control.preprocessors import draws_at_random
+        from sdstudio.engine.control.t2i_adapters import AdapterUnit
 
         units = request.control
         maps = []
@@ -95,20 +101,39 @@ class ControlPass:
             made = (index, size, mask is not None, seed if draws_at_random(unit) else None)
             if made not in self.maps:
                 image = open_image(unit.image, what="control image")
-                self.maps[made] = control_map(image, unit, size, mask, seed)
+                self.maps[made] = control_map(image, unit, size, mask, seed, self.annotators)
             maps.append(self.maps[made])
-        for model, unit in zip(self.models, units, strict=True):
-            model.soft_injection = unit.mode is ControlMode.PROMPT
-        several = len(units) > 1
-        return {
-            key: maps if several else maps[0],
-            "controlnet_conditioning_scale": (
-                [u.weight for u in units] if several else units[0].weight
+        kinds = [file.kind for file in self.files]
+        adapters = [
+            AdapterUnit(model, made, unit.weight, unit.start, unit.end)
+            for model, made, unit, kind in zip(self.models, maps, units, kinds, strict=True)
+            if kind == "t2i_adapter"
+        ]
+        chosen = [i for i, kind in enumerate(kinds) if kind != "t2i_adapter"]
+        arguments: dict[str, Any] = {"t2i_adapters": adapters} if adapters else {}
+        if not chosen:
+            return arguments
+        nets = [units[i] for i in chosen]
+        for i in chosen:
+            self.models[i].soft_injection = units[i].mode is ControlMode.PROMPT
+        several = len(nets) > 1
+        union = "union" in kinds
+        arguments |= {
+            "control_image" if union else key: (
+                [maps[i] for i in chosen] if several else maps[chosen[0]]
             ),
-            "control_guidance_start": [u.start for u in units],
-            "control_guidance_end": [u.end for u in units],
-            "guess_mode": all(u.mode is ControlMode.CONTROL for u in units),
+            "controlnet_conditioning_scale": (
+                [u.weight for u in nets] if several else nets[0].weight
+            ),
+            "control_guidance_start": [u.start for u in nets],
+            "control_guidance_end": [u.end for u in nets],
         }
+        if union:
+            modes = [self.union_modes[i] for i in chosen]
+            arguments["control_mode"] = modes if several else modes[0]
+        else:
+            arguments["guess_mode"] = all(u.mode is ControlMode.CONTROL for u in nets)
+        return arguments
 
     def record(self) -> list[dict[str, str]]:
         """Each unit's ControlNet (its file name, or folder name) and short hash."""
@@ -124,6 +149,7 @@ def control_map(
     size: tuple[int, int],
     mask: Image.Image | None,
     seed: int,
+    annotators: Annotators | None = None,
 ) -> Any:
     """What the ControlNet of ``unit`` reads at ``size``: the map its preprocessor makes
     (``none``: the image fitted by the unit's resize mode), or for the inpaint modules a
@@ -135,4 +161,4 @@ def control_map(
 
         pixels = preprocessors.inpaint_control(image, mask, unit, size)
         return torch.from_numpy(pixels.transpose(2, 0, 1).copy())[None]
-    return preprocessors.control_map(image, unit, size, mask=mask, seed=seed)
+    return preprocessors.control_map(image, unit, size, mask=mask, seed=seed, annotators=annotators)

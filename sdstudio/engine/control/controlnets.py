@@ -58,10 +58,11 @@ class ControlNetCache:
         key = (*_file_key(file.path), str(dtype), device)
         model = self._loaded.get(key)
         if model is None:
-            model = _load(file, dtype, config)
+            model = _load_kind(file, dtype, config)
             model.to(device)
             model.eval()
-            model.register_forward_hook(_soft_injection)
+            if file.kind != "t2i_adapter":
+                model.register_forward_hook(_soft_injection)
             self._loaded[key] = model
         return model
 
@@ -76,16 +77,32 @@ class ControlNetCache:
 
 def control_pipeline(base: Any, task: str, models: list[Any]) -> Any:
     """The ControlNet pipeline for ``task`` (``txt2img``, ``img2img``, ``inpaint``) built
-    on ``base``'s components (no weights copied); several ControlNets are combined."""
+    on ``base``'s components (no weights copied); several ControlNets are combined.
+    Union ControlNets run in diffusers' Union pipelines; T2I-Adapters among ``models``
+    are added by :class:`~sdstudio.engine.control.t2i_adapters.AdapterGuided` (with no
+    ControlNet, around ``base`` itself)."""
     import diffusers
     from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
+    from sdstudio.engine.control.t2i_adapters import AdapterGuided
+    from sdstudio.engine.control.union import PIPELINES as UNION_PIPELINES
+
+    adapters = [m for m in models if type(m).__name__ == "T2IAdapter"]
+    nets = [m for m in models if type(m).__name__ != "T2IAdapter"]
+    if not nets:
+        return AdapterGuided(base)
     xl = getattr(base, "text_encoder_2", None) is not None
-    factory = getattr(diffusers, _PIPELINES[(task, xl)])
-    controlnet = models[0] if len(models) == 1 else MultiControlNetModel(models)
+    if any(type(m).__name__ == "ControlNetUnionModel" for m in nets):
+        from diffusers.models.controlnets.multicontrolnet_union import MultiControlNetUnionModel
+
+        factory = getattr(diffusers, UNION_PIPELINES[task])
+        controlnet = nets[0] if len(nets) == 1 else MultiControlNetUnionModel(nets)
+    else:
+        factory = getattr(diffusers, _PIPELINES[(task, xl)])
+        controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
     pipe = factory.from_pipe(base, controlnet=controlnet)
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return AdapterGuided(pipe) if adapters else pipe
 
 
 def _soft_injection(module: Any, _inputs: Any, output: Any) -> Any:
@@ -117,6 +134,28 @@ def _file_key(path: Path) -> tuple[str, int, int]:
         )
     stat = path.stat()
     return str(path), stat.st_size, stat.st_mtime_ns
+
+
+def _load_kind(file: ControlNetFile, dtype: Any, config: Path | None) -> Any:
+    """Load a ControlNet, Union ControlNet or T2I-Adapter, as its kind is."""
+    if file.kind == "controlnet":
+        return _load(file, dtype, config)
+    from sdstudio.engine.control.t2i_adapters import load_adapter
+    from sdstudio.engine.control.union import load_union
+
+    what = "T2I-Adapter" if file.kind == "t2i_adapter" else "Union ControlNet"
+    try:
+        if file.kind == "t2i_adapter":
+            return load_adapter(file.path, folder=file.folder, dtype=dtype)
+        return load_union(file.path, folder=file.folder, dtype=dtype, config=config)
+    except ModelError:
+        raise
+    except MemoryError:
+        raise ModelError(f"Not enough memory to load the {what} {file.path.name}.") from None
+    except Exception as error:  # diffusers and torch raise many types for a bad file
+        log.exception("Loading the %s %s failed", what, file.path)
+        message = f"Could not load the {what} {file.path.name}: {first_line(error)}"
+        raise ModelError(message) from None
 
 
 def _load(file: ControlNetFile, dtype: Any, config: Path | None) -> Any:

@@ -20,11 +20,14 @@ from sdstudio.engine.control.control_files import (
     inspect_controlnet,
 )
 from sdstudio.engine.control.controlnets import ControlNetCache, control_pipeline
+from sdstudio.engine.control.kinds import check_kinds, union_modes
+from sdstudio.engine.control.t2i_adapters import check_fits as check_adapter_fits
 from sdstudio.engine.control.units import ControlMode
 from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.request import GenerationRequest, InpaintArea, Mode
 
 if TYPE_CHECKING:
+    from sdstudio.engine.control.annotators import Annotators
     from sdstudio.engine.control.control_pass import ControlPass
     from sdstudio.engine.inputs import Inputs
     from sdstudio.engine.pipelines import PipelineManager
@@ -58,17 +61,23 @@ def check_control(request: GenerationRequest) -> None:
             'Control mode "ControlNet is more important" cannot be mixed with other control '
             "modes in one generation; give every unit that mode, or none."
         )
-    if any(unit.pixel_perfect for unit in request.control):
-        raise InvalidRequest("Pixel Perfect cannot run in this version; turn it off.")
     check_preprocessors(request)
 
 
-def check_preprocessors(request: GenerationRequest) -> None:
-    """Refuse unknown preprocessors (or settings out of their range)."""
+def annotator_device(pipelines: PipelineManager) -> str:
+    """Where annotator networks run: the model's GPU when the model is all there (no
+    offloading to make room), else the CPU."""
+    device = str(pipelines.device.device)
+    return "cpu" if pipelines.memory_plan.cpu_offload else device
+
+
+def check_preprocessors(request: GenerationRequest, annotators: Annotators | None = None) -> None:
+    """Refuse unknown preprocessors (or settings out of their range), and with
+    ``annotators`` those whose weights are missing."""
     from sdstudio.engine.control.preprocessors import check_preprocessor
 
     for unit in request.control:
-        check_preprocessor(unit)
+        check_preprocessor(unit, annotators)
 
 
 class ControlStage:
@@ -82,14 +91,18 @@ class ControlStage:
         """A folder with a ControlNet ``config.json`` for single files (without it: made
         from the family's shipped UNet config)."""
         self.cache = ControlNetCache()
+        self.annotators: Annotators | None = None
+        """The annotator folders of the preprocessors that need weights (Depth Anything)."""
         self.active: ControlPass | None = None
         """The control pass of the request running (``None``: no control units)."""
         pipelines.add_unload_listener(self.unload)
 
     def unload(self) -> None:
-        """Free the ControlNets (with the model they guided)."""
+        """Free the ControlNets (with the model they guided) and the annotator network."""
         self.active = None
         self.cache.keep_only([])
+        if self.annotators is not None:
+            self.annotators.forget()
 
     def check(self, request: GenerationRequest) -> list[ControlNetFile]:
         """Refuse, before anything loads, units that cannot guide ``request``; the
@@ -104,6 +117,7 @@ class ControlStage:
                 f"ControlNet units guide SD 1.x, SD 2.x and SDXL models; {label} models "
                 "cannot use them yet. Remove the control units or choose such a model."
             )
+        check_preprocessors(request, self.annotators)  # weights found before models load
         folders = list(self.folders()) if self.folders is not None else []
         files = []
         for number, unit in enumerate(request.control, 1):
@@ -115,6 +129,7 @@ class ControlStage:
                     f"{_LABELS[family]} ControlNet."
                 )
             files.append(file)
+        check_kinds(request, files)
         return files
 
     def prepare(
@@ -144,17 +159,31 @@ class ControlStage:
         models = []
         device = self._pipelines.device  # its compute dtype (weights may be stored in fp8)
         where: dict[str, Any] = {"dtype": device.dtype, "device": device.device}
+        xl = unet.config.get("addition_embed_type") == "text_time"
+        if any(file.kind == "union" for file in files) and not xl:
+            raise InvalidRequest(
+                "Union ControlNets run with SDXL models only; choose an SDXL model or a "
+                "ControlNet made for this model's family."
+            )
         for file in files:
             if on_status and not self.cache.holds(file, **where):
-                on_status(f"Loading the ControlNet {file.name}…")
+                what = {"t2i_adapter": "T2I-Adapter", "union": "Union ControlNet"}
+                on_status(f"Loading the {what.get(file.kind, 'ControlNet')} {file.name}…")
             controlnet = self.cache.load(file, config=self.single_file_config, **where)
-            _check_fits(controlnet, unet, file)
+            if file.kind == "t2i_adapter":
+                check_adapter_fits(controlnet, unet, int(pipe.vae_scale_factor), file.name)
+            else:
+                _check_fits(controlnet, unet, file)
             models.append(controlnet)
         self.cache.keep_only(models)
+        modes = union_modes(request, files, models)
         task = "inpaint" if model.inpainting or request.mode is Mode.INPAINT else request.mode.value
         control_pipe = control_pipeline(pipe, task, models)
         hashes = [self._short_hash(file) for file in files]
-        self.active = ControlPass(control_pipe, task, models, files, hashes)
+        self.active = ControlPass(control_pipe, task, models, files, hashes, union_modes=modes)
+        self.active.annotators = self.annotators
+        if self.annotators is not None:  # on the GPU beside a model that fits there
+            self.annotators.device = annotator_device(self._pipelines)
         return self.active
 
     def _model_family(self, request: GenerationRequest) -> str | None:

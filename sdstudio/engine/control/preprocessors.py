@@ -2,15 +2,20 @@
 
 The modules are A1111's ControlNet extension's, under its names (its labels, such as
 ``"invert (from white bg & black line)"``, and its internal names are both accepted),
-with its defaults for the two settings ``threshold_a`` and ``threshold_b``. sdstudio
-runs the modules that need no annotator weights (see :data:`BUILT_IN`); one that needs
-weights (depth, pose, HED...) is refused by :func:`check_preprocessor` with a message
-that says so.
+with its defaults for the two settings ``threshold_a`` and ``threshold_b``; ComfyUI's
+node names of the same preprocessors are accepted too. sdstudio runs the modules that
+need no annotator weights (see :data:`BUILT_IN`) and Depth Anything (V1 and V2, see
+:data:`WITH_WEIGHTS` and :mod:`~sdstudio.engine.control.depth_estimation`) with the
+weights found by an :class:`~sdstudio.engine.control.annotators.Annotators`; another
+module that needs weights (pose, HED, MiDaS...) is refused by :func:`check_preprocessor`
+with a message naming the file it needs.
 
 A map is made as A1111 makes it: the image is scaled so that its short side is the
-unit's ``resolution`` (A1111's "Processor Res"; modules that do not look at
-neighbouring pixels skip this), filtered, then fitted to the generation's size with the
-unit's resize mode (see :mod:`sdstudio.engine.control.map_fit`).
+unit's ``resolution`` (A1111's "Processor Res", or with Pixel Perfect the size the
+image takes in the generation, see :mod:`~sdstudio.engine.control.pixel_perfect`;
+modules that do not look at neighbouring pixels skip this), filtered, then fitted to
+the generation's size with the unit's resize mode (see
+:mod:`sdstudio.engine.control.map_fit`).
 
 Inpainting ControlNets read the image with the pixels to repaint marked as -1, which
 no RGB image can hold: :func:`inpaint_control` gives that float array, and
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
+    from sdstudio.engine.control.annotators import Annotators
     from sdstudio.engine.control.units import ControlUnit
 
 MAX_WORKING_PIXELS = 4096 * 4096
@@ -79,12 +85,51 @@ MODULES: dict[str, Module] = {
 
 BUILT_IN = tuple(MODULES)
 
+WITH_WEIGHTS: dict[str, Module] = {
+    "depth_anything": Module(),
+    "depth_anything_v2": Module(),
+}
+"""The modules sdstudio runs with an annotator network's weights (found by
+:class:`~sdstudio.engine.control.annotators.Annotators`)."""
+
+AVAILABLE = (*BUILT_IN, *WITH_WEIGHTS)
+"""Every module sdstudio runs, by A1111 name."""
+
 ALIASES = {
     "invert (from white bg & black line)": "invert",
     "lineart_standard (from white bg & black line)": "lineart_standard",
     "inpaint_global_harmonious": "inpaint",
+    "depthanythingpreprocessor": "depth_anything",
+    "depthanythingv2preprocessor": "depth_anything_v2",
+    "dwpreprocessor": "dw_openpose_full",
+    "dw_openpose": "dw_openpose_full",
+    "openposepreprocessor": "openpose_full",
+    "animalposepreprocessor": "animal_openpose",
+    "denseposepreprocessor": "densepose",
+    "lineartpreprocessor": "lineart_realistic",
+    "animelineartpreprocessor": "lineart_anime",
+    "manga2anime_lineart_preprocessor": "lineart_anime_denoise",
+    "hedpreprocessor": "softedge_hed",
+    "pidinetpreprocessor": "softedge_pidinet",
+    "teedpreprocessor": "softedge_teed",
+    "anylineartpreprocessor_aux": "softedge_anyline",
+    "m-lsdpreprocessor": "mlsd",
+    "bae-normalmappreprocessor": "normal_bae",
+    "dsine-normalmappreprocessor": "normal_dsine",
+    "midas-depthmappreprocessor": "depth_midas",
+    "midas-normalmappreprocessor": "normal_midas",
+    "zoe-depthmappreprocessor": "depth_zoe",
+    "leres-depthmappreprocessor": "depth_leres",
+    "meshgraphormer-depthmappreprocessor": "depth_hand_refiner",
+    "oneformer-ade20k-semsegpreprocessor": "seg_ofade20k",
+    "oneformer-coco-semsegpreprocessor": "seg_ofcoco",
+    "uniformer-semsegpreprocessor": "seg_ufade20k",
+    "semsegpreprocessor": "seg_ufade20k",
+    "animeface_semsegpreprocessor": "seg_anime_face",
+    "mediapipe-facemeshpreprocessor": "mediapipe_face",
 }
-"""A1111's labels of built-in modules whose internal name differs."""
+"""A1111's labels of modules whose internal name differs, and ComfyUI's (controlnet_aux)
+node names of A1111's modules (names are compared without case)."""
 
 NEEDS_WEIGHTS = frozenset(
     [
@@ -173,11 +218,6 @@ NOT_A_MAP = frozenset(
 )
 """A1111's modules that act inside the model's layers rather than through a map."""
 
-WEIGHT_FOLDERS = (
-    "A1111 keeps them in extensions/sd-webui-controlnet/annotator/downloads/, ComfyUI in "
-    "custom_nodes/comfyui_controlnet_aux/ckpts/"
-)
-
 
 def module_name(preprocessor: str) -> str:
     """The module's A1111 name for a name or label as given (case and surrounding spaces
@@ -200,20 +240,26 @@ def needs_mask(unit: ControlUnit) -> bool:
     return module_name(unit.preprocessor) in INPAINT_MODULES
 
 
-def check_preprocessor(unit: ControlUnit) -> None:
+def check_preprocessor(unit: ControlUnit, annotators: Annotators | None = None) -> None:
     """Refuse a module sdstudio cannot run, or settings outside its range.
 
-    Raises :class:`ModelError` for a module that needs annotator weights or works
-    inside the model, and :class:`InvalidRequest` for an unknown module or a setting out
-    of range. Settings a module does not have are ignored (A1111 records them anyway).
+    Raises :class:`ModelError` for a module whose annotator network sdstudio does not
+    run (the message names the file it needs) or that works inside the model, and, where
+    ``annotators`` are given, for a module whose weights are not in their folders;
+    :class:`InvalidRequest` for an unknown module or a setting out of range. Settings a
+    module does not have are ignored (A1111 records them anyway).
     """
+    from sdstudio.engine.control.annotators import weights_message
+
     name = module_name(unit.preprocessor)
+    if name in WITH_WEIGHTS:
+        if annotators is not None:
+            from sdstudio.engine.control.depth_estimation import find_depth_model
+
+            find_depth_model(name, annotators)
+        return
     if name in NEEDS_WEIGHTS:
-        raise ModelError(
-            f"The preprocessor {unit.preprocessor!r} runs an annotator network that needs "
-            f"its own weights ({WEIGHT_FOLDERS}); sdstudio does not run it yet. Make the "
-            "control map with A1111 or ComfyUI and use it with preprocessor 'none'."
-        )
+        raise ModelError(weights_message(name, unit.preprocessor))
     if name in NOT_A_MAP:
         raise ModelError(
             f"The preprocessor {unit.preprocessor!r} works inside the model rather than "
@@ -223,7 +269,7 @@ def check_preprocessor(unit: ControlUnit) -> None:
     if module is None:
         raise InvalidRequest(
             f"The preprocessor {unit.preprocessor!r:.60} is unknown; the built-in ones are "
-            f"{', '.join(BUILT_IN)}."
+            f"{', '.join(BUILT_IN)}, and with annotator weights {', '.join(WITH_WEIGHTS)}."
         )
     for setting, value, which in (
         (module.a, unit.threshold_a, "a"),
@@ -240,31 +286,61 @@ def check_preprocessor(unit: ControlUnit) -> None:
 
 def settings_of(unit: ControlUnit) -> tuple[float, float]:
     """The unit's two settings, each module default where not given (0 where none)."""
-    module = MODULES[module_name(unit.preprocessor)]
+    module = _module(unit)
     a = unit.threshold_a if unit.threshold_a is not None else module.a.default if module.a else 0.0
     b = unit.threshold_b if unit.threshold_b is not None else module.b.default if module.b else 0.0
     return float(a), float(b)
 
 
-def working_size(image_size: tuple[int, int], unit: ControlUnit) -> tuple[int, int]:
-    """The size the module works at: the image's short side scaled to the unit's
-    resolution, or the image's own size for modules that do not use it."""
+def _module(unit: ControlUnit) -> Module:
+    name = module_name(unit.preprocessor)
+    return MODULES.get(name) or WITH_WEIGHTS[name]
+
+
+def processor_resolution(
+    image_size: tuple[int, int], unit: ControlUnit, target: tuple[int, int] | None
+) -> int:
+    """The short side the module works at: with Pixel Perfect (and the generation's
+    size ``target`` known) the image's short side as it is placed in the generation,
+    else the unit's resolution."""
+    if unit.pixel_perfect and target is not None:
+        from sdstudio.engine.control.pixel_perfect import pixel_perfect_resolution
+
+        return pixel_perfect_resolution(image_size, target, unit.resize)
+    return unit.resolution
+
+
+def working_size(
+    image_size: tuple[int, int], unit: ControlUnit, resolution: int | None = None
+) -> tuple[int, int]:
+    """The size the module works at: the image's short side scaled to ``resolution``
+    (default: the unit's), or the image's own size for modules that do not use it."""
     width, height = image_size
-    if not MODULES[module_name(unit.preprocessor)].at_resolution:
+    if not _module(unit).at_resolution:
         return width, height
-    scale = unit.resolution / min(width, height)
+    resolution = unit.resolution if resolution is None else resolution
+    scale = resolution / min(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if size[0] * size[1] > MAX_WORKING_PIXELS:
         raise InvalidRequest(
-            f"A {width}x{height} control image at resolution {unit.resolution} would be "
+            f"A {width}x{height} control image at resolution {resolution} would be "
             f"{size[0]}x{size[1]} pixels, too large to preprocess; crop it or lower the "
             "resolution."
         )
     return size
 
 
-def preprocess(image: Image.Image, unit: ControlUnit, *, seed: int = 0) -> np.ndarray:
-    """The module's map of ``image`` at its working size (RGB ``uint8``), not fitted."""
+def preprocess(
+    image: Image.Image,
+    unit: ControlUnit,
+    *,
+    seed: int = 0,
+    resolution: int | None = None,
+    annotators: Annotators | None = None,
+) -> np.ndarray:
+    """The module's map of ``image`` at its working size (RGB ``uint8``), not fitted;
+    ``resolution`` replaces the unit's (Pixel Perfect), ``annotators`` find the weights
+    of the modules that need some."""
     import numpy as np
 
     from sdstudio.engine.control.map_filters import FILTERS
@@ -272,12 +348,17 @@ def preprocess(image: Image.Image, unit: ControlUnit, *, seed: int = 0) -> np.nd
     check_preprocessor(unit)
     name = module_name(unit.preprocessor)
     pixels = np.asarray(image.convert("RGB"))
-    size = working_size(image.size, unit)
+    size = working_size(image.size, unit, resolution)
     if size != image.size:
         import cv2
 
         interpolation = cv2.INTER_CUBIC if size[0] > image.width else cv2.INTER_AREA
         pixels = cv2.resize(pixels, size, interpolation=interpolation)
+    if name in WITH_WEIGHTS:
+        from sdstudio.engine.control.depth_estimation import depth_map
+
+        depth = depth_map(np.ascontiguousarray(pixels), name, annotators)
+        return np.ascontiguousarray(np.repeat(depth[:, :, None], 3, axis=2))
     work = FILTERS.get(name)
     if work is None:
         return np.ascontiguousarray(pixels)
@@ -292,11 +373,14 @@ def control_map(
     *,
     mask: Image.Image | None = None,
     seed: int = 0,
+    annotators: Annotators | None = None,
 ) -> Image.Image:
     """The unit's control map of ``image``, RGB at exactly ``size`` (width, height).
 
     ``seed`` draws the randomness of modules that have some (``shuffle``), so a re-run
-    makes the same map. For the inpaint modules ``mask`` (white: repaint) is needed and
+    makes the same map; ``annotators`` find the weights of the modules that need some.
+    With the unit's Pixel Perfect the module works at the size the image takes in
+    ``size``. For the inpaint modules ``mask`` (white: repaint) is needed and
     the map is a preview: the image with the pixels to repaint black; the ControlNet
     itself reads :func:`inpaint_control`.
     """
@@ -307,7 +391,9 @@ def control_map(
 
         pixels = inpaint_control(image, mask, unit, size)
         return Image.fromarray((pixels.clip(0, 1) * 255).round().astype(np.uint8))
-    pixels = fit_map(preprocess(image, unit, seed=seed), size, unit.resize)
+    resolution = processor_resolution(image.size, unit, size)
+    made = preprocess(image, unit, seed=seed, resolution=resolution, annotators=annotators)
+    pixels = fit_map(made, size, unit.resize)
     return Image.fromarray(pixels)
 
 

@@ -93,9 +93,7 @@ class ControlUnit:
             f"A control unit's start ({self.start:g}) must come before its end ({self.end:g}).",
         )
         check_whole(self, "Control", "resolution", 64, 2048)
-        check(
-            isinstance(self.pixel_perfect, bool), "Control pixel perfect must be true or false."
-        )
+        check(isinstance(self.pixel_perfect, bool), "Control pixel perfect must be true or false.")
         for name in ("threshold_a", "threshold_b"):
             if getattr(self, name) is not None:
                 check_number(self, "Control", name, -10_000.0, 10_000.0)

@@ -25,6 +25,7 @@ from sdstudio.engine.metadata import (
     detailer_names,
     hires_names,
     inpaint_names,
+    ip_adapter_names,
     names,
     refiner_names,
     upscale_names,
@@ -137,6 +138,7 @@ def format_parameters(
     settings += detailer_names.settings_written(request)
     settings += refiner_names.settings_written(request, extra)
     settings += control_names.settings_written(request, extra)
+    settings += ip_adapter_names.settings_written(request, extra)
     settings += [
         ("Lora hashes", _hashes((extra or {}).get("loras"))),
         ("TI hashes", _hashes((extra or {}).get("embeddings"))),
@@ -265,8 +267,9 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
     parsed = detail.apply(hires.apply(inpaint.apply(parsed)))
     parsed = refiner.apply(parsed)
-    # Kept in the extras: the text never carries a unit's control image.
-    control_notes = control_names.notes(parts.settings)
+    # Kept in the extras: the text never carries a unit's control image nor an image
+    # prompt's reference images.
+    control_notes = control_names.notes(parts.settings) + ip_adapter_names.notes(parts.settings)
     parsed = dataclasses.replace(parsed, notes=(*parsed.notes, *control_notes))
     if "distilled cfg scale" in used and distilled is not None:
         parsed = dataclasses.replace(

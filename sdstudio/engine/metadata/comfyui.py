@@ -34,7 +34,8 @@ too. From the base sampler, links are followed:
 
 The graph's ControlNet nodes are kept as ``ControlNet N`` extras, not applied: the
 graph names their control images but does not hold them (see
-:mod:`~sdstudio.engine.metadata.comfyui_control`).
+:mod:`~sdstudio.engine.metadata.comfyui_control`); so are its IP-Adapter nodes, after
+them (see :mod:`~sdstudio.engine.metadata.comfyui_ip_adapter`).
 
 Every walk is bounded (see :mod:`~sdstudio.engine.metadata.comfyui_graph`);
 a value that cannot be followed is left at sdstudio's default and the notes
@@ -48,7 +49,7 @@ import re
 from collections.abc import Mapping
 
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata import comfyui_control, comfyui_flow, names
+from sdstudio.engine.metadata import comfyui_control, comfyui_flow, comfyui_ip_adapter, names
 from sdstudio.engine.metadata.comfyui_graph import (
     MAX_DEPTH,
     Graph,
@@ -129,6 +130,9 @@ def read_comfyui(texts: Mapping[str, str], size: tuple[int, int] = (0, 0)) -> Pa
     control, control_notes = comfyui_control.control_entries(graph)
     extras |= control
     notes += control_notes
+    prompts, prompt_notes = comfyui_ip_adapter.image_prompt_entries(graph, first=len(control))
+    extras |= prompts
+    notes += prompt_notes
     parsed = build_request(
         values,
         model=names.model_name(recorded),

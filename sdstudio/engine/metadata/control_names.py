@@ -10,7 +10,9 @@ of its SHA-256 in brackets; a threshold the module has no slider for is left out
 Earlier versions wrote ``ControlNet`` or ``ControlNet N`` with lower-case keys
 (``preprocessor: canny, model: ..., weight: 1, starting/ending: (0, 1), resize mode:
 ..., pixel perfect: False, control mode: Balanced, preprocessor params: (512, 100,
-200)``); both are read.
+200)``); both are read. An entry whose module is an IP-Adapter's CLIP vision encoder
+(``ip-adapter_clip_h``...) is an image prompt, read by
+:mod:`~sdstudio.engine.metadata.ip_adapter_names`, not a unit.
 
 The text never carries the control image, so a unit read from it cannot run: each is
 kept in the extras as written, with a note, and :func:`read_units` gives its settings
@@ -61,7 +63,7 @@ _RESIZES_READ = {text.casefold(): resize for resize, text in RESIZES.items()} | 
 _SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 _KEY = re.compile(r"controlnet(?: (\d{1,2}))?")
 _ITEM = re.compile(r"""\s*([^:,]{1,40}?)\s*:\s*("(?:\\.|[^\\"])*"|\([^()]*\)|[^,]*)\s*(?:,|$)""")
-_TITLE = re.compile(r"(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]\s*")
+TITLE = re.compile(r"(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]\s*")
 _MAX_TEXT = 4096
 """A longer unit text is not read (real ones are a few hundred characters)."""
 
@@ -96,12 +98,12 @@ def unit_text(unit: ControlUnit, recorded: object = None) -> str:
     items += [
         ("Guidance Start", repr(float(unit.start))),
         ("Guidance End", repr(float(unit.end))),
-        ("Pixel Perfect", "False"),
+        ("Pixel Perfect", str(unit.pixel_perfect)),
         ("Control Mode", MODES[unit.mode]),
     ]
     if unit.control_type:
         items.append(("Union Control Type", unit.control_type))
-    return ", ".join(f"{key}: {_quoted(value)}" for key, value in items)
+    return ", ".join(f"{key}: {quoted(value)}" for key, value in items)
 
 
 def _thresholds(unit: ControlUnit) -> tuple[float | None, float | None]:
@@ -123,7 +125,7 @@ def model_title(model: str, recorded: object = None) -> str:
     """``control_v11p_sd15_canny [d14c016b]``: the file's stem and short hash as recorded,
     else the model's own stem (a diffusers folder by its name) without a hash."""
     entry = recorded if isinstance(recorded, dict) else {}
-    name = _stem(str(entry.get("name") or model))
+    name = stem(str(entry.get("name") or model))
     short_hash = str(entry.get("hash") or "")[:8]
     return f"{name} [{short_hash}]" if short_hash else name
 
@@ -132,8 +134,9 @@ def describe(unit: ControlUnit) -> str:
     """One line for people: model, preprocessor, weight, start–end and mode."""
     mode = {"balanced": "balanced", "prompt": "prompt first", "control": "control first"}
     return (
-        f"{_stem(unit.model)}, {unit.preprocessor}, weight {unit.weight:g}, "
+        f"{stem(unit.model)}, {unit.preprocessor}, weight {unit.weight:g}, "
         f"{unit.start:g}–{unit.end:g}, {mode[unit.mode.value]}"
+        + (", pixel perfect" if unit.pixel_perfect else "")
     )
 
 
@@ -166,12 +169,27 @@ class ReadUnit:
 def read_units(settings: Mapping[str, str]) -> list[ReadUnit]:
     """The ``ControlNet``/``ControlNet N`` entries of A1111 settings (keys in any case),
     in unit order, at most :data:`~sdstudio.engine.control.units.MAX_UNITS`."""
+    from sdstudio.engine.metadata.ip_adapter_names import is_image_prompt
+
+    # The extension writes an IP-Adapter as a unit too; those are image prompts.
+    found = [(key, text) for key, text in entries(settings) if not is_image_prompt(text)]
+    return [_read(key, text) for key, text in found[:MAX_UNITS]]
+
+
+def entries(settings: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The ``ControlNet``/``ControlNet N`` entries (keys in any case) as ``(key, text)``,
+    in unit order: ControlNets and IP-Adapters alike."""
     found: list[tuple[int, str, str]] = []
     for key, value in settings.items():
         match = _KEY.fullmatch(key.strip().casefold())
         if match and isinstance(value, str):
             found.append((int(match[1] or 0), key, value))
-    return [_read(key, value) for _i, key, value in sorted(found)[:MAX_UNITS]]
+    return [(key, value) for _i, key, value in sorted(found)]
+
+
+def entry_items(text: str) -> dict[str, str]:
+    """An entry's ``Key: value`` items, keys case-folded, values unquoted."""
+    return {name.casefold(): _unquoted(value.strip()) for name, value in _ITEM.findall(text)}
 
 
 def notes(settings: Mapping[str, str]) -> tuple[str, ...]:
@@ -183,7 +201,7 @@ def notes(settings: Mapping[str, str]) -> tuple[str, ...]:
             continue
         values = read.values
         written.append(
-            f"{read.key} ({values['preprocessor']}, {_stem(values['model'])}) needs its "
+            f"{read.key} ({values['preprocessor']}, {stem(values['model'])}) needs its "
             "control image, which the image does not carry; its settings are kept as "
             "written, not applied."
         )
@@ -194,16 +212,16 @@ def _read(key: str, text: str) -> ReadUnit:
     """One entry's unit, or why it cannot be read."""
     if len(text) > _MAX_TEXT:
         return ReadUnit(key, problem=f"its text is over {_MAX_TEXT} characters")
-    items = {name.casefold(): _unquoted(value.strip()) for name, value in _ITEM.findall(text)}
+    items = entry_items(text)
     values: dict[str, Any] = {}
     title = items.get("model", "").strip()
     if not title or title.casefold() == "none":
         return ReadUnit(key, problem="it names no ControlNet model")
-    titled = _TITLE.fullmatch(title)
+    titled = TITLE.fullmatch(title)
     values["model"] = titled["name"] if titled else title
     model_hash = titled["hash"].lower() if titled else ""
     values["preprocessor"] = (items.get("module") or items.get("preprocessor") or "none").strip()
-    problem = _numbers(items, values) or _choices(items, values)
+    problem = _numbers(items, values) or _choices(items, values) or _pixel_perfect(items, values)
     if problem:
         return ReadUnit(key, problem=problem)
     if items.get("union control type", "").strip():
@@ -268,6 +286,16 @@ def _choices(items: Mapping[str, str], values: dict[str, Any]) -> str:
     return ""
 
 
+def _pixel_perfect(items: Mapping[str, str], values: dict[str, Any]) -> str:
+    """Put "Pixel Perfect" in ``values``; the problem, if any."""
+    written = items.get("pixel perfect", "").strip()
+    if written:
+        if written.casefold() not in ("true", "false"):
+            return f"its pixel perfect {written!r:.40} is neither True nor False"
+        values["pixel_perfect"] = written.casefold() == "true"
+    return ""
+
+
 def _parts(text: str) -> list[str]:
     """``["0", "1"]`` from ``(0, 1)``; nothing from any other text."""
     text = text.strip()
@@ -276,7 +304,7 @@ def _parts(text: str) -> list[str]:
     return [part.strip() for part in text[1:-1].split(",")]
 
 
-def _stem(model: str) -> str:
+def stem(model: str) -> str:
     """A ControlNet as the extension names it: a file by its stem, a folder by its name."""
     name = re.split(r"[/\\]", model.strip().rstrip("/\\"))[-1]
     if name.lower().endswith(_SUFFIXES):
@@ -284,7 +312,7 @@ def _stem(model: str) -> str:
     return name or model
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
     """A value as the unit's text holds it: JSON-quoted when it would break the text."""
     if any(c in value for c in ',:"()') or value != value.strip():
         return json.dumps(value, ensure_ascii=False)

@@ -34,7 +34,8 @@ class ModelEntry:
     name: str
     kind: str
     """``checkpoint``, ``lora``, ``embedding``, ``vae``, ``text_encoder``, ``upscaler``,
-    ``detector`` (the detailer's face detectors) or ``controlnet``."""
+    ``detector`` (the detailer's face detectors), ``controlnet``, ``ipadapter`` (IP-Adapters)
+    or ``clip_vision`` (the CLIP vision encoders IP-Adapters read)."""
     format: str
     """``diffusers``, ``safetensors``, ``gguf``, ``ckpt``, ``pt``, ``pth`` (upscalers),
     ``onnx`` (detectors) or ``bin``."""
@@ -105,10 +106,12 @@ def list_models(
 
 def network_folders(paths: AppPaths, settings: Settings, kind: str) -> list[Path]:
     """The folders to search for models of ``kind`` (``lora``, ``embedding``, ``vae``,
-    ``text_encoder``, ``upscaler`` or ``detector``).
+    ``text_encoder``, ``upscaler``, ``detector``, ``controlnet``, ``ipadapter`` or
+    ``clip_vision``).
 
-    A tool's root gives its own folders of that kind; the app's models folder
-    and plain user folders are given whole (their files are of mixed kinds).
+    A tool's root gives its own folders of that kind (A1111's IP-Adapters are in its
+    ControlNet folders); the app's models folder and plain user folders are given whole
+    (their files are of mixed kinds).
     """
     roots = [paths.models_dir, *(Path(f).expanduser() for f in settings.model_folders)]
     found: list[Path] = []
@@ -119,7 +122,12 @@ def network_folders(paths: AppPaths, settings: Settings, kind: str) -> list[Path
         if tool is None:
             found.append(root)
         else:
-            found += [folder for folder, k in layouts.model_folders(root, tool) if k == kind]
+            shared = tool == "a1111" and kind == "ipadapter"
+            found += [
+                folder
+                for folder, k in layouts.model_folders(root, tool)
+                if k == kind or (shared and k == "controlnet")
+            ]
     return list(dict.fromkeys(found))
 
 
@@ -238,7 +246,7 @@ def _scan_tree(folder: Path, kind: str, source: str, seen: set[Path]) -> Catalog
         base = Path(directory)
         for name in sorted(dirnames):
             sub = base / name
-            if name.startswith("."):
+            if name.startswith(".") or name == "annotators":  # preprocessors' networks
                 dirnames.remove(name)
             elif (sub / "model_index.json").is_file():
                 dirnames.remove(name)
@@ -247,6 +255,12 @@ def _scan_tree(folder: Path, kind: str, source: str, seen: set[Path]) -> Catalog
                 dirnames.remove(name)  # a diffusers ControlNet: its config and weights
                 family = _controlnet_folder_family(sub)
                 catalog.entries.append(_entry(name, kind, "diffusers", sub, source, family=family))
+            elif (found := _image_prompt_folder(sub, folder, kind, source)) is not None:
+                dirnames.remove(name)  # an InvokeAI IP-Adapter or a CLIP vision encoder
+                found_kind, family = found
+                catalog.entries.append(
+                    _entry(name, found_kind, "diffusers", sub, source, family=family)
+                )
         for name in sorted(filenames):
             path = base / name
             if path not in seen:
@@ -265,7 +279,8 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
         kind = layouts.kind_from_path(path, root, kind)
     formats = layouts.UPSCALER_FORMATS if kind == "upscaler" else layouts.FORMATS
     formats = layouts.DETECTOR_FORMATS if kind == "detector" else formats
-    formats = layouts.CONTROLNET_FORMATS if kind == "controlnet" else formats
+    image_prompt_kinds = ("controlnet", "ipadapter", "clip_vision")
+    formats = layouts.CONTROLNET_FORMATS if kind in image_prompt_kinds else formats
     file_format = formats.get(path.suffix.lower())
     if file_format is None:
         return
@@ -277,8 +292,11 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
             header, data_size = layouts.read_safetensors_layout(path)
             if plain and kind == "checkpoint":
                 kind = layouts.kind_from_header(header, kind)
+            kind = _ip_adapter_kind(path, kind, header)
             family = _file_family(path, kind, header, data_size)
-        unknown = family[0] == "unknown" and kind not in ("upscaler", "controlnet")
+        else:
+            kind = _ip_adapter_kind(path, kind, None)
+        unknown = family[0] == "unknown" and kind not in ("upscaler", *image_prompt_kinds)
         if file_format == "safetensors" and unknown:
             part = _part_entry(path, identify_header(header, data_size))
         elif file_format == "gguf":
@@ -301,12 +319,32 @@ def _controlnet_folder(sub: Path, root: Path, kind: str) -> bool:
     return layouts.kind_from_path(sub / "config.json", root, kind) == "controlnet"
 
 
+def _image_prompt_folder(sub: Path, root: Path, kind: str, source: str) -> Any:
+    """``(kind, family)`` of an InvokeAI IP-Adapter folder or a CLIP vision encoder folder
+    where such models are kept, else ``None``."""
+    from sdstudio.engine.control.ip_adapter_files import folder_entry
+
+    if source in ("app", "folder"):
+        kind = layouts.kind_from_path(sub / "x", root, kind)
+    return folder_entry(sub, kind)
+
+
+def _ip_adapter_kind(path: Path, kind: str, header: dict[str, Any] | None) -> str:
+    """``ipadapter`` for an IP-Adapter among ControlNets (A1111 keeps them together)."""
+    if kind != "controlnet":
+        return kind
+    from sdstudio.engine.control.ip_adapter_files import catalog_kind
+
+    return catalog_kind(path, header)
+
+
 def _controlnet_folder_family(folder: Path) -> tuple[str, str]:
-    from sdstudio.engine.control.control_files import folder_family
+    from sdstudio.engine.control.control_files import KIND_LABELS, folder_family, folder_kind
     from sdstudio.engine.errors import ModelError
 
     try:
-        return folder_family(folder)
+        family, label = folder_family(folder)
+        return family, label + KIND_LABELS[folder_kind(folder)]
     except ModelError as error:
         return "unknown", str(error)
 
@@ -337,7 +375,11 @@ def _file_family(path: Path, kind: str, header: dict[str, Any], data_size: int) 
         from sdstudio.engine.control.control_files import safetensors_family
 
         return safetensors_family(header)
-    if kind in ("vae", "upscaler"):
+    if kind == "ipadapter":
+        from sdstudio.engine.control.ip_adapter_files import header_family
+
+        return header_family(header)
+    if kind in ("vae", "upscaler", "clip_vision"):
         return "unknown", "Unknown"
     try:
         from sdstudio.engine.models.families import (

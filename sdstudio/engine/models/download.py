@@ -82,6 +82,55 @@ def choose_files(sizes: dict[str, int]) -> list[str]:
     return [*sorted(chosen), "model_index.json"]
 
 
+ANNOTATOR_DOWNLOADS = {
+    "depth-anything/Depth-Anything-V2-Small-hf": (
+        "Depth Anything V2 Small: depth maps for ControlNet (depth_anything_v2)",
+        0.1,
+    ),
+}
+"""Annotator networks offered for download (repo id: description, size in GB), fetched
+into sdstudio's ``models/annotators`` folder (see :func:`download_annotator`)."""
+
+
+def choose_transformers_files(sizes: dict[str, int]) -> list[str]:
+    """The files a transformers model needs from a repo's listing: its configs and one
+    set of safetensors weights at the top level, ``config.json`` last (a folder with it is
+    complete)."""
+    if "config.json" not in sizes:
+        raise ModelError("This repo is not a transformers model (it has no config.json).")
+    top = [name for name in sizes if "/" not in name]
+    weights = [n for n in _pick_weights([n for n in top if _weight_suffix(n)]) if ".bin" not in n]
+    if not weights:
+        raise ModelError("This repo offers no safetensors weights (pickles are not fetched).")
+    support = [
+        n for n in top if n.endswith(".json") and n != "config.json" and not _weight_suffix(n)
+    ]
+    return [*sorted(support), *sorted(weights), "config.json"]
+
+
+def download_annotator(
+    repo_id: str,
+    folder: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """Download the transformers model ``repo_id`` (an annotator network such as Depth
+    Anything) into ``folder`` (sdstudio's ``models/annotators``), in the Hub's cache
+    layout; its snapshot folder. Errors as :func:`download_model`."""
+    return download_model(
+        repo_id,
+        cache_dir=folder,
+        progress=progress,
+        cancel=cancel,
+        token=token,
+        endpoint=endpoint,
+        choose=choose_transformers_files,
+    )
+
+
 def _pick_weights(names: list[str]) -> list[str]:
     """One set of weights: fp16 safetensors, else safetensors, else (only then) ``.bin``."""
     for suffix in _WEIGHT_SUFFIXES:
@@ -112,9 +161,15 @@ def _variant(name: str) -> str | None:
 
 
 def plan_download(
-    repo_id: str, *, revision: str = "main", token: str | None = None, endpoint: str | None = None
+    repo_id: str,
+    *,
+    revision: str = "main",
+    token: str | None = None,
+    endpoint: str | None = None,
+    choose: Callable[[dict[str, int]], list[str]] = choose_files,
 ) -> DownloadPlan:
-    """Ask the Hub which files to fetch and how big they are."""
+    """Ask the Hub which files to fetch (those ``choose`` picks from the listing) and how
+    big they are."""
     from huggingface_hub import HfApi
 
     with _hub_errors(repo_id):
@@ -125,7 +180,7 @@ def plan_download(
     sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
     resume.check_names(sizes, repo_id, server)
     commit = resume.check_commit(str(info.sha), repo_id, server)
-    files = tuple((name, sizes[name]) for name in choose_files(sizes))
+    files = tuple((name, sizes[name]) for name in choose(sizes))
     return DownloadPlan(repo_id=repo_id, commit=commit, files=files)
 
 
@@ -138,8 +193,11 @@ def download_model(
     cancel: threading.Event | None = None,
     token: str | None = None,
     endpoint: str | None = None,
+    choose: Callable[[dict[str, int]], list[str]] = choose_files,
 ) -> Path:
-    """Download ``repo_id`` into the Hugging Face cache and return its snapshot folder.
+    """Download ``repo_id`` into the Hugging Face cache and return its snapshot folder
+    (``choose`` picks the files from the repo's listing: a diffusers pipeline's by
+    default).
 
     Raises :class:`DownloadCancelled` when ``cancel`` is set, :class:`StorageError`
     when the disk is too full, and :class:`ModelError` when the Hub cannot be
@@ -150,7 +208,7 @@ def download_model(
     cache = cache_dir or hf_cache_dir()
     if resume.unsafe_name(revision):
         raise ModelError(f"{revision!r} is not a revision name (a branch, tag or commit id).")
-    plan = plan_download(repo_id, revision=revision, token=token, endpoint=endpoint)
+    plan = plan_download(repo_id, revision=revision, token=token, endpoint=endpoint, choose=choose)
     repo = resume.repo_folder(cache, repo_id)
     snapshot = resume.inside(cache, repo / "snapshots" / plan.commit)
     missing = [(name, size) for name, size in plan.files if not (snapshot / name).exists()]

@@ -44,6 +44,12 @@ CONTROLNET_FORMATS = {**FORMATS, ".pth": "pth"}
 CONTROLNET_FOLDER_NAMES = frozenset({"controlnet", "control_net"})
 """Sub-folder names that hold ControlNets (sdstudio's, ComfyUI's, A1111's)."""
 
+IPADAPTER_FOLDER_NAMES = frozenset({"ipadapter", "ip_adapter", "ip-adapter", "ipadapters"})
+"""Sub-folder names that hold IP-Adapters (sdstudio's, ComfyUI's, InvokeAI's)."""
+
+CLIP_VISION_FOLDER_NAMES = frozenset({"clip_vision", "clipvision", "image_encoder"})
+"""Sub-folder names that hold CLIP vision encoders (ComfyUI's, A1111's, h94's)."""
+
 A1111_FOLDERS = (
     ("models/Stable-diffusion", "checkpoint"),
     ("models/Lora", "lora"),
@@ -61,9 +67,15 @@ A1111_FOLDERS = (
     ("models/adetailer", "detector"),
     ("models/ControlNet", "controlnet"),
     ("extensions/sd-webui-controlnet/models", "controlnet"),
+    ("extensions/sd-webui-controlnet/annotator/downloads/clip_vision", "clip_vision"),
+    ("models/clip_vision", "clip_vision"),
 )
 """AUTOMATIC1111, Forge and SD.Next, relative to the tool's root (Forge keeps Flux's
-text encoders in ``models/text_encoder``; upscalers are in a folder per architecture)."""
+text encoders in ``models/text_encoder``; upscalers are in a folder per architecture).
+IP-Adapters sit among the ControlNets, where the ControlNet extension looks for them:
+each file there is told by its tensors (or a pickle by its name). CLIP vision encoders are
+in the extension's ``annotator/downloads/clip_vision`` (``models/clip_vision`` is
+searched too where it exists)."""
 
 COMFYUI_FOLDERS = (
     ("models/checkpoints", "checkpoint"),
@@ -77,6 +89,8 @@ COMFYUI_FOLDERS = (
     ("models/clip", "text_encoder"),
     ("models/upscale_models", "upscaler"),
     ("models/controlnet", "controlnet"),
+    ("models/ipadapter", "ipadapter"),
+    ("models/clip_vision", "clip_vision"),
 )
 """ComfyUI, relative to its root: transformers kept alone (``diffusion_models``, older
 ``unet``) are models to choose; their text encoders (``text_encoders``, older ``clip``)
@@ -96,6 +110,8 @@ INVOKEAI_TYPES = {
     "qwen3_encoder": "text_encoder",
     "spandrel_image_to_image": "upscaler",
     "controlnet": "controlnet",
+    "ip_adapter": "ipadapter",
+    "clip_vision": "clip_vision",
 }
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -163,6 +179,10 @@ def kind_from_path(path: Path, root: Path, default: str) -> str:
         return "upscaler"
     if parts & DETECTOR_FOLDER_NAMES:
         return "detector"
+    if parts & CLIP_VISION_FOLDER_NAMES:
+        return "clip_vision"
+    if parts & IPADAPTER_FOLDER_NAMES:
+        return "ipadapter"
     if parts & CONTROLNET_FOLDER_NAMES:
         return "controlnet"
     return default
