@@ -121,3 +121,42 @@ def test_every_image_of_a_batch_uses_its_own_sampler(
     assert len(plain) == len(zero) == 2
     for a, b in zip(plain, zero, strict=True):
         assert np.array_equal(pixels(a), pixels(b))
+
+
+def test_two_units_and_an_image_prompt_guide_one_image_and_rerun(
+    capsys, webui: Path, tiny_model: Path, drawing: Path, tmp_path: Path
+) -> None:
+    """A1111 keeps IP-Adapters beside its ControlNets and their encoders in the
+    extension's annotator downloads; all three guide one image, which re-runs exactly."""
+    from sdstudio.testing.tiny_ip_adapter import save_tiny_encoder, save_tiny_ip_adapter
+
+    save_tiny_ip_adapter(
+        tiny_model, webui / "models" / "ControlNet" / "ip-adapter_tiny.safetensors"
+    )
+    downloads = webui / "extensions" / "sd-webui-controlnet" / "annotator" / "downloads"
+    save_tiny_encoder(downloads / "clip_vision" / "clip_h.safetensors")
+    reference = tmp_path / "reference.png"
+    Image.new("RGB", (48, 40), (200, 40, 30)).save(reference)
+    units = (
+        "--control", f"model=control_tiny_canny,image={drawing},preprocessor=canny,weight=0.7",
+        "--control", f"model=control_tiny_canny,image={drawing},preprocessor=invert,weight=0.5",
+    )  # fmt: skip
+    prompt = f"model=ip-adapter_tiny,image={reference},weight=0.8,start=0.2"
+    code, events = generate(capsys, tiny_model, tmp_path / "b", *units)
+    (controlled,) = [e["path"] for e in events if e["event"] == "image"]
+    code, events = generate(capsys, tiny_model, tmp_path / "a", *units, "--ip-adapter", prompt)
+    assert code == 0, events
+    (made,) = [e for e in events if e["event"] == "image"]
+    assert not np.array_equal(pixels(made["path"]), pixels(controlled))
+    with Image.open(made["path"]) as image:
+        settings = split_parameters(image.text["parameters"]).settings  # type: ignore[attr-defined]
+    assert "Module: canny" in settings["ControlNet 0"]
+    assert "Module: invert" in settings["ControlNet 1"]
+    assert settings["ControlNet 2"].startswith("Module: ip-adapter")
+    assert "Model: ip-adapter_tiny [" in settings["ControlNet 2"]
+    assert "Weight: 0.8" in settings["ControlNet 2"]
+    assert "Guidance Start: 0.2" in settings["ControlNet 2"]
+    code, events = run_cli(capsys, "rerun", str(made["id"]), "--out", str(tmp_path / "c"), "--json")
+    assert code == 0, events
+    (again,) = [e["path"] for e in events if e["event"] == "image"]
+    assert np.array_equal(pixels(again), pixels(made["path"]))
