@@ -417,8 +417,9 @@ def test_describe_and_guess() -> None:
     assert guess_encoder("ip-adapter-plus-face_sd15") == "ViT-H"
 
 
-def test_an_editor_graphs_ip_adapter_is_noted_not_guessed() -> None:
-    """An editor graph lists an IPAdapter node's widget values unnamed: none is guessed."""
+def test_an_editor_graphs_ip_adapter_is_read_by_its_widget_order() -> None:
+    """An editor graph lists an IPAdapter node's widget values unnamed, in the order of its
+    inputs; a node without them is noted, not guessed."""
     workflow = {
         "nodes": [
             {
@@ -442,6 +443,13 @@ def test_an_editor_graphs_ip_adapter_is_noted_not_guessed() -> None:
     }  # fmt: skip
     parsed = read_comfyui({"workflow": json.dumps(workflow)})
     assert (parsed.request.prompt, parsed.model_name) == ("a harbour", "dream.safetensors")
+    (read,) = read_prompts(parsed.extras)
+    assert read.prompt("x") == ImagePrompt("ip-adapter_sd15.bin", ("x",), 0.5, 0.2, 0.8)
+    assert "ControlNet 0: its weight type 'style transfer' would not apply" in "\n".join(
+        parsed.notes
+    )
+    workflow["nodes"][4]["widgets_values"] = []  # type: ignore[index]
+    parsed = read_comfyui({"workflow": json.dumps(workflow)})
     assert read_prompts(parsed.extras) == []
     assert (
         "The IPAdapterAdvanced node 10 holds no settings (an editor graph does not name them); "

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import threading
 from typing import Any, Protocol
 
 from sdstudio.cli.report import Reporter
+from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.models.catalog import (
     ModelEntry,
     add_model_folder,
@@ -52,8 +54,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     vae.add_argument("--json", action="store_true")
 
-    fetch = actions.add_parser("download", help="download a diffusers model from Hugging Face")
-    fetch.add_argument("repo_id", help="for example stabilityai/sd-turbo")
+    from sdstudio.engine.models.download import ANNOTATOR_DOWNLOADS
+
+    offered = "\n".join(f"  {repo}: {text}" for repo, (text, _gb) in ANNOTATOR_DOWNLOADS.items())
+    fetch = actions.add_parser(
+        "download",
+        help="download a diffusers model (or a preprocessor's network) from Hugging Face",
+        description="Download a diffusers model into the Hugging Face cache, or one of the\n"
+        "preprocessor networks below into sdstudio's models/annotators folder.",
+        epilog=f"preprocessor networks:\n{offered}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch.add_argument(
+        "repo_id", help="for example stabilityai/sd-turbo, or a preprocessor network below"
+    )
     fetch.add_argument("--revision", default="main")
     fetch.add_argument("--json", action="store_true")
     fetch.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)
@@ -84,7 +98,14 @@ def run(args: argparse.Namespace, context: ModelsContext) -> int:
         return 0
     if args.action == "vae":
         return _choose_vae(args, context)
-    return _download(args, reporter, getattr(context, "cancel", None))
+    code = _download(args, context, getattr(context, "cancel", None))
+    if code == 0 and args.repo_id not in context.settings.downloaded_models:
+        # Recorded as the app's own, so that the model manager's "Delete download" may
+        # remove it (it never deletes what another tool downloaded).
+        downloaded = (*context.settings.downloaded_models, args.repo_id)
+        context.settings = dataclasses.replace(context.settings, downloaded_models=downloaded)
+        save_settings(context.paths, context.settings)
+    return code
 
 
 def _choose_vae(args: argparse.Namespace, context: ModelsContext) -> int:
@@ -104,14 +125,27 @@ def _choose_vae(args: argparse.Namespace, context: ModelsContext) -> int:
 
 
 def _download(
-    args: argparse.Namespace, reporter: Reporter, cancel: threading.Event | None = None
+    args: argparse.Namespace, context: ModelsContext, cancel: threading.Event | None = None
 ) -> int:
-    """Download in a worker thread, so that Ctrl+C can cancel it cleanly.
+    """Download in a worker thread, so that Ctrl+C can cancel it cleanly; a preprocessor's
+    network goes into ``models/annotators``, where the preprocessors look.
 
     Ctrl+C sets ``cancel`` (a caller may pass its own to see when it is set).
     """
-    from sdstudio.engine.models.download import DownloadCancelled, download_model
+    from sdstudio.engine.control.annotators import FOLDER_NAME
+    from sdstudio.engine.models.download import (
+        ANNOTATOR_DOWNLOADS,
+        DownloadCancelled,
+        download_annotator,
+        download_model,
+    )
 
+    reporter = context.reporter
+    if args.repo_id in ANNOTATOR_DOWNLOADS and args.revision != "main":
+        raise InvalidRequest(
+            f"{args.repo_id} is a preprocessor network, fetched at its main revision; "
+            "leave out --revision."
+        )
     cancel = cancel or threading.Event()
     finished = threading.Event()
     outcome: dict[str, Any] = {}
@@ -126,13 +160,19 @@ def _download(
 
     def work() -> None:
         try:
-            outcome["path"] = download_model(
-                args.repo_id,
-                revision=args.revision,
-                progress=progress,
-                cancel=cancel,
-                endpoint=args.endpoint,
-            )
+            if args.repo_id in ANNOTATOR_DOWNLOADS:
+                folder = context.paths.models_dir / FOLDER_NAME
+                outcome["path"] = download_annotator(
+                    args.repo_id, folder, progress=progress, cancel=cancel, endpoint=args.endpoint
+                )
+            else:
+                outcome["path"] = download_model(
+                    args.repo_id,
+                    revision=args.revision,
+                    progress=progress,
+                    cancel=cancel,
+                    endpoint=args.endpoint,
+                )
         except BaseException as error:
             outcome["error"] = error
         finally:

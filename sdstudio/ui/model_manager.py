@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 from sdstudio.engine.control.annotators import FOLDER_NAME as ANNOTATOR_FOLDER
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.models.catalog import Catalog
-from sdstudio.engine.models.download import ANNOTATOR_DOWNLOADS
+from sdstudio.engine.models.download import ANNOTATOR_DOWNLOADS, annotator_snapshot
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings, save_settings
 from sdstudio.ui.model_list import ModelListLoader
@@ -41,7 +41,8 @@ COLUMNS = ("Name", "Kind", "Family", "Format", "Size", "Memory", "Source", "Plac
 MEMORY_COLUMN = COLUMNS.index("Memory")
 KINDS = {"checkpoint": "Model", "lora": "LoRA", "embedding": "Embedding", "vae": "VAE"}
 KINDS |= {"text_encoder": "Text encoder", "upscaler": "Upscaler"}
-KINDS |= {"controlnet": "ControlNet"}
+KINDS |= {"controlnet": "ControlNet", "ipadapter": "IP-Adapter", "clip_vision": "CLIP vision"}
+KINDS |= {"annotator": "Annotator"}
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -208,17 +209,44 @@ class ModelManager(QDialog):
             self.table.addTopLevelItem(item)
             if entry.kind == "checkpoint":
                 self._rows[entry.path] = item
+        annotators = self._annotator_rows()
         self.remove_folder.clear()
         self.remove_folder.addItems(list(self.settings.model_folders))
         self.remove_folder.setCurrentIndex(-1)
         skipped = f", {len(catalog.skipped)} unreadable skipped" if catalog.skipped else ""
-        count = len(catalog.entries)
+        count = len(catalog.entries) + annotators
         self.status.setText(f"{count} model{'' if count == 1 else 's'}{skipped}")
         self.table.setSortingEnabled(True)
         self._update_buttons()
         models = [(e.path, e.family) for e in catalog.entries if e.kind == "checkpoint"]
         self._memory.estimate(self.settings, models)
         self.listed.emit()
+
+    def _annotator_rows(self) -> int:
+        """Rows for the preprocessor networks sdstudio downloaded (the catalog leaves the
+        annotators folder out: they are not models to generate with), so that they can
+        be deleted too; how many."""
+        folder = self.paths.models_dir / ANNOTATOR_FOLDER
+        shown = 0
+        for repo_id in self.settings.downloaded_models:
+            snapshot = (
+                annotator_snapshot(folder, repo_id) if repo_id in ANNOTATOR_DOWNLOADS else None
+            )
+            if snapshot is None:
+                continue
+            try:
+                size = sum(p.stat().st_size for p in snapshot.iterdir() if p.is_file())
+            except OSError:  # a file gone meanwhile: the row still offers the deletion
+                size = 0
+            name = repo_id.rpartition("/")[2]
+            row = [name, KINDS["annotator"], "", "transformers", _size(size), "", "app"]
+            item = QTreeWidgetItem([*row, str(snapshot)])
+            item.setToolTip(0, f"{ANNOTATOR_DOWNLOADS[repo_id][0]}: {snapshot}")
+            item.setData(0, Qt.ItemDataRole.UserRole, str(snapshot))
+            item.setData(0, KIND_ROLE, "annotator")
+            self.table.addTopLevelItem(item)
+            shown += 1
+        return shown
 
     def _show_memory(self, path: str, text: str, tip: str, warn: bool) -> None:
         """Show the memory a model needs, warning where it will not fit this computer."""
@@ -240,6 +268,9 @@ class ModelManager(QDialog):
     def use(self, item: QTreeWidgetItem) -> None:
         """Choose a listed model to generate with (LoRAs, embeddings and VAEs are chosen
         in the prompt panel)."""
+        if item.data(0, KIND_ROLE) == "annotator":
+            self.status.setText(f"{item.text(0)} is a preprocessor's network: it runs by itself.")
+            return
         if item.data(0, KIND_ROLE) != "checkpoint":
             self.status.setText(
                 f"{item.text(0)} is a {item.text(1)}: choose it in the prompt panel "
@@ -294,15 +325,15 @@ class ModelManager(QDialog):
         self.progress.setFormat(f"{done / 1e9:.2f} of {total / 1e9:.2f} GB")
 
     def _on_finished(self, repo_id: str, path: str) -> None:
-        if repo_id in ANNOTATOR_DOWNLOADS:  # not a model to list or generate with
-            self._download_ended(f"Downloaded {repo_id} into {path}.")
-            return
-        self._download_ended(f"Downloaded {repo_id}.")
-        if repo_id not in self.settings.downloaded_models:
+        if repo_id not in self.settings.downloaded_models:  # "Delete download" may remove it
             import dataclasses
 
             downloaded = (*self.settings.downloaded_models, repo_id)
             self._change(lambda: dataclasses.replace(self.settings, downloaded_models=downloaded))
+        if repo_id in ANNOTATOR_DOWNLOADS:  # not a model to generate with
+            self._download_ended(f"Downloaded {repo_id} into {path}.")
+        else:
+            self._download_ended(f"Downloaded {repo_id}.")
 
     def _on_failed(self, repo_id: str, message: str) -> None:
         self._download_ended(message)
@@ -341,7 +372,10 @@ class ModelManager(QDialog):
 
         repo = self._selected_repo()
         if repo is not None:
-            self._change(lambda: remove_downloaded(self.settings, repo))
+            cache = (
+                self.paths.models_dir / ANNOTATOR_FOLDER if repo in ANNOTATOR_DOWNLOADS else None
+            )
+            self._change(lambda: remove_downloaded(self.settings, repo, cache))
 
     def _change(self, make: Callable[[], Settings]) -> None:
         try:

@@ -66,6 +66,28 @@ _WIDGETS: dict[str, tuple[str, ...]] = {
     "ImageScale": ("upscale_method", "width", "height", "crop"),
     "ImageScaleBy": ("upscale_method", "scale_by"),
     "UpscaleModelLoader": ("model_name",),
+    "LoadImage": ("image", "_upload"),
+    "LoadImageMask": ("image", "channel", "_upload"),
+    "ControlNetLoader": ("control_net_name",),
+    "DiffControlNetLoader": ("control_net_name",),
+    "ControlNetApply": ("strength",),
+    "ControlNetApplyAdvanced": ("strength", "start_percent", "end_percent"),
+    "ControlNetApplySD3": ("strength", "start_percent", "end_percent"),
+    "CLIPVisionLoader": ("clip_name",),
+    # cubiq's ComfyUI_IPAdapter_plus
+    "IPAdapterModelLoader": ("ipadapter_file",),
+    "IPAdapterUnifiedLoader": ("preset",),
+    "IPAdapter": ("weight", "start_at", "end_at", "weight_type"),
+    "IPAdapterAdvanced": (
+        "weight",
+        "weight_type",
+        "combine_embeds",
+        "start_at",
+        "end_at",
+        "embeds_scaling",
+    ),
+    # The plugin's first version; each release appended widgets, so older lists are a prefix.
+    "IPAdapterApply": ("weight", "noise", "weight_type", "start_at", "end_at", "unfold_batch"),
 }
 _OFF_MODES = (2, 4)
 

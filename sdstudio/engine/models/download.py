@@ -131,6 +131,22 @@ def download_annotator(
     )
 
 
+def annotator_snapshot(folder: Path, repo_id: str, revision: str = "main") -> Path | None:
+    """The complete snapshot of an annotator download in ``folder`` (its ``config.json``,
+    fetched last, is there); None when there is none. The catalog leaves annotator
+    folders out, so the model manager lists the app's downloads through this, to offer
+    them for deletion."""
+    repo = folder / f"models--{repo_id.replace('/', '--')}"
+    try:
+        commit = (repo / "refs" / revision).read_text("utf-8").strip()
+    except (OSError, UnicodeError):
+        return None
+    if "/" in commit or resume.unsafe_name(commit):
+        return None
+    snapshot = repo / "snapshots" / commit
+    return snapshot if (snapshot / "config.json").is_file() else None
+
+
 def _pick_weights(names: list[str]) -> list[str]:
     """One set of weights: fp16 safetensors, else safetensors, else (only then) ``.bin``."""
     for suffix in _WEIGHT_SUFFIXES:
