@@ -185,7 +185,7 @@ def test_an_sdxl_adapter_on_an_sd1_model_and_a_flow_model_are_refused(
     with pytest.raises(InvalidRequest, match=r"an SDXL IP-Adapter on an SD 1\.x model"):
         next(engine.generate(request))
     sd3 = save_tiny_sd3(tmp_path / "sd3")
-    with pytest.raises(InvalidRequest, match=r"IP-Adapters guide SD 1\.x and SDXL models"):
+    with pytest.raises(InvalidRequest, match=r"IP-Adapters guide SD 1\.x, SDXL and Flux\.1 models"):
         next(engine.generate(request.replace(model=str(sd3))))
 
 

@@ -15,9 +15,11 @@ embedding (1024 wide for ViT-H, 1280 for ViT-bigG, 768 for ViT-L); a "plus" adap
 (a Resampler: ``image_proj.latents``, ``proj_in``) and a "full" one (``proj.0`` to
 ``proj.3``) read its penultimate hidden states (1280, 1664, 1024 wide). FaceID adapters
 read face embeddings made by insightface, which sdstudio does not ship: they are
-recognised and refused. Safetensors files are read from their header only; pickles
-(``.bin``, ``.pth``) only through ``torch.load(weights_only=True)``, which refuses any
-that hold code.
+recognised and refused. XLabs' Flux.1 IP-Adapters (``ip_adapter_proj_model.*``,
+``double_blocks.<n>.processor.ip_adapter_double_stream_k_proj``) are told apart here and
+described by :mod:`~sdstudio.engine.control.flux_ip_adapter_files`. Safetensors files are
+read from their header only; pickles (``.bin``, ``.pth``) only through
+``torch.load(weights_only=True)``, which refuses any that hold code.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class IPAdapterFile:
     path: Path
     """The weights file, or an InvokeAI folder."""
     family: str
-    """``sd1``, ``sd2``, ``sdxl``, or ``unknown`` (told against the model's UNet)."""
+    """``sd1``, ``sd2``, ``sdxl``, ``flux1``, or ``unknown`` (told against the model's UNet)."""
     label: str
     kind: str
     """``plain``, ``light``, ``plus`` or ``full``."""
@@ -232,8 +234,12 @@ def split_state_dict(tensors: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def is_ip_adapter(keys: Iterable[str]) -> bool:
-    """Whether tensor names are an IP-Adapter's (its two parts)."""
+    """Whether tensor names are an IP-Adapter's (its two parts; XLabs' Flux layout too)."""
     keys = list(keys)
+    from sdstudio.engine.control.flux_ip_adapter_files import is_flux_ip_adapter
+
+    if is_flux_ip_adapter(keys):
+        return True
     return any(k.startswith("image_proj.") for k in keys) and any(
         k.startswith("ip_adapter.") for k in keys
     )
@@ -263,7 +269,9 @@ def _described(
             "insightface, which sdstudio does not have. Use a plain or plus IP-Adapter."
         )
     if any(k.startswith(("ip_adapter_proj_model.", "double_blocks.")) for k in keys):
-        raise ModelError(f"{name} is a Flux IP-Adapter; IP-Adapters guide SD 1.x and SDXL models.")
+        from sdstudio.engine.control import flux_ip_adapter_files
+
+        return flux_ip_adapter_files.describe(path, shapes, name, hint)
     widths = [s[1] for k, s in shapes.items() if k.endswith("to_k_ip.weight") and len(s) == 2]
     if not is_ip_adapter(keys) or not widths:
         raise ModelError(

@@ -1,13 +1,15 @@
 """Running a request's image prompts (IP-Adapters) on the model's UNet.
 
 :class:`ImagePromptStage` refuses, before any model loads, image prompts that cannot
-guide the request (an adapter of another family than the model, a flow model, passes
-that would run without them: the detailer, the refiner, SD upscale), finds each
-adapter's file and its CLIP vision encoder, then loads the adapters into the UNet that
-every pipeline of the model shares (diffusers' ``_load_ip_adapter_weights``: the
+guide the request (an adapter of another family than the model, a flow model other
+than Flux.1, passes that would run without them: the detailer, the refiner, SD
+upscale), finds each adapter's file and its CLIP vision encoder, then loads the adapters
+into the UNet that every pipeline of the model shares (diffusers' ``_load_ip_adapter_weights``: the
 cross-attention processors get the adapters' keys and values, ``encoder_hid_proj`` their
 image projections; several prompts are several adapters) and hands out the pass that runs
 them (:attr:`ImagePromptStage.active`, see :mod:`~sdstudio.engine.control.ip_adapter_pass`).
+Flux.1's adapters (XLabs') go into its transformer instead
+(:mod:`~sdstudio.engine.control.flux_ip_adapter`).
 
 The UNet's own attention processors and ``encoder_hid_proj`` are kept and put back
 exactly when a request has no image prompts, when other adapters are wanted, or when
@@ -25,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.engine.control import flux_ip_adapter
 from sdstudio.engine.control.clip_vision_files import (
     ClipVisionFile,
     choose_encoder,
     load_encoder,
 )
+from sdstudio.engine.control.flux_ip_adapter import FluxImagePrompts
 from sdstudio.engine.control.ip_adapter_files import (
     IPAdapterFile,
     find_ip_adapter,
@@ -41,12 +45,13 @@ from sdstudio.engine.errors import InvalidRequest, ModelError, OutOfMemory
 from sdstudio.engine.request import GenerationRequest, InpaintArea, Mode
 
 if TYPE_CHECKING:
+    from sdstudio.engine.control.flux_ip_adapter import FluxImagePromptPass
     from sdstudio.engine.control.ip_adapter_pass import ImagePromptPass
     from sdstudio.engine.inputs import Inputs
     from sdstudio.engine.pipelines import PipelineManager
 
-_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-SUPPORTED = "IP-Adapters guide SD 1.x and SDXL models"
+_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "flux1": "Flux.1"}
+SUPPORTED = "IP-Adapters guide SD 1.x, SDXL and Flux.1 models"
 
 
 def check_image_prompts(request: GenerationRequest) -> None:
@@ -94,8 +99,10 @@ class ImagePromptStage:
         """The folders where an IP-Adapter named by file name is looked for."""
         self.encoder_folders: Callable[[], Iterable[Path]] | None = None
         """The folders where CLIP vision encoders are looked for."""
-        self.active: ImagePromptPass | None = None
+        self.active: ImagePromptPass | FluxImagePromptPass | None = None
         """The pass of the request running (``None``: no image prompts)."""
+        self._flux = FluxImagePrompts(pipelines)
+        """Flux.1's adapters, in the transformer (see :mod:`.flux_ip_adapter`)."""
         self._states: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
         self._encoders: dict[tuple[Any, ...], Any] = {}
         self._unet: weakref.ref[Any] | None = None
@@ -106,6 +113,7 @@ class ImagePromptStage:
         """Take the adapters out of the UNet and free them and the encoders."""
         self.active = None
         self._restore()
+        self._flux.unload()
         self._states.clear()
         self._encoders.clear()
 
@@ -128,29 +136,44 @@ class ImagePromptStage:
             file = inspect_ip_adapter(find_ip_adapter(prompt.model, folders))
             if family is not None and file.family not in (family, "unknown"):
                 raise InvalidRequest(
-                    f"Image prompt {number}: {file.name} is an {file.label} IP-Adapter on an "
-                    f"{_LABELS[family]} model; choose an IP-Adapter made for {_LABELS[family]}."
+                    f"Image prompt {number}: {file.name} is {_a(file.label)} IP-Adapter on "
+                    f"{_a(_LABELS[family])} model; choose an IP-Adapter made for "
+                    f"{_LABELS[family]}."
                 )
+            if family == flux_ip_adapter.FAMILY and file.family != family:
+                raise InvalidRequest(flux_ip_adapter.not_flux(number, file))
             found.append((file, choose_encoder(file, prompt.encoder, encoder_folders)))
+        if family == flux_ip_adapter.FAMILY or any(
+            file.family == flux_ip_adapter.FAMILY for file, _ in found
+        ):
+            flux_ip_adapter.check_prompts(request)
         return found
 
     def prepare(
         self, inputs: Inputs, pipe: Any, on_status: Callable[[str], None] | None = None
-    ) -> ImagePromptPass | None:
-        """Load the request's adapters into ``pipe``'s UNet, make the embeddings of their
-        reference images and make their pass :attr:`active` (none: restore the UNet)."""
+    ) -> ImagePromptPass | FluxImagePromptPass | None:
+        """Load the request's adapters into ``pipe``'s UNet (a Flux.1 model's transformer),
+        make the embeddings of their reference images and make their pass :attr:`active`
+        (none: restore the UNet or transformer)."""
         from sdstudio.engine.control.ip_adapter_pass import ImagePromptPass
 
         self.active = None
         request = inputs.request
         if not request.ip_adapters:
             self._restore(getattr(pipe, "unet", None))
+            self._flux.unload()
             self._states.clear()
             self._encoders.clear()
             return None
         found = self.check(request)
         model = self._pipelines.model
         assert model is not None
+        if model.family.id == flux_ip_adapter.FAMILY and hasattr(pipe, "transformer"):
+            self._restore()
+            hashes = [self._short_hash(file) for file, _ in found]
+            self.active = self._flux.prepare(request, pipe, found, hashes, on_status)
+            return self.active
+        self._flux.unload()
         unet = getattr(pipe, "unet", None)
         if model.family.flow or unet is None:
             raise InvalidRequest(f"{SUPPORTED}; {model.family.label} models cannot use them.")
@@ -277,6 +300,11 @@ class ImagePromptStage:
         if file.folder:
             return ""
         return self._pipelines.hash_cache.sha256(file.path)[:8]
+
+
+def _a(label: str) -> str:
+    """``label`` with its article ("an SDXL", "a Flux.1")."""
+    return f"a {label}" if label.startswith("Flux") else f"an {label}"
 
 
 def _put_back(unet: Any, processors: dict[str, Any], projection: Any, kind: Any) -> None:

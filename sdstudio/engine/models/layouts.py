@@ -90,11 +90,14 @@ COMFYUI_FOLDERS = (
     ("models/upscale_models", "upscaler"),
     ("models/controlnet", "controlnet"),
     ("models/ipadapter", "ipadapter"),
+    ("models/xlabs/ipadapters", "ipadapter"),
+    ("models/xlabs/controlnets", "controlnet"),
     ("models/clip_vision", "clip_vision"),
 )
 """ComfyUI, relative to its root: transformers kept alone (``diffusion_models``, older
 ``unet``) are models to choose; their text encoders (``text_encoders``, older ``clip``)
-and VAEs are parts."""
+and VAEs are parts. XLabs' nodes keep Flux IP-Adapters and ControlNets under
+``models/xlabs``."""
 
 INVOKEAI_BASES = ("sd-1", "sd-2", "sdxl", "sdxl-refiner", "sd-3", "flux", "any")
 """InvokeAI 3 to 5 keep models in ``models/<base>/<type>/<name>`` (upscalers in
