@@ -263,7 +263,7 @@ def test_refusals_come_before_anything_loads(files: dict[str, Path], tmp_path: P
             request(files, unit(files), mode=Mode.INPAINT, inpaint_area="masked", **only_masked),
         )
     sd3 = save_tiny_sd3(tmp_path / "sd3")
-    with pytest.raises(InvalidRequest, match=r"SD 3\.x models cannot use them yet"):
+    with pytest.raises(InvalidRequest, match=r"is for SDXL models, and the model is SD 3\.x"):
         run(engine, request(files, unit(files, model=str(xl)), model=str(sd3)))
     assert manager.model is None
 

@@ -78,8 +78,7 @@ def test_diffusers_folders_are_told_by_their_config(tmp_path: Path) -> None:
     )
     assert folder_family(folder) == ("sdxl", "SDXL")
     (folder / "config.json").write_text('{"_class_name": "FluxControlNetModel"}')
-    with pytest.raises(ModelError, match="Flux ControlNet"):
-        folder_family(folder)
+    assert folder_family(folder) == ("flux1", "Flux.1")
 
 
 def test_a_pickle_with_code_is_refused_and_one_of_weights_is_read(tmp_path: Path) -> None:

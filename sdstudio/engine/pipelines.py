@@ -31,6 +31,7 @@ from sdstudio.engine.memory import (
 )
 from sdstudio.engine.models.lookup import ModelFinder, display_name, hf_repo_id
 from sdstudio.engine.models.split_layout import SplitModel, assemble
+from sdstudio.engine.pipeline_sharing import share_pipeline
 from sdstudio.engine.precision import model_precision
 from sdstudio.engine.request import Mode
 
@@ -285,11 +286,10 @@ class PipelineManager:
         base = next(iter(self._pipes.values()))
         assert self._model is not None
         named = self._model.family.derived.get(task)
-        if named is not None:
-            factory: Any = getattr(diffusers, named)
-        else:
-            factory = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForInpainting
-        pipe = factory.from_pipe(base)
+        if named is not None:  # kept in its precision (see pipeline_sharing)
+            return share_pipeline(getattr(diffusers, named), base)
+        factory = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForInpainting
+        pipe = factory.from_pipe(base)  # AutoPipeline's from_pipe keeps the dtype
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -10,9 +10,10 @@ A file's family is read from its safetensors header only (a diffusers folder's f
 text encoder's (768 for SD 1.x, 1024 for SD 2.x, 2048 for SDXL), and SDXL ControlNets
 have ``add_embedding`` (the size conditioning). T2I-Adapters (see
 :mod:`~sdstudio.engine.control.t2i_adapters`) and Union ControlNets (see
-:mod:`~sdstudio.engine.control.union`) run as control units too; Control-LoRAs, style
-adapters and the ControlNets of the transformer families (SD3, Flux) are recognised and
-refused as not supported yet. Pickled files (``.pth``, ``.ckpt``) are read only
+:mod:`~sdstudio.engine.control.union`) run as control units too, and so do the ControlNets
+of the transformer families (Flux.1, SD 3.x, Qwen-Image, Z-Image; see
+:mod:`~sdstudio.engine.control.flow_control_files`); Control-LoRAs and style adapters
+are recognised and refused as not supported yet. Pickled files (``.pth``, ``.ckpt``) are read only
 through the restricted loader, which refuses any that hold code.
 """
 
@@ -33,7 +34,8 @@ CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt", ".bin")
 """The suffixes of ControlNet files (lllyasviel's originals are ``.pth``)."""
 
 SUPPORTED_FAMILIES = ("sd1", "sd2", "sdxl")
-"""The model families whose ControlNets run."""
+"""The UNet families whose ControlNets run (the transformer families' are
+:data:`~sdstudio.engine.control.flow_control_files.FLOW_LABELS`)."""
 
 _WIDTHS = {768: ("sd1", "SD 1.x"), 1024: ("sd2", "SD 2.x"), 2048: ("sdxl", "SDXL")}
 
@@ -131,6 +133,11 @@ def controlnet_family(shapes: Mapping[str, Any], name: str = "The file") -> tupl
         k.startswith("image_proj.") for k in keys
     ):
         raise ModelError(f"{name} is an IP-Adapter; give it as an image prompt, not a ControlNet.")
+    from sdstudio.engine.control.flow_control_files import flow_file_family
+
+    flow = flow_file_family(keys, name)
+    if flow is not None:
+        return flow
     refusal = _unsupported_kind(keys)
     if refusal is not None:
         raise ModelError(f"{name} is {refusal}, which sdstudio cannot run yet; use a ControlNet.")
@@ -174,6 +181,11 @@ def folder_family(folder: Path) -> tuple[str, str]:
     if not isinstance(config, dict):
         raise ModelError(f"{folder.name}'s config.json is not a ControlNet's config.")
     kind = str(config.get("_class_name", ""))
+    from sdstudio.engine.control.flow_control_files import flow_folder_family
+
+    flow = flow_folder_family(config)
+    if flow is not None:
+        return flow
     if kind == "T2IAdapter":
         from sdstudio.engine.control.t2i_adapters import adapter_family
 
@@ -185,8 +197,6 @@ def folder_family(folder: Path) -> tuple[str, str]:
     others = {
         "ControlNetXSAdapter": "a ControlNet-XS",
         "MultiAdapter": "a set of T2I-Adapters saved together (MultiAdapter)",
-        "SD3ControlNetModel": "an SD 3 ControlNet",
-        "FluxControlNetModel": "a Flux ControlNet",
         "SparseControlNetModel": "an AnimateDiff ControlNet",
     }
     if kind in others:
@@ -230,15 +240,20 @@ def control_kind(keys: list[str]) -> str:
         return "t2i_adapter"
     if "task_embedding" in keys or any(key.startswith("control_add_embedding.") for key in keys):
         return "union"
+    if "controlnet_mode_embedder.weight" in keys:  # a Flux Union ControlNet
+        return "union"
     return "controlnet"
 
 
 def folder_kind(folder: Path) -> str:
     """:func:`control_kind` of a diffusers folder, from its config's class."""
     try:
-        kind = json.loads((folder / "config.json").read_text("utf-8")).get("_class_name")
+        config = json.loads((folder / "config.json").read_text("utf-8"))
+        kind = config.get("_class_name")
     except (OSError, ValueError, AttributeError):
         return "controlnet"
+    if kind == "FluxControlNetModel" and config.get("num_mode"):
+        return "union"
     return {"T2IAdapter": "t2i_adapter", "ControlNetUnionModel": "union"}.get(kind, "controlnet")
 
 

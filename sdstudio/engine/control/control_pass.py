@@ -64,6 +64,9 @@ class ControlPass:
     """Each unit's ``control_mode`` index for a Union ControlNet (``None`` for others)."""
     annotators: Annotators | None = None
     """The weights of the preprocessors that need some (Depth Anything)."""
+    flow: str = ""
+    """The transformer family whose ControlNet pipelines run (``flux1``, ``sd3``...; empty:
+    SD 1.x, SD 2.x or SDXL); see :mod:`~sdstudio.engine.control.flow_controlnets`."""
 
     def arguments(self, inputs: Inputs, seed: int) -> dict[str, Any]:
         """The control pipeline's ControlNet arguments for one image."""
@@ -81,7 +84,12 @@ class ControlPass:
             from sdstudio.engine.control.controlnets import control_pipeline
 
             task = "inpaint" if self.task == "inpaint" else "img2img"
-            self.hires_pipe = control_pipeline(pipe, task, self.models)
+            if self.flow:
+                from sdstudio.engine.control.flow_controlnets import flow_control_pipeline
+
+                self.hires_pipe = flow_control_pipeline(pipe, self.flow, task, self.models)
+            else:
+                self.hires_pipe = control_pipeline(pipe, task, self.models)
         return self.hires_pipe, self._arguments(request, size, None, seed, "control_image")
 
     def _arguments(
@@ -103,6 +111,10 @@ class ControlPass:
                 image = open_image(unit.image, what="control image")
                 self.maps[made] = control_map(image, unit, size, mask, seed, self.annotators)
             maps.append(self.maps[made])
+        if self.flow:
+            from sdstudio.engine.control.flow_controlnets import flow_arguments
+
+            return flow_arguments(self.flow, units, maps, self.union_modes)
         kinds = [file.kind for file in self.files]
         adapters = [
             AdapterUnit(model, made, unit.weight, unit.start, unit.end)

@@ -25,6 +25,7 @@ from typing import Any
 from sdstudio.engine.control.control_files import ControlNetFile
 from sdstudio.engine.errors import ModelError, first_line
 from sdstudio.engine.models.loading import configs_root, load_pickle_state_dict
+from sdstudio.engine.pipeline_sharing import share_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,21 @@ class ControlNetCache:
         return (*_file_key(file.path), str(dtype), device) in self._loaded
 
     def load(
-        self, file: ControlNetFile, *, dtype: Any, device: str, config: Path | None = None
+        self,
+        file: ControlNetFile,
+        *,
+        dtype: Any,
+        device: str,
+        config: Path | None = None,
+        base: Any = None,
     ) -> Any:
-        """The ``ControlNetModel`` of ``file`` in ``dtype`` on ``device`` (loaded once)."""
+        """The ``ControlNetModel`` of ``file`` in ``dtype`` on ``device`` (loaded once);
+        ``base`` is the model's transformer config, for a transformer family's single
+        file (what its weights cannot tell)."""
         key = (*_file_key(file.path), str(dtype), device)
         model = self._loaded.get(key)
         if model is None:
-            model = _load_kind(file, dtype, config)
+            model = _load_kind(file, dtype, config, base)
             model.to(device)
             model.eval()
             if file.kind != "t2i_adapter":
@@ -100,8 +109,7 @@ def control_pipeline(base: Any, task: str, models: list[Any]) -> Any:
     else:
         factory = getattr(diffusers, _PIPELINES[(task, xl)])
         controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
-    pipe = factory.from_pipe(base, controlnet=controlnet)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = share_pipeline(factory, base, controlnet=controlnet)
     return AdapterGuided(pipe) if adapters else pipe
 
 
@@ -136,15 +144,23 @@ def _file_key(path: Path) -> tuple[str, int, int]:
     return str(path), stat.st_size, stat.st_mtime_ns
 
 
-def _load_kind(file: ControlNetFile, dtype: Any, config: Path | None) -> Any:
+def _load_kind(file: ControlNetFile, dtype: Any, config: Path | None, base: Any = None) -> Any:
     """Load a ControlNet, Union ControlNet or T2I-Adapter, as its kind is."""
-    if file.kind == "controlnet":
+    from sdstudio.engine.control.flow_control_files import FLOW_LABELS, load_flow_controlnet
+
+    flow = file.family in FLOW_LABELS
+    if file.kind == "controlnet" and not flow:
         return _load(file, dtype, config)
     from sdstudio.engine.control.t2i_adapters import load_adapter
     from sdstudio.engine.control.union import load_union
 
     what = "T2I-Adapter" if file.kind == "t2i_adapter" else "Union ControlNet"
+    what = "ControlNet" if flow and file.kind == "controlnet" else what
     try:
+        if flow:
+            return load_flow_controlnet(
+                file.path, file.family, folder=file.folder, dtype=dtype, base=base
+            )
         if file.kind == "t2i_adapter":
             return load_adapter(file.path, folder=file.folder, dtype=dtype)
         return load_union(file.path, folder=file.folder, dtype=dtype, config=config)

@@ -1,8 +1,8 @@
 """Running a request's control units on the model's pipeline.
 
 :class:`ControlStage` refuses, before any model loads, units that cannot guide the
-request (a ControlNet of another family than the model, a flow model, passes that would
-run without them: the detailer, the refiner, SD upscale), then loads the request's
+request (a ControlNet of another family than the model, a family without ControlNets,
+passes that would run without them: the detailer, the refiner, SD upscale), then loads the request's
 ControlNets beside the model and hands out the pass that runs them, in the first pass and
 the hires pass (:attr:`ControlStage.active`, see :mod:`~sdstudio.engine.control.control_pass`).
 """
@@ -20,6 +20,7 @@ from sdstudio.engine.control.control_files import (
     inspect_controlnet,
 )
 from sdstudio.engine.control.controlnets import ControlNetCache, control_pipeline
+from sdstudio.engine.control.flow_control_files import FLOW_LABELS
 from sdstudio.engine.control.kinds import check_kinds, union_modes
 from sdstudio.engine.control.t2i_adapters import check_fits as check_adapter_fits
 from sdstudio.engine.control.units import ControlMode
@@ -111,11 +112,12 @@ class ControlStage:
         if not request.control:
             return []
         family = self._model_family(request)
-        if family is not None and family not in SUPPORTED_FAMILIES:
+        if family is not None and family not in (*SUPPORTED_FAMILIES, *FLOW_LABELS):
             label = _model_label(family)
             raise InvalidRequest(
-                f"ControlNet units guide SD 1.x, SD 2.x and SDXL models; {label} models "
-                "cannot use them yet. Remove the control units or choose such a model."
+                "ControlNet units guide SD 1.x, SD 2.x, SDXL, Flux.1, SD 3.x, Qwen-Image and "
+                f"Z-Image models; {label} models cannot use them yet. Remove the control "
+                "units or choose such a model."
             )
         check_preprocessors(request, self.annotators)  # weights found before models load
         folders = list(self.folders()) if self.folders is not None else []
@@ -123,13 +125,19 @@ class ControlStage:
         for number, unit in enumerate(request.control, 1):
             file = inspect_controlnet(find_controlnet(unit.model, folders))
             if family is not None and file.family not in (family, "unknown"):
+                label = {**_LABELS, **FLOW_LABELS}[family]
                 raise InvalidRequest(
                     f"Control unit {number}: the ControlNet {file.name} is for "
-                    f"{file.label} models, and the model is {_LABELS[family]}. Choose a "
-                    f"{_LABELS[family]} ControlNet."
+                    f"{file.label} models, and the model is {label}. Choose a {label} "
+                    "ControlNet."
                 )
             files.append(file)
-        check_kinds(request, files)
+        if family in FLOW_LABELS or any(file.family in FLOW_LABELS for file in files):
+            from sdstudio.engine.control.flow_controlnets import check_flow_units
+
+            check_flow_units(request, files, family)
+        else:
+            check_kinds(request, files)
         return files
 
     def prepare(
@@ -150,7 +158,9 @@ class ControlStage:
         files = self.check(request)
         model = self._pipelines.model
         assert model is not None
-        if model.family.flow or getattr(pipe, "unet", None) is None:
+        if model.family.flow:
+            return self._prepare_flow(inputs, pipe, files, on_status)
+        if getattr(pipe, "unet", None) is None:
             raise InvalidRequest(
                 f"ControlNet units guide SD 1.x, SD 2.x and SDXL models; {model.family.label} "
                 "models cannot use them yet."
@@ -183,6 +193,54 @@ class ControlStage:
         self.active = ControlPass(control_pipe, task, models, files, hashes, union_modes=modes)
         self.active.annotators = self.annotators
         if self.annotators is not None:  # on the GPU beside a model that fits there
+            self.annotators.device = annotator_device(self._pipelines)
+        return self.active
+
+    def _prepare_flow(
+        self,
+        inputs: Inputs,
+        pipe: Any,
+        files: list[ControlNetFile],
+        on_status: Callable[[str], None] | None,
+    ) -> ControlPass:
+        """Load a transformer family's ControlNets and make their pass active (see
+        :mod:`~sdstudio.engine.control.flow_controlnets`)."""
+        from sdstudio.engine.control.control_pass import ControlPass
+        from sdstudio.engine.control.flow_controlnets import (
+            check_flow_fits,
+            flow_control_pipeline,
+            flow_union_modes,
+        )
+
+        request = inputs.request
+        model = self._pipelines.model
+        assert model is not None
+        family = model.family
+        if family.id not in FLOW_LABELS or family.own_inpainting:
+            raise InvalidRequest(
+                f"ControlNet units cannot guide {family.label} models; choose another model "
+                "of the family or remove the control units."
+            )
+        device = self._pipelines.device
+        where: dict[str, Any] = {"dtype": device.dtype, "device": device.device}
+        transformer = pipe.transformer
+        models = []
+        for file in files:
+            if on_status and not self.cache.holds(file, **where):
+                on_status(f"Loading the {file.label} ControlNet {file.name}…")
+            controlnet = self.cache.load(file, base=transformer.config, **where)
+            check_flow_fits(controlnet, transformer, family.id, file.name)
+            models.append(controlnet)
+        self.cache.keep_only(models)
+        modes = flow_union_modes(request, files, models)
+        task = "inpaint" if request.mode is Mode.INPAINT else request.mode.value
+        control_pipe = flow_control_pipeline(pipe, family.id, task, models)
+        hashes = [self._short_hash(file) for file in files]
+        self.active = ControlPass(
+            control_pipe, task, models, files, hashes, union_modes=modes, flow=family.id
+        )
+        self.active.annotators = self.annotators
+        if self.annotators is not None:
             self.annotators.device = annotator_device(self._pipelines)
         return self.active
 

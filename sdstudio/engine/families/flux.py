@@ -41,7 +41,9 @@ def _with_fill_pipeline(pipe: Any) -> Any:
         return pipe
     import diffusers
 
-    return getattr(diffusers, FILL_PIPELINE).from_pipe(pipe)
+    from sdstudio.engine.pipeline_sharing import share_pipeline
+
+    return share_pipeline(getattr(diffusers, FILL_PIPELINE), pipe)
 
 
 FLUX1 = ModelFamily(
