@@ -198,9 +198,16 @@ def test_control_modes_change_the_guidance(engine: Engine, files: dict[str, Path
     control = pixels(run(engine, request(files, unit(files, mode="control"))).image)
     assert np.abs(prompt - balanced).mean() > 0.1
     assert np.abs(control - balanced).mean() > 0.1
-    mixed = request(files, unit(files, mode="control"), unit(files, mode="prompt"))
-    with pytest.raises(InvalidRequest, match="cannot be mixed"):
-        run(engine, mixed)
+    # Beside a unit of another mode, a "ControlNet is more important" unit guides as it
+    # does alone (diffusers' guess mode for that ControlNet only): with a weight-0
+    # balanced unit beside it, the image is the one it makes alone.
+    beside = request(files, unit(files, mode="control"), unit(files, weight=0.0))
+    assert np.abs(pixels(run(engine, beside).image) - control).max() <= 2
+    mixed = pixels(
+        run(engine, request(files, unit(files, mode="control"), unit(files, mode="prompt"))).image
+    )
+    both_prompt = request(files, unit(files, mode="prompt"), unit(files, mode="prompt"))
+    assert np.abs(mixed - pixels(run(engine, both_prompt).image)).mean() > 0.1
 
 
 def test_single_files_in_both_layouts_load_as_the_folder(
@@ -292,20 +299,33 @@ def test_an_sdxl_controlnet_guides_an_sdxl_model(tmp_path: Path) -> None:
     engine.pipelines.unload()
 
 
-def test_my_prompt_is_more_important_scales_the_residuals_as_a1111() -> None:
+def test_control_modes_scale_the_residuals_as_a1111_and_diffusers() -> None:
     import torch
 
-    from sdstudio.engine.control.controlnets import _soft_injection
+    from sdstudio.engine.control.controlnets import _control_mode, set_unit_modes
+    from sdstudio.engine.control.units import ControlMode
 
-    class Fake(torch.nn.Module):
-        soft_injection = True
-
-    down = tuple(torch.ones(1) for _ in range(12))
-    scaled, mid = _soft_injection(Fake(), (), (down, torch.ones(1)))
-    assert [round(float(s), 6) for s in scaled] == [round(0.825 ** (12 - i), 6) for i in range(12)]
-    assert float(mid) == 1.0
-    Fake.soft_injection = False
-    assert _soft_injection(Fake(), (), (down, torch.ones(1))) is None
+    net = torch.nn.Module()
+    down = tuple(torch.ones(2) for _ in range(12))
+    # One ControlNet guiding three units: prompt first, balanced, ControlNet first.
+    modes = [ControlMode.PROMPT, ControlMode.BALANCED, ControlMode.CONTROL]
+    set_unit_modes([net] * 3, modes, every=False, halves=True)
+    scaled, mid = _control_mode(net, (), (down, torch.ones(2)))
+    assert [round(float(s[1]), 6) for s in scaled] == [
+        round(0.825 ** (12 - i), 6) for i in range(12)
+    ]
+    assert torch.equal(mid, torch.ones(2))
+    assert _control_mode(net, (), (down, torch.ones(2))) is None  # balanced: untouched
+    scaled, mid = _control_mode(net, (), (down, torch.ones(2)))  # guess mode, alone
+    expected = torch.logspace(-1, 0, 13)
+    assert all(float(s[0]) == 0.0 for s in scaled) and float(mid[0]) == 0.0
+    assert torch.allclose(torch.stack([s[1] for s in scaled]), expected[:12])
+    assert float(mid[1]) == 1.0
+    # The next step starts again with the first unit.
+    scaled, _ = _control_mode(net, (), (down, torch.ones(2)))
+    assert round(float(scaled[0][0]), 6) == round(0.825**12, 6)
+    set_unit_modes([net], [ControlMode.BALANCED], every=False, halves=True)
+    assert _control_mode(net, (), (down, torch.ones(2))) is None
 
 
 def test_an_inpainting_model_is_guided_in_every_mode(

@@ -9,8 +9,9 @@ with its seed, for the preprocessors that draw at random) at the generation's si
 A1111's Control Modes: "Balanced" runs each ControlNet on both halves of CFG;
 "ControlNet is more important" is diffusers' ``guess_mode`` (the ControlNet sees only the
 prompt's half, its residuals scaled from 0.1 to 1 from the shallowest layer to the
-middle block); "My prompt is more important" is A1111's soft injection (see
-:mod:`~sdstudio.engine.control.controlnets`).
+middle block) when every unit has it; beside units of other modes, each such unit does
+the same on its own (see :mod:`~sdstudio.engine.control.controlnets`). "My prompt is
+more important" is A1111's soft injection.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class ControlPass:
         seed: int,
         key: str,
     ) -> dict[str, Any]:
+        from sdstudio.engine.control.controlnets import set_unit_modes
         from sdstudio.engine.control.preprocessors import draws_at_random
         from sdstudio.engine.control.t2i_adapters import AdapterUnit
 
@@ -126,8 +128,13 @@ class ControlPass:
         if not chosen:
             return arguments
         nets = [units[i] for i in chosen]
-        for i in chosen:
-            self.models[i].soft_injection = units[i].mode is ControlMode.PROMPT
+        every = all(u.mode is ControlMode.CONTROL for u in nets)
+        set_unit_modes(
+            [self.models[i] for i in chosen],
+            [units[i].mode for i in chosen],
+            every=every,
+            halves=request.guidance_scale > 1,
+        )
         several = len(nets) > 1
         union = "union" in kinds
         arguments |= {
@@ -144,7 +151,7 @@ class ControlPass:
             modes = [self.union_modes[i] for i in chosen]
             arguments["control_mode"] = modes if several else modes[0]
         else:
-            arguments["guess_mode"] = all(u.mode is ControlMode.CONTROL for u in nets)
+            arguments["guess_mode"] = every
         return arguments
 
     def record(self) -> list[dict[str, str]]:

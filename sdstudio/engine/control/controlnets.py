@@ -11,7 +11,15 @@ only through the restricted loader.
 ControlNet's residuals are scaled by ``0.825 ** (n - 1 - i)`` from the shallowest
 (``i = 0``) to the middle block (``i = n - 1``); for SD's 13 residuals that is A1111's
 ``0.825 ** (12 - i)``. It is a forward hook on each loaded ControlNet that scales its
-outputs while the ControlNet's ``soft_injection`` attribute is set.
+outputs for the units that have this mode.
+
+"ControlNet is more important" for one unit among units of other modes (diffusers'
+``guess_mode`` is one switch for them all) is the same hook doing what ``guess_mode``
+does for that ControlNet alone: its residuals for the unguided half of CFG are zeroed
+and the rest scaled from 0.1 at the shallowest to 1 at the middle block. The modes are
+set per unit by :func:`set_unit_modes`; a ControlNet that guides several units (one
+file, two control images) is called once per unit, in order, each step, and the hook
+counts the calls to tell them apart.
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ class ControlNetCache:
             model.to(device)
             model.eval()
             if file.kind != "t2i_adapter":
-                model.register_forward_hook(_soft_injection)
+                model.register_forward_hook(_control_mode)
             self._loaded[key] = model
         return model
 
@@ -113,22 +121,57 @@ def control_pipeline(base: Any, task: str, models: list[Any]) -> Any:
     return AdapterGuided(pipe) if adapters else pipe
 
 
-def _soft_injection(module: Any, _inputs: Any, output: Any) -> Any:
-    """Scale a ControlNet's residuals as A1111's "My prompt is more important" does."""
-    if not getattr(module, "soft_injection", False):
+def set_unit_modes(models: list[Any], modes: list[Any], *, every: bool, halves: bool) -> None:
+    """Give each ControlNet the control modes of the units it guides, in order:
+    ``every``: all units are "ControlNet is more important" (then diffusers' guess mode
+    runs them); ``halves``: the batch holds both halves of CFG (unguided first)."""
+    from sdstudio.engine.control.units import ControlMode
+
+    for model in models:
+        model.unit_modes = []
+        model.mode_calls = 0
+        model.guess_halves = halves
+    for model, mode in zip(models, modes, strict=True):
+        soft = mode is ControlMode.PROMPT
+        alone = mode is ControlMode.CONTROL and not every
+        model.unit_modes.append((soft, alone))
+
+
+def _control_mode(module: Any, _inputs: Any, output: Any) -> Any:
+    """Scale a ControlNet's residuals for its unit's control mode (none for balanced)."""
+    modes = getattr(module, "unit_modes", None)
+    if not modes:
+        return None
+    soft, alone = modes[module.mode_calls % len(modes)]
+    module.mode_calls += 1
+    if not soft and not alone:
         return None
     if isinstance(output, tuple):
         down, mid = output[0], output[1]
     else:
         down, mid = output.down_block_res_samples, output.mid_block_res_sample
     count = len(down) + 1
-    scaled_down = tuple(
-        sample * SOFT_INJECTION_BASE ** (count - 1 - i) for i, sample in enumerate(down)
-    )
+    if soft:
+        factors = [SOFT_INJECTION_BASE ** (count - 1 - i) for i in range(count)]
+    else:  # diffusers' guess-mode scales: logspace(-1, 0, count)
+        factors = [10.0 ** (-1 + i / (count - 1)) for i in range(count)]
+    half = down[0].shape[0] // 2 if alone and getattr(module, "guess_halves", False) else 0
+    scaled = [_prompt_half(s * f, half) for s, f in zip([*down, mid], factors, strict=True)]
+    scaled_down, scaled_mid = tuple(scaled[:-1]), scaled[-1]
     if isinstance(output, tuple):
-        return (scaled_down, mid, *output[2:])
+        return (scaled_down, scaled_mid, *output[2:])
     output.down_block_res_samples = scaled_down
+    output.mid_block_res_sample = scaled_mid
     return output
+
+
+def _prompt_half(sample: Any, half: int) -> Any:
+    """``sample`` with its first ``half`` (the unguided half of CFG) zeroed."""
+    if not half:
+        return sample
+    import torch
+
+    return torch.cat([torch.zeros_like(sample[:half]), sample[half:]])
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:

@@ -23,7 +23,6 @@ from sdstudio.engine.control.controlnets import ControlNetCache, control_pipelin
 from sdstudio.engine.control.flow_control_files import FLOW_LABELS
 from sdstudio.engine.control.kinds import check_kinds, union_modes
 from sdstudio.engine.control.t2i_adapters import check_fits as check_adapter_fits
-from sdstudio.engine.control.units import ControlMode
 from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.request import GenerationRequest, InpaintArea, Mode
 
@@ -55,12 +54,6 @@ def check_control(request: GenerationRequest) -> None:
         raise InvalidRequest(
             'ControlNet units cannot guide inpainting of "only masked" yet; inpaint the '
             "whole picture or remove the control units."
-        )
-    modes = {unit.mode for unit in request.control}
-    if ControlMode.CONTROL in modes and len(modes) > 1:
-        raise InvalidRequest(
-            'Control mode "ControlNet is more important" cannot be mixed with other control '
-            "modes in one generation; give every unit that mode, or none."
         )
     check_preprocessors(request)
 
