@@ -1,4 +1,5 @@
-"""The cost of a ControlNet unit per denoising step, relative to no unit.
+"""The cost of a ControlNet unit (and of an image prompt) per denoising step, relative
+to neither.
 
     python benchmarks/controlnet_step.py              # SD 1.5's full-size UNet, 512x512
     python benchmarks/controlnet_step.py --size 256 --rounds 5
@@ -9,8 +10,10 @@ the CPU; the ControlNet is made from it as its released ControlNets are
 (``ControlNetModel.from_unet``: its encoder half plus the zero convolutions). One step is
 what a pipeline does per step with CFG: a batch of 2 latents. Without a unit: one UNet
 call. With one unit: a ControlNet call whose 13 residuals then go into the UNet call, as
-diffusers' ControlNet pipelines do. Printed: the median seconds of each over the rounds
-(after one warm-up), their ratio, then one JSON line.
+diffusers' ControlNet pipelines do. With an image prompt: the UNet with an IP-Adapter of
+ip-adapter_sd15's shapes loaded (ViT-H image embeddings, 4 image tokens added to every
+cross-attention). Printed: the median seconds of each over the rounds (after one
+warm-up), their ratios, then one JSON line.
 """
 
 from __future__ import annotations
@@ -70,18 +73,62 @@ def measure(size: int, rounds: int, tiny: bool) -> dict[str, float]:
             mid_block_additional_residual=mid,
         )
 
-    times: dict[str, list[float]] = {"plain": [], "guided": []}
+    prompted_unet = with_image_prompt(unet)
+    embeds = [torch.randn(2, 1, 1024)]  # [unguided, prompt] x one reference image
+
+    def prompted() -> None:
+        prompted_unet(
+            sample, timestep, encoder_hidden_states=text, added_cond_kwargs={"image_embeds": embeds}
+        )
+
+    steps = {"plain": plain, "guided": guided, "prompted": prompted}
+    times: dict[str, list[float]] = {name: [] for name in steps}
     with torch.inference_mode():
-        plain(), guided()  # warm-up
+        for step in steps.values():  # warm-up
+            step()
         for _ in range(rounds):
-            for name, step in (("plain", plain), ("guided", guided)):
+            for name, step in steps.items():
                 started = time.perf_counter()
                 step()
                 times[name].append(time.perf_counter() - started)
     no_unit = statistics.median(times["plain"])
     one_unit = statistics.median(times["guided"])
+    image_prompt = statistics.median(times["prompted"])
     return {"size": size, "no_unit_s": no_unit, "one_unit_s": one_unit,
-            "ratio": one_unit / no_unit}  # fmt: skip
+            "ratio": one_unit / no_unit, "image_prompt_s": image_prompt,
+            "image_prompt_ratio": image_prompt / no_unit}  # fmt: skip
+
+
+def with_image_prompt(unet: Any) -> Any:
+    """A copy of ``unet`` with an IP-Adapter of ip-adapter_sd15's shapes (random) loaded."""
+    import copy
+
+    import torch
+
+    cross = unet.config.cross_attention_dim
+    widths = list(unet.config.block_out_channels)
+    state: dict[str, dict[str, Any]] = {
+        "image_proj": {
+            "proj.weight": torch.randn(4 * cross, 1024) * 0.02,
+            "proj.bias": torch.zeros(4 * cross),
+            "norm.weight": torch.ones(cross),
+            "norm.bias": torch.zeros(cross),
+        },
+        "ip_adapter": {},
+    }
+    for index, name in enumerate(n for n in unet.attn_processors if "attn2" in n):
+        if name.startswith("mid_block"):
+            hidden = widths[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(widths))[int(name.split(".")[1])]
+        else:
+            hidden = widths[int(name.split(".")[1])]
+        key = 2 * index + 1  # the adapter numbers every attention layer, attn1 included
+        for part in ("to_k_ip", "to_v_ip"):
+            state["ip_adapter"][f"{key}.{part}.weight"] = torch.randn(hidden, cross) * 0.02
+    prompted = copy.deepcopy(unet)
+    prompted._load_ip_adapter_weights([state])
+    return prompted.eval()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.size}x{args.size}, CFG batch 2, float32 on the CPU: a step takes "
         f"{figures['no_unit_s']:.2f} s without a ControlNet and {figures['one_unit_s']:.2f} s "
-        f"with one unit ({figures['ratio']:.2f}x)"
+        f"with one unit ({figures['ratio']:.2f}x); {figures['image_prompt_s']:.2f} s with an "
+        f"image prompt ({figures['image_prompt_ratio']:.2f}x)"
     )
     print(json.dumps(figures))
     return 0
