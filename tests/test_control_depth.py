@@ -254,10 +254,10 @@ def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     [
         ("openpose_full", "openpose/body_pose_model.pth"),
         ("DWPreprocessor", "openpose/dw-ll_ucoco_384.onnx"),
-        ("lineart_realistic", "lineart/sk_model.pth"),
-        ("lineart_coarse", "lineart/sk_model2.pth"),
+        ("openpose_hand", "openpose/hand_pose_model.pth"),
+        ("lineart_anime_denoise", "manga_line/erika.pth"),
         ("lineart_anime", "lineart_anime/netG.pth"),
-        ("softedge_hed", "hed/ControlNetHED.pth"),
+        ("softedge_teed", "TEED/7_model.pth"),
         ("softedge_pidinet", "pidinet/table5_pidinet.pth"),
         ("mlsd", "mlsd/mlsd_large_512_fp32.pth"),
         ("normal_bae", "normal_bae/scannet.pt"),

@@ -187,8 +187,8 @@ def test_inpaint_marks_the_pixels_to_repaint() -> None:
     [
         "depth_midas",
         "openpose_full",
-        "lineart_realistic",
-        "softedge_hed",
+        "lineart_anime",
+        "softedge_pidinet",
         "mlsd",
         "seg_ofade20k",
         "scribble_pidinet",

@@ -8,10 +8,13 @@
   ``set_adapters``; a request without tags disables them all, so its pixels are
   those of the bare model. ``cross_attention_kwargs`` are never used: diffusers
   would keep their ``_lora_scale``. A LoRA made for another family than the
-  model's is refused before it is loaded.
+  model's is refused before it is loaded. LyCORIS files (LoHa, LoKr, full) named
+  by the same tags change the weights instead (:mod:`.prompting.lycoris_patch`).
 - An embedding file whose name appears as a word in the prompt or negative
   prompt is loaded with ``load_textual_inversion`` under its name in lower
   case (CLIP lowercases prompts), and stays loaded for the model.
+- ``<hypernet:name:strength>`` tags apply AUTOMATIC1111 hypernetworks to the UNet's
+  attention (:mod:`.prompting.hypernetworks`); the text encoder's output stays.
 
 Pickles are read by diffusers with ``torch.load(weights_only=True)``, or through
 :mod:`sdstudio.engine.models.loading`'s restricted loader; a refused one is reported
@@ -34,7 +37,6 @@ from typing import Any
 from sdstudio.engine import flow_loras
 from sdstudio.engine.errors import InvalidRequest, ModelError, first_line
 from sdstudio.engine.hashing import HashCache
-from sdstudio.engine.models import layouts
 from sdstudio.engine.models.loading import load_pickle_state_dict, pickle_refusal, refused_pickle
 from sdstudio.engine.network_files import (
     EMBEDDING_SUFFIXES,
@@ -44,6 +46,12 @@ from sdstudio.engine.network_files import (
     may_be_embedding,
     named_in,
 )
+from sdstudio.engine.prompting.embedding_tokens import (
+    expand_embedding_tokens as expand_embedding_tokens,
+)
+from sdstudio.engine.prompting.families import check_family as _check_family
+from sdstudio.engine.prompting.hypernetworks import Hypernetworks, beside, hypernetwork_tags
+from sdstudio.engine.prompting.lycoris_patch import LycorisPatcher
 from sdstudio.engine.prompts import parse_prompt
 
 log = logging.getLogger(__name__)
@@ -71,6 +79,8 @@ class ActiveNetworks:
 
     loras: tuple[NetworkUse, ...] = ()
     embeddings: tuple[NetworkUse, ...] = ()
+    hypernets: tuple[NetworkUse, ...] = ()
+    """Applied in the UNet (:mod:`.prompting.hypernetworks`): the text encoder's output stays."""
 
     @property
     def signature(self) -> tuple[tuple[str, float], ...]:
@@ -86,6 +96,10 @@ class ActiveNetworks:
             ]
         if self.embeddings:
             extra["embeddings"] = [{"name": u.name, "hash": u.hash} for u in self.embeddings]
+        if self.hypernets:
+            extra["hypernets"] = [
+                {"name": u.name, "weight": u.weight, "hash": u.hash} for u in self.hypernets
+            ]
         return extra
 
 
@@ -101,7 +115,9 @@ class Networks:
         lora_dirs: FolderProvider,
         embedding_dirs: FolderProvider,
         hash_cache: HashCache | None = None,
+        hypernetwork_dirs: FolderProvider | None = None,
     ) -> None:
+        """Without ``hypernetwork_dirs``, the ``hypernetworks`` folders beside the LoRA folders."""
         self._lora_dirs = lora_dirs
         self._embedding_dirs = embedding_dirs
         self._hashes = hash_cache or HashCache(None)
@@ -111,6 +127,9 @@ class Networks:
         self._tokens: dict[str, Path] = {}
         self._failed: set[Path] = set()
         self._enabled = False
+        self._lycoris = LycorisPatcher()
+        beside_loras = lambda: beside(Path(f) for f in lora_dirs())  # noqa: E731
+        self._hypernets = Hypernetworks(hypernetwork_dirs or beside_loras, self._hashes)
 
     def forget(self) -> None:
         """Drop what is known to be loaded (the model was unloaded)."""
@@ -119,6 +138,8 @@ class Networks:
         self._tokens.clear()
         self._failed.clear()
         self._enabled = False
+        self._lycoris.forget()
+        self._hypernets.forget()
 
     def apply(
         self,
@@ -131,7 +152,10 @@ class Networks:
         self._track(pipe)
         loras = self._apply_loras(pipe, _lora_tags(prompt), on_status)
         embeddings = self._apply_embeddings(pipe, (prompt, negative_prompt), on_status)
-        return ActiveNetworks(tuple(loras), tuple(embeddings))
+        hypernets = tuple(
+            NetworkUse(*use) for use in self._hypernets.apply(pipe, prompt, on_status)
+        )
+        return ActiveNetworks(tuple(loras), tuple(embeddings), hypernets)
 
     def _track(self, pipe: Any) -> None:
         """Forget what was loaded when the pipeline's UNet or transformer is another."""
@@ -148,28 +172,29 @@ class Networks:
         tags: list[tuple[str, float]],
         on_status: Callable[[str], None] | None = None,
     ) -> list[NetworkUse]:
-        if not tags:
-            if self._enabled:
-                pipe.disable_lora()
-                self._enabled = False
-            return []
-        if not hasattr(pipe, "set_adapters"):
-            raise InvalidRequest("This model's pipeline cannot use LoRAs.")
         folders = [Path(f) for f in self._lora_dirs()]
-        uses = []
+        chosen = []
         for name, weight in tags:
             path = find_file(name, folders, LORA_SUFFIXES)
             if path is None:
                 where = ", ".join(str(f) for f in folders) or "no LoRA folders are set"
                 raise InvalidRequest(f"LoRA '{name}' not found in {where}.")
             _check_family(pipe, path)
-            uses.append(NetworkUse(name, path, self._short_hash(path), weight))
+            chosen.append(NetworkUse(name, path, self._short_hash(path), weight))
+        uses = self._lycoris.apply(pipe, chosen, on_status)  # LoHa, LoKr…: patched weights
+        if not uses and self._enabled:
+            pipe.disable_lora()
+            self._enabled = False
+        if not uses:
+            return chosen
+        if not hasattr(pipe, "set_adapters"):
+            raise InvalidRequest("This model's pipeline cannot use LoRAs.")
         keep = {use.path for use in uses}
         names = [self._load_lora(pipe, use.path, keep, on_status) for use in uses]
         pipe.enable_lora()
         pipe.set_adapters(names, [use.weight for use in uses])
         self._enabled = True
-        return uses
+        return chosen
 
     def _load_lora(
         self,
@@ -274,34 +299,6 @@ class Networks:
         return self._hashes.sha256(path)[:HASH_LENGTH]
 
 
-_SD_FAMILIES = {768: ("sd1", "SD 1.x"), 1024: ("sd2", "SD 2.x"), 2048: ("sdxl", "SDXL")}
-
-
-def _model_family(pipe: Any) -> tuple[str, str] | None:
-    """The family (id, label) of a pipeline's model when known: SD by its UNet's text
-    width, the flow families by pipeline class."""
-    unet = getattr(pipe, "unet", None)
-    width = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
-    if unet is not None:
-        return _SD_FAMILIES.get(width) if isinstance(width, int) else None
-    return flow_loras.flow_family(pipe)
-
-
-def _check_family(pipe: Any, path: Path) -> None:
-    """Refuse a LoRA made for another model family, when both families are known."""
-    model = _model_family(pipe)
-    if model is None or path.suffix.lower() != ".safetensors":
-        return
-    try:
-        family_id, label = layouts.network_family(layouts.read_safetensors_header(path))
-    except (OSError, ValueError):
-        return  # loading it will say what is wrong
-    if family_id != "unknown" and family_id != model[0]:
-        raise InvalidRequest(
-            f"The LoRA {path.stem} is made for {label} models; the chosen model is {model[1]}."
-        )
-
-
 def _lora_problem(error: BaseException) -> str:
     """Why a LoRA file did not load, in words."""
     if isinstance(error, KeyError):
@@ -338,11 +335,13 @@ def _sdxl_vectors(path: Path) -> tuple[Any, Any]:
 
 def strip_notice(prompt: str, negative_prompt: str) -> str | None:
     """The notice for LoRA tags that are removed without loading anything, or ``None``."""
-    tags = _lora_tags(prompt) + _lora_tags(negative_prompt)
+    hypernets = hypernetwork_tags(prompt) + hypernetwork_tags(negative_prompt)
+    tags = _lora_tags(prompt) + _lora_tags(negative_prompt) + hypernets
     if not tags:
         return None
     names = ", ".join(name for name, _ in tags)
-    return f"LoRA files are not searched here; ignored: {names}."
+    kinds = "LoRA and hypernetwork files" if hypernets else "LoRA files"
+    return f"{kinds} are not searched here; ignored: {names}."
 
 
 def _lora_tags(prompt: str) -> list[tuple[str, float]]:
@@ -373,29 +372,3 @@ def _delete_adapter(pipe: Any, name: str) -> None:
         pipe.delete_adapters(name)
     except Exception:  # not loaded, or loaded only partly
         log.debug("Could not delete adapter %s", name, exc_info=True)
-
-
-def expand_embedding_tokens(tokenizer: Any, text: str, *, expand: bool = True) -> str:
-    """Spell out multi-vector textual-inversion tokens as the pipelines do.
-
-    diffusers loads an embedding of *n* vectors as the tokens ``name``,
-    ``name_1`` … ``name_{n-1}`` and writes all of them where the prompt says
-    ``name`` (``maybe_convert_prompt``); the tokenizer alone would read only
-    the first. Matching ignores case, as CLIP does. With ``expand=False`` the
-    names are only written in the case they were loaded with, so that the
-    pipeline's own (case-sensitive) conversion finds them.
-    """
-    added = getattr(tokenizer, "added_tokens_encoder", None)
-    special = set(getattr(tokenizer, "all_special_tokens", []))
-    if not added or all(token in special for token in added):
-        return text
-    for token in dict.fromkeys(tokenizer.tokenize(text)):
-        if token in special or token not in added:
-            continue
-        replacement, index = token, 1
-        while expand and f"{token}_{index}" in added:
-            replacement += f" {token}_{index}"
-            index += 1
-        pattern = rf"(?<![\w-]){re.escape(token)}(?![\w-])"
-        text = re.compile(pattern, re.IGNORECASE).sub(replacement.replace("\\", r"\\"), text)
-    return text

@@ -242,20 +242,22 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     return [(str(run[0]), float(run[1])) for run in res]
 
 
-def toggle_lora_tag(prompt: str, name: str, weight: float = 1.0) -> str:
+def toggle_lora_tag(prompt: str, name: str, weight: float = 1.0, kind: str = "lora") -> str:
     """Add ``<lora:name:weight>`` at the end of ``prompt``, or remove the tags naming it.
 
     The toggle of a click on a LoRA card in AUTOMATIC1111 (which also appends
-    after a space); names match in any case, as files are found.
+    after a space); names match in any case, as files are found. ``kind="hypernet"``
+    toggles a hypernetwork's ``<hypernet:name:weight>`` the same way.
     """
+    kinds = _LORA_KINDS if kind in _LORA_KINDS else (kind,)
 
     def names_it(match: re.Match[str]) -> bool:
-        kind, arguments = match.group(1), match.group(2)
-        return kind in _LORA_KINDS and arguments.split(":")[0].lower() == name.lower()
+        found, arguments = match.group(1), match.group(2)
+        return found in kinds and arguments.split(":")[0].lower() == name.lower()
 
     if any(names_it(match) for match in _EXTRA_NETWORK.finditer(prompt)):
         return _tidy(_EXTRA_NETWORK.sub(lambda m: "" if names_it(m) else m.group(0), prompt))
-    return _append(prompt, f"<lora:{name}:{weight:g}>")
+    return _append(prompt, f"<{kind}:{name}:{weight:g}>")
 
 
 def toggle_word(prompt: str, word: str) -> str:

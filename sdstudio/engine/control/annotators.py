@@ -71,8 +71,8 @@ _LERES_PLUS = WeightFiles("leres", ("res101.pth", "latest_net_G.pth"))
 _HAND = WeightFiles(
     "hand_refiner", ("graphormer_hand_state_dict.bin", "hrnetv2_w64_imagenet_pretrained.pth")
 )
-_LINEART = WeightFiles("lineart", ("sk_model.pth",))
-_HED = WeightFiles("hed", ("ControlNetHED.pth",))
+_LINEART = WeightFiles("lineart", ("sk_model.pth",), runs=True)
+_HED = WeightFiles("hed", ("ControlNetHED.pth",), runs=True)
 _PIDINET = WeightFiles("pidinet", ("table5_pidinet.pth",))
 _ONEFORMER_ADE = WeightFiles("oneformer", ("250_16_swin_l_oneformer_ade20k_160k.pth",))
 _ONEFORMER_COCO = WeightFiles("oneformer", ("150_16_swin_l_oneformer_coco_100ep.pth",))
@@ -87,7 +87,7 @@ DEPTH_ANYTHING_V2 = WeightFiles(
 WEIGHTS: dict[str, WeightFiles] = {
     "depth_anything": DEPTH_ANYTHING,
     "depth_anything_v2": DEPTH_ANYTHING_V2,
-    "openpose": _OPENPOSE,
+    "openpose": WeightFiles("openpose", ("body_pose_model.pth",), runs=True),
     "openpose_face": _OPENPOSE,
     "openpose_faceonly": _OPENPOSE,
     "openpose_full": _OPENPOSE,
@@ -106,7 +106,7 @@ WEIGHTS: dict[str, WeightFiles] = {
     "depth_hand_refiner": _HAND,
     "lineart": _LINEART,
     "lineart_realistic": _LINEART,
-    "lineart_coarse": WeightFiles("lineart", ("sk_model2.pth",)),
+    "lineart_coarse": WeightFiles("lineart", ("sk_model2.pth",), runs=True),
     "lineart_anime": WeightFiles("lineart_anime", ("netG.pth",)),
     "lineart_anime_denoise": WeightFiles("manga_line", ("erika.pth",)),
     "mlsd": WeightFiles("mlsd", ("mlsd_large_512_fp32.pth",)),
@@ -154,9 +154,12 @@ def weights_message(name: str, label: str) -> str:
     return (
         f"The preprocessor {label!r} runs an annotator network that needs its own weights "
         f"({files}); sdstudio does not run it yet. Make the control map with A1111, Forge "
-        "or ComfyUI and use it with preprocessor 'none' (depth_anything and "
-        "depth_anything_v2 run here)."
+        f"or ComfyUI and use it with preprocessor 'none' ({', '.join(_runs())} run here)."
     )
+
+
+def _runs() -> list[str]:
+    return [name for name, files in WEIGHTS.items() if files.runs]
 
 
 def annotator_folders(paths: AppPaths, settings: Settings) -> list[Path]:

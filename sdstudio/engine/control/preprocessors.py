@@ -4,11 +4,12 @@ The modules are A1111's ControlNet extension's, under its names (its labels, suc
 ``"invert (from white bg & black line)"``, and its internal names are both accepted),
 with its defaults for the two settings ``threshold_a`` and ``threshold_b``; ComfyUI's
 node names of the same preprocessors are accepted too. sdstudio runs the modules that
-need no annotator weights (see :data:`BUILT_IN`) and Depth Anything (V1 and V2, see
-:data:`WITH_WEIGHTS` and :mod:`~sdstudio.engine.control.depth_estimation`) with the
-weights found by an :class:`~sdstudio.engine.control.annotators.Annotators`; another
-module that needs weights (pose, HED, MiDaS...) is refused by :func:`check_preprocessor`
-with a message naming the file it needs.
+need no annotator weights (see :data:`BUILT_IN`) and, with the weights found by an
+:class:`~sdstudio.engine.control.annotators.Annotators`, Depth Anything (V1 and V2), HED,
+line art (realistic and coarse) and OpenPose's body (see :data:`WITH_WEIGHTS` and
+:mod:`~sdstudio.engine.control.annotator_files`); another module that needs weights
+(hands and faces, MiDaS...) is refused by :func:`check_preprocessor` with a message
+naming the file it needs.
 
 A map is made as A1111 makes it: the image is scaled so that its short side is the
 unit's ``resolution`` (A1111's "Processor Res", or with Pixel Perfect the size the
@@ -88,6 +89,12 @@ BUILT_IN = tuple(MODULES)
 WITH_WEIGHTS: dict[str, Module] = {
     "depth_anything": Module(),
     "depth_anything_v2": Module(),
+    "softedge_hed": Module(),
+    "softedge_hedsafe": Module(),
+    "scribble_hed": Module(),
+    "lineart_realistic": Module(),
+    "lineart_coarse": Module(),
+    "openpose": Module(),
 }
 """The modules sdstudio runs with an annotator network's weights (found by
 :class:`~sdstudio.engine.control.annotators.Annotators`)."""
@@ -99,6 +106,9 @@ ALIASES = {
     "invert (from white bg & black line)": "invert",
     "lineart_standard (from white bg & black line)": "lineart_standard",
     "inpaint_global_harmonious": "inpaint",
+    "hed": "softedge_hed",
+    "hed_safe": "softedge_hedsafe",
+    "lineart": "lineart_realistic",
     "depthanythingpreprocessor": "depth_anything",
     "depthanythingv2preprocessor": "depth_anything_v2",
     "dwpreprocessor": "dw_openpose_full",
@@ -254,9 +264,9 @@ def check_preprocessor(unit: ControlUnit, annotators: Annotators | None = None) 
     name = module_name(unit.preprocessor)
     if name in WITH_WEIGHTS:
         if annotators is not None:
-            from sdstudio.engine.control.depth_estimation import find_depth_model
+            from sdstudio.engine.control.annotator_files import find_weights
 
-            find_depth_model(name, annotators)
+            find_weights(name, annotators)
         return
     if name in NEEDS_WEIGHTS:
         raise ModelError(weights_message(name, unit.preprocessor))
@@ -355,10 +365,9 @@ def preprocess(
         interpolation = cv2.INTER_CUBIC if size[0] > image.width else cv2.INTER_AREA
         pixels = cv2.resize(pixels, size, interpolation=interpolation)
     if name in WITH_WEIGHTS:
-        from sdstudio.engine.control.depth_estimation import depth_map
+        from sdstudio.engine.control.annotator_files import annotator_map
 
-        depth = depth_map(np.ascontiguousarray(pixels), name, annotators)
-        return np.ascontiguousarray(np.repeat(depth[:, :, None], 3, axis=2))
+        return annotator_map(pixels, name, annotators)
     work = FILTERS.get(name)
     if work is None:
         return np.ascontiguousarray(pixels)

@@ -24,6 +24,7 @@ from sdstudio.engine.metadata import (
     control_names,
     detailer_names,
     hires_names,
+    hypernet_names,
     inpaint_names,
     ip_adapter_names,
     names,
@@ -142,6 +143,7 @@ def format_parameters(
     settings += [
         ("Lora hashes", _hashes((extra or {}).get("loras"))),
         ("TI hashes", _hashes((extra or {}).get("embeddings"))),
+        (hypernet_names.HASHES, _hashes((extra or {}).get("hypernets"))),
         ("Version", version),
     ]
     line = ", ".join(f"{key}: {_quote(str(value))}" for key, value in settings if value != "")
@@ -226,8 +228,10 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     strength_read = "denoising strength" in used and not hires.on
     modules = _modules(s)
     used |= {f"module {i}" for i in range(1, len(modules) + 1)}
+    prompt, hypernet_keys = hypernet_names.prompt_read(parts.prompt, s)  # A1111 before 1.0
+    used |= hypernet_keys
     values: dict[str, object] = {
-        "prompt": parts.prompt,
+        "prompt": prompt,
         "negative_prompt": parts.negative_prompt,
         "steps": s.get("steps"),
         "seed": s.get("seed"),

@@ -33,9 +33,9 @@ class ModelEntry:
 
     name: str
     kind: str
-    """``checkpoint``, ``lora``, ``embedding``, ``vae``, ``text_encoder``, ``upscaler``,
-    ``detector`` (the detailer's face detectors), ``controlnet``, ``ipadapter`` (IP-Adapters)
-    or ``clip_vision`` (the CLIP vision encoders IP-Adapters read)."""
+    """``checkpoint``, ``lora``, ``hypernetwork``, ``embedding``, ``vae``, ``text_encoder``,
+    ``upscaler``, ``detector`` (the detailer's face detectors), ``controlnet``, ``ipadapter``
+    (IP-Adapters) or ``clip_vision`` (the CLIP vision encoders IP-Adapters read)."""
     format: str
     """``diffusers``, ``safetensors``, ``gguf``, ``ckpt``, ``pt``, ``pth`` (upscalers),
     ``onnx`` (detectors) or ``bin``."""
@@ -105,8 +105,8 @@ def list_models(
 
 
 def network_folders(paths: AppPaths, settings: Settings, kind: str) -> list[Path]:
-    """The folders to search for models of ``kind`` (``lora``, ``embedding``, ``vae``,
-    ``text_encoder``, ``upscaler``, ``detector``, ``controlnet``, ``ipadapter`` or
+    """The folders to search for models of ``kind`` (``lora``, ``hypernetwork``, ``embedding``,
+    ``vae``, ``text_encoder``, ``upscaler``, ``detector``, ``controlnet``, ``ipadapter`` or
     ``clip_vision``).
 
     A tool's root gives its own folders of that kind (A1111's IP-Adapters are in its
@@ -369,7 +369,11 @@ def _part_entry(
 
 def _file_family(path: Path, kind: str, header: dict[str, Any], data_size: int) -> tuple[str, str]:
     """A safetensors file's family from its parsed header (never reading the file again)."""
-    if kind in ("lora", "embedding"):
+    if kind == "lora":  # LoHa, LoKr… are named in the label
+        from sdstudio.engine.prompting.lycoris import labelled_family
+
+        return labelled_family(header)
+    if kind == "embedding":
         return layouts.network_family(header)
     if kind == "controlnet":
         from sdstudio.engine.control.control_files import safetensors_family

@@ -54,6 +54,7 @@ A1111_FOLDERS = (
     ("models/Stable-diffusion", "checkpoint"),
     ("models/Lora", "lora"),
     ("models/LyCORIS", "lora"),
+    ("models/hypernetworks", "hypernetwork"),
     ("embeddings", "embedding"),
     ("models/embeddings", "embedding"),
     ("models/VAE", "vae"),
@@ -81,6 +82,7 @@ COMFYUI_FOLDERS = (
     ("models/checkpoints", "checkpoint"),
     ("models/diffusers", "checkpoint"),
     ("models/loras", "lora"),
+    ("models/hypernetworks", "hypernetwork"),
     ("models/embeddings", "embedding"),
     ("models/vae", "vae"),
     ("models/diffusion_models", "checkpoint"),
@@ -172,6 +174,8 @@ def kind_from_path(path: Path, root: Path, default: str) -> str:
         return default
     if parts & {"lora", "loras", "lycoris"}:
         return "lora"
+    if "hypernetworks" in parts:
+        return "hypernetwork"
     if parts & {"embedding", "embeddings", "textual_inversion"}:
         return "embedding"
     if parts & {"vae", "vaes"}:

@@ -87,6 +87,24 @@ def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Raises :class:`ModelError` when the pickle holds anything but tensors and plain data
     (it could run code) or cannot be read.
     """
+    import torch
+
+    data = load_pickle_data(path)
+    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise ModelError(f"{path.name} is a pickle checkpoint without a state dict of weights.")
+    return {str(k): v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+def load_pickle_data(path: Path) -> Any:
+    """Everything a pickle file holds, as :func:`load_pickle_state_dict` reads it: tensors
+    and plain containers (dicts with any keys, lists, tuples, strings, numbers) only.
+
+    For files whose layout is more than a flat state dict (an AUTOMATIC1111
+    hypernetwork keys its layers by width). Raises :class:`ModelError` as
+    :func:`load_pickle_state_dict` does.
+    """
     import pickle
 
     import torch
@@ -105,11 +123,7 @@ def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise pickle_refusal(path) from None
     except (OSError, EOFError, RuntimeError, ValueError):
         raise _unreadable_pickle(path) from None
-    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise ModelError(f"{path.name} is a pickle checkpoint without a state dict of weights.")
-    return {str(k): v for k, v in data.items() if isinstance(v, torch.Tensor)}
+    return data
 
 
 def pickle_refusal(path: Path) -> ModelError:

@@ -356,7 +356,9 @@ def both_passes(first: ActiveNetworks, second: ActiveNetworks) -> ActiveNetworks
         return (*a, *(use for use in b if (use.path, use.weight) not in seen))
 
     return ActiveNetworks(
-        union(first.loras, second.loras), union(first.embeddings, second.embeddings)
+        union(first.loras, second.loras),
+        union(first.embeddings, second.embeddings),
+        union(first.hypernets, second.hypernets),
     )
 
 
