@@ -185,3 +185,22 @@ def test_files_for_another_family_are_listed_last_and_cannot_be_picked(window) -
     panel.model.setEditText("/somewhere/unlisted.safetensors")
     panel.loras.set_filter("")
     assert len(panel.loras.enabled_names()) == 3  # unknown model: nothing is excluded
+
+
+def test_the_hypernet_button_shows_when_hypernetworks_are_found(qtbot) -> None:
+    from sdstudio.ui.prompt_panel import PromptPanel
+
+    panel = PromptPanel()
+    qtbot.addWidget(panel)
+    assert panel.hypernets.isHidden()  # none found: no room taken
+    panel.set_networks([], [], [], [], [("anime_3", "/h/anime_3.pt", "", "")])
+    assert not panel.hypernets.isHidden() and panel.hypernets.names() == ["anime_3"]
+    panel.prompt.setPlainText("a castle")
+    panel.hypernets.chosen.emit("anime_3")
+    assert panel.prompt.toPlainText() == "a castle <hypernet:anime_3:1>"
+    panel.hypernets.set_filter("")
+    assert panel.hypernets.ticked_names() == ["anime_3"]
+    panel.hypernets.chosen.emit("anime_3")
+    assert panel.prompt.toPlainText() == "a castle"
+    panel.set_networks([], [], [], [])
+    assert panel.hypernets.isHidden()

@@ -28,6 +28,7 @@ def offer_found_models(window: MainWindow, entries: list[ModelEntry]) -> None:
         [(e.name, e.path, e.family, e.family_label) for e in of_kind("embedding")],
         [(e.name, e.path, describe(e), e.family) for e in of_kind("vae")],
         [(e.name, e.path, e.family, e.family_label) for e in of_kind("text_encoder")],
+        [(e.name, e.path, "", "") for e in of_kind("hypernetwork")],
     )
     upscalers = of_kind("upscaler")
     window.upscale_actions.upscalers = [(e.name, e.path) for e in upscalers]

@@ -26,13 +26,10 @@ from sdstudio.engine.models.defaults import ModelDefaults, defaults_for, size_fo
 from sdstudio.engine.models.families import Family
 from sdstudio.engine.network_files import named_in
 from sdstudio.engine.prompts import parse_prompt, toggle_lora_tag, toggle_word
-from sdstudio.engine.request import (
-    RANDOM_SEED,
-    GenerationRequest,
-    round_to_multiple_of_8,
-)
+from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, round_to_multiple_of_8
 from sdstudio.ui.advanced_settings import AdvancedSettings
 from sdstudio.ui.hires_section import HiresSection
+from sdstudio.ui.hypernet_picker import hypernet_picker, offer
 from sdstudio.ui.model_picker import ModelPicker
 from sdstudio.ui.network_picker import NetworkPicker
 from sdstudio.ui.recommended_settings import FIELDS, RecommendationBar, TouchedFields
@@ -94,10 +91,11 @@ class PromptPanel(QWidget):
             self.model_family,
         )
         self.embeddings.chosen.connect(self._toggle_embedding)
+        self.hypernets = hypernet_picker(self.prompt, self.model_family)
         prompt_header = QHBoxLayout()
         prompt_header.addWidget(QLabel("Prompt"), 1)
-        prompt_header.addWidget(self.loras)
-        prompt_header.addWidget(self.embeddings)
+        for picker in (self.loras, self.embeddings, self.hypernets):
+            prompt_header.addWidget(picker)
 
         self.vae = VaePicker()
         self.vae.activated.connect(lambda _index: self.vae.remember(self.model_path()))
@@ -270,10 +268,12 @@ class PromptPanel(QWidget):
         embeddings: list[tuple[str, str, str, str]],
         vaes: Sequence[tuple[str, ...]],
         text_encoders: Sequence[tuple[str, str, str, str]] = (),
+        hypernets: Sequence[tuple[str, str, str, str]] = (),
     ) -> None:
-        """Offer the LoRAs and embeddings found as (name, description, family, family
-        label), the VAE files as (name, path, description, kind) and the text encoder files as
-        (name, path, kind, label)."""
+        """Offer the LoRAs, embeddings and hypernetworks found as (name, description,
+        family, family label), the VAE files as (name, path, description, kind) and the
+        text encoder files as (name, path, kind, label)."""
+        offer(self.hypernets, list(hypernets))
         self.loras.set_entries(loras)
         self.embeddings.set_entries(embeddings)
         self.vae.set_files(vaes)
