@@ -124,7 +124,7 @@ def test_relative_control_image_is_made_absolute(drawing: Path, monkeypatch) -> 
         ("model=cn,image={image},mode=strong", InvalidRequest, "balanced, prompt, control"),
         ("model=cn,image={image},model=x", InvalidRequest, "given twice"),
         ("canny", InvalidRequest, "key=value"),
-        ("model=cn,image={image},preprocessor=openpose", ModelError, "annotator"),
+        ("model=cn,image={image},preprocessor=openpose_hand", ModelError, "annotator"),
         ("model=cn,image={image},preprocessor=sketchy", InvalidRequest, "built-in ones"),
     ],
 )

@@ -1,7 +1,7 @@
 """``sdstudio-cli``: the engine without a window, for scripts and power users.
 
 Commands: ``generate``, ``upscale``, ``preprocess``, ``info``, ``rerun``, ``history``,
-``models`` and ``settings``.
+``models``, ``settings`` and ``train``.
 Errors are one line on stderr (or a JSON ``error`` event) and a non-zero exit
 status, never a traceback; details go to the log file.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sdstudio
-from sdstudio.cli import generate, history, models, preprocess, settings, upscale
+from sdstudio.cli import generate, history, models, preprocess, settings, train, upscale
 from sdstudio.cli.report import Reporter
 from sdstudio.engine.errors import GenerationCancelled, SdStudioError
 from sdstudio.engine.history.library import ImageLibrary
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_parser(commands)
     models.add_parser(commands)
     settings.add_parser(commands)
+    train.add_parser(commands)
     return parser
 
 
@@ -111,6 +112,8 @@ def _run(argv: Sequence[str] | None) -> int:
             return upscale.run_upscale(args, context)
         if args.command == "preprocess":
             return preprocess.run_preprocess(args, context)
+        if args.command == "train":
+            return train.run_train(args, context)
         return generate.run_generation(args, context)
     except (GenerationCancelled, KeyboardInterrupt):
         reporter.event("cancelled", "cancelled")

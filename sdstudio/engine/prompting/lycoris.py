@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from sdstudio.engine.errors import ModelError
 from sdstudio.engine.models import layouts
+
+if TYPE_CHECKING:
+    import torch
 
 _WIDTH_FAMILIES = {768: ("sd1", "SD 1.x"), 1024: ("sd2", "SD 2.x"), 2048: ("sdxl", "SDXL")}
 """The text width a UNet's cross-attention reads, by family."""
@@ -225,6 +226,8 @@ def lokr_delta(p: Mapping[str, torch.Tensor], alpha: float | None) -> torch.Tens
         w2 = (p["lokr_w2_a"] @ w2b.flatten(1)).reshape(-1, *w2b.shape[1:])
     while w1.dim() < w2.dim():
         w1 = w1.unsqueeze(-1)
+    import torch
+
     delta = torch.kron(w1, w2.contiguous())  # kron views its operands
     if not factored:
         return delta
@@ -235,6 +238,8 @@ def lokr_delta(p: Mapping[str, torch.Tensor], alpha: float | None) -> torch.Tens
 def tucker(core: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     """``Σ_ij core[i, j, …] · up[i, out] · down[j, in]``: a (out, in, …) factor from a
     Tucker core (rank, rank, …) and its two (rank, …) mode matrices."""
+    import torch
+
     return torch.einsum("ij...,ip,jr->pr...", core, up, down)
 
 

@@ -19,12 +19,13 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sdstudio.engine.errors import InvalidRequest, ModelError, first_line
 from sdstudio.engine.prompting import lycoris
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class LycorisPatcher:
 
     def restore(self) -> None:
         """Put back the original weights of every patched module."""
+        import torch
+
         with torch.no_grad():
             for module, weight, bias in self._backups.values():
                 module.weight.copy_(weight)
@@ -181,6 +184,8 @@ class LycorisPatcher:
         elif bias_delta is not None and self._backups[id(module)][2] is None:
             saved = self._backups[id(module)]
             self._backups[id(module)] = (*saved[:2], module.bias.detach().to("cpu", copy=True))
+        import torch
+
         with torch.no_grad():
             _add(target, delta, weight)
             if bias_delta is not None:
@@ -239,6 +244,8 @@ def _find(targets: dict[str, torch.nn.Module], name: str, per_block: int | None)
 
 def _named_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """(name, layer) of every layer with weights, looking through adapter wrappers."""
+    import torch
+
     kinds = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.GroupNorm, torch.nn.LayerNorm)
     found: list[tuple[str, torch.nn.Module]] = []
     for name, module in model.named_modules():

@@ -1,0 +1,248 @@
+"""LoRA training for SD 1.x, SD 2.x and SDXL: the trainer :func:`train_lora` runs.
+
+The model's weights stay frozen; peft LoRA layers on the UNet's attention (and, with
+``--train-text-encoder``, the text encoders' attention) learn to predict the noise,
+or v for a v-prediction model, added to the dataset's latents at a random timestep of
+the model's own noise schedule. Optional kohya refinements: Min-SNR weighting
+(``--min-snr-gamma``) and a noise offset (``--noise-offset``).
+
+Every random draw of a step (batch order, caption variation, VAE sample, noise,
+timesteps) comes from a generator seeded by the run's seed and the step, so on the
+CPU a run is reproducible, and a run resumed from a saved state ends with the weights
+of the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdstudio.engine.errors import ModelError
+from sdstudio.engine.fileio import write_atomically
+from sdstudio.engine.training.data import TrainingData, step_generator
+from sdstudio.engine.training.datasets import scan_dataset
+from sdstudio.engine.training.events import CancelFlag, EventSink, Notice
+from sdstudio.engine.training.loop import autocast_for, run_training, total_steps
+from sdstudio.engine.training.lora_file import (
+    RunFacts,
+    lora_bytes,
+    lora_metadata,
+    new_session_id,
+    write_lora,
+)
+from sdstudio.engine.training.lora_network import LoraNetwork, add_lora
+from sdstudio.engine.training.model import TrainingModel, load_training_model
+from sdstudio.engine.training.options import LoraOptions
+
+log = logging.getLogger(__name__)
+
+SAMPLE_GUIDANCE = 7.0
+
+
+class LoraTrainer:
+    """Loads the model and the data, adds the LoRA layers, and gives the loop what it asks."""
+
+    kind = "lora"
+
+    def __init__(
+        self, lora: LoraOptions, *, on_event: EventSink, model: TrainingModel | None = None
+    ) -> None:
+        """``model``: one already loaded (frozen, as :func:`load_training_model` gives it);
+        without it the options' model is loaded."""
+        lora.check()
+        self.lora = lora
+        self.options = lora.base
+        base = lora.base
+        dataset = scan_dataset(base.data)
+        for message in dataset.skipped:
+            on_event(Notice(message=message))
+        self.data = TrainingData(
+            dataset, base.buckets, base.captions, batch_size=base.train_batch_size, seed=base.seed
+        )
+        self.model: TrainingModel = model or load_training_model(
+            base.model,
+            device=base.device,
+            mixed_precision=base.mixed_precision,
+            on_status=lambda message: on_event(Notice(message=message)),
+        )
+        prediction = self.model.noise_scheduler.config.prediction_type
+        if prediction not in ("epsilon", "v_prediction"):
+            raise ModelError(
+                f"{self.model.model_name} predicts {prediction!r}; LoRA training takes models "
+                "that predict the noise (epsilon) or v."
+            )
+        self.network: LoraNetwork = add_lora(
+            self.model,
+            rank=lora.network_dim,
+            alpha=lora.network_alpha,
+            train_text_encoder=lora.train_text_encoder,
+            seed=base.seed,
+        )
+        if base.gradient_checkpointing:
+            self.model.pipe.unet.enable_gradient_checkpointing()
+        if lora.train_text_encoder:
+            for _prefix, _tokenizer, encoder in self.model.text_encoders():
+                if base.gradient_checkpointing:
+                    encoder.gradient_checkpointing_enable()
+                encoder.train()  # CLIP checkpoints only in training mode (its dropout is 0)
+        if base.cache_latents:
+            on_event(Notice(message=f"Caching the latents of {len(dataset.images)} images…"))
+            self.data.cache_latents(self.model)
+        steps, epochs = total_steps(base, self.data.batches_per_epoch)
+        self.facts = RunFacts(
+            base_model_version=self.model.base_model_version,
+            model_name=self.model.model_name,
+            started_at=time.time(),
+            batches_per_epoch=self.data.batches_per_epoch,
+            epochs=epochs,
+            steps=steps,
+            session_id=new_session_id(),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return self.model.device
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Steps in one epoch."""
+        return self.data.batches_per_epoch
+
+    @property
+    def image_count(self) -> int:
+        """Images trained on (before repeats)."""
+        return len(self.data.dataset.images)
+
+    @property
+    def skipped(self) -> list[str]:
+        """Why files of the dataset are not trained on."""
+        return self.data.dataset.skipped
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The UNet's layers at ``--unet-lr``, the text encoders' at ``--text-encoder-lr``
+        (each ``--learning-rate`` by default)."""
+        base_lr = self.options.learning_rate
+        groups = [{"params": self.network.parameters("unet"), "lr": self.lora.unet_lr or base_lr}]
+        text = self.network.parameters("text")
+        if text:
+            groups.append({"params": text, "lr": self.lora.text_encoder_lr or base_lr})
+        return groups
+
+    def loss(self, step: int) -> torch.Tensor:
+        """The denoising loss of the step's batch."""
+        model, data, base = self.model, self.data, self.options
+        batch = data.batch_at(step)
+        latents, fitted = data.latents_at(step, batch, model)
+        captions = data.captions_at(step, batch)
+        generator = step_generator(base.seed, step, stream=2)
+        noise = torch.randn(latents.shape, generator=generator)
+        if base.noise_offset:
+            shape = (latents.shape[0], latents.shape[1], 1, 1)
+            noise = noise + base.noise_offset * torch.randn(shape, generator=generator)
+        scheduler = model.noise_scheduler
+        count = scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, count, (latents.shape[0],), generator=generator)
+        device = model.device
+        noise = noise.to(device, latents.dtype)
+        timesteps = timesteps.to(device)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        with torch.set_grad_enabled(self.lora.train_text_encoder):
+            hidden, added = model.condition(captions, fitted, batch.bucket)
+        prediction = model.pipe.unet(
+            noisy, timesteps, hidden.to(model.weight_dtype), added_cond_kwargs=added
+        ).sample
+        target = scheduler.get_velocity(latents, noise, timesteps) if model.v_prediction else noise
+        loss = torch.nn.functional.mse_loss(prediction.float(), target.float(), reduction="none")
+        loss = loss.mean(dim=[1, 2, 3])
+        if base.min_snr_gamma is not None:
+            loss = loss * self._snr_weights(timesteps)
+        return loss.mean()
+
+    def _snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-γ weights (Hang et al. 2023, as kohya applies them)."""
+        alphas = self.model.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+        snr = alphas / (1 - alphas)
+        gamma = torch.full_like(snr, float(self.options.min_snr_gamma or 0))
+        clipped = torch.minimum(snr, gamma)
+        return (clipped / (snr + 1) if self.model.v_prediction else clipped / snr).float()
+
+    def record(self) -> dict[str, Any]:
+        """The options as plain values, kept with a state."""
+        return self.lora.record()
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The LoRA weights in float32, by kohya name."""
+        return {name: p.detach().clone() for name, p in self.network.named_parameters().items()}
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Put saved LoRA weights back."""
+        try:
+            self.network.load_parameters(weights)
+        except KeyError as error:
+            raise ModelError(
+                f"The saved state lacks the weight {error.args[0]!r}: it is of another network."
+            ) from None
+
+    def _file_bytes(self, steps_done: int) -> bytes:
+        metadata = lora_metadata(
+            self.lora,
+            self.facts,
+            self.data.dataset,
+            self.data.buckets,
+            steps_done=steps_done,
+            epoch=self.data.epoch_of(max(steps_done - 1, 0)) + 1,
+        )
+        return lora_bytes(self.network.kohya_tensors(), metadata)
+
+    def snapshot(self, step: int) -> dict[str, bytes]:
+        """The LoRA file as it stands, kept in the state folder (usable as it is)."""
+        return {f"{self.options.name}.safetensors": self._file_bytes(step)}
+
+    def sample(self, step: int, path: Path) -> None:
+        """An image of ``--sample-prompt`` with the LoRA as it is, from a fixed seed."""
+        width, height = self.options.buckets.resolution
+        pipe = self.model.pipe
+        generator = torch.Generator("cpu").manual_seed(self.options.seed)
+        with torch.no_grad(), autocast_for(self.device, self.options.mixed_precision):
+            image = pipe(
+                prompt=self.options.sample_prompt,
+                num_inference_steps=self.options.sample_steps,
+                guidance_scale=SAMPLE_GUIDANCE,
+                width=width,
+                height=height,
+                generator=generator,
+            ).images[0]
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        write_atomically(path, buffer.getvalue())
+
+    def finish(self, steps: int) -> Path:
+        """Write ``NAME.safetensors`` into the LoRA folder."""
+        metadata = lora_metadata(
+            self.lora,
+            self.facts,
+            self.data.dataset,
+            self.data.buckets,
+            steps_done=steps,
+            epoch=self.facts.epochs,
+        )
+        path = self.options.output_dir / f"{self.options.name}.safetensors"
+        return write_lora(path, self.network.kohya_tensors(), metadata)
+
+
+def train_lora(
+    options: LoraOptions,
+    *,
+    on_event: EventSink,
+    cancel: CancelFlag | None = None,
+    resume: Path | None = None,
+) -> Path | None:
+    """Train a LoRA; returns the written file, or ``None`` when cancelled (its state saved)."""
+    trainer = LoraTrainer(options, on_event=on_event)
+    return run_training(trainer, on_event=on_event, cancel=cancel, resume=resume)
