@@ -17,18 +17,23 @@ from sdstudio.ui import training_process
 from sdstudio.ui.training_process import TrainingProcess
 
 FAKE_CHILD = r"""
-import json, os, signal, sys, time
+import json, os, signal, sys, threading, time
 
 mode, folder = sys.argv[1], sys.argv[2]
 
 def say(**event):
     print(json.dumps(event), flush=True)
 
-def stop(_number, _frame):
+def stop(*_args):
     say(event="cancelled", path=os.path.join(folder, "step-000002"), step=2)
-    sys.exit(130)
+    os._exit(130)
 
-signal.signal(signal.SIGTERM, signal.SIG_DFL if mode == "deaf" else stop)
+def read_cancel():  # "slow" stops only on the line, "sigterm" only on SIGTERM
+    if any(line.strip() == "cancel" for line in sys.stdin):
+        stop()
+
+signal.signal(signal.SIGTERM, {"deaf": signal.SIG_DFL, "sigterm": stop}.get(mode, signal.SIG_IGN))
+threading.Thread(target=read_cancel, daemon=True).start() if mode == "slow" else None
 print("a library's own line, not JSON", flush=True)
 say(event="notice", message="Loading tiny…")
 say(event="start", steps=4, start_step=0, epochs=1, images=3, skipped=[], device="cpu")
@@ -40,7 +45,7 @@ if mode == "crash":
 if mode == "status":
     print("something went badly", file=sys.stderr, flush=True)
     sys.exit(3)
-if mode in ("slow", "deaf"):
+if mode in ("slow", "deaf", "sigterm"):
     step = 0
     while True:
         step += 1
@@ -98,7 +103,7 @@ def test_events_become_signals_and_unknown_ones_pass(qtbot: Any, fake_child: Any
     assert not process.running
 
 
-def test_cancel_terminates_the_child_which_reports_its_state(qtbot: Any, fake_child: Any) -> None:
+def test_cancel_writes_the_line_the_child_stops_on(qtbot: Any, fake_child: Any) -> None:
     process = TrainingProcess()
     got = record(process)
     script, folder = fake_child
@@ -388,7 +393,8 @@ def test_models_menu_opens_one_training_window(qtbot: Any, window: Any, paths: A
     rescans: list[int] = []
     actions = TrainingActions(window, paths, lambda: rescans.append(1))
     [menu] = [a.menu() for a in window.menuBar().actions() if a.text() == "&Models"]
-    assert [a.text() for a in menu.actions() if a.text()] == ["Manage models…", "Train a LoRA…"]
+    texts = [a.text() for a in menu.actions() if a.text()]
+    assert texts == ["Manage models…", "Train a LoRA or embedding…"]
     actions.action.trigger()
     dialog = actions.dialog
     assert dialog is not None and dialog.isVisible() and not dialog.isModal()

@@ -7,13 +7,17 @@ Options carry kohya sd-scripts' names (``--network-dim``, ``--learning-rate``,
 ``--max-train-steps`` ...). With ``--json`` every event is one JSON line (``start``,
 ``step``, ``checkpoint``, ``sample``, ``done``, ``cancelled``, ``error``): the app runs
 training in a child process and reads them. Ctrl+C (SIGINT) or SIGTERM saves a state
-to resume from with ``--resume`` and ends with status 130.
+to resume from with ``--resume`` and ends with status 130; with ``--json`` so does the
+line ``cancel`` on a piped standard input, the app's way to stop its child on Windows too.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,15 +27,16 @@ if TYPE_CHECKING:
     from sdstudio.cli import Context
     from sdstudio.engine.training.embedding_options import EmbeddingOptions
     from sdstudio.engine.training.events import CancelFlag, TrainingEvent
+    from sdstudio.engine.training.hypernetwork_options import HypernetworkOptions
     from sdstudio.engine.training.options import LoraOptions, TrainingOptions
 
 EXIT_CANCELLED = 130
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``train`` and its kinds (``lora``, ``embedding``)."""
+    """Add ``train`` and its kinds (``lora``, ``embedding``, ``hypernetwork``)."""
     train = commands.add_parser(
-        "train", help="train a LoRA or an embedding on a folder of captioned images"
+        "train", help="train a LoRA, an embedding or a hypernetwork on a folder of captioned images"
     )
     kinds = train.add_subparsers(dest="kind", required=True, metavar="KIND")
     lora = kinds.add_parser(
@@ -82,6 +87,40 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     emb.add_argument(
         "--overwrite", action="store_true", help="replace an embedding of the same name"
     )
+    _add_hypernetwork(kinds)
+
+
+def _add_hypernetwork(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``train hypernetwork``: A1111's "Create hypernetwork" settings."""
+    hypernetwork = kinds.add_parser(
+        "hypernetwork",
+        help="an A1111 hypernetwork (.pt) for an SD 1.x or SD 2.x model",
+    )
+    _add_common(hypernetwork)
+    hypernetwork.set_defaults(learning_rate=1e-5)
+    hyper = hypernetwork.add_argument_group("hypernetwork")
+    hyper.add_argument("--layer-structure", default="1,2,1", help="default 1,2,1")
+    hyper.add_argument(
+        "--activation", default="linear", help="linear, relu, leakyrelu, elu, swish, tanh, …"
+    )
+    hyper.add_argument("--layer-norm", action="store_true", help="add layer normalization")
+    hyper.add_argument(
+        "--dropout", default=None, help="dropout structure, one per layer (0,0.05,0): on"
+    )
+    hyper.add_argument(
+        "--weight-init",
+        default="Normal",
+        choices=["Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal"],
+    )
+    hyper.add_argument(
+        "--sizes", default=None, help="context widths (320,640,768,1280); default: the model's"
+    )
+    hyper.add_argument(
+        "--template", default=None, help="prompt template file: lines with [name], [filewords]"
+    )
+    hyper.add_argument(
+        "--overwrite", action="store_true", help="replace a hypernetwork of the same name"
+    )
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -89,12 +128,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", required=True, help="folder of images with .txt captions (N_name sub-folders)"
     )
-    parser.add_argument(
-        "--name", required=True, help="the output file's name, without .safetensors"
-    )
-    parser.add_argument(
-        "--output-dir", default=None, help="default: sdstudio's LoRA or embeddings folder"
-    )
+    parser.add_argument("--name", required=True, help="the output's name, without the file suffix")
+    parser.add_argument("--output-dir", default=None, help="default: sdstudio's folder of the kind")
     parser.add_argument(
         "--state-dir",
         default=None,
@@ -184,6 +219,28 @@ def embedding_options(args: argparse.Namespace, context: Context) -> EmbeddingOp
     )
 
 
+def hypernetwork_options(args: argparse.Namespace, context: Context) -> HypernetworkOptions:
+    """The hypernetwork run ``args`` ask for, written into sdstudio's hypernetworks folder."""
+    from sdstudio.engine.models.catalog import network_folders
+    from sdstudio.engine.training.hypernetwork_options import HypernetworkOptions, parse_numbers
+
+    states = context.paths.data_dir / "training" / "hypernetworks"
+    base = training_options(args, context, context.paths.models_dir / "hypernetworks", states)
+    sizes = parse_numbers("--sizes", args.sizes) if args.sizes else ()
+    return HypernetworkOptions(
+        base=base,
+        layer_structure=parse_numbers("--layer-structure", args.layer_structure),
+        activation=args.activation.lower(),
+        layer_norm=args.layer_norm,
+        dropout=parse_numbers("--dropout", args.dropout) if args.dropout else None,
+        weight_init=args.weight_init,
+        sizes=tuple(int(size) if size.is_integer() else -1 for size in sizes),
+        template=Path(args.template).expanduser() if args.template else None,
+        overwrite=args.overwrite,
+        hypernetwork_dirs=tuple(network_folders(context.paths, context.settings, "hypernetwork")),
+    )
+
+
 def training_options(
     args: argparse.Namespace, context: Context, output_dir: Path, state_root: Path
 ) -> TrainingOptions:
@@ -241,16 +298,19 @@ def training_options(
 
 
 def run_train(args: argparse.Namespace, context: Context) -> int:
-    """``train lora`` or ``train embedding``: train, reporting every event; 130 when
+    """``train lora``, ``embedding`` or ``hypernetwork``: train, reporting every event; 130 when
     cancelled."""
     from sdstudio.engine.training.embedding_trainer import train_embedding
     from sdstudio.engine.training.events import CancelFlag
+    from sdstudio.engine.training.hypernetwork_options import HypernetworkOptions
     from sdstudio.engine.training.lora_trainer import train_lora
     from sdstudio.engine.training.options import LoraOptions
 
-    options: LoraOptions | EmbeddingOptions
+    options: LoraOptions | EmbeddingOptions | HypernetworkOptions
     if args.kind == "embedding":
         options = embedding_options(args, context)
+    elif args.kind == "hypernetwork":
+        options = hypernetwork_options(args, context)
     else:
         options = lora_options(args, context)
     options.check()
@@ -266,9 +326,15 @@ def run_train(args: argparse.Namespace, context: Context) -> int:
 
     cancel = CancelFlag()
     resume = Path(args.resume).expanduser() if args.resume else None
+    if args.json:
+        cancel_on_stdin(cancel)
     with cancel_on_signals(cancel):
         if isinstance(options, LoraOptions):
             path = train_lora(options, on_event=on_event, cancel=cancel, resume=resume)
+        elif isinstance(options, HypernetworkOptions):
+            from sdstudio.engine.training.hypernetwork_trainer import train_hypernetwork
+
+            path = train_hypernetwork(options, on_event=on_event, cancel=cancel, resume=resume)
         else:
             path = train_embedding(options, on_event=on_event, cancel=cancel, resume=resume)
     return 0 if path is not None else EXIT_CANCELLED
@@ -277,8 +343,6 @@ def run_train(args: argparse.Namespace, context: Context) -> int:
 @contextmanager
 def cancel_on_signals(cancel: CancelFlag) -> Iterator[None]:
     """SIGINT and SIGTERM set ``cancel`` (the run then saves its state) while training."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach only the main thread; the caller cancels through the flag
         return
@@ -295,6 +359,47 @@ def cancel_on_signals(cancel: CancelFlag) -> Iterator[None]:
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+
+
+def cancel_on_stdin(cancel: CancelFlag, fd: int | None = None) -> threading.Thread | None:
+    """A daemon thread that sets ``cancel`` when it reads the line ``cancel`` on ``fd``
+    (standard input by default); end of input ends the thread and nothing else.
+
+    Windows has no signal a parent can send its console child to be caught:
+    ``QProcess.terminate()`` there only posts WM_CLOSE to windows this process does not
+    have. So the app writes ``cancel`` to the pipe. The thread reads the descriptor
+    itself, not ``sys.stdin``: a daemon thread blocked inside a buffered reader holds its
+    lock, and the interpreter's shutdown can then abort on it. A terminal (or no standard
+    input at all, as in a windowed program) is not watched: Ctrl+C serves there.
+    """
+    if fd is None:
+        try:
+            fd = sys.stdin.fileno()  # None, or a test runner's stand-in, raise here
+        except (AttributeError, OSError, ValueError):
+            return None
+    try:
+        if os.isatty(fd):
+            return None
+    except OSError:
+        return None
+
+    def watch() -> None:
+        pending = b""
+        while True:
+            try:
+                data = os.read(fd, 1024)
+            except OSError:
+                return
+            if not data:
+                return  # end of input: the parent closed the pipe, or there was none
+            *lines, pending = (pending + data).split(b"\n")
+            pending = pending[-64:]  # a line this long is not ``cancel`` anyway
+            if any(line.strip() == b"cancel" for line in lines):
+                cancel.set()
+
+    thread = threading.Thread(target=watch, name="stdin-cancel", daemon=True)
+    thread.start()
+    return thread
 
 
 def _resolution(text: str) -> tuple[int, int]:

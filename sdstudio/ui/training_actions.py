@@ -1,5 +1,5 @@
-"""Models ▸ Train a LoRA…: one training window for the app's life, its run stopped (with
-a state saved) when the app quits."""
+"""Models ▸ Train a LoRA or embedding…: one training window for the app's life, its run
+stopped (with a state saved) when the app quits."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ class TrainingActions(QObject):
     """The menu action that opens (or brings back) the training window, added to the
     window's Models menu (or to ``menu``).
 
-    ``rescan`` looks for models again, so that a finished LoRA appears in the picker.
+    ``rescan`` looks for models again, so that a finished LoRA or embedding appears in
+    the pickers.
     """
 
     def __init__(
@@ -36,8 +37,8 @@ class TrainingActions(QObject):
         self.paths = paths
         self.rescan = rescan
         self.dialog: TrainingDialog | None = None
-        self.action = QAction("Train a LoRA…", window)
-        self.action.setStatusTip("Train a LoRA on a folder of captioned images")
+        self.action = QAction("Train a LoRA or embedding…", window)
+        self.action.setStatusTip("Train a LoRA or an embedding on a folder of captioned images")
         self.action.triggered.connect(self.open)
         menu = menu or models_menu(window)
         menu.addSeparator()

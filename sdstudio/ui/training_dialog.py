@@ -1,5 +1,5 @@
-"""Models ▸ Train a LoRA…: the run's settings, its progress, loss and samples, and the
-finished LoRA tried in the prompt.
+"""Models ▸ Train a LoRA or embedding…: the run's settings, its progress, loss and
+samples, and the finished LoRA or embedding tried in the prompt.
 
 The window is not modal: people keep generating while a run goes on, and closing it
 only hides it (the run goes on in its child process; the menu brings it back).
@@ -32,7 +32,6 @@ from PySide6.QtWidgets import (
 
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.paths import AppPaths
-from sdstudio.engine.prompts import parse_prompt, toggle_lora_tag
 from sdstudio.ui.caption_editor import CaptionEditor
 from sdstudio.ui.dataset_scan import DatasetScanner, DatasetSummary
 from sdstudio.ui.loss_plot import LossPlot
@@ -40,10 +39,13 @@ from sdstudio.ui.model_picker import FAMILY_ROLE
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.training_form import TrainingForm, load_form_values, save_form_values
 from sdstudio.ui.training_process import TrainingProcess, state_saved
+from sdstudio.ui.training_try import try_tooltip, try_trained
 
 TRAINABLE = {"", "sd1", "sd2", "sdxl", "unknown"}
-"""Families a LoRA can be trained for (an unread family is offered: the CLI says)."""
+"""Families a LoRA or embedding can be trained for (an unread family is offered: the
+CLI says)."""
 SAMPLE_ICON = 112
+TITLE = "Train a LoRA or embedding"
 
 
 def duration(seconds: float) -> str:
@@ -55,7 +57,7 @@ def duration(seconds: float) -> str:
 
 
 def panel_models(panel: PromptPanel) -> list[tuple[str, str]]:
-    """(name, path) of the prompt panel's models that a LoRA can be trained for."""
+    """(name, path) of the prompt panel's models that can be trained for."""
     box = panel.model
     found = []
     for index in range(box.count()):
@@ -66,7 +68,7 @@ def panel_models(panel: PromptPanel) -> list[tuple[str, str]]:
 
 
 class TrainingDialog(QDialog):
-    """Train a LoRA on a folder of captioned images, in a child process."""
+    """Train a LoRA or an embedding on a folder of captioned images, in a child process."""
 
     def __init__(
         self,
@@ -76,13 +78,15 @@ class TrainingDialog(QDialog):
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
-        self.setWindowTitle("Train a LoRA")
+        self.setWindowTitle(TITLE)
         self.setModal(False)
         self.resize(980, 680)
         self.paths = paths
         self.panel = panel
         self.rescan = rescan
         self.finished_path = ""
+        self.finished_kind = "lora"
+        """The kind of the run that wrote ``finished_path``."""
         self.last_error = ""
         self.summary: DatasetSummary | None = None
         self.run_text = ""
@@ -108,7 +112,6 @@ class TrainingDialog(QDialog):
         self.cancel_button.setToolTip("Stop, saving a state to resume from")
         self.cancel_button.clicked.connect(self.cancel)
         self.try_button = QPushButton("Try it", enabled=False)
-        self.try_button.setToolTip("Put <lora:NAME:1> into the prompt")
         self.try_button.clicked.connect(self.try_it)
 
         self.status = QLabel("Choose a model, a dataset folder and a name.", wordWrap=True)
@@ -128,6 +131,7 @@ class TrainingDialog(QDialog):
 
         self.form.data_changed.connect(self._scan_dataset)
         self.form.name_changed.connect(lambda _name: self._update_buttons())
+        self.form.kind_changed.connect(lambda _kind: self._update_buttons())
         self.scanner.scanned.connect(self._on_scanned)
         process = self.process
         process.started.connect(self._on_started)
@@ -171,8 +175,10 @@ class TrainingDialog(QDialog):
         layout.addWidget(progress, 3)
 
     def state_dir(self) -> Path:
-        """Where the CLI keeps this name's states and samples (its default)."""
-        return self.paths.data_dir / "training" / self.form.run_name()
+        """Where the CLI keeps this name's states and samples by default (an embedding's
+        under ``embeddings/``, apart from a LoRA's of the same name)."""
+        root = self.paths.data_dir / "training"
+        return (root / "embeddings" if self.form.is_embedding() else root) / self.form.run_name()
 
     def can_resume(self) -> bool:
         """Whether a saved state exists for the name in the form."""
@@ -196,6 +202,7 @@ class TrainingDialog(QDialog):
             return False
         save_form_values(self.paths.config_dir, self.form.values())
         self.finished_path = ""
+        self.finished_kind = self.form.run_kind()
         self.last_error = ""
         self.run_text = ""
         if not resume:
@@ -217,17 +224,15 @@ class TrainingDialog(QDialog):
             self.cancel_button.setEnabled(False)
 
     def try_it(self) -> None:
-        """Put ``<lora:NAME:1>`` into the prompt (once) and look for the new file, so the
-        LoRA picker lists it."""
+        """Put the result into the prompt (once): ``<lora:NAME:1>``, the embedding's word,
+        or DreamArtist's ``NAME`` and ``NAME-neg``; and look for the new files, so the
+        pickers list them."""
         name = Path(self.finished_path).stem if self.finished_path else self.form.run_name()
         if not name:
             return
-        prompt = self.panel.prompt.toPlainText()
-        in_use = {tag.lower() for tag, _weight in parse_prompt(prompt).loras}
-        if name.lower() not in in_use:
-            self.panel.prompt.setPlainText(toggle_lora_tag(prompt, name))
+        said = try_trained(self.panel, self.finished_kind, name)
         self.rescan()
-        self._say(f"<lora:{name}:1> is in the prompt: generate to try it.")
+        self._say(said)
 
     def add_sample(self, path: str) -> None:
         """Show a sample image in the strip."""
@@ -272,7 +277,7 @@ class TrainingDialog(QDialog):
     def _ask_replace(self) -> None:
         box = QMessageBox(
             QMessageBox.Icon.Question,
-            "Train a LoRA",
+            TITLE,
             f"A stopped run of {self.form.run_name()} is saved. Start again from the "
             "beginning? (Resume continues the saved run instead.)",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
@@ -359,6 +364,8 @@ class TrainingDialog(QDialog):
         self.resume_button.setEnabled(not running and self.can_resume())
         self.cancel_button.setEnabled(running)
         self.try_button.setEnabled(not running and bool(self.finished_path))
+        kind = self.finished_kind if self.finished_path else self.form.run_kind()
+        self.try_button.setToolTip(try_tooltip(kind))
         self.form.setEnabled(not running)
 
     def _open_sample(self, item: QListWidgetItem) -> None:

@@ -1,5 +1,7 @@
-"""The settings of a LoRA run as a form, turned into ``sdstudio-cli train lora``'s
-arguments (kohya's option names), and remembered between openings."""
+"""The settings of a training run as a form, turned into ``sdstudio-cli train lora``'s
+or ``train embedding``'s arguments (kohya's option names), and remembered between
+openings. The kind of run decides which fields show: a LoRA's rank, alpha and text
+encoder, or an embedding's vectors, initial text, templates and DreamArtist guidance."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from sdstudio.engine.errors import InvalidRequest, SdStudioError
 from sdstudio.engine.fileio import write_atomically
+from sdstudio.engine.training.embedding_options import MAX_VECTORS, NAME_PATTERN, TEMPLATE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +34,34 @@ SETTINGS_FILE = "training.json"
 """The form's last values, in the config folder."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _BAD_NAME = set('/\\:*?"<>|')
+KINDS = {"lora": "LoRA", "embedding": "Embedding", "dreamartist": "DreamArtist embedding pair"}
+"""The kinds of run (their values, and their names in the form)."""
+LEARNING_RATES = {"lora": 1e-4, "embedding": 5e-3, "dreamartist": 5e-3}
+"""The CLI's default learning rate of each kind (an embedding's is A1111's)."""
 
 
 class TrainingForm(QWidget):
-    """Model, dataset, name and the common options of a LoRA run."""
+    """Kind, model, dataset, name and the common options of a LoRA or embedding run."""
 
     data_changed = Signal(str)
     """The dataset folder changed (its text)."""
     name_changed = Signal(str)
+    kind_changed = Signal(str)
+    """The kind of run changed (``lora``, ``embedding`` or ``dreamartist``)."""
 
     def __init__(self, models: list[tuple[str, str]], parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.kind = QComboBox()
+        for value, text in KINDS.items():
+            self.kind.addItem(text, value)
+        self.kind.setToolTip(
+            "A LoRA (<lora:NAME:1>), a textual-inversion embedding (the word NAME), or "
+            "DreamArtist's pair: NAME for the prompt and NAME-neg for the negative prompt"
+        )
+        self._kind = "lora"
         self.model = QComboBox(editable=True)
         self.model.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.model.setToolTip("The SD 1.x, SD 2.x or SDXL model to train the LoRA for")
+        self.model.setToolTip("The SD 1.x, SD 2.x or SDXL model to train for")
         for name, path in models:
             self.model.addItem(name, path)
             self.model.setItemData(self.model.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
@@ -56,21 +73,33 @@ class TrainingForm(QWidget):
         data_row.setContentsMargins(0, 0, 0, 0)
         data_row.addWidget(self.data, 1)
         data_row.addWidget(browse)
-        self.name = QLineEdit(placeholderText="my-lora")
-        self.name.setToolTip("The LoRA's file name, and its name in <lora:NAME:1>")
+        self.name = QLineEdit()
         self.name.textChanged.connect(self.name_changed)
         self.steps = QSpinBox(minimum=1, maximum=1_000_000, value=1600, singleStep=100)
         self.dim = QSpinBox(minimum=1, maximum=1024, value=16)
         self.dim.setToolTip("The LoRA's rank (kohya's --network-dim)")
         self.alpha = QDoubleSpinBox(minimum=0.01, maximum=1024, value=8, decimals=2)
         self.alpha.setToolTip("The LoRA's strength is alpha / rank (kohya's --network-alpha)")
-        self.learning_rate = QDoubleSpinBox(
-            minimum=0.000001, maximum=1.0, value=0.0001, decimals=6, singleStep=0.00005
-        )
+        self.learning_rate = QDoubleSpinBox(decimals=6, minimum=0.000001, maximum=1.0)
+        self.learning_rate.setSingleStep(0.00005)
+        self.learning_rate.setValue(LEARNING_RATES["lora"])  # after the decimals: not rounded
         self.resolution = QSpinBox(minimum=64, maximum=2048, value=512, singleStep=64)
         self.resolution.setToolTip("The training size (SDXL: 1024); images are bucketed by shape")
         self.batch = QSpinBox(minimum=1, maximum=64, value=1)
         self.text_encoder = QCheckBox("Train the text encoder too")
+        self.vectors = QSpinBox(minimum=1, maximum=MAX_VECTORS, value=1)
+        self.vectors.setToolTip("Vectors per token: more learn more, and take more of a prompt")
+        self.init_text = QLineEdit("*")
+        self.init_text.setToolTip("The words the vectors start from (empty: zeros)")
+        self.template_kind = QComboBox()
+        self.template_kind.addItems(list(TEMPLATE_KINDS))
+        self.template_kind.setToolTip(
+            "The built-in prompts the captions go into: a subject (a photo of a NAME, …) "
+            "or a style (a painting, art by NAME, …)"
+        )
+        self.dreamartist_cfg = QDoubleSpinBox(minimum=1.1, maximum=30, value=5, decimals=1)
+        self.dreamartist_cfg.setToolTip("The guidance the pair is trained at (5 is usual)")
+        self.overwrite = QCheckBox("Replace an embedding of the same name")
         self.sample_every = QSpinBox(minimum=0, maximum=1_000_000, value=0, singleStep=50)
         self.sample_every.setSpecialValueText("never")
         self.sample_every.setSuffix(" steps")
@@ -84,6 +113,8 @@ class TrainingForm(QWidget):
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
+        self._layout = form
+        form.addRow("Kind", self.kind)
         form.addRow("Model", self.model)
         form.addRow("Dataset", data_row)
         form.addRow("Name", self.name)
@@ -94,10 +125,57 @@ class TrainingForm(QWidget):
         form.addRow("Resolution", self.resolution)
         form.addRow("Batch size", self.batch)
         form.addRow("", self.text_encoder)
+        form.addRow("Vectors", self.vectors)
+        form.addRow("Initial text", self.init_text)
+        form.addRow("Templates", self.template_kind)
+        form.addRow("DreamArtist CFG", self.dreamartist_cfg)
+        form.addRow("", self.overwrite)
         form.addRow("Sample every", self.sample_every)
         form.addRow("Sample prompt", self.sample_prompt)
         form.addRow("Save every", self.save_every)
         form.addRow("Device", self.device)
+        self.kind.currentIndexChanged.connect(lambda _index: self._on_kind())
+        self._show_kind()
+
+    def run_kind(self) -> str:
+        """``lora``, ``embedding`` or ``dreamartist``."""
+        return str(self.kind.currentData())
+
+    def is_embedding(self) -> bool:
+        """Whether the run trains an embedding (alone or DreamArtist's pair)."""
+        return self.run_kind() != "lora"
+
+    def set_kind(self, kind: str) -> None:
+        """Choose the kind of run (an unknown one is passed over)."""
+        index = self.kind.findData(kind)
+        if index >= 0:
+            self.kind.setCurrentIndex(index)
+
+    def _on_kind(self) -> None:
+        """Show the kind's fields, and move the learning rate to the kind's default unless
+        it was changed from the previous kind's."""
+        kind, previous = self.run_kind(), self._kind
+        if abs(self.learning_rate.value() - LEARNING_RATES[previous]) < 1e-9:
+            self.learning_rate.setValue(LEARNING_RATES[kind])
+        self._kind = kind
+        self._show_kind()
+        self.kind_changed.emit(kind)
+
+    def _show_kind(self) -> None:
+        embedding = self.is_embedding()
+        lora_fields: tuple[QWidget, ...] = (self.dim, self.alpha, self.text_encoder)
+        embedding_fields = (self.vectors, self.init_text, self.template_kind, self.overwrite)
+        for widget in lora_fields:
+            self._layout.setRowVisible(widget, not embedding)
+        for widget in embedding_fields:
+            self._layout.setRowVisible(widget, embedding)
+        self._layout.setRowVisible(self.dreamartist_cfg, self.run_kind() == "dreamartist")
+        if embedding:
+            self.name.setPlaceholderText("my-embedding")
+            self.name.setToolTip("The embedding's file name, and the word a prompt uses it by")
+        else:
+            self.name.setPlaceholderText("my-lora")
+            self.name.setToolTip("The LoRA's file name, and its name in <lora:NAME:1>")
 
     def model_path(self) -> str:
         """The chosen model's path: a listed model's, or the text typed."""
@@ -131,22 +209,33 @@ class TrainingForm(QWidget):
         """``sdstudio-cli``'s arguments for this run, or :class:`InvalidRequest` saying
         what to fill in."""
         model, data, name = self.model_path(), self.data.text().strip(), self.run_name()
+        kind = self.run_kind()
         if not model:
-            raise InvalidRequest("Choose the model to train the LoRA for.")
+            raise InvalidRequest("Choose the model to train for.")
         if not data:
             raise InvalidRequest("Choose the dataset folder: images with .txt captions.")
         if not Path(data).expanduser().is_dir():
             raise InvalidRequest(f"The dataset folder {data} does not exist.")
-        check_name(name)
-        args = ["train", "lora", "--model", model, "--data", data, "--name", name]
+        check_name(name, kind)
+        command = "lora" if kind == "lora" else "embedding"
+        args = ["train", command, "--model", model, "--data", data, "--name", name]
         args += ["--max-train-steps", str(self.steps.value())]
-        args += ["--network-dim", str(self.dim.value())]
-        args += ["--network-alpha", f"{self.alpha.value():g}"]
+        if kind == "lora":
+            args += ["--network-dim", str(self.dim.value())]
+            args += ["--network-alpha", f"{self.alpha.value():g}"]
+        else:
+            args += ["--num-vectors", str(self.vectors.value())]
+            args += ["--init-text", self.init_text.text().strip()]
+            args += ["--template-kind", self.template_kind.currentText()]
+        if kind == "dreamartist":
+            args += ["--dreamartist", "--dreamartist-cfg", f"{self.dreamartist_cfg.value():g}"]
         args += ["--learning-rate", f"{self.learning_rate.value():g}"]
         args += ["--resolution", str(self.resolution.value())]
         args += ["--train-batch-size", str(self.batch.value())]
-        if self.text_encoder.isChecked():
+        if kind == "lora" and self.text_encoder.isChecked():
             args.append("--train-text-encoder")
+        if kind != "lora" and self.overwrite.isChecked():
+            args.append("--overwrite")
         if self.sample_every.value():
             prompt = self.sample_prompt.text().strip()
             if not prompt:
@@ -162,12 +251,13 @@ class TrainingForm(QWidget):
         return args
 
     def run_name(self) -> str:
-        """The LoRA's name as typed, trimmed."""
+        """The LoRA's or embedding's name as typed, trimmed."""
         return self.name.text().strip()
 
     def values(self) -> dict[str, Any]:
         """The form's values, to remember."""
         return {
+            "kind": self.run_kind(),
             "model": self.model_path(),
             "data": self.data.text(),
             "name": self.name.text(),
@@ -178,6 +268,10 @@ class TrainingForm(QWidget):
             "resolution": self.resolution.value(),
             "batch": self.batch.value(),
             "text_encoder": self.text_encoder.isChecked(),
+            "vectors": self.vectors.value(),
+            "init_text": self.init_text.text(),
+            "template_kind": self.template_kind.currentText(),
+            "dreamartist_cfg": self.dreamartist_cfg.value(),
             "sample_every": self.sample_every.value(),
             "sample_prompt": self.sample_prompt.text(),
             "save_every": self.save_every.value(),
@@ -186,7 +280,10 @@ class TrainingForm(QWidget):
 
     def set_values(self, values: dict[str, Any]) -> None:
         """Fill the form from remembered values; unknown or odd ones are passed over."""
+        if isinstance(values.get("kind"), str):
+            self.set_kind(values["kind"])  # first: the learning rate follows it
         spins = {
+            "vectors": self.vectors,
             "steps": self.steps,
             "dim": self.dim,
             "resolution": self.resolution,
@@ -197,13 +294,19 @@ class TrainingForm(QWidget):
         for key, box in spins.items():
             if isinstance(values.get(key), int):
                 box.setValue(values[key])
-        for key, dbox in (("alpha", self.alpha), ("learning_rate", self.learning_rate)):
+        doubles = (
+            ("alpha", self.alpha),
+            ("learning_rate", self.learning_rate),
+            ("dreamartist_cfg", self.dreamartist_cfg),
+        )
+        for key, dbox in doubles:
             if isinstance(values.get(key), (int, float)):
                 dbox.setValue(float(values[key]))
         for key, edit in (
             ("data", self.data),
             ("name", self.name),
             ("sample_prompt", self.sample_prompt),
+            ("init_text", self.init_text),
         ):
             if isinstance(values.get(key), str):
                 edit.setText(values[key])
@@ -212,10 +315,22 @@ class TrainingForm(QWidget):
         self.text_encoder.setChecked(values.get("text_encoder") is True)
         if values.get("device") in DEVICES:
             self.device.setCurrentText(values["device"])
+        if values.get("template_kind") in TEMPLATE_KINDS:
+            self.template_kind.setCurrentText(values["template_kind"])
 
 
-def check_name(name: str) -> None:
-    """Refuse a LoRA name that cannot be a file name, as the trainer would."""
+def check_name(name: str, kind: str = "lora") -> None:
+    """Refuse a name the trainer would refuse: a LoRA's must be a file name, an
+    embedding's a word a prompt can say."""
+    if kind != "lora":
+        if not name:
+            raise InvalidRequest("Give the embedding a name: the word a prompt uses it by.")
+        if not NAME_PATTERN.fullmatch(name):
+            raise InvalidRequest(
+                f"The name {name!r} is the word a prompt uses the embedding by: use letters, "
+                "digits, '_', '-' or '.', starting with a letter or digit."
+            )
+        return
     if not name:
         raise InvalidRequest("Give the LoRA a name: it becomes NAME.safetensors.")
     if _BAD_NAME & set(name) or name in (".", ".."):

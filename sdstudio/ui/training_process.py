@@ -4,8 +4,9 @@ Training runs as ``sdstudio-cli train … --json`` in a :class:`QProcess`, never
 app's own process: the window stays light (torch's training memory lives and dies with
 the child), and a crash there cannot take the window down. The child's standard output
 is the protocol, one JSON object a line (see ``sdstudio.engine.training.events``); its
-standard error is kept so that a crash can be explained with its last lines. Nothing
-here blocks: reading happens as Qt reports data.
+standard error is kept so that a crash can be explained with its last lines; its
+standard input carries the line ``cancel`` (on every system: Windows has no signal to
+send it). Nothing here blocks: reading happens as Qt reports data.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 EXIT_CANCELLED = 130
 """The CLI's status after a cancel (it saves a state first)."""
+TERMINATE_AFTER_MS = 5_000
+"""How long a run may take to answer the ``cancel`` line before it is also terminated
+(SIGTERM, which the CLI takes as a cancel too; a child that reads no input still stops)."""
 KILL_AFTER_MS = 60_000
 """How long a cancelled run may take to save its state before it is killed."""
 STDERR_LINES = 12
@@ -78,7 +82,12 @@ class TrainingProcess(QObject):
     event = Signal(dict)
     finished = Signal()
 
-    def __init__(self, parent: QObject | None = None, kill_after_ms: int = KILL_AFTER_MS) -> None:
+    def __init__(
+        self,
+        parent: QObject | None = None,
+        kill_after_ms: int = KILL_AFTER_MS,
+        terminate_after_ms: int = TERMINATE_AFTER_MS,
+    ) -> None:
         super().__init__(parent)
         self._process: QProcess | None = None
         self._buffer = b""
@@ -90,6 +99,8 @@ class TrainingProcess(QObject):
         self.command: list[str] = []
         self._kill_timer = QTimer(self, singleShot=True, interval=kill_after_ms)
         self._kill_timer.timeout.connect(self._kill)
+        self._terminate_timer = QTimer(self, singleShot=True, interval=terminate_after_ms)
+        self._terminate_timer.timeout.connect(self._terminate)
 
     @property
     def running(self) -> bool:
@@ -127,21 +138,34 @@ class TrainingProcess(QObject):
         process.start(program, list(arguments))
 
     def cancel(self) -> None:
-        """Ask the run to stop: it saves a state, reports ``cancelled`` and exits. A run
-        that does not end within the kill delay is killed."""
+        """Ask the run to stop: it saves a state, reports ``cancelled`` and exits.
+
+        The line ``cancel`` on its input asks first; a run that has not ended within the
+        terminate delay is terminated, and one that outlasts the kill delay is killed.
+        """
         if self._process is None or self._cancelling:
             return
         self._cancelling = True
-        self._process.terminate()
+        if self._process.write(b"cancel\n") < 0:
+            log.warning("The training process's input cannot be written; terminating it")
+            self._terminate()
+        else:
+            self._terminate_timer.start()
         self._kill_timer.start()
 
     def shutdown(self, wait_ms: int = 10_000) -> None:
-        """Stop a running child (as a cancel does, then killed) before the app goes away."""
+        """Stop a running child before the app goes away: as a cancel does (the line,
+        then terminated, then killed), waiting here since no timer runs any more."""
         process = self._process
         if process is None:
             return
         self.cancel()
-        if not process.waitForFinished(wait_ms):
+        process.waitForBytesWritten(1_000)
+        first = min(wait_ms, self._terminate_timer.interval())
+        if process.waitForFinished(first):
+            return
+        process.terminate()
+        if not process.waitForFinished(max(wait_ms - first, 0)):
             process.kill()
             process.waitForFinished(2_000)
 
@@ -152,6 +176,10 @@ class TrainingProcess(QObject):
         self._ended = False
         self._cancelling = False
         self.last_error = ""
+
+    def _terminate(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
 
     def _kill(self) -> None:
         if self._process is not None:
@@ -231,6 +259,7 @@ class TrainingProcess(QObject):
 
     def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
         self._kill_timer.stop()
+        self._terminate_timer.stop()
         self._read_output()
         self._read_errors()
         if self._buffer.strip():

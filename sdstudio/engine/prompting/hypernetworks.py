@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ class Hypernetworks:
             found.append((name, path))
         last = {path: strength for (_name, path), (_n, strength) in zip(found, tags, strict=True)}
         files = [self._file(path) for _name, path in found]
-        widths = _attention_widths(unet)
+        widths = attention_widths(unet)
         for file in dict.fromkeys(files):
             _check_fits(file, widths, _context_width(unet), on_status)
         stack = [(file, last[file.path]) for file in files]
@@ -148,15 +148,22 @@ class Hypernetworks:
         return file
 
     def _hook(self, unet: Any, stack: list[tuple[HypernetworkFile, float]]) -> None:
-        """Put pre-hooks on the key and value projections of every attention whose input
-        width one of the files has networks for."""
-        for attention in _attentions(unet):
-            width = attention.to_k.in_features
-            keys = [(f.layers[width][0], s) for f, s in stack if width in f.layers]
-            values = [(f.layers[width][1], s) for f, s in stack if width in f.layers]
-            if keys:
-                self._handles.append(attention.to_k.register_forward_pre_hook(_changer(keys)))
-                self._handles.append(attention.to_v.register_forward_pre_hook(_changer(values)))
+        self._handles += add_hooks(unet, [(file.layers, strength) for file, strength in stack])
+
+
+def add_hooks(unet: Any, stack: list[tuple[Mapping[int, tuple[Any, Any]], float]]) -> list[Any]:
+    """Put pre-hooks on the key and value projections of every attention whose input
+    width one of ``stack``'s (networks by width, strength) has networks for; returns the
+    hook handles. Generation and training apply hypernetworks through this one place."""
+    handles = []
+    for attention in _attentions(unet):
+        width = attention.to_k.in_features
+        keys = [(layers[width][0], s) for layers, s in stack if width in layers]
+        values = [(layers[width][1], s) for layers, s in stack if width in layers]
+        if keys:
+            handles.append(attention.to_k.register_forward_pre_hook(_changer(keys)))
+            handles.append(attention.to_v.register_forward_pre_hook(_changer(values)))
+    return handles
 
 
 def _changer(chain: list[tuple[Any, float]]) -> Callable[[Any, tuple[Any, ...]], tuple[Any, ...]]:
@@ -203,7 +210,8 @@ def _attentions(unet: Any) -> list[Any]:
     ]
 
 
-def _attention_widths(unet: Any) -> set[int]:
+def attention_widths(unet: Any) -> set[int]:
+    """The input widths of the UNet's attention key projections (its contexts' widths)."""
     return {module.to_k.in_features for module in _attentions(unet)}
 
 

@@ -134,7 +134,7 @@ def load_training_model(
     if family not in TRAINABLE_FAMILIES or loaded.inpainting:
         kind = "an inpainting model" if loaded.inpainting else f"a {loaded.family.label} model"
         raise ModelError(
-            f"{loaded.name} is {kind}; LoRA training takes SD 1.x, SD 2.x or SDXL base models."
+            f"{loaded.name} is {kind}; training takes SD 1.x, SD 2.x or SDXL base models."
         )
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         module = getattr(pipe, part, None)

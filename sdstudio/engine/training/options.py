@@ -160,6 +160,12 @@ RESUME_MUST_MATCH = (
     "dreamartist",
     "dreamartist_cfg",
     "dreamartist_rec_weight",
+    "layer_structure",
+    "activation",
+    "layer_norm",
+    "dropout",
+    "weight_init",
+    "sizes",
 )
 """What a resumed run must share with the run it continues to give the same result."""
 
