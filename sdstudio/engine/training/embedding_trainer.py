@@ -35,6 +35,7 @@ from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.prompting.embedding_tokens import expand_embedding_tokens
 from sdstudio.engine.training.data import TrainingData, step_generator
+from sdstudio.engine.training.dataset_trainer import DatasetTrainer
 from sdstudio.engine.training.datasets import load_fitted, scan_dataset
 from sdstudio.engine.training.embedding_file import (
     check_free,
@@ -76,7 +77,7 @@ class TokenVectors(torch.nn.Module):
         return torch.where(new[..., None], self.vectors.to(base.dtype)[index], base)
 
 
-class EmbeddingTrainer:
+class EmbeddingTrainer(DatasetTrainer):
     """Loads the model and the data, adds the embedding's words, and gives the loop what
     it asks."""
 
@@ -157,26 +158,6 @@ class EmbeddingTrainer:
             encoder.set_input_embeddings(vectors)
             added.append(vectors)
         return added
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model runs."""
-        return self.model.device
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Steps in one epoch."""
-        return self.data.batches_per_epoch
-
-    @property
-    def image_count(self) -> int:
-        """Images trained on (before repeats)."""
-        return len(self.data.dataset.images)
-
-    @property
-    def skipped(self) -> list[str]:
-        """Why files of the dataset are not trained on."""
-        return self.data.dataset.skipped
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The new vectors of every text encoder, at ``--learning-rate``."""

@@ -35,6 +35,7 @@ from sdstudio.engine.hashing import HashCache
 from sdstudio.engine.prompting.hypernetwork_files import Settings, _activation, build_network
 from sdstudio.engine.prompting.hypernetworks import HASH_LENGTH, add_hooks, attention_widths
 from sdstudio.engine.training.data import TrainingData, step_generator
+from sdstudio.engine.training.dataset_trainer import DatasetTrainer
 from sdstudio.engine.training.datasets import scan_dataset
 from sdstudio.engine.training.embedding_options import caption_from
 from sdstudio.engine.training.embedding_trainer import snr_weights
@@ -49,7 +50,7 @@ NORMAL_STD = 0.01
 HALVES = ("k", "v")
 
 
-class HypernetworkTrainer:
+class HypernetworkTrainer(DatasetTrainer):
     """Loads the model and the data, hooks the new networks on, and gives the loop what it
     asks."""
 
@@ -163,26 +164,6 @@ class HypernetworkTrainer:
                 torch.nn.init.kaiming_normal_(weight, nonlinearity=nonlinearity)
             torch.nn.init.zeros_(bias)
         return {f"linear.{key}": value for key, value in network.state_dict().items()}
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model runs."""
-        return self.model.device
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Steps in one epoch."""
-        return self.data.batches_per_epoch
-
-    @property
-    def image_count(self) -> int:
-        """Images trained on (before repeats)."""
-        return len(self.data.dataset.images)
-
-    @property
-    def skipped(self) -> list[str]:
-        """Why files of the dataset are not trained on."""
-        return self.data.dataset.skipped
 
     def named_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Every trained parameter, as ``WIDTH.k.N.weight`` (k: keys, v: values)."""

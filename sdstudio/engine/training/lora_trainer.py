@@ -25,6 +25,7 @@ import torch
 from sdstudio.engine.errors import ModelError
 from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.training.data import TrainingData, step_generator
+from sdstudio.engine.training.dataset_trainer import DatasetTrainer
 from sdstudio.engine.training.datasets import scan_dataset
 from sdstudio.engine.training.events import CancelFlag, EventSink, Notice
 from sdstudio.engine.training.loop import autocast_for, run_training, total_steps
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 SAMPLE_GUIDANCE = 7.0
 
 
-class LoraTrainer:
+class LoraTrainer(DatasetTrainer):
     """Loads the model and the data, adds the LoRA layers, and gives the loop what it asks."""
 
     kind = "lora"
@@ -103,26 +104,6 @@ class LoraTrainer:
             steps=steps,
             session_id=new_session_id(),
         )
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model runs."""
-        return self.model.device
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Steps in one epoch."""
-        return self.data.batches_per_epoch
-
-    @property
-    def image_count(self) -> int:
-        """Images trained on (before repeats)."""
-        return len(self.data.dataset.images)
-
-    @property
-    def skipped(self) -> list[str]:
-        """Why files of the dataset are not trained on."""
-        return self.data.dataset.skipped
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The UNet's layers at ``--unet-lr``, the text encoders' at ``--text-encoder-lr``
