@@ -49,7 +49,7 @@ _LEGACY_NAMES = {
     "linear2.weight": "linear.1.weight",
     "linear2.bias": "linear.1.bias",
 }
-_NAMED_ACTIVATIONS = {
+NAMED_ACTIVATIONS = {
     "relu": "ReLU",
     "leakyrelu": "LeakyReLU",
     "elu": "ELU",
@@ -173,8 +173,9 @@ def _dropout_structure(
     return (0.0, *(DROPOUT,) * (len(structure) - 3), last, 0.0)
 
 
-def build_network(width: int, settings: Settings, state: Any, path: Path) -> Any:
-    """One network (for keys or values) of ``width``, with the weights of ``state``."""
+def lay_out_network(width: int, settings: Settings, path: Path) -> Any:
+    """One network of ``width`` laid out as A1111's ``HypernetworkModule`` lays it out
+    (per step of the structure: linear, activation, layer norm, dropout), weights not set."""
     import torch
 
     layers: list[torch.nn.Module] = []
@@ -193,7 +194,15 @@ def build_network(width: int, settings: Settings, state: Any, path: Path) -> Any
             layers.append(torch.nn.LayerNorm(size_out))
         if settings.dropout[i + 1] > 0:
             layers.append(torch.nn.Dropout(p=settings.dropout[i + 1]))
-    network = torch.nn.Sequential(*layers)
+    return torch.nn.Sequential(*layers)
+
+
+def build_network(width: int, settings: Settings, state: Any, path: Path) -> Any:
+    """One network (for keys or values) of ``width``, with the weights of ``state``."""
+    import torch
+
+    network = lay_out_network(width, settings, path)
+    structure = settings.structure
     if not isinstance(state, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state.values()
     ):
@@ -234,7 +243,7 @@ def _activation(name: str, path: Path) -> Any:
     import torch
     from torch.nn.modules import activation
 
-    class_name = _NAMED_ACTIVATIONS.get(name)
+    class_name = NAMED_ACTIVATIONS.get(name)
     if class_name is None:
         classes = {
             cls.__name__.lower(): cls.__name__

@@ -17,10 +17,10 @@ from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.network_files import find_file
-from sdstudio.engine.prompting.hypernetwork_files import _NAMED_ACTIVATIONS
+from sdstudio.engine.prompting.hypernetwork_files import NAMED_ACTIVATIONS
 from sdstudio.engine.training.options import TrainingOptions, _plain
 
-ACTIVATIONS = ("linear", *_NAMED_ACTIVATIONS)
+ACTIVATIONS = ("linear", *NAMED_ACTIVATIONS)
 """A1111's menu; any other activation class of ``torch.nn`` by its lower-case name
 (``gelu``, ``mish`` …) is accepted too, as A1111 offers those as well."""
 WEIGHT_INITS = ("Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal")

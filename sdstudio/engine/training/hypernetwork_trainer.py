@@ -32,7 +32,11 @@ import torch
 from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.hashing import HashCache
-from sdstudio.engine.prompting.hypernetwork_files import Settings, _activation, build_network
+from sdstudio.engine.prompting.hypernetwork_files import (
+    Settings,
+    build_network,
+    lay_out_network,
+)
 from sdstudio.engine.prompting.hypernetworks import HASH_LENGTH, add_hooks, attention_widths
 from sdstudio.engine.training.data import TrainingData, step_generator
 from sdstudio.engine.training.dataset_trainer import DatasetTrainer
@@ -135,7 +139,7 @@ class HypernetworkTrainer(DatasetTrainer):
             for width in self.sizes:
                 pair = []
                 for _half in HALVES:
-                    state = self._initial_state(_bare_network(width, self.settings, name))
+                    state = self._initial_state(lay_out_network(width, self.settings, name))
                     network = build_network(width, self.settings, state, name)
                     network.to(self.device).train().requires_grad_(True)
                     pair.append(network)
@@ -339,26 +343,6 @@ class HypernetworkTrainer(DatasetTrainer):
             ) from None
         self.remove_hooks()
         return path
-
-
-def _bare_network(width: int, settings: Settings, path: Path) -> torch.nn.Sequential:
-    """A network laid out as A1111's ``HypernetworkModule`` lays it out (per step of the
-    structure: linear, activation, layer norm, dropout), to be initialized; the state it
-    gives is then loaded by :func:`build_network`, which checks the numbering matches
-    what generation reads."""
-    layers: list[torch.nn.Module] = []
-    structure = settings.structure
-    for i in range(len(structure) - 1):
-        size_out = int(width * structure[i + 1])
-        layers.append(torch.nn.Linear(int(width * structure[i]), size_out))
-        last = i == len(structure) - 2
-        if settings.activation not in (None, "linear") and (not last or settings.activate_output):
-            layers.append(_activation(settings.activation, path))
-        if settings.layer_norm:
-            layers.append(torch.nn.LayerNorm(size_out))
-        if settings.dropout[i + 1] > 0:
-            layers.append(torch.nn.Dropout(p=settings.dropout[i + 1]))
-    return torch.nn.Sequential(*layers)
 
 
 def _plain_state(network: torch.nn.Sequential) -> OrderedDict[str, torch.Tensor]:
