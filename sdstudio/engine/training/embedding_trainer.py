@@ -34,9 +34,8 @@ import torch
 from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.prompting.embedding_tokens import expand_embedding_tokens
-from sdstudio.engine.training.data import TrainingData, step_generator
 from sdstudio.engine.training.dataset_trainer import DatasetTrainer
-from sdstudio.engine.training.datasets import load_fitted, scan_dataset
+from sdstudio.engine.training.datasets import load_fitted
 from sdstudio.engine.training.embedding_file import (
     check_free,
     embedding_bytes,
@@ -46,7 +45,7 @@ from sdstudio.engine.training.embedding_file import (
 from sdstudio.engine.training.embedding_options import EmbeddingOptions, caption_from
 from sdstudio.engine.training.events import CancelFlag, EventSink, Notice
 from sdstudio.engine.training.loop import autocast_for, run_training
-from sdstudio.engine.training.model import TrainingModel, load_training_model
+from sdstudio.engine.training.model import TrainingModel
 
 log = logging.getLogger(__name__)
 
@@ -100,24 +99,8 @@ class EmbeddingTrainer(DatasetTrainer):
         self.options = base
         self.on_event = on_event
         self.templates = embedding.templates()
-        dataset = scan_dataset(base.data)
-        for message in dataset.skipped:
-            on_event(Notice(message=message))
-        self.data = TrainingData(
-            dataset, base.buckets, base.captions, batch_size=base.train_batch_size, seed=base.seed
-        )
-        self.model: TrainingModel = model or load_training_model(
-            base.model,
-            device=base.device,
-            mixed_precision=base.mixed_precision,
-            on_status=lambda message: on_event(Notice(message=message)),
-        )
-        prediction = self.model.noise_scheduler.config.prediction_type
-        if prediction not in ("epsilon", "v_prediction"):
-            raise ModelError(
-                f"{self.model.model_name} predicts {prediction!r}; embedding training takes "
-                "models that predict the noise (epsilon) or v."
-            )
+        self._load(base, on_event, model)
+        self._check_prediction("embedding")
         self.vectors = self._add_words()
         if base.gradient_checkpointing:
             self.model.pipe.unet.enable_gradient_checkpointing()
@@ -125,7 +108,9 @@ class EmbeddingTrainer(DatasetTrainer):
                 encoder.gradient_checkpointing_enable()
                 encoder.train()  # CLIP checkpoints only in training mode (its dropout is 0)
         if base.cache_latents:
-            on_event(Notice(message=f"Caching the latents of {len(dataset.images)} images…"))
+            on_event(
+                Notice(message=f"Caching the latents of {len(self.data.dataset.images)} images…")
+            )
             self.data.cache_latents(self.model)
 
     def _add_words(self) -> list[TokenVectors]:
@@ -184,21 +169,12 @@ class EmbeddingTrainer(DatasetTrainer):
 
     def loss(self, step: int) -> torch.Tensor:
         """The denoising loss of the step's batch (on the guided prediction for DreamArtist)."""
-        model, data, base = self.model, self.data, self.options
-        batch = data.batch_at(step)
-        latents, fitted = data.latents_at(step, batch, model)
+        model, base = self.model, self.options
+        noised = self.noised(step)
+        batch, latents, fitted = noised.batch, noised.latents, noised.fitted
+        noise, timesteps, noisy = noised.noise, noised.timesteps, noised.noisy
         prompts = self.captions_at(step)
-        generator = step_generator(base.seed, step, stream=2)
-        noise = torch.randn(latents.shape, generator=generator)
-        if base.noise_offset:
-            shape = (latents.shape[0], latents.shape[1], 1, 1)
-            noise = noise + base.noise_offset * torch.randn(shape, generator=generator)
         scheduler = model.noise_scheduler
-        count = scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, count, (latents.shape[0],), generator=generator)
-        noise = noise.to(model.device, latents.dtype)
-        timesteps = timesteps.to(model.device)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
         copies = 2 if self.embedding.dreamartist else 1
         hidden, added = model.condition(prompts, list(fitted) * copies, batch.bucket)
         prediction = model.pipe.unet(

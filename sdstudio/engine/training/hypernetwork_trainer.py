@@ -38,15 +38,14 @@ from sdstudio.engine.prompting.hypernetwork_files import (
     lay_out_network,
 )
 from sdstudio.engine.prompting.hypernetworks import HASH_LENGTH, add_hooks, attention_widths
-from sdstudio.engine.training.data import TrainingData, step_generator
+from sdstudio.engine.training.data import step_generator
 from sdstudio.engine.training.dataset_trainer import DatasetTrainer
-from sdstudio.engine.training.datasets import scan_dataset
 from sdstudio.engine.training.embedding_options import caption_from
 from sdstudio.engine.training.embedding_trainer import snr_weights
 from sdstudio.engine.training.events import CancelFlag, EventSink, Notice
 from sdstudio.engine.training.hypernetwork_options import HypernetworkOptions
 from sdstudio.engine.training.loop import autocast_for, run_training
-from sdstudio.engine.training.model import TrainingModel, load_training_model
+from sdstudio.engine.training.model import TrainingModel
 
 SAMPLE_GUIDANCE = 7.0
 NORMAL_STD = 0.01
@@ -75,29 +74,13 @@ class HypernetworkTrainer(DatasetTrainer):
         self.options = base
         self.on_event = on_event
         self.templates = hypernetwork.templates()
-        dataset = scan_dataset(base.data)
-        for message in dataset.skipped:
-            on_event(Notice(message=message))
-        self.data = TrainingData(
-            dataset, base.buckets, base.captions, batch_size=base.train_batch_size, seed=base.seed
-        )
-        self.model: TrainingModel = model or load_training_model(
-            base.model,
-            device=base.device,
-            mixed_precision=base.mixed_precision,
-            on_status=lambda message: on_event(Notice(message=message)),
-        )
+        self._load(base, on_event, model)
         if self.model.is_sdxl:
             raise ModelError(
                 f"{self.model.model_name} is an SDXL model; hypernetworks are made for SD 1.x "
                 "and SD 2.x models (as in A1111): choose such a model."
             )
-        prediction = self.model.noise_scheduler.config.prediction_type
-        if prediction not in ("epsilon", "v_prediction"):
-            raise ModelError(
-                f"{self.model.model_name} predicts {prediction!r}; hypernetwork training takes "
-                "models that predict the noise (epsilon) or v."
-            )
+        self._check_prediction("hypernetwork")
         unet = self.model.pipe.unet
         self.sizes = self._sizes(attention_widths(unet))
         self.settings = Settings(
@@ -113,7 +96,9 @@ class HypernetworkTrainer(DatasetTrainer):
         if base.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         if base.cache_latents:
-            on_event(Notice(message=f"Caching the latents of {len(dataset.images)} images…"))
+            on_event(
+                Notice(message=f"Caching the latents of {len(self.data.dataset.images)} images…")
+            )
             self.data.cache_latents(self.model)
 
     def _sizes(self, widths: set[int]) -> tuple[int, ...]:
@@ -195,21 +180,12 @@ class HypernetworkTrainer(DatasetTrainer):
 
     def loss(self, step: int) -> torch.Tensor:
         """The denoising loss of the step's batch, the networks hooked on at strength 1."""
-        model, data, base = self.model, self.data, self.options
-        batch = data.batch_at(step)
-        latents, fitted = data.latents_at(step, batch, model)
+        model, base = self.model, self.options
+        noised = self.noised(step)
+        batch, latents, fitted = noised.batch, noised.latents, noised.fitted
+        noise, timesteps, noisy = noised.noise, noised.timesteps, noised.noisy
         prompts = self.captions_at(step)
-        generator = step_generator(base.seed, step, stream=2)
-        noise = torch.randn(latents.shape, generator=generator)
-        if base.noise_offset:
-            shape = (latents.shape[0], latents.shape[1], 1, 1)
-            noise = noise + base.noise_offset * torch.randn(shape, generator=generator)
         scheduler = model.noise_scheduler
-        count = scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, count, (latents.shape[0],), generator=generator)
-        noise = noise.to(model.device, latents.dtype)
-        timesteps = timesteps.to(model.device)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
         with torch.no_grad():
             hidden, _added = model.condition(prompts, fitted, batch.bucket)
         with self._dropout_rng(step):

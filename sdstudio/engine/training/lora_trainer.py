@@ -24,9 +24,7 @@ import torch
 
 from sdstudio.engine.errors import ModelError
 from sdstudio.engine.fileio import write_atomically
-from sdstudio.engine.training.data import TrainingData, step_generator
 from sdstudio.engine.training.dataset_trainer import DatasetTrainer
-from sdstudio.engine.training.datasets import scan_dataset
 from sdstudio.engine.training.events import CancelFlag, EventSink, Notice
 from sdstudio.engine.training.loop import autocast_for, run_training, total_steps
 from sdstudio.engine.training.lora_file import (
@@ -37,7 +35,7 @@ from sdstudio.engine.training.lora_file import (
     write_lora,
 )
 from sdstudio.engine.training.lora_network import LoraNetwork, add_lora
-from sdstudio.engine.training.model import TrainingModel, load_training_model
+from sdstudio.engine.training.model import TrainingModel
 from sdstudio.engine.training.options import LoraOptions
 
 log = logging.getLogger(__name__)
@@ -59,24 +57,8 @@ class LoraTrainer(DatasetTrainer):
         self.lora = lora
         self.options = lora.base
         base = lora.base
-        dataset = scan_dataset(base.data)
-        for message in dataset.skipped:
-            on_event(Notice(message=message))
-        self.data = TrainingData(
-            dataset, base.buckets, base.captions, batch_size=base.train_batch_size, seed=base.seed
-        )
-        self.model: TrainingModel = model or load_training_model(
-            base.model,
-            device=base.device,
-            mixed_precision=base.mixed_precision,
-            on_status=lambda message: on_event(Notice(message=message)),
-        )
-        prediction = self.model.noise_scheduler.config.prediction_type
-        if prediction not in ("epsilon", "v_prediction"):
-            raise ModelError(
-                f"{self.model.model_name} predicts {prediction!r}; LoRA training takes models "
-                "that predict the noise (epsilon) or v."
-            )
+        self._load(base, on_event, model)
+        self._check_prediction("LoRA")
         self.network: LoraNetwork = add_lora(
             self.model,
             rank=lora.network_dim,
@@ -92,7 +74,9 @@ class LoraTrainer(DatasetTrainer):
                     encoder.gradient_checkpointing_enable()
                 encoder.train()  # CLIP checkpoints only in training mode (its dropout is 0)
         if base.cache_latents:
-            on_event(Notice(message=f"Caching the latents of {len(dataset.images)} images…"))
+            on_event(
+                Notice(message=f"Caching the latents of {len(self.data.dataset.images)} images…")
+            )
             self.data.cache_latents(self.model)
         steps, epochs = total_steps(base, self.data.batches_per_epoch)
         self.facts = RunFacts(
@@ -117,22 +101,12 @@ class LoraTrainer(DatasetTrainer):
 
     def loss(self, step: int) -> torch.Tensor:
         """The denoising loss of the step's batch."""
-        model, data, base = self.model, self.data, self.options
-        batch = data.batch_at(step)
-        latents, fitted = data.latents_at(step, batch, model)
-        captions = data.captions_at(step, batch)
-        generator = step_generator(base.seed, step, stream=2)
-        noise = torch.randn(latents.shape, generator=generator)
-        if base.noise_offset:
-            shape = (latents.shape[0], latents.shape[1], 1, 1)
-            noise = noise + base.noise_offset * torch.randn(shape, generator=generator)
+        model, base = self.model, self.options
+        noised = self.noised(step)
+        batch, latents, fitted = noised.batch, noised.latents, noised.fitted
+        noise, timesteps, noisy = noised.noise, noised.timesteps, noised.noisy
+        captions = self.data.captions_at(step, batch)
         scheduler = model.noise_scheduler
-        count = scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, count, (latents.shape[0],), generator=generator)
-        device = model.device
-        noise = noise.to(device, latents.dtype)
-        timesteps = timesteps.to(device)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
         with torch.set_grad_enabled(self.lora.train_text_encoder):
             hidden, added = model.condition(captions, fitted, batch.bucket)
         prediction = model.pipe.unet(
