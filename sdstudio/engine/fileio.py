@@ -144,3 +144,17 @@ def _sync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def file_key(path: Path) -> tuple[str, int, int]:
+    """What tells a file (or a folder's files) changed: its size and modification time,
+    for caches of loaded models."""
+    if path.is_dir():
+        stats = [p.stat() for p in path.rglob("*") if p.is_file()]
+        return (
+            str(path),
+            sum(s.st_size for s in stats),
+            max((s.st_mtime_ns for s in stats), default=0),
+        )
+    stat = path.stat()
+    return str(path), stat.st_size, stat.st_mtime_ns

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from sdstudio.engine.control.ip_adapter_files import (
     IPAdapterFile,
 )
 from sdstudio.engine.errors import InvalidRequest, ModelError, first_line
+from sdstudio.engine.fileio import file_key
 from sdstudio.engine.models import layouts
 from sdstudio.engine.network_files import find_file, list_files
 
@@ -296,3 +297,35 @@ def _tensors(path: Path) -> dict[str, Any]:
     from sdstudio.engine.models.loading import load_pickle_state_dict
 
     return load_pickle_state_dict(path)
+
+
+class EncoderCache:
+    """The CLIP vision encoders loaded, by file (unchanged since), dtype and device."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[Any, ...], Any] = {}
+
+    def clear(self) -> None:
+        """Free every encoder."""
+        self._loaded.clear()
+
+    def keep_only(self, files: list[ClipVisionFile], *, dtype: Any, device: str) -> None:
+        """Free the encoders that are not among ``files`` (in ``dtype`` on ``device``)."""
+        wanted = {(*file_key(f.path), str(dtype), device) for f in files}
+        self._loaded = {k: v for k, v in self._loaded.items() if k in wanted}
+
+    def load(
+        self,
+        file: ClipVisionFile,
+        *,
+        dtype: Any,
+        device: str,
+        on_status: Callable[[str], None] | None = None,
+    ) -> Any:
+        """The encoder of ``file`` in ``dtype`` on ``device`` (loaded once)."""
+        key = (*file_key(file.path), str(dtype), device)
+        if key not in self._loaded:
+            if on_status:
+                on_status(f"Loading the CLIP vision encoder {file.name}…")
+            self._loaded[key] = load_encoder(file, dtype=dtype, device=device)
+        return self._loaded[key]

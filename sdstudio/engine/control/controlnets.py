@@ -32,6 +32,7 @@ from typing import Any
 
 from sdstudio.engine.control.control_files import ControlNetFile
 from sdstudio.engine.errors import ModelError, first_line
+from sdstudio.engine.fileio import file_key
 from sdstudio.engine.models.loading import configs_root, load_pickle_state_dict
 from sdstudio.engine.pipeline_sharing import share_pipeline
 
@@ -58,7 +59,7 @@ class ControlNetCache:
 
     def holds(self, file: ControlNetFile, *, dtype: Any, device: str) -> bool:
         """Whether ``file`` (unchanged since) is loaded in ``dtype`` on ``device``."""
-        return (*_file_key(file.path), str(dtype), device) in self._loaded
+        return (*file_key(file.path), str(dtype), device) in self._loaded
 
     def load(
         self,
@@ -72,7 +73,7 @@ class ControlNetCache:
         """The ``ControlNetModel`` of ``file`` in ``dtype`` on ``device`` (loaded once);
         ``base`` is the model's transformer config, for a transformer family's single
         file (what its weights cannot tell)."""
-        key = (*_file_key(file.path), str(dtype), device)
+        key = (*file_key(file.path), str(dtype), device)
         model = self._loaded.get(key)
         if model is None:
             model = _load_kind(file, dtype, config, base)
@@ -172,19 +173,6 @@ def _prompt_half(sample: Any, half: int) -> Any:
     import torch
 
     return torch.cat([torch.zeros_like(sample[:half]), sample[half:]])
-
-
-def _file_key(path: Path) -> tuple[str, int, int]:
-    """What tells a file (or a folder's files) changed: its size and modification time."""
-    if path.is_dir():
-        stats = [p.stat() for p in path.rglob("*") if p.is_file()]
-        return (
-            str(path),
-            sum(s.st_size for s in stats),
-            max((s.st_mtime_ns for s in stats), default=0),
-        )
-    stat = path.stat()
-    return str(path), stat.st_size, stat.st_mtime_ns
 
 
 def _load_kind(file: ControlNetFile, dtype: Any, config: Path | None, base: Any = None) -> Any:

@@ -22,12 +22,13 @@ import inspect
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.engine.control.clip_vision_files import EncoderCache
 from sdstudio.engine.control.flux_ip_adapter_files import FAMILY, diffusers_parts
 from sdstudio.engine.control.ip_adapter_pass import active_at
 from sdstudio.engine.errors import InvalidRequest, ModelError, OutOfMemory, first_line
+from sdstudio.engine.fileio import file_key
 from sdstudio.engine.request import GenerationRequest
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class FluxImagePrompts:
     def __init__(self, pipelines: PipelineManager) -> None:
         self._pipelines = pipelines
         self._states: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
-        self._encoders: dict[tuple[Any, ...], Any] = {}
+        self._encoders = EncoderCache()
         self._transformer: weakref.ref[Any] | None = None
 
     def unload(self) -> None:
@@ -184,7 +185,7 @@ class FluxImagePrompts:
         from sdstudio.engine.control.ip_adapter_files import load_state_dict
 
         dtype = self._pipelines.device.dtype
-        key = (*(_file_key(file.weights()) for file in files), str(dtype))
+        key = (*(file_key(file.weights()) for file in files), str(dtype))
         held = getattr(transformer, _HELD, None)
         if held is not None and held.key == key:
             return
@@ -193,7 +194,7 @@ class FluxImagePrompts:
         inner = int(config.num_attention_heads) * int(config.attention_head_dim)
         states = []
         for file in files:
-            state_key = _file_key(file.weights())
+            state_key = file_key(file.weights())
             if state_key not in self._states:
                 if on_status:
                     on_status(f"Loading the IP-Adapter {file.name}…")
@@ -205,7 +206,7 @@ class FluxImagePrompts:
             state = self._states[state_key]
             _check_fit(file, state, int(config.joint_attention_dim), inner, int(config.num_layers))
             states.append(state)
-        wanted = {_file_key(file.weights()) for file in files}
+        wanted = {file_key(file.weights()) for file in files}
         self._states = {k: v for k, v in self._states.items() if k in wanted}
         saved = dict(transformer.attn_processors)
         projection = (hasattr(transformer, "encoder_hid_proj"),
@@ -237,24 +238,19 @@ class FluxImagePrompts:
     ) -> list[tuple[Any, Any]]:
         import torch
 
-        from sdstudio.engine.control.clip_vision_files import load_encoder
         from sdstudio.engine.images import open_image
 
         device = self._pipelines.device
-        wanted = {(*_file_key(e.path), str(device.dtype), device.device) for _, e in found}
-        self._encoders = {k: v for k, v in self._encoders.items() if k in wanted}
+        encoders = [encoder_file for _, encoder_file in found]
+        self._encoders.keep_only(encoders, dtype=device.dtype, device=device.device)
         embeds = []
         for prompt, (_, encoder_file) in zip(request.ip_adapters, found, strict=True):
-            key = (*_file_key(encoder_file.path), str(device.dtype), device.device)
-            if key not in self._encoders:
-                if on_status:
-                    on_status(f"Loading the CLIP vision encoder {encoder_file.name}…")
-                self._encoders[key] = load_encoder(
-                    encoder_file, dtype=device.dtype, device=device.device
-                )
+            encoder = self._encoders.load(
+                encoder_file, dtype=device.dtype, device=device.device, on_status=on_status
+            )
             images = [open_image(path, what="reference image") for path in prompt.images]
             try:
-                embeds.append(image_embeds(self._encoders[key], images))
+                embeds.append(image_embeds(encoder, images))
             except torch.OutOfMemoryError:
                 raise OutOfMemory(
                     "Out of memory while reading the image prompt's reference images."
@@ -366,8 +362,3 @@ def _check_fit(
             f"another size: {len(numbers)} double blocks of {shape}, the model has {blocks} of "
             f"{(inner, context)}); choose an IP-Adapter made for Flux.1."
         )
-
-
-def _file_key(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return str(path), stat.st_size, stat.st_mtime_ns

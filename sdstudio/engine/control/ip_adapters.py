@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from sdstudio.engine.control import flux_ip_adapter
 from sdstudio.engine.control.clip_vision_files import (
     ClipVisionFile,
+    EncoderCache,
     choose_encoder,
-    load_encoder,
 )
 from sdstudio.engine.control.flux_ip_adapter import FluxImagePrompts
 from sdstudio.engine.control.ip_adapter_files import (
@@ -42,6 +42,7 @@ from sdstudio.engine.control.ip_adapter_files import (
     split_state_dict,
 )
 from sdstudio.engine.errors import InvalidRequest, ModelError, OutOfMemory
+from sdstudio.engine.fileio import file_key
 from sdstudio.engine.request import GenerationRequest, InpaintArea, Mode
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class ImagePromptStage:
         self._flux = FluxImagePrompts(pipelines)
         """Flux.1's adapters, in the transformer (see :mod:`.flux_ip_adapter`)."""
         self._states: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
-        self._encoders: dict[tuple[Any, ...], Any] = {}
+        self._encoders = EncoderCache()
         self._unet: weakref.ref[Any] | None = None
         """The UNet the adapters were last loaded into."""
         pipelines.add_unload_listener(self.unload)
@@ -202,14 +203,14 @@ class ImagePromptStage:
     ) -> None:
         """Load ``files`` into ``unet`` (kept when it holds them already)."""
         device = self._pipelines.device
-        key = (*(_file_key(file.weights()) for file in files), str(device.dtype))
+        key = (*(file_key(file.weights()) for file in files), str(device.dtype))
         held = getattr(unet, _HELD, None)
         if held is not None and held.key == key:
             return
         self._restore(unet)
         states = []
         for file in files:
-            state_key = _file_key(file.weights())
+            state_key = file_key(file.weights())
             if state_key not in self._states:
                 if on_status:
                     on_status(f"Loading the IP-Adapter {file.name}…")
@@ -220,7 +221,7 @@ class ImagePromptStage:
                     for part, values in state.items()
                 }
             states.append(self._states[state_key])
-        wanted = {_file_key(file.weights()) for file in files}
+        wanted = {file_key(file.weights()) for file in files}
         self._states = {k: v for k, v in self._states.items() if k in wanted}
         saved = dict(unet.attn_processors)
         projection = unet.encoder_hid_proj
@@ -247,20 +248,16 @@ class ImagePromptStage:
         from sdstudio.engine.images import open_image
 
         device = self._pipelines.device
-        wanted = {(*_file_key(e.path), str(device.dtype), device.device) for _, e in found}
-        self._encoders = {k: v for k, v in self._encoders.items() if k in wanted}
+        encoders = [encoder_file for _, encoder_file in found]
+        self._encoders.keep_only(encoders, dtype=device.dtype, device=device.device)
         embeds = []
         for prompt, (file, encoder_file) in zip(request.ip_adapters, found, strict=True):
-            key = (*_file_key(encoder_file.path), str(device.dtype), device.device)
-            if key not in self._encoders:
-                if on_status:
-                    on_status(f"Loading the CLIP vision encoder {encoder_file.name}…")
-                self._encoders[key] = load_encoder(
-                    encoder_file, dtype=device.dtype, device=device.device
-                )
+            encoder = self._encoders.load(
+                encoder_file, dtype=device.dtype, device=device.device, on_status=on_status
+            )
             images = [open_image(path, what="reference image") for path in prompt.images]
             try:
-                embeds.append(image_embeds(self._encoders[key], images, file.hidden_states))
+                embeds.append(image_embeds(encoder, images, file.hidden_states))
             except torch.OutOfMemoryError:
                 raise OutOfMemory(
                     "Out of memory while reading the image prompt's reference images."
@@ -325,8 +322,3 @@ def _quiet(name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _file_key(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return str(path), stat.st_size, stat.st_mtime_ns
