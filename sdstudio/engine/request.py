@@ -174,6 +174,20 @@ class GenerationRequest:
     """ControlNets guiding the denoising, each with its control image (none: unguided)."""
     ip_adapters: tuple[ImagePrompt, ...] = ()
     """IP-Adapters guiding the denoising with reference images (none: the prompt alone)."""
+    variation_seed: int = 0
+    """A1111's "Variation seed": a second noise mixed into the seed's (image i of a
+    batch uses ``variation_seed + i``). Used only with a ``variation_strength`` above 0."""
+    variation_strength: float = 0.0
+    """A1111's "Variation seed strength": 0 is the seed's noise alone, 1 the variation
+    seed's alone; between them the two are mixed by spherical interpolation."""
+    seed_resize_from: tuple[int, int] = (0, 0)
+    """A1111's "Seed resize from" (width, height): the noise is drawn at this size and
+    placed in the middle of the requested size, so a seed keeps its picture at another
+    size. (0, 0): off."""
+    styles: tuple[str, ...] = ()
+    """The names of the styles applied to the prompts (A1111's "Styles array"). Their
+    text is already in ``prompt`` and ``negative_prompt``: the names are a record of
+    where it came from and are never applied again."""
 
     def __post_init__(self) -> None:
         for name, kind in _ENUMS.items():
@@ -187,8 +201,9 @@ class GenerationRequest:
                     raise InvalidRequest(
                         f"{label} {_shown(value)} is unknown; valid: {valid}."
                     ) from None
-        if isinstance(self.text_encoders, list):
-            object.__setattr__(self, "text_encoders", tuple(self.text_encoders))
+        for name in ("text_encoders", "styles", "seed_resize_from"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if isinstance(self.control, list | tuple):
             units = tuple(
                 ControlUnit.from_dict(u) if isinstance(u, dict) else u for u in self.control
@@ -209,6 +224,7 @@ class GenerationRequest:
         object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
         object.__setattr__(self, "strength", float(self.strength))
         object.__setattr__(self, "distilled_guidance", float(self.distilled_guidance))
+        object.__setattr__(self, "variation_strength", float(self.variation_strength))
 
     def check_prompts(self) -> None:
         """Raise :class:`InvalidRequest`, naming the limit, when the prompt or the
@@ -239,6 +255,8 @@ class GenerationRequest:
         for name in _ENUMS:
             data[name] = getattr(self, name).value
         data["text_encoders"] = list(self.text_encoders)
+        data["styles"] = list(self.styles)
+        data["seed_resize_from"] = list(self.seed_resize_from)
         for name in _PARTS:
             part = getattr(self, name)
             data[name] = part.to_dict() if part is not None else None

@@ -48,9 +48,20 @@ def validate(r: GenerationRequest) -> None:
         len(r.text_encoders) <= MAX_TEXT_ENCODERS,
         f"A model takes at most {MAX_TEXT_ENCODERS} text encoders, not {len(r.text_encoders)}.",
     )
+    check(
+        isinstance(r.styles, tuple) and all(isinstance(name, str) for name in r.styles),
+        "styles must be a list of style names.",
+    )
+    check(
+        isinstance(r.seed_resize_from, tuple)
+        and len(r.seed_resize_from) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in r.seed_resize_from),
+        f"Seed resize from must be a width and a height, not {shown(r.seed_resize_from)}.",
+    )
     for name in (
         "steps",
         "seed",
+        "variation_seed",
         "width",
         "height",
         "batch_size",
@@ -63,7 +74,7 @@ def validate(r: GenerationRequest) -> None:
             isinstance(value, int) and not isinstance(value, bool),
             f"{name} must be a whole number, not {shown(value)}.",
         )
-    for name in ("guidance_scale", "strength", "distilled_guidance"):
+    for name in ("guidance_scale", "strength", "distilled_guidance", "variation_strength"):
         value = getattr(r, name)
         check(
             isinstance(value, int | float) and not isinstance(value, bool),
@@ -80,6 +91,20 @@ def validate(r: GenerationRequest) -> None:
     check(
         r.seed == RANDOM_SEED or 0 <= r.seed <= MAX_SEED,
         f"Seed must be -1 (random) or between 0 and {MAX_SEED}, not {shown(r.seed)}.",
+    )
+    check(
+        0 <= r.variation_seed <= MAX_SEED,
+        f"Variation seed must be between 0 and {MAX_SEED}, not {shown(r.variation_seed)}.",
+    )
+    check(
+        0.0 <= r.variation_strength <= 1.0,
+        f"Variation seed strength must be between 0 and 1, not {shown(r.variation_strength)}.",
+    )
+    check(
+        r.seed_resize_from == (0, 0)
+        or all(MIN_SIZE <= v <= MAX_SIZE and v % 8 == 0 for v in r.seed_resize_from),
+        f"Seed resize from must be (0, 0) (off) or a size of multiples of 8 between "
+        f"{MIN_SIZE} and {MAX_SIZE}, not {shown(r.seed_resize_from)}.",
     )
     for name in ("width", "height"):
         value = getattr(r, name)
