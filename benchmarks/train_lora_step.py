@@ -8,9 +8,9 @@ The model is SD 1.5's architecture (the shipped configs in resources/model_confi
 random float32 weights) built in memory, trained through sdstudio's LoRA trainer and
 loop exactly as ``sdstudio-cli train lora`` runs them: rank 16, batch 1, gradient
 checkpointing, latents cached (the VAE encodes the one image once, before the steps),
-UNet attention only. Printed: each step's seconds, the median after the first (warm-up)
-step, the peak resident memory of the process (model built, training included), then
-one JSON line.
+every layer kohya trains (attention, feed-forward, proj_in/proj_out). Printed: each
+step's seconds, the median after the first (warm-up) step, the peak resident memory
+of the process (model built, training included), then one JSON line.
 """
 
 from __future__ import annotations

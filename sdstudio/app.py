@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sdstudio.ui.theme import apply_theme
     from sdstudio.ui.training_actions import TrainingActions
     from sdstudio.ui.worker import GenerationWorker
+    from sdstudio.ui.xyz_actions import XyzActions
 
     library = open_library(paths, settings, notices.append)
     app.setApplicationName("sdstudio")
@@ -138,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     models.loaded.connect(window.show_models)
     add_settings_action(window, paths, library)
     add_models_menu(window, paths, models)
-    TrainingActions(window, paths, lambda: models.reload(load_settings(paths)))
+    XyzActions(window)
+    TrainingActions(
+        window, paths, lambda: models.reload(load_settings(paths)), controller=controller
+    )
     add_help_menu(window, paths, device, log_file, controller.warmed_up)
     if instance is not None:
         instance.files_received.connect(lambda files: open_handed_over(window, files))

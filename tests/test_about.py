@@ -18,6 +18,7 @@ from sdstudio.ui.about import (
     AboutDialog,
     AboutInfo,
     DeviceInUse,
+    cpu_description,
     describe_device,
     library_version,
 )
@@ -128,7 +129,7 @@ def test_help_menu_opens_the_dialog(qtbot, paths: AppPaths) -> None:
     about.trigger()
     dialog = window.findChild(AboutDialog)
     assert dialog is not None and dialog.isVisible()
-    assert dict(dialog.info.rows)["Device"] == "CPU (float32)"
+    assert dict(dialog.info.rows)["Device"] == cpu_description()
     assert str(log_file) in dialog.details.text()
     dialog.close()
 
@@ -143,7 +144,7 @@ def expected_device() -> str:
     if torch.cuda.is_available():
         return f"CUDA: {torch.cuda.get_device_name()} (float16)"
     mps = getattr(torch.backends, "mps", None)
-    return "MPS (float16)" if mps is not None and mps.is_available() else "CPU (float32)"
+    return "MPS (float16)" if mps is not None and mps.is_available() else cpu_description()
 
 
 def test_about_shows_the_device_auto_resolves_to(qtbot, paths: AppPaths) -> None:
@@ -173,12 +174,13 @@ def test_describing_devices() -> None:
     import torch
 
     assert describe_device("auto") == expected_device()
-    assert describe_device("cpu") == "CPU (float32)"
+    assert describe_device("cpu") == cpu_description()
+    assert cpu_description().startswith("CPU (float32")  # as the tests pin it
     if not torch.cuda.is_available():
         assert describe_device("cuda") == (
             "cuda: CUDA was requested but no CUDA GPU is available to this torch build."
         )
-    assert DeviceInUse("cpu").text() == "CPU (float32)"  # known without torch
+    assert DeviceInUse("cpu").text() == cpu_description()  # known without torch
     assert DeviceInUse("cuda").text() == f"cuda: {ENGINE_STARTING}"
 
 

@@ -28,6 +28,7 @@ def test_engine_benchmark_prints_its_ratio(capsys) -> None:
     assert summary["ratio_median"] > 0 and summary["preview_ms"] > 0
 
 
+@pytest.mark.slow
 def test_memory_benchmark_runs_the_app_path(capsys) -> None:
     benchmark = load("memory_generations")
     assert benchmark.main(["--generations", "3", "--warm-up", "1"]) == 0
@@ -45,6 +46,7 @@ def test_cpu_memory_benchmark_measures_a_generation_process(tiny_model: Path, tm
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
 
 
+@pytest.mark.slow
 def test_flow_family_benchmark_runs_a_family_in_both_layouts(capsys) -> None:
     benchmark = load("flow_families")
     args = ["--families", "zimage", "--size", "64", "--steps", "2", "--rounds", "1"]
@@ -58,3 +60,15 @@ def test_controlnet_step_benchmark_prints_its_ratio(capsys) -> None:
     assert benchmark.main(["--tiny", "--size", "64", "--rounds", "1"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["no_unit_s"] > 0 and figures["one_unit_s"] > 0 and figures["ratio"] > 0
+
+
+def test_cpu_speed_benchmark_compares_float32_with_auto(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SDSTUDIO_SD_CPU_PRECISION", "bfloat16")  # whatever this CPU has
+    benchmark = load("cpu_speed")
+    assert benchmark.main(["--tiny", "--sizes", "32", "--rounds", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["settings"] == {"float32": "float32", "auto": "bfloat16"}
+    for what in ("cfg_step", "vae_decode"):
+        entry = summary["results"]["32"][what]
+        assert entry["float32"]["min_s"] > 0 and entry["speedup_median"] > 0
+        assert 0 < entry["relative_error"] < 0.1  # bfloat16 computed, close to float32

@@ -329,6 +329,7 @@ def test_info_on_images_without_settings(capsys, tmp_path: Path) -> None:
     assert json.loads(capsys.readouterr().out)["event"] == "error"
 
 
+@pytest.mark.slow
 def test_installed_command_runs_end_to_end(
     tiny_model: Path, tmp_path: Path, sdstudio_home: Path
 ) -> None:

@@ -172,12 +172,12 @@ def test_show_in_words_gives_every_setting_of_the_request(capsys, tmp_path) -> N
         if isinstance(value, Mode):
             value = value.value
         text = f"{value:g}" if isinstance(value, float) else str(value)
-        if isinstance(value, tuple):
-            text = (
-                ", ".join(value)
-                if value or field.name not in ("control", "ip_adapters")
-                else "none"
-            )
+        if isinstance(value, bool):
+            text = "yes" if value else "no"
+        if field.name == "seed_resize_from":
+            text = "off"
+        elif isinstance(value, tuple):
+            text = ", ".join(value) if value else "none"
         if isinstance(value, HiresFix):
             text = "upscale 1.5 with Lanczos, 12 steps, denoising 0.45"
         if value is None:  # a part the request does not have

@@ -38,6 +38,7 @@ def _source(path: Path, size: tuple[int, int]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_an_esrgan_file_upscales_4x_in_tiles_into_the_history(
     capsys: pytest.CaptureFixture[str], a1111: Path, tmp_path: Path
 ) -> None:

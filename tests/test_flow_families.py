@@ -173,6 +173,7 @@ def test_weights_are_removed_with_a_notice(engine: Engine, tiny_flux: Path) -> N
     assert np.array_equal(pixels(plain.image), pixels(weighted.image))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["tiny_flux", "tiny_sd3"])
 def test_every_offered_flow_sampler_generates_reproducibly(
     request: pytest.FixtureRequest, engine: Engine, model_name: str

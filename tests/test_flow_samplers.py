@@ -364,6 +364,7 @@ def test_lcm_noise_follows_the_seed() -> None:
         ("build_tiny_flux2_klein", "Flux2KleinInpaintPipeline"),
     ],
 )
+@pytest.mark.slow
 def test_real_pipelines_run_every_flow_sampler(build: str, extra_pipeline: str) -> None:
     import diffusers
     from PIL import Image

@@ -249,6 +249,7 @@ def comfy_fp8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_a_comfyui_tree_of_fp8_parts_generates_as_its_upcast_parts(
     comfy_fp8: Path, engine: Any, tmp_path: Path
 ) -> None:

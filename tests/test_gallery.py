@@ -315,6 +315,7 @@ def test_refresh_catches_changes_made_elsewhere(panel, library, saved) -> None:
     assert ids(model) == [saved[3].id, saved[2].id, saved[1].id]
 
 
+@pytest.mark.slow
 def test_a_large_history_is_paged_not_loaded(qtbot, tmp_path) -> None:
     rows = 20_000
     library = ImageLibrary.open(tmp_path / "big.sqlite3", tmp_path / "big-outputs")

@@ -152,6 +152,7 @@ def test_inpainting_model_serves_every_mode(
     assert txt.image.size == img.image.size == inp.image.size == (64, 64)
 
 
+@pytest.mark.slow
 def test_every_sampler_generates_reproducibly(engine: Engine, tiny_model: Path) -> None:
     from sdstudio.engine import samplers
 

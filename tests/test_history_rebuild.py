@@ -178,3 +178,36 @@ def test_the_gallery_removes_a_link_not_what_it_points_to(tmp_path) -> None:
     dangling.symlink_to(tmp_path / "gone.png")
     discard_file(str(dangling))
     assert not os.path.lexists(dangling)
+
+
+def test_grids_are_not_indexed_as_generations(tmp_path) -> None:
+    """An X/Y/Z grid (sdstudio's ``grids``, A1111's ``txt2img-grids``) carries the first
+    image's settings but is not a generation: a rebuild leaves it out."""
+    outputs = tmp_path / "outputs"
+    good = save_images(outputs, 2)
+    for folder in ("grids", "txt2img-grids"):
+        (outputs / folder).mkdir(parents=True)
+        for path in good:
+            (outputs / folder / path.name).write_bytes(path.read_bytes())
+    with HistoryStore(tmp_path / "db.sqlite3") as store:
+        report = rebuild(store, [outputs])
+        recorded = sorted(Path(path).parent.name for path in store.paths())
+    assert report.added == 2
+    assert "grids" not in recorded and "txt2img-grids" not in recorded
+
+
+def test_a_wildcard_image_is_found_by_the_prompt_it_resolved_to(tmp_path) -> None:
+    """The history searches and shows what a wildcard template became for the image; the
+    request (the template, which re-runs) is kept whole."""
+    from sdstudio.engine.history.entry import HistoryQuery
+
+    base = record("a __animal__ in the snow", 3)
+    resolved = {"prompt": "a lynx in the snow", "negative_prompt": ""}
+    wild = ImageRecord(request=base.request, model_name="dreamy", extra={"wildcards": resolved})
+    with HistoryStore(tmp_path / "db.sqlite3") as store:
+        entry_id = store.add(tmp_path / "lynx.png", wild)
+        found = store.page(HistoryQuery(search="lynx"))
+        entry = store.get(entry_id)
+    assert [e.id for e in found] == [entry_id]
+    assert entry.prompt == "a lynx in the snow"
+    assert entry.request.prompt == "a __animal__ in the snow"

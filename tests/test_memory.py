@@ -143,6 +143,7 @@ print(json.dumps({"frozen": frozen, "unet_freed": unet() is None,
 """
 
 
+@pytest.mark.slow
 def test_warm_up_freezes_imports_and_models_are_still_freed(tiny_model: Path) -> None:
     """After the worker's warm-up, gc skips the imported libraries; a model is still freed."""
     import json

@@ -110,6 +110,7 @@ def test_fuzz_json_chunks(key: str, value: object, nest: bool) -> None:
 
 @FUZZ
 @given(graphs)
+@pytest.mark.slow
 def test_fuzz_comfyui_graphs(graph: dict[str, Any]) -> None:
     read_all({"prompt": json.dumps(graph)})
 

@@ -153,6 +153,7 @@ def test_cancel_stops_and_leaves_no_usable_snapshot_then_resumes(
     assert [e.name for e in scan_hf_cache(cache).entries] == [REPO]
 
 
+@pytest.mark.slow
 def test_dropped_connection_resumes_with_a_range_request(
     hub: Any, cache: Path, repo_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:

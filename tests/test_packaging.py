@@ -80,6 +80,7 @@ def test_spec_builds_a_windowed_app_and_the_cli_in_one_folder() -> None:
     assert '"packaging" / "launcher.py"' in text
 
 
+@pytest.mark.slow
 def test_spec_keeps_every_module_sdstudio_imports() -> None:
     """An excluded module that sdstudio imports builds fine and then fails at start."""
     tree = ast.parse(SPEC.read_text("utf-8"))

@@ -128,6 +128,7 @@ def real_shapes(
     return shapes
 
 
+@pytest.mark.slow
 def test_real_sizes_give_the_released_configs(tmp_path: Path) -> None:
     from transformers import CLIPTextConfig, Qwen2_5_VLConfig, Qwen3Config, T5Config
 

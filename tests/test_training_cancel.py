@@ -136,3 +136,16 @@ def test_the_cli_stops_on_cancel_read_from_stdin(
     assert state.parent == sdstudio_home / "data" / "training" / "stopped"
     assert (state / "state.json").is_file()
     assert max(event.get("step", 0) for event in events) < 100000
+
+
+def test_a_state_saved_before_newer_options_resumes_only_at_their_defaults() -> None:
+    """A state whose record lacks an option added since (kohya's flip_aug …) resumes a
+    run that leaves it at its default, and names it when the run sets it."""
+    from sdstudio.engine.training.options import resume_mismatches
+
+    saved = {"network_dim": 8, "base": {"seed": 1}}
+    same = {"network_dim": 8, "flip_aug": False, "clip_skip": 1, "base": {"seed": 1}}
+    assert resume_mismatches(saved, same) == []
+    assert resume_mismatches(saved, {**same, "flip_aug": True}) == ["flip_aug"]
+    assert resume_mismatches(saved, {**same, "network_dim": 16}) == ["network_dim"]
+    assert resume_mismatches({**saved, "clip_skip": 2}, same) == ["clip_skip"]

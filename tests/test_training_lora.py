@@ -91,8 +91,11 @@ def test_training_steps_report_finite_loss_and_write_a_kohya_file(
         metadata = file.metadata()
     unet = [k for k in keys if k.startswith("lora_unet_down_blocks_1_attentions_0_")]
     assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.alpha" in keys
-    assert len(unet) == 8 * 3  # q, k, v, out of attn1 and attn2; down, up, alpha each
+    # kohya's targets: proj_in, proj_out, q, k, v, out of attn1 and attn2, ff.net.0.proj and
+    # ff.net.2; down, up and alpha each
+    assert len(unet) == 12 * 3
     assert "lora_te_text_model_encoder_layers_1_self_attn_out_proj.lora_up.weight" in keys
+    assert "lora_te_text_model_encoder_layers_1_mlp_fc2.lora_up.weight" in keys
     assert all(k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha")) for k in keys)
     tensors = weights(path)
     assert (

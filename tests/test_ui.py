@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from PySide6.QtCore import Qt
@@ -148,6 +149,7 @@ def test_schedules_follow_the_sampler(window) -> None:
     assert panel.schedule.currentText() == "Karras"
 
 
+@pytest.mark.slow
 def test_self_test_passes_in_a_fresh_process(sdstudio_home: Path) -> None:
     import json
     import subprocess

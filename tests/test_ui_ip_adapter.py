@@ -69,6 +69,7 @@ def answer(monkeypatch: pytest.MonkeyPatch, fill=None, accept: bool = True) -> l
 def drop(row: IpAdapterRow, urls: list[QUrl], at: QPoint | None = None) -> bool:
     """Drag ``urls`` over ``row`` and drop them at ``at`` (the buttons' side by default);
     returns whether the row accepted the drag."""
+    QApplication.processEvents()  # the layout of a list just shown, as a user sees it
     mime = QMimeData()
     mime.setUrls(urls)
     point = QPointF(at if at is not None else row.add_button.geometry().center())
@@ -137,6 +138,7 @@ def test_a_dropped_file_becomes_a_reference_image(panel, tmp_path, monkeypatch) 
     loaded = (ImagePrompt(ADAPTER[1], ("/in/a.png",)), ImagePrompt(ADAPTER[1], ("/in/b.png",)))
     row.load(loaded)
     dropped = picture(tmp_path, "dropped.webp")
+    QApplication.processEvents()
     item = row.list.visualItemRect(row.list.item(1)).center()
     assert drop(row, [QUrl.fromLocalFile(dropped)], row.list.viewport().mapTo(row, item))
     assert row.values() == (loaded[0], ImagePrompt(ADAPTER[1], ("/in/b.png", dropped)))

@@ -228,6 +228,7 @@ def test_moving_waiting_jobs_changes_the_run_order(qtbot, window, tiny_model) ->
 # Keeping the queue over a quit
 
 
+@pytest.mark.slow
 def test_closing_with_queued_jobs_keeps_them_and_the_next_start_runs_them(
     qtbot, window, tiny_model, paths
 ) -> None:

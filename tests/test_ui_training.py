@@ -394,7 +394,7 @@ def test_models_menu_opens_one_training_window(qtbot: Any, window: Any, paths: A
     actions = TrainingActions(window, paths, lambda: rescans.append(1))
     [menu] = [a.menu() for a in window.menuBar().actions() if a.text() == "&Models"]
     texts = [a.text() for a in menu.actions() if a.text()]
-    assert texts == ["Manage models…", "Train a LoRA or embedding…"]
+    assert texts == ["Manage models…", "Train a LoRA, embedding or model…"]
     actions.action.trigger()
     dialog = actions.dialog
     assert dialog is not None and dialog.isVisible() and not dialog.isModal()

@@ -39,7 +39,7 @@ def test_the_kind_shows_its_fields_and_moves_the_default_learning_rate(dialog: A
     assert form.run_kind() == "lora" and form.learning_rate.value() == pytest.approx(1e-4)
     assert not any(w.isHidden() for w in lora_only)
     assert all(w.isHidden() for w in (*embedding_only, form.dreamartist_cfg))
-    assert dialog.windowTitle() == "Train a LoRA or embedding"
+    assert dialog.windowTitle() == "Train a LoRA, embedding, hypernetwork or model"
 
     form.set_kind("embedding")
     assert all(w.isHidden() for w in (*lora_only, form.dreamartist_cfg))

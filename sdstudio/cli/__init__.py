@@ -17,7 +17,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sdstudio
-from sdstudio.cli import generate, history, models, preprocess, settings, train, upscale
+from sdstudio.cli import (
+    generate,
+    history,
+    models,
+    preprocess,
+    settings,
+    styles,
+    train,
+    upscale,
+    wildcards,
+    xyz,
+)
 from sdstudio.cli.report import Reporter
 from sdstudio.engine.errors import GenerationCancelled, SdStudioError
 from sdstudio.engine.history.library import ImageLibrary
@@ -71,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser(commands)
     settings.add_parser(commands)
     train.add_parser(commands)
+    styles.add_parser(commands)
+    xyz.add_parser(commands)
+    wildcards.add_parser(commands)
     return parser
 
 
@@ -112,8 +126,14 @@ def _run(argv: Sequence[str] | None) -> int:
             return upscale.run_upscale(args, context)
         if args.command == "preprocess":
             return preprocess.run_preprocess(args, context)
+        if args.command == "xyz":
+            return xyz.run_xyz(args, context)
         if args.command == "train":
             return train.run_train(args, context)
+        if args.command == "styles":
+            return styles.run(args, context)
+        if args.command == "wildcards":
+            return wildcards.run(args, context)
         return generate.run_generation(args, context)
     except (GenerationCancelled, KeyboardInterrupt):
         reporter.event("cancelled", "cancelled")

@@ -89,7 +89,7 @@ def entry_lines(entry: HistoryEntry) -> list[str]:
         about += [(_EXTRA_LABELS.get(key) or label(key), v) for key, v in record.extra.items()]
     request = entry.request
     settings = [
-        (label(f.name), _text(getattr(request, f.name), _EMPTY.get(f.name, "none")))
+        (label(f.name), _setting(f.name, getattr(request, f.name)))
         for f in dataclasses.fields(request)
     ]
     rows = [(name, _text(value)) for name, value in about if value not in ("", None)]
@@ -99,6 +99,16 @@ def entry_lines(entry: HistoryEntry) -> list[str]:
     lines.append("Settings")
     lines += [_line(name, value, width) for name, value in settings]
     return lines
+
+
+def _setting(name: str, value: Any) -> str:
+    """A request field in words."""
+    if name == "seed_resize_from":
+        return "off" if value == (0, 0) else f"{value[0]}x{value[1]}"
+    describe = getattr(value, "describe", None)  # a settings part (fast mode …)
+    if callable(describe) and not isinstance(value, HiresFix | Refiner | Detailer):
+        return str(describe())
+    return _text(value, _EMPTY.get(name, "none"))
 
 
 def _record(entry: HistoryEntry) -> ImageRecord | None:

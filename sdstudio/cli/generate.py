@@ -25,6 +25,7 @@ from sdstudio.cli.control_options import (
     recorded_control,
 )
 from sdstudio.cli.detail_options import add_detail_options, detail_options, recorded_detailer
+from sdstudio.cli.fast_options import add_fast_options, fast_options
 from sdstudio.cli.hires_options import add_hires_options, hires_options
 from sdstudio.cli.ip_adapter_options import (
     add_ip_adapter_options,
@@ -37,7 +38,9 @@ from sdstudio.cli.recorded import Recorded, recorded_model, recorded_vae
 from sdstudio.cli.refiner_options import add_refiner_options, refiner_options, rerun_refiner
 from sdstudio.cli.report import Reporter
 from sdstudio.cli.source_options import add_source_options, source_options
+from sdstudio.cli.style_options import add_style_options, styled
 from sdstudio.cli.upscale import add_sd_upscale_options, sd_upscale_option
+from sdstudio.cli.variation_options import add_variation_options, variation_options
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.models.lookup import ModelFinder, is_inside
 from sdstudio.engine.models.part_folders import file_names
@@ -45,13 +48,24 @@ from sdstudio.engine.request import GenerationRequest, Mode, round_to_multiple_o
 from sdstudio.logs import quiet_third_party
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sdstudio.cli import Context
+    from sdstudio.engine.generation import Engine, Progress
     from sdstudio.engine.history import HistoryEntry
+    from sdstudio.engine.history.library import ImageLibrary
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``generate``, ``info`` and ``rerun``."""
-    generate = commands.add_parser("generate", help="generate images from a prompt or an image")
+    add_generate_options(
+        commands.add_parser("generate", help="generate images from a prompt or an image")
+    )
+    _add_info_and_rerun(commands)
+
+
+def add_generate_options(generate: argparse.ArgumentParser) -> None:
+    """Every option of ``generate``; ``xyz`` takes them too."""
     generate.add_argument(
         "--model",
         required=True,
@@ -80,6 +94,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     generate.add_argument("--init-image", default=None, help="start from this image (img2img)")
     generate.add_argument("--strength", type=float, default=0.75, help="how much to change it")
     generate.add_argument("--mask", default=None, help="white = repaint (inpainting)")
+    add_variation_options(generate)
+    add_style_options(generate)
     add_source_options(generate)
     add_hires_options(generate)
     add_sd_upscale_options(generate)
@@ -87,11 +103,18 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     add_control_options(generate)
     add_ip_adapter_options(generate)
     add_refiner_options(generate)
+    add_fast_options(generate)
     generate.add_argument(
         "--vae",
         default=None,
         help="VAE file or name to use instead of the model's own ('none': the model's own; "
         "default: the VAE chosen for the model with 'models vae')",
+    )
+    generate.add_argument(
+        "--draft-decode",
+        action="store_true",
+        help="decode the final image with the model family's tiny VAE (TAESD, TAESDXL, "
+        "TAESD3, TAEF1: fast, a little softer); refused when none is in a vae_approx folder",
     )
     generate.add_argument(
         "--text-encoder",
@@ -103,8 +126,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     _add_run_options(generate)
 
-    info = commands.add_parser("info", help="show the generation settings stored in an image")
-    info.add_argument("image")
+
+def _add_info_and_rerun(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    info = commands.add_parser(
+        "info", help="show the generation settings stored in an image, or this computer's device"
+    )
+    info.add_argument(
+        "image", nargs="?", default=None, help="without one: the device and the precision used"
+    )
     info.add_argument("--json", action="store_true", help="print JSON")
 
     rerun = commands.add_parser("rerun", help="generate again from an image or a history id")
@@ -144,16 +173,25 @@ def run_generation(args: argparse.Namespace, context: Context) -> int:
     quiet_third_party()
     finder = ModelFinder.for_catalog(context.paths, lambda: context.settings, remember=True)
     if args.command == "generate":
-        model = choose_model(args.model, finder)
-        request = _request_from_arguments(args, model, context.reporter)
-        request = request.replace(refiner=refiner_options(args, finder))
-        if args.vae is None:
-            vae = context.settings.vae_for(str(model.path)) or context.settings.vae_for(args.model)
-            request = request.replace(vae=vae)
+        request = generate_request(args, context, finder)
     else:
         request = _request_to_rerun(args, context, finder)
     request.check_prompts()
     return _run(request, args, context, finder)
+
+
+def generate_request(
+    args: argparse.Namespace, context: Context, finder: ModelFinder
+) -> GenerationRequest:
+    """The request ``generate``'s options describe (``xyz`` starts from it too)."""
+    model = choose_model(args.model, finder)
+    request = _request_from_arguments(args, model, context.reporter)
+    request = styled(request, args.style, context.paths, context.settings.model_folders)
+    request = request.replace(refiner=refiner_options(args, finder))
+    if args.vae is None:
+        vae = context.settings.vae_for(str(model.path)) or context.settings.vae_for(args.model)
+        request = request.replace(vae=vae)
+    return request
 
 
 def run_request(request: GenerationRequest, args: argparse.Namespace, context: Context) -> int:
@@ -209,6 +247,7 @@ def _request_from_arguments(
         mask=str(Path(args.mask).resolve()) if args.mask else None,
         strength=args.strength if args.init_image else 0.75,
         vae=_vae_argument(args.vae),
+        draft_decode=args.draft_decode,
         distilled_guidance=args.distilled_cfg,
         text_encoders=_text_encoder_arguments(args.text_encoder),
         hires=hires,
@@ -217,6 +256,8 @@ def _request_from_arguments(
         ip_adapters=image_prompts,
         upscale=sd_upscale,
         **source_options(args),
+        **variation_options(args),
+        **fast_options(args),
     )
 
 
@@ -251,6 +292,7 @@ def _request_to_rerun(
     args: argparse.Namespace, context: Context, finder: ModelFinder
 ) -> GenerationRequest:
     from sdstudio.engine.metadata import read_image_settings
+    from sdstudio.engine.metadata.record import ImageRecord
 
     source = args.image
     entry: HistoryEntry | None
@@ -263,10 +305,12 @@ def _request_to_rerun(
     model_hash = ""
     if entry is not None:
         request, model_name, trusted = entry.request, entry.model_name, True
+        args.recorded_device = ImageRecord.from_json(entry.record_json).device
     else:
         settings = read_image_settings(args.image)
         request, model_name, trusted = settings.request, settings.model_name, False
         model_hash = settings.model_hash
+        args.recorded_device = settings.record.device if settings.record is not None else ""
         for note in settings.notes:  # what was changed, and what is kept but not applied
             context.reporter.event("notice", f"note: {note}", message=note)
     changes: dict[str, Any] = {}
@@ -326,19 +370,39 @@ def _check_source_image(value: str | None, name: str, source: str, inputs_dir: P
 def _run(
     request: GenerationRequest, args: argparse.Namespace, context: Context, finder: ModelFinder
 ) -> int:
+    engine, library = open_engine(args, context, finder)
+    reporter = context.reporter
+    on_progress, on_status = progress_reporters(reporter, request.mode)
+    for result in engine.generate(request, on_progress=on_progress, on_status=on_status):
+        entry = library.save(result)
+        reporter.event("image", None, path=entry.path, seed=entry.seed, id=entry.id)
+        reporter.result(entry.path)
+    reporter.event("done")
+    return 0
+
+
+def open_engine(
+    args: argparse.Namespace, context: Context, finder: ModelFinder
+) -> tuple[Engine, ImageLibrary]:
+    """The engine and the image library ``generate`` runs with (``xyz`` too)."""
     from sdstudio.engine.control.annotators import annotator_folders
     from sdstudio.engine.devices import choose_device
-    from sdstudio.engine.generation import Engine, Progress
+    from sdstudio.engine.generation import Engine
     from sdstudio.engine.hashing import HashCache
     from sdstudio.engine.history.library import ImageLibrary
     from sdstudio.engine.models.catalog import network_folders
     from sdstudio.engine.networks import Networks
     from sdstudio.engine.outputs import OutputWriter
     from sdstudio.engine.pipelines import PipelineManager
+    from sdstudio.engine.precision import rerun_device
+    from sdstudio.engine.prompting.wildcards import wildcard_folders
     from sdstudio.engine.refine.face_detection import open_detector
 
-    paths, reporter = context.paths, context.reporter
+    paths = context.paths
     device = choose_device(args.device or context.settings.device, args.precision)
+    recorded = getattr(args, "recorded_device", None)  # a re-run: in the recorded precision
+    if recorded is not None:
+        device = rerun_device(device, recorded)
     manager = PipelineManager(
         device,
         single_file_config=Path(args.config) if args.config else None,
@@ -365,11 +429,20 @@ def _run(
         detectors=lambda name: open_detector(
             name, network_folders(paths, context.settings, "detector")
         ),
+        wildcard_dirs=lambda: wildcard_folders(paths, context.settings),
+        tiny_vae_dirs=lambda: network_folders(paths, context.settings, "tiny_vae"),
     )
     library = context.library
     if args.out:
         # Images still go into the history, from the folder the user chose.
         library = ImageLibrary(library.store, OutputWriter(Path(args.out), by_date=False))
+    return engine, library
+
+
+def progress_reporters(
+    reporter: Reporter, mode: Mode
+) -> tuple[Callable[[Progress], None], Callable[[str], None]]:
+    """How ``generate`` reports steps and notices."""
 
     def on_progress(progress: Progress) -> None:
         text = None
@@ -379,7 +452,7 @@ def _run(
                 if progress.batch_size > 1
                 else ""
             )
-            unit = "tile" if request.mode is Mode.UPSCALE else "step"
+            unit = "tile" if mode is Mode.UPSCALE else "step"
             text = f"{prefix}{unit} {progress.step}/{progress.total}"
         reporter.event(
             "step", text, step=progress.step, total=progress.total, index=progress.image_index
@@ -388,9 +461,4 @@ def _run(
     def on_status(message: str) -> None:
         reporter.event("notice", message, message=message)
 
-    for result in engine.generate(request, on_progress=on_progress, on_status=on_status):
-        entry = library.save(result)
-        reporter.event("image", None, path=entry.path, seed=entry.seed, id=entry.id)
-        reporter.result(entry.path)
-    reporter.event("done")
-    return 0
+    return on_progress, on_status

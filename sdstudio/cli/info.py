@@ -1,5 +1,6 @@
 """``info``: the generation settings stored in an image, one a line, with the ones the
-image did not hold marked and what sdstudio keeps but does not apply."""
+image did not hold marked and what sdstudio keeps but does not apply; without an image,
+the device generation runs on and the precision ``auto`` picks there, and why."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
     """``info``: the settings stored in an image."""
     from sdstudio.engine.metadata import control_names, ip_adapter_names, read_image_settings
 
+    if args.image is None:
+        return _device_info(args, reporter)
     settings = read_image_settings(args.image)
     request = settings.request
     if args.json:
@@ -27,6 +30,7 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         data["read"] = sorted(settings.read)
         if settings.record is not None:
             data["created"] = settings.record.created
+            data["device"] = settings.record.device
         if settings.parameters:
             data["parameters"] = settings.parameters
         data["notes"] = list(settings.notes)
@@ -60,7 +64,9 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         ("Size", f"{request.width}x{request.height}", ("width", "height")),
         ("VAE", request.vae, ("vae",)),
         ("Text encoders", ", ".join(request.text_encoders), ("text_encoders",)),
+        ("Device", settings.record.device if settings.record is not None else "", ()),
     ]
+    rows[2:2] = _resolved_rows(settings)
     if "distilled_guidance" in settings.read:
         rows.append(("Distilled CFG scale", f"{request.distilled_guidance:g}", ()))
     if request.mode is not Mode.TXT2IMG:
@@ -107,6 +113,17 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
+def _resolved_rows(settings: ImageSettings) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The prompts an image made from wildcard templates was made with (the request's
+    prompts are the templates, which a re-run resolves again)."""
+    from sdstudio.engine.prompting.per_image import resolved_of
+
+    resolved = resolved_of(settings.record.extra if settings.record is not None else None)
+    if resolved is None:
+        return []
+    return [("Resolved prompt", resolved[0], ()), ("Resolved negative prompt", resolved[1], ())]
+
+
 def _image_prompt_rows(settings: ImageSettings) -> list[tuple[str, str, tuple[str, ...]]]:
     """The request's image prompts, each with its images (and the file that ran, from
     sdstudio's record)."""
@@ -124,3 +141,24 @@ def _image_prompt_rows(settings: ImageSettings) -> list[tuple[str, str, tuple[st
         rows.append((f"Image prompt {i} images", ", ".join(prompt.images), ("ip_adapters",)))
         rows.append((f"Image prompt {i} mask", prompt.mask, ("ip_adapters",)))
     return rows
+
+
+def _device_info(args: argparse.Namespace, reporter: Reporter) -> int:
+    """``info`` without an image: the device ``auto`` chooses and the precision it
+    runs Stable Diffusion models in there, with the reason (``bfloat16: the CPU has
+    AMX``); a re-run uses the precision its image records instead."""
+    import sdstudio
+    from sdstudio.engine.devices import choose_device
+    from sdstudio.engine.precision import auto_precision
+
+    config = choose_device()
+    precision = auto_precision(config.device)
+    if args.json:
+        reporter.data(
+            {"version": sdstudio.__version__, "device": config.device, "precision": precision}
+        )
+        return 0
+    reporter.result(f"sdstudio {sdstudio.__version__}")
+    reporter.result(f"Device: {config.device}")
+    reporter.result(f"Precision (auto): {precision}")
+    return 0

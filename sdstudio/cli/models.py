@@ -54,15 +54,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     vae.add_argument("--json", action="store_true")
 
-    from sdstudio.engine.models.download import ANNOTATOR_DOWNLOADS
+    from sdstudio.engine.models.download import ANNOTATOR_DOWNLOADS, TINY_VAE_DOWNLOADS
 
-    offered = "\n".join(f"  {repo}: {text}" for repo, (text, _gb) in ANNOTATOR_DOWNLOADS.items())
+    both = {**ANNOTATOR_DOWNLOADS, **TINY_VAE_DOWNLOADS}
+    offered = "\n".join(f"  {repo}: {text}" for repo, (text, _gb) in both.items())
     fetch = actions.add_parser(
         "download",
         help="download a diffusers model (or a preprocessor's network) from Hugging Face",
         description="Download a diffusers model into the Hugging Face cache, or one of the\n"
-        "preprocessor networks below into sdstudio's models/annotators folder.",
-        epilog=f"preprocessor networks:\n{offered}",
+        "preprocessor networks below into sdstudio's models/annotators folder, or one of\n"
+        "the tiny VAEs below (previews, draft decodes) into its models/vae_approx folder.",
+        epilog=f"preprocessor networks and tiny VAEs:\n{offered}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fetch.add_argument(
@@ -135,13 +137,16 @@ def _download(
     from sdstudio.engine.control.annotators import FOLDER_NAME
     from sdstudio.engine.models.download import (
         ANNOTATOR_DOWNLOADS,
+        TINY_VAE_DOWNLOADS,
         DownloadCancelled,
         download_annotator,
         download_model,
+        download_tiny_vae,
+        tiny_vae_folder,
     )
 
     reporter = context.reporter
-    if args.repo_id in ANNOTATOR_DOWNLOADS and args.revision != "main":
+    if args.repo_id in {**ANNOTATOR_DOWNLOADS, **TINY_VAE_DOWNLOADS} and args.revision != "main":
         raise InvalidRequest(
             f"{args.repo_id} is a preprocessor network, fetched at its main revision; "
             "leave out --revision."
@@ -160,7 +165,12 @@ def _download(
 
     def work() -> None:
         try:
-            if args.repo_id in ANNOTATOR_DOWNLOADS:
+            if args.repo_id in TINY_VAE_DOWNLOADS:
+                folder = tiny_vae_folder(context.paths.models_dir, args.repo_id)
+                outcome["path"] = download_tiny_vae(
+                    args.repo_id, folder, progress=progress, cancel=cancel, endpoint=args.endpoint
+                )
+            elif args.repo_id in ANNOTATOR_DOWNLOADS:
                 folder = context.paths.models_dir / FOLDER_NAME
                 outcome["path"] = download_annotator(
                     args.repo_id, folder, progress=progress, cancel=cancel, endpoint=args.endpoint

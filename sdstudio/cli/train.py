@@ -2,6 +2,9 @@
 of captioned images, written as ``NAME.safetensors`` into sdstudio's LoRA folder.
 ``sdstudio-cli train embedding …``: a textual-inversion embedding (with ``--dreamartist``
 also its negative ``NAME-neg``), written into sdstudio's embeddings folder.
+``sdstudio-cli train hypernetwork …`` (:mod:`sdstudio.cli.train_hypernetwork`): an A1111
+hypernetwork. ``sdstudio-cli train dreambooth …`` (:mod:`sdstudio.cli.train_dreambooth`):
+the whole model fine-tuned, written as one checkpoint into sdstudio's models folder.
 
 Options carry kohya sd-scripts' names (``--network-dim``, ``--learning-rate``,
 ``--max-train-steps`` ...). With ``--json`` every event is one JSON line (``start``,
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sdstudio.cli import Context
+    from sdstudio.engine.training.dreambooth_options import DreamboothOptions
     from sdstudio.engine.training.embedding_options import EmbeddingOptions
     from sdstudio.engine.training.events import CancelFlag, TrainingEvent
     from sdstudio.engine.training.hypernetwork_options import HypernetworkOptions
@@ -34,9 +38,12 @@ EXIT_CANCELLED = 130
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``train`` and its kinds (``lora``, ``embedding``, ``hypernetwork``)."""
+    """Add ``train`` and its kinds (``lora``, ``embedding``, ``hypernetwork``,
+    ``dreambooth``)."""
     train = commands.add_parser(
-        "train", help="train a LoRA, an embedding or a hypernetwork on a folder of captioned images"
+        "train",
+        help="train a LoRA, an embedding, a hypernetwork or a DreamBooth model on a folder "
+        "of captioned images",
     )
     kinds = train.add_subparsers(dest="kind", required=True, metavar="KIND")
     lora = kinds.add_parser(
@@ -52,8 +59,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     net.add_argument("--unet-lr", type=float, default=None, help="default: --learning-rate")
     net.add_argument("--text-encoder-lr", type=float, default=None)
     net.add_argument(
-        "--train-text-encoder", action="store_true", help="train the text encoders' attention too"
+        "--train-text-encoder", action="store_true", help="train the text encoders' layers too"
     )
+    net.add_argument("--network-args", nargs="+", default=[], help="conv_dim=N conv_alpha=A")
+    net.add_argument("--clip-skip", type=int, default=1, help="N-th last text layer (SD 1/2)")
+    net.add_argument("--flip-aug", action="store_true", help="mirror images at random steps")
+    net.add_argument("--color-aug", action="store_true", help="vary hue/gamma (no cached latents)")
     embedding = kinds.add_parser(
         "embedding",
         help="a textual-inversion embedding for an SD 1.x, SD 2.x or SDXL model "
@@ -87,40 +98,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     emb.add_argument(
         "--overwrite", action="store_true", help="replace an embedding of the same name"
     )
-    _add_hypernetwork(kinds)
+    from sdstudio.cli.train_dreambooth import add_dreambooth_parser
+    from sdstudio.cli.train_hypernetwork import add_hypernetwork_parser
 
-
-def _add_hypernetwork(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """``train hypernetwork``: A1111's "Create hypernetwork" settings."""
-    hypernetwork = kinds.add_parser(
-        "hypernetwork",
-        help="an A1111 hypernetwork (.pt) for an SD 1.x or SD 2.x model",
-    )
-    _add_common(hypernetwork)
-    hypernetwork.set_defaults(learning_rate=1e-5)
-    hyper = hypernetwork.add_argument_group("hypernetwork")
-    hyper.add_argument("--layer-structure", default="1,2,1", help="default 1,2,1")
-    hyper.add_argument(
-        "--activation", default="linear", help="linear, relu, leakyrelu, elu, swish, tanh, …"
-    )
-    hyper.add_argument("--layer-norm", action="store_true", help="add layer normalization")
-    hyper.add_argument(
-        "--dropout", default=None, help="dropout structure, one per layer (0,0.05,0): on"
-    )
-    hyper.add_argument(
-        "--weight-init",
-        default="Normal",
-        choices=["Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal"],
-    )
-    hyper.add_argument(
-        "--sizes", default=None, help="context widths (320,640,768,1280); default: the model's"
-    )
-    hyper.add_argument(
-        "--template", default=None, help="prompt template file: lines with [name], [filewords]"
-    )
-    hyper.add_argument(
-        "--overwrite", action="store_true", help="replace a hypernetwork of the same name"
-    )
+    add_hypernetwork_parser(kinds, _add_common)
+    add_dreambooth_parser(kinds, _add_common)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -181,11 +163,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def lora_options(args: argparse.Namespace, context: Context) -> LoraOptions:
     """The run ``args`` ask for, with sdstudio's folders as defaults."""
+    from sdstudio.engine.training.lora_network import network_args
     from sdstudio.engine.training.options import LoraOptions
 
     base = training_options(
         args, context, context.paths.models_dir / "lora", context.paths.data_dir / "training"
     )
+    conv_dim, conv_alpha = network_args(args.network_args)
     return LoraOptions(
         base=base,
         network_dim=args.network_dim,
@@ -193,6 +177,11 @@ def lora_options(args: argparse.Namespace, context: Context) -> LoraOptions:
         unet_lr=args.unet_lr,
         text_encoder_lr=args.text_encoder_lr,
         train_text_encoder=args.train_text_encoder,
+        conv_dim=conv_dim,
+        conv_alpha=conv_alpha,
+        clip_skip=args.clip_skip,
+        flip_aug=args.flip_aug,
+        color_aug=args.color_aug,
     )
 
 
@@ -216,28 +205,6 @@ def embedding_options(args: argparse.Namespace, context: Context) -> EmbeddingOp
         dreamartist_rec_weight=args.dreamartist_rec_weight,
         overwrite=args.overwrite,
         embedding_dirs=tuple(folders),
-    )
-
-
-def hypernetwork_options(args: argparse.Namespace, context: Context) -> HypernetworkOptions:
-    """The hypernetwork run ``args`` ask for, written into sdstudio's hypernetworks folder."""
-    from sdstudio.engine.models.catalog import network_folders
-    from sdstudio.engine.training.hypernetwork_options import HypernetworkOptions, parse_numbers
-
-    states = context.paths.data_dir / "training" / "hypernetworks"
-    base = training_options(args, context, context.paths.models_dir / "hypernetworks", states)
-    sizes = parse_numbers("--sizes", args.sizes) if args.sizes else ()
-    return HypernetworkOptions(
-        base=base,
-        layer_structure=parse_numbers("--layer-structure", args.layer_structure),
-        activation=args.activation.lower(),
-        layer_norm=args.layer_norm,
-        dropout=parse_numbers("--dropout", args.dropout) if args.dropout else None,
-        weight_init=args.weight_init,
-        sizes=tuple(int(size) if size.is_integer() else -1 for size in sizes),
-        template=Path(args.template).expanduser() if args.template else None,
-        overwrite=args.overwrite,
-        hypernetwork_dirs=tuple(network_folders(context.paths, context.settings, "hypernetwork")),
     )
 
 
@@ -298,19 +265,26 @@ def training_options(
 
 
 def run_train(args: argparse.Namespace, context: Context) -> int:
-    """``train lora``, ``embedding`` or ``hypernetwork``: train, reporting every event; 130 when
-    cancelled."""
+    """``train lora``, ``embedding``, ``hypernetwork`` or ``dreambooth``: train, reporting
+    every event; 130 when cancelled."""
+    from sdstudio.engine.training.dreambooth_options import DreamboothOptions
     from sdstudio.engine.training.embedding_trainer import train_embedding
     from sdstudio.engine.training.events import CancelFlag
     from sdstudio.engine.training.hypernetwork_options import HypernetworkOptions
     from sdstudio.engine.training.lora_trainer import train_lora
     from sdstudio.engine.training.options import LoraOptions
 
-    options: LoraOptions | EmbeddingOptions | HypernetworkOptions
+    options: LoraOptions | EmbeddingOptions | HypernetworkOptions | DreamboothOptions
     if args.kind == "embedding":
         options = embedding_options(args, context)
     elif args.kind == "hypernetwork":
-        options = hypernetwork_options(args, context)
+        from sdstudio.cli.train_hypernetwork import hypernetwork_options
+
+        options = hypernetwork_options(args, context, training_options)
+    elif args.kind == "dreambooth":
+        from sdstudio.cli.train_dreambooth import dreambooth_options
+
+        options = dreambooth_options(args, context, training_options)
     else:
         options = lora_options(args, context)
     options.check()
@@ -331,6 +305,10 @@ def run_train(args: argparse.Namespace, context: Context) -> int:
     with cancel_on_signals(cancel):
         if isinstance(options, LoraOptions):
             path = train_lora(options, on_event=on_event, cancel=cancel, resume=resume)
+        elif isinstance(options, DreamboothOptions):
+            from sdstudio.engine.training.dreambooth_trainer import train_dreambooth
+
+            path = train_dreambooth(options, on_event=on_event, cancel=cancel, resume=resume)
         elif isinstance(options, HypernetworkOptions):
             from sdstudio.engine.training.hypernetwork_trainer import train_hypernetwork
 

@@ -1,9 +1,10 @@
 """Choosing the device and number format a pipeline runs in.
 
 The order is CUDA, then Apple's MPS, then the CPU. Half precision is used
-where it is safe and fast (CUDA and MPS); the CPU runs in float32, where half
-precision is slow and poorly supported. Flow-matching families (Flux.1, Flux.2, SD 3.x,
-Qwen-Image, Z-Image) run in bfloat16 where the hardware has it natively: see
+where it is safe and fast (CUDA and MPS); on the CPU float16 is slow and poorly
+supported, so a CPU runs in bfloat16 where it computes in it natively (AMX,
+AVX512-BF16, Arm's BF16) and in float32 elsewhere. Flow-matching families (Flux.1,
+Flux.2, SD 3.x, Qwen-Image, Z-Image) run in bfloat16 wherever the hardware has it: see
 :mod:`sdstudio.engine.precision`, which picks the number format per model.
 """
 
@@ -30,6 +31,10 @@ class DeviceConfig:
     attention_slicing: bool = False
     chosen_precision: str = "auto"
     """The precision the user asked for (``auto``: chosen per device and model family)."""
+    cpu_bf16_unet: bool = True
+    """Whether ``auto`` may pick bfloat16 for a Stable Diffusion (UNet) model on a CPU
+    that has it. False re-runs an image whose record names no precision as sdstudio
+    made such images before it knew the CPU's bfloat16: in float32."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -45,8 +50,9 @@ class DeviceConfig:
 
 
 def default_precision(device: str) -> str:
-    """The precision of Stable Diffusion (UNet) models on ``device``: float32 on the
-    CPU, float16 on GPUs."""
+    """The precision of Stable Diffusion (UNet) models on ``device`` without native
+    bfloat16: float32 on the CPU, float16 on GPUs (for the CPU's own choice, see
+    :func:`sdstudio.engine.precision.family_precision`)."""
     return "float32" if device == "cpu" else "float16"
 
 

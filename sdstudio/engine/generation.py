@@ -10,6 +10,7 @@ pipeline, in :mod:`~sdstudio.engine.pipeline_calls`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 import sdstudio
-from sdstudio.engine import samplers
+from sdstudio.engine import samplers, speed, variation_noise
 from sdstudio.engine.control.annotators import Annotators
 from sdstudio.engine.control.guidance import ControlStage
 from sdstudio.engine.control.ip_adapters import ImagePromptStage
@@ -41,12 +42,16 @@ from sdstudio.engine.models.split_layout import (
 from sdstudio.engine.networks import ActiveNetworks, Networks
 from sdstudio.engine.pipelines import PipelineManager
 from sdstudio.engine.progress import CancelToken, Progress, StepReporter
+from sdstudio.engine.prompting import per_image, scheduled_embeds
+from sdstudio.engine.prompting.wildcards import has_wildcards
 from sdstudio.engine.refine import hires as hires_fix
 from sdstudio.engine.refine.detailer import check_detailer
 from sdstudio.engine.refine.face_detection import OpenDetector, open_detector
 from sdstudio.engine.refine.refiner import RefinerStage
 from sdstudio.engine.request import GenerationRequest, Mode
+from sdstudio.engine.tiny_vae import TinyVaes, draft_label
 from sdstudio.engine.vae import find_vae, vae_display_name
+from sdstudio.engine.variation_noise import NoiseVariation, image_seeds
 
 __all__ = ["CancelToken", "Engine", "GeneratedImage", "Progress", "initial_noise", "takes_size"]
 
@@ -79,6 +84,8 @@ class Engine(LaterPasses):
         ip_adapter_dirs: Callable[[], Iterable[Path]] | None = None,
         clip_vision_dirs: Callable[[], Iterable[Path]] | None = None,
         detectors: OpenDetector | None = None,
+        wildcard_dirs: Callable[[], Iterable[Path]] | None = None,
+        tiny_vae_dirs: Callable[[], Iterable[Path]] | None = None,
     ) -> None:
         """``networks`` finds LoRAs and embeddings; without it LoRA tags are only removed.
 
@@ -87,7 +94,9 @@ class Engine(LaterPasses):
         kept alone are found); ``ip_adapter_dirs`` and ``clip_vision_dirs`` those of the
         IP-Adapters and the CLIP vision encoders of image prompts. ``detectors`` opens the
         detailer's detector a request names (without it: the built-in face detector, or a
-        detector file by path).
+        detector file by path). ``wildcard_dirs`` gives the folders of the wildcard files
+        prompts name (without it only variants such as ``{a|b}`` resolve).
+        ``tiny_vae_dirs`` gives the folders searched for tiny VAEs (previews, draft decodes).
         """
         self.pipelines = pipelines
         self.inputs_dir = inputs_dir
@@ -100,6 +109,9 @@ class Engine(LaterPasses):
         self.upscaler_cache: Any = None
         """The last upscaler model loaded (see :mod:`sdstudio.engine.refine.upscalers`)."""
         self.detectors: OpenDetector = detectors or open_detector
+        self.wildcard_dirs = wildcard_dirs
+        self.tiny_vaes = TinyVaes(tiny_vae_dirs)
+        """Tiny-VAE previews and draft decodes (see :mod:`sdstudio.engine.tiny_vae`)."""
         if networks is not None:
             pipelines.add_unload_listener(networks.forget)
         # The prompt arguments of the last prompt, with the text encoder they
@@ -133,8 +145,32 @@ class Engine(LaterPasses):
         own, so its record re-creates it exactly. Raises
         :class:`GenerationCancelled` when cancelled (images already yielded
         stay valid) and :class:`SdStudioError` subclasses for user errors; a
-        prompt over the length limit is refused before anything is loaded.
+        prompt over the length limit is refused before anything is loaded. Prompts with
+        wildcards or variants are resolved for each image with its seed (see
+        :mod:`~sdstudio.engine.prompting.per_image`).
         """
+        if request.mode is not Mode.UPSCALE:
+            per_image.check_pass_prompts(request)
+        if request.mode is not Mode.UPSCALE and has_wildcards(
+            request.prompt, request.negative_prompt
+        ):
+            folders = list(self.wildcard_dirs()) if self.wildcard_dirs else []
+            run = functools.partial(self._generate, on_status=on_status, cancel=cancel)
+            yield from per_image.generate(request, folders, run, on_progress)
+            return
+        yield from self._generate(
+            request, on_progress=on_progress, on_status=on_status, cancel=cancel
+        )
+
+    def _generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[GeneratedImage]:
+        """Generate the request's images, its prompts used as they are."""
         request.check_prompts()
         cancel = cancel or CancelToken()
         if request.mode is Mode.UPSCALE:
@@ -142,13 +178,17 @@ class Engine(LaterPasses):
             yield GeneratedImage(*only)
             return
         self._prompt_cache = None  # the text encoder may have changed in place
+        self._schedule_cache = None
         request = request.with_seed_resolved()
         samplers.check_names(request.sampler, request.schedule)  # before anything loads
         self.control.check(request)
         self.image_prompts.check(request)
         hires_fix.check_hires(request, self.upscaler_dirs() if self.upscaler_dirs else ())
         self.refiner.check(request)
+        if request.refiner is not None:
+            scheduled_embeds.refuse(request.prompt, request.negative_prompt, "the refiner's pass")
         check_detailer(request)
+        variation_noise.check_request(request)
         detector = self.detectors(request.detailer.detector) if request.detailer else None
         request, split = self._complete_split(request, on_status)
         inputs = prepare_inputs(request, self.inputs_dir, on_status)
@@ -160,6 +200,10 @@ class Engine(LaterPasses):
         family = model.family
         samplers.check_combination(request.sampler, request.schedule, flow=family.flow)
         check_family_settings(family, request, on_status)
+        speed.check(request.fast, pipe, family.label)
+        self._fast = request.fast
+        if variation_noise.is_used(request):
+            variation_noise.check_pipeline(pipe, family.label)
         hires = self._hires(request, pipe, vae, split, on_status)
         detail = self._detail_pass(request, pipe, detector, vae, split, on_status)
         extra = self._active.record_extra()
@@ -167,6 +211,9 @@ class Engine(LaterPasses):
             extra["distilled_guidance"] = True
         if vae is not None:
             extra["vae"] = {"name": vae_display_name(vae), "hash": self.pipelines.vae_hash()}
+        draft = self.tiny_vaes.check_draft(request, family)
+        if draft is not None:
+            extra["draft_decode"] = draft_label(draft)
         if split is not None and module_names(split):
             extra["modules"] = module_names(split)
         refining = self.refiner.prepare(request, on_status)
@@ -178,19 +225,24 @@ class Engine(LaterPasses):
         prompting = self.image_prompts.prepare(inputs, pipe, on_status)
         if prompting is not None:
             extra["ip_adapters"] = prompting.record()
-        for index, seed in enumerate(request.seeds()):
+        for index, (seed, variation_seed) in enumerate(image_seeds(request)):
+            variation = NoiseVariation.of(request, seed, variation_seed)
             cancel.raise_if_cancelled()
             started = time.perf_counter()
-            preview = family.preview if self.previews else None
+            preview = self.tiny_vaes.preview(family, pipe, on_status) if self.previews else None
             steps = StepReporter(on_progress, cancel, preview, index, request.batch_size)
-            image = self._run_one(pipe, inputs, seed, steps, hires, on_status)
-            image_extra = extra
-            if detail is not None:
-                within = inputs.overlay if request.mode is Mode.INPAINT else None
-                image, detailed = detail.run(image, seed, steps, on_status, within)
-                image_extra = {**extra, "detailer": detailed.record()}
+            decoders = [pipe, *([self.refiner.active.pipe] if self.refiner.active else [])]
+            with self.tiny_vaes.drafting(draft, decoders):
+                image = self._run_one(pipe, inputs, seed, steps, hires, on_status, variation)
+                image_extra = extra
+                if detail is not None:
+                    within = inputs.overlay if request.mode is Mode.INPAINT else None
+                    image, detailed = detail.run(image, seed, steps, on_status, within)
+                    image_extra = {**extra, "detailer": detailed.record()}
             record = ImageRecord(
-                request=inputs.request.replace(seed=seed, batch_size=1),
+                request=inputs.request.replace(
+                    seed=seed, variation_seed=variation_seed, batch_size=1
+                ),
                 model_name=model.name,
                 model_hash=self.pipelines.model_hash(),
                 device=self.pipelines.device.describe(),
@@ -241,6 +293,7 @@ class Engine(LaterPasses):
         steps: StepReporter,
         hires: HiresStage | None,
         on_status: Callable[[str], None] | None,
+        variation: NoiseVariation | None = None,
     ) -> Image.Image:
         import torch
 
@@ -271,9 +324,11 @@ class Engine(LaterPasses):
         }
         kwargs.update(mode_arguments(pipe, inputs, inpainting=model.inpainting, seed=seed))
         if request.mode is Mode.TXT2IMG and not model.inpainting:
-            noise = initial_noise(pipe, request.width, request.height, generator)
+            noise = initial_noise(pipe, request.width, request.height, generator, variation)
             if noise is not None:
                 kwargs["latents"] = noise
+        else:
+            variation_noise.vary_call(pipe, kwargs, variation)
         if request.upscale is not None:  # SD upscale: the pass runs once per tile
             return self._sd_upscale(pipe, kwargs, inputs, seed, steps, on_status)
         if switch is not None and refining is not None:
@@ -303,10 +358,12 @@ class Engine(LaterPasses):
         if hires is None:
             image: Image.Image = output[0]
             return inputs.finish(image)
-        return self._hires_pass(hires, output, request, seed, steps, on_status)
+        return self._hires_pass(hires, output, request, seed, steps, on_status, variation)
 
 
-def initial_noise(pipe: Any, width: int, height: int, generator: Any) -> Any | None:
+def initial_noise(
+    pipe: Any, width: int, height: int, generator: Any, variation: NoiseVariation | None = None
+) -> Any | None:
     """The starting noise of a text-to-image image, drawn as ComfyUI draws it
     (``None`` for a pipeline without a UNet, which draws its own).
 
@@ -316,6 +373,7 @@ def initial_noise(pipe: Any, width: int, height: int, generator: Any) -> Any | N
     precision. Drawn in half precision, as diffusers would draw it for a
     half-precision pipeline, the numbers differ whenever the latent holds a
     number of values that is not a multiple of 16 (72x72 pixels, for one).
+    A ``variation`` (a variation seed, a seed resize) changes it before the cast.
     """
     import torch
 
@@ -325,4 +383,6 @@ def initial_noise(pipe: Any, width: int, height: int, generator: Any) -> Any | N
         return None  # not a UNet pipeline: it draws its own noise
     shape = (1, unet.config.in_channels, height // factor, width // factor)
     noise = torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")
+    if variation is not None:
+        noise = variation.apply(noise, factor)
     return noise.to(dtype=unet.dtype)

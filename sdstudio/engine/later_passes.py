@@ -22,6 +22,7 @@ from sdstudio.engine.refine import hires as hires_fix
 from sdstudio.engine.refine.detailer import DetailPass
 from sdstudio.engine.refine.face_detection import FaceDetector
 from sdstudio.engine.request import GenerationRequest, Mode
+from sdstudio.engine.variation_noise import NoiseVariation, vary_call
 
 if TYPE_CHECKING:
     from sdstudio.engine.control.guidance import ControlStage
@@ -116,13 +117,16 @@ class LaterPasses(PipelineCalls):
         pipe = self.pipelines.pipeline(request.model, Mode.INPAINT, on_status, vae=vae, split=split)
         model = self.pipelines.model
         assert model is not None
+        detail_steps = (request.detailer.steps if request.detailer else 0) or request.steps
         detail = DetailPass(
             request,
             detector,
             pipe,
             model.family,
             self.pipelines.scheduler_config,
-            prompts=lambda text, negative: self._prompt_arguments(pipe, text, negative, request),
+            prompts=lambda text, negative: self._prompt_arguments(
+                pipe, text, negative, request, steps=detail_steps
+            ),
             call=lambda kwargs, width, height: self._call(pipe, kwargs, width, height),
             networks=lambda text, negative: self._apply_networks(pipe, text, negative),
         )
@@ -142,8 +146,10 @@ class LaterPasses(PipelineCalls):
         seed: int,
         steps: StepReporter,
         on_status: Callable[[str], None] | None,
+        variation: NoiseVariation | None = None,
     ) -> Image.Image:
-        """Upscale the first pass's output (latents or images) and repaint it."""
+        """Upscale the first pass's output (latents or images) and repaint it; a
+        ``variation`` varies the noise it adds as the first pass's (A1111's rule)."""
         import torch
 
         plan, pipe = hires.plan, hires.pipe
@@ -169,7 +175,9 @@ class LaterPasses(PipelineCalls):
             plan.sampler, plan.schedule, self.pipelines.scheduler_config, seed=seed
         )
         kwargs: dict[str, Any] = {
-            **self._prompt_arguments(pipe, plan.prompt, plan.negative_prompt, request),
+            **self._prompt_arguments(
+                pipe, plan.prompt, plan.negative_prompt, request, hires=(plan.steps, plan.sampler)
+            ),
             **model.family.guidance_arguments(
                 pipe, plan.guidance_scale, request.distilled_guidance
             ),
@@ -180,6 +188,7 @@ class LaterPasses(PipelineCalls):
                 plan, start, inpainting=model.inpainting, sized=takes_size(pipe)
             ),
         }
+        vary_call(pipe, kwargs, variation)
         if self.control.active is not None:  # the units guide the hires pass too
             size = (plan.width, plan.height)
             guided, control = self.control.active.hires(pipe, request, seed, size)

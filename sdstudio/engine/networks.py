@@ -16,9 +16,10 @@
 - ``<hypernet:name:strength>`` tags apply AUTOMATIC1111 hypernetworks to the UNet's
   attention (:mod:`.prompting.hypernetworks`); the text encoder's output stays.
 
-Pickles are read by diffusers with ``torch.load(weights_only=True)``, or through
-:mod:`sdstudio.engine.models.loading`'s restricted loader; a refused one is reported
-as holding code.
+LoRA and LyCORIS pickles (old kohya and LyCORIS ``.pt``/``.ckpt`` saves) are read only
+through :mod:`sdstudio.engine.models.loading`'s restricted loader and used as the
+safetensors files are; embedding pickles by diffusers with
+``torch.load(weights_only=True)``. A refused one is reported as holding code.
 Hashes are A1111's ``shorthash``: the first 12 hex digits of the file's SHA-256.
 Nothing here imports Qt.
 """
@@ -46,6 +47,7 @@ from sdstudio.engine.network_files import (
     may_be_embedding,
     named_in,
 )
+from sdstudio.engine.prompting import lycoris
 from sdstudio.engine.prompting.embedding_tokens import (
     expand_embedding_tokens as expand_embedding_tokens,
 )
@@ -218,7 +220,7 @@ class Networks:
                 if flow:
                     notices = flow_loras.load_lora(pipe, path, name)
                 else:
-                    pipe.load_lora_weights(str(path), adapter_name=name)
+                    pipe.load_lora_weights(lycoris.lora_source(pipe, path), adapter_name=name)
         except ModelError:
             _delete_adapter(pipe, name)
             raise

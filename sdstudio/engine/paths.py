@@ -46,6 +46,18 @@ class AppPaths:
         return self.models_dir / "controlnet"
 
     @property
+    def wildcards_dir(self) -> Path:
+        """The app's own wildcard files (``name.txt``, one choice a line), searched before
+        those of the other tools' folders (see :mod:`sdstudio.engine.prompting.wildcards`)."""
+        return self.data_dir / "wildcards"
+
+    @property
+    def styles_file(self) -> Path:
+        """The app's own prompt styles, in A1111's ``styles.csv`` format (see
+        :mod:`sdstudio.engine.prompting.styles`)."""
+        return self.data_dir / "styles.csv"
+
+    @property
     def inputs_dir(self) -> Path:
         """Copies of init images and masks, kept so that every image can be re-run."""
         return self.data_dir / "inputs"

@@ -32,7 +32,7 @@ from sdstudio.engine.memory import (
 from sdstudio.engine.models.lookup import ModelFinder, display_name, hf_repo_id
 from sdstudio.engine.models.split_layout import SplitModel, assemble
 from sdstudio.engine.pipeline_sharing import share_pipeline
-from sdstudio.engine.precision import model_precision
+from sdstudio.engine.precision import cpu_layout, model_precision
 from sdstudio.engine.request import Mode
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,19 @@ class PipelineManager:
             self._pipes[task] = self._derive(task)
         return self._pipes[task]
 
+    def use_device(self, config: DeviceConfig) -> None:
+        """Run the next models as ``config`` says (a re-run in its recorded precision, then
+        the app's own choice again); a loaded model made under another choice is unloaded."""
+        now = self.device
+        if (now.device, now.chosen_precision, now.cpu_bf16_unet) == (
+            config.device,
+            config.chosen_precision,
+            config.cpu_bf16_unet,
+        ):
+            return
+        self.unload()
+        self.device = config
+
     def _switch_vae(self, vae: Path | None, on_status: Callable[[str], None] | None) -> None:
         """Put ``vae`` (or the model's own) into every pipeline of the model."""
         base = next(iter(self._pipes.values()))
@@ -168,6 +181,7 @@ class PipelineManager:
             place(base, self.device.device, self.memory_plan)  # offload hooks name the VAE
         elif self.memory_plan.vae_tiling:
             replacement.enable_tiling()
+        cpu_layout(base, self.device, vae=replacement)
         self._own_vae = None if vae is None else own
         self._vae = vae
         log.info("VAE: %s", vae or "the model's own")
@@ -235,6 +249,7 @@ class PipelineManager:
                 )
             self.memory_plan = plan
             place(pipe, self.device.device, self.memory_plan)
+            cpu_layout(pipe, self.device)
         except ModelError:
             raise
         except MemoryError:

@@ -39,7 +39,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.networks import expand_embedding_tokens
+from sdstudio.engine.prompting.schedules import has_scheduling
 from sdstudio.engine.prompts import BREAK, CHUNK_TOKENS, check_chunk_count, parse_prompt
 
 CHUNK_LENGTH = CHUNK_TOKENS
@@ -109,6 +111,13 @@ def prompt_arguments(
     Pipelines this module does not handle get the text without its markup.
     Clip skip is ignored for SDXL, as A1111 does by default.
     """
+    if has_scheduling(prompt) or has_scheduling(negative_prompt):
+        # Only the engine's passes switch embeddings between steps (an SDXL refiner's
+        # pass, for one, does not): never read the brackets as emphasis instead.
+        raise InvalidRequest(
+            "Prompt editing ([from:to:when]) and alternation ([a|b]) work in the model's "
+            "own passes only; this pass cannot switch prompts between steps."
+        )
     if supports(pipe):
         skip = 1 if is_sdxl(pipe) or is_refiner(pipe) else clip_skip
         tokenizer = pipe.tokenizer_2 if is_refiner(pipe) else pipe.tokenizer

@@ -18,8 +18,11 @@ written instead.
 :func:`extract_extra_networks` removes ``<lora:name:w>``, ``<hypernet:name:w>``
 and any other ``<kind:...>`` tag from the text, as A1111 does before the
 prompt reaches the text encoder, and returns them for the code that applies
-LoRAs. Prompt editing (``[a:b:0.5]``) and alternation (``[a|b]``) are not
-supported; such text is read as emphasis and plain text.
+LoRAs. Prompt editing (``[a:b:0.5]``) and alternation (``[a|b]``) are read
+before this module, by :mod:`sdstudio.engine.prompting.schedules`, which turns such
+a prompt into plain prompts per step; each of those comes here as usual, and
+:mod:`sdstudio.engine.prompting.scheduled_embeds` switches their embeddings between
+steps.
 
 :func:`check_prompt_length` holds a prompt to :data:`MAX_PROMPT_CHARACTERS`
 and :data:`MAX_PROMPT_CHUNKS`. Neither A1111 nor ComfyUI sets a limit, but

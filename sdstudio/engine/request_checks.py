@@ -49,6 +49,10 @@ def validate(r: GenerationRequest) -> None:
         f"A model takes at most {MAX_TEXT_ENCODERS} text encoders, not {len(r.text_encoders)}.",
     )
     check(
+        isinstance(r.draft_decode, bool),
+        f"draft_decode must be true or false, not {shown(r.draft_decode)}.",
+    )
+    check(
         isinstance(r.styles, tuple) and all(isinstance(name, str) for name in r.styles),
         "styles must be a list of style names.",
     )

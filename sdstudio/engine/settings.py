@@ -32,6 +32,10 @@ class Settings:
     """How models use GPU memory: auto (from the model's size and the free VRAM), fast,
     balanced (slicing and tiling), low (components offloaded to main memory), group
     (layers streamed from main memory) or sequential (each layer moved when used)."""
+    previews: str = "auto"
+    """How step previews are drawn: auto (the tiny VAE of the model's family where one is
+    found, else the fast approximation), tiny (the same, saying when none is found) or
+    linear (always the fast approximation). See :mod:`sdstudio.engine.tiny_vae`."""
     model_folders: tuple[str, ...] = ()
     """Folders the user added whose models are listed where they are (never copied)."""
     downloaded_models: tuple[str, ...] = ()
@@ -51,6 +55,8 @@ class Settings:
 
 MEMORY_MODES = ("auto", "fast", "balanced", "low", "group", "sequential")
 """The values of ``memory`` (:data:`sdstudio.engine.memory.MEMORY_MODES`)."""
+PREVIEW_MODES = ("auto", "tiny", "linear")
+"""The values of ``previews`` (:data:`sdstudio.engine.tiny_vae.PREVIEW_MODES`)."""
 LIST_KEYS = ("model_folders", "downloaded_models")
 """Settings that hold a list of text; changed by their own commands, not by ``change_setting``."""
 MAP_KEYS = ("model_vaes",)
@@ -119,6 +125,8 @@ def change_setting(settings: Settings, key: str, value: str) -> Settings:
         raise InvalidRequest("theme must be one of: system, light, dark.")
     if key == "memory" and value not in MEMORY_MODES:
         raise InvalidRequest(f"memory must be one of: {', '.join(MEMORY_MODES)}.")
+    if key == "previews" and value not in PREVIEW_MODES:
+        raise InvalidRequest(f"previews must be one of: {', '.join(PREVIEW_MODES)}.")
     if key == "outputs_dir" and value:
         value = str(Path(value).expanduser().resolve())
     changes: dict[str, Any] = {key: value}

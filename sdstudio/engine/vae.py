@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import types
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,73 @@ def _check_same_shape(vae: Any, reference: Any, path: Path) -> None:
             f"{path.name} is a VAE of another architecture; choose one made for this model's "
             "family."
         )
+
+
+LARGE_DECODE_PIXELS = 1536 * 1536
+"""Above this many pixels a VAE decode on the CPU goes tile by tile (diffusers' tiling:
+tiles of the VAE's own size that overlap and blend), so its memory stays bounded: the
+untiled decode of SD's VAE holds several full-size 128-channel activations at once,
+about 8 GB in float32 at 2048x2048. Below it the decode stays whole, as before."""
+
+
+def guard_cpu_decode(vae: Any, large_pixels: int = LARGE_DECODE_PIXELS) -> None:
+    """Make ``vae``'s decode on the CPU safe and bounded, in place.
+
+    A decode in half precision (bfloat16) that gives NaN or infinity from finite latents
+    is done again in float32, with a float32 copy of the VAE made for it and dropped
+    after, and the log says so once for the VAE; the result is then exact, so a re-run
+    on the same machine takes the same way. Images over ``large_pixels`` pixels decode
+    in tiles (:data:`LARGE_DECODE_PIXELS`); a VAE the memory plan tiles stays tiled.
+    Calling it again on the same VAE changes nothing; a copy of the VAE (``deepcopy``)
+    keeps the guard, bound to the copy.
+    """
+    if getattr(vae, "_sdstudio_tiling", None) is not None or not hasattr(vae, "decode"):
+        return
+    vae._sdstudio_tiling = (bool(getattr(vae, "use_tiling", False)), large_pixels)
+    vae.decode = types.MethodType(_guarded_decode, vae)
+
+
+def _guarded_decode(vae: Any, z: Any, *args: Any, **kwargs: Any) -> Any:
+    """The decode :func:`guard_cpu_decode` puts in ``vae``."""
+    import torch
+
+    planned, large_pixels = vae._sdstudio_tiling
+    factor = 2 ** (len(getattr(vae.config, "block_out_channels", (0,) * 4)) - 1)
+    tiled = planned or int(z.shape[-1]) * int(z.shape[-2]) * factor * factor > large_pixels
+    vae.use_tiling = tiled
+    try:
+        result = type(vae).decode(vae, z, *args, **kwargs)
+    finally:
+        vae.use_tiling = planned  # an encode (image-to-image) tiles only as planned
+    if z.dtype == torch.float32:
+        return result
+    sample = result[0] if isinstance(result, tuple) else result.sample
+    if bool(torch.isfinite(sample).all()):
+        return result
+    if not bool(torch.isfinite(z).all()):
+        log.warning("The latents to decode hold NaN or infinity: the image will be black.")
+        return result
+    if not getattr(vae, "_sdstudio_fell_back", False):
+        log.warning(
+            "The VAE decode in %s gave NaN or infinity; decoding again in float32 "
+            "(slower; said once for this VAE).",
+            str(z.dtype).removeprefix("torch."),
+        )
+        vae._sdstudio_fell_back = True
+    else:
+        log.info("Decoding again in float32 (NaN or infinity in %s).", z.dtype)
+    return _decode_float32(vae, z, tiled, args, kwargs)
+
+
+def _decode_float32(vae: Any, z: Any, tiled: bool, args: tuple[Any, ...], kwargs: Any) -> Any:
+    """``z`` decoded by a float32 copy of ``vae`` (the result in float32)."""
+    import copy
+
+    import torch
+
+    exact = copy.deepcopy(vae).float()
+    with contextlib.suppress(AttributeError):
+        del exact.decode  # the copy's own class method, not the guard
+    exact.use_tiling = tiled
+    with torch.inference_mode():
+        return exact.decode(z.to(torch.float32), *args, **kwargs)

@@ -32,8 +32,9 @@ ENGINE_STARTING = "chosen once the engine has started (a few seconds after launc
 
 def describe_device(choice: str) -> str:
     """The device the engine runs on for the Device setting ``choice`` ("auto", "cpu",
-    "cuda" or "mps"), resolved as the engine resolves it: "CPU (float32)",
-    "CUDA: NVIDIA GeForce RTX 4090 (float16)", "MPS (float16)".
+    "cuda" or "mps"), resolved as the engine resolves it: "CPU (bfloat16: the CPU has
+    AMX)" (the precision ``auto`` picks and why), "CUDA: NVIDIA GeForce RTX 4090
+    (float16)", "MPS (float16)".
 
     Imports torch (no model is loaded): call it once the worker has imported it.
     """
@@ -49,7 +50,19 @@ def describe_device(choice: str) -> str:
         return f"{choice}: {error}"
     except Exception as error:  # a broken torch install must not break the dialog
         return f"{choice} (torch could not tell: {first_line(error, 200)})"
+    if config.device == "cpu":
+        return cpu_description()
     return f"{config.device.upper()} ({config.precision})"
+
+
+def cpu_description() -> str:
+    """The CPU with the precision ``auto`` picks on it and why (no torch needed)."""
+    from sdstudio.engine.precision import auto_precision
+
+    try:
+        return f"CPU ({auto_precision('cpu')})"
+    except SdStudioError as error:  # a bad SDSTUDIO_SD_CPU_PRECISION
+        return f"CPU ({error})"
 
 
 class DeviceInUse:
@@ -73,7 +86,7 @@ class DeviceInUse:
             self._described = describe_device(self.choice)
             return self._described
         if self.choice == "cpu":
-            return "CPU (float32)"
+            return cpu_description()
         return f"{'Automatic' if self.choice == 'auto' else self.choice}: {ENGINE_STARTING}"
 
 

@@ -28,8 +28,10 @@ from sdstudio.engine.request import (
 )
 from sdstudio.ui.control_row import ControlRow
 from sdstudio.ui.detailer_row import DetailerRow
+from sdstudio.ui.fast_mode_row import FastModeRow
 from sdstudio.ui.ip_adapter_row import IpAdapterRow
 from sdstudio.ui.refiner_row import RefinerRow
+from sdstudio.ui.variation_rows import VariationRows
 
 RESIZE_MODES = (
     ("Just resize", ResizeMode.RESIZE),
@@ -88,15 +90,21 @@ class AdvancedSettings(QWidget):
         self.detailer = DetailerRow()
         self.control = ControlRow()
         self.ip_adapters = IpAdapterRow()
+        self.fast = FastModeRow()
+        self.variation = VariationRows(self)
 
         form = QFormLayout(self.body)
         form.setContentsMargins(12, 0, 0, 0)
         form.addRow("Clip skip", self.clip_skip)
         form.addRow("Batch", self.batch)
+        form.addRow("Variation seed", self.variation.seed_row)
+        form.addRow("Variation strength", self.variation.strength)
+        form.addRow("Resize seed from", self.variation.resize_row)
         form.addRow("Refiner", self.refiner)
         form.addRow(self.detailer)
         form.addRow("ControlNet", self.control)
         form.addRow("Image prompt", self.ip_adapters)
+        form.addRow("Fast mode", self.fast)
         form.addRow("Resize mode", self.resize_mode)
         form.addRow("Inpaint area", self.inpaint_area)
         form.addRow("Padding", self.masked_padding)
@@ -119,6 +127,8 @@ class AdvancedSettings(QWidget):
         self.detailer.changed.connect(self._on_changed)
         self.control.changed.connect(self._on_changed)
         self.ip_adapters.changed.connect(self._on_changed)
+        self.fast.changed.connect(self._on_changed)
+        self.variation.changed.connect(self._on_changed)
         self.set_source(False)
 
     def set_expanded(self, expanded: bool) -> None:
@@ -146,6 +156,8 @@ class AdvancedSettings(QWidget):
             "detailer": self.detailer.values(),
             "control": self.control.values(),
             "ip_adapters": self.ip_adapters.values(),
+            **self.fast.values(),
+            **self.variation.values(),
         }
 
     def load(self, request: GenerationRequest) -> None:
@@ -161,6 +173,8 @@ class AdvancedSettings(QWidget):
         self.detailer.load(request.detailer)
         self.control.load(request.control)
         self.ip_adapters.load(request.ip_adapters)
+        self.fast.load(request.fast)
+        self.variation.load(request)
 
     def changed_settings(self) -> list[str]:
         """The settings in effect that are not at their defaults, in words."""
@@ -177,6 +191,10 @@ class AdvancedSettings(QWidget):
             said.append(self.control.describe())
         if self.ip_adapters.describe():
             said.append(self.ip_adapters.describe())
+        if self.fast.describe():
+            said.append(self.fast.describe())
+        if self.variation.describe():
+            said.append(self.variation.describe())
         if self._has_source:
             for combo, default in (
                 (self.resize_mode, _DEFAULTS.resize_mode),

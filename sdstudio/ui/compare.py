@@ -1,4 +1,5 @@
-"""Comparing two images from the history: a wipe (or side by side) and what differs.
+"""Comparing two images from the history: a wipe (or side by side) and what differs;
+and one image alone (an X/Y/Z plot's grid, which already sets its images side by side).
 
 Drag across the picture to move the dividing line: image A is on its left,
 image B on its right, both in one frame so that they line up. Images of the
@@ -145,6 +146,44 @@ class CompareDialog(QDialog):
         layout.addLayout(top)
         layout.addWidget(self.table)
         self.resize(900, 760)
+
+
+class ImageView(QWidget):
+    """One image, as large as the widget allows."""
+
+    def __init__(self, image: QImage, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.image = image
+        self.setMinimumSize(320, 240)
+
+    def placement(self) -> QRectF:
+        """Where the image is drawn: fitted to the widget, centred."""
+        return _fit(QSizeF(self.image.size()), QRectF(self.rect()))
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        """Draw the image."""
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        painter.fillRect(self.rect(), self.palette().window())
+        painter.drawImage(self.placement(), self.image)
+        painter.end()
+
+
+class ImageDialog(QDialog):
+    """A window showing one image (an X/Y/Z plot's grid) and where its file is."""
+
+    def __init__(
+        self, title: str, image: Image.Image, path: str, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.view = ImageView(_qimage(image))
+        self.caption = QLabel(f"{image.width}×{image.height} · {path}")
+        self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.caption)
+        self.resize(min(1200, max(480, image.width + 40)), min(900, max(360, image.height + 80)))
 
 
 def _sizes_text(size_a: tuple[int, int], size_b: tuple[int, int], same_shape: bool) -> str:

@@ -48,7 +48,7 @@ class ControlRow(QWidget):
         self.image_size: Callable[[], tuple[int, int]] = lambda: (512, 512)
         """The size the next image will have (the map preview's); set by the panel."""
         self.list = QListWidget()
-        self.list.setMaximumHeight(64)
+        self.list.setFixedHeight(64)  # never squeezed when the panel scrolls
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.setToolTip("ControlNet units guiding the next image; double-click to edit")

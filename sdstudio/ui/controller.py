@@ -25,6 +25,9 @@ class Job:
     id: int
     request: GenerationRequest
     inputs: tuple[tuple[Path, Image.Image], ...] = ()
+    recorded_device: str | None = None
+    """For an exact re-run: the device (and precision) the image's record names, so it
+    runs in the same precision; ``None``: the app's own choice."""
 
 
 class GenerationController(QObject):
@@ -45,9 +48,14 @@ class GenerationController(QObject):
     cancelled = Signal(int)
     failed = Signal(int, str)
     warmed_up = Signal()
-    _run = Signal(int, object, object)
+    idle = Signal()
+    """No job runs, and none will start now: the queue is empty or held."""
+    memory_freed = Signal()
+    """The worker let go of its models (see :meth:`free_memory`)."""
+    _run = Signal(int, object, object, object)
     _shutdown = Signal()
     _warm_up = Signal()
+    _free_memory = Signal()
 
     def __init__(self, worker: GenerationWorker, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -55,6 +63,7 @@ class GenerationController(QObject):
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
         self._cancelling: set[int] = set()
+        self._hold_reason = ""
         self._thread = QThread()
         self._thread.setObjectName("generation-worker")
         self._worker = worker
@@ -62,6 +71,8 @@ class GenerationController(QObject):
         self._run.connect(worker.run)
         self._shutdown.connect(worker.shutdown)
         self._warm_up.connect(worker.warm_up)
+        self._free_memory.connect(worker.free_memory)
+        worker.memory_freed.connect(self.memory_freed)
         worker.warmed_up.connect(self.warmed_up)
         worker.status.connect(self.status)
         worker.progress.connect(self.progress)
@@ -95,17 +106,49 @@ class GenerationController(QObject):
         """Whether the running job was asked to stop and has not stopped yet."""
         return job_id in self._cancelling
 
+    @property
+    def hold_reason(self) -> str:
+        """Why no job starts (empty when jobs run as usual)."""
+        return self._hold_reason
+
+    def hold(self, reason: str) -> None:
+        """Start no job until :meth:`release` (the running one goes on): something else,
+        a training run, has the device. Jobs submitted meanwhile wait, told ``reason``."""
+        self._hold_reason = reason
+        for job in self._waiting:
+            self.status.emit(job.id, reason)
+        self.jobs_changed.emit()
+
+    def release(self) -> None:
+        """Start jobs again after :meth:`hold`."""
+        if self._hold_reason:
+            self._hold_reason = ""
+            self.jobs_changed.emit()
+            self._start_next()
+
+    def free_memory(self) -> None:
+        """Have the worker let go of its models and empty the device cache (between
+        jobs); ``memory_freed`` follows."""
+        self._free_memory.emit()
+
     def warm_up(self) -> None:
         """Have the worker import torch and diffusers now (see the worker)."""
         self._warm_up.emit()
 
     def submit(
-        self, request: GenerationRequest, inputs: tuple[tuple[Path, Image.Image], ...] = ()
+        self,
+        request: GenerationRequest,
+        inputs: tuple[tuple[Path, Image.Image], ...] = (),
+        *,
+        recorded_device: str | None = None,
     ) -> int:
-        """Queue a request (and the input images it needs written); returns its job id."""
-        job = Job(next(self._ids), request, inputs)
+        """Queue a request (and the input images it needs written); returns its job id.
+        ``recorded_device``: an exact re-run's recorded device (see :class:`Job`)."""
+        job = Job(next(self._ids), request, inputs, recorded_device)
         self._waiting.append(job)
         self._changed()
+        if self._hold_reason:
+            self.status.emit(job.id, self._hold_reason)
         self._start_next()
         return job.id
 
@@ -164,12 +207,16 @@ class GenerationController(QObject):
         self.jobs_changed.emit()
 
     def _start_next(self) -> None:
-        if self._running is not None or not self._waiting or not self._thread.isRunning():
+        if self._running is not None or not self._thread.isRunning():
+            return
+        if not self._waiting or self._hold_reason:
+            self.idle.emit()
             return
         self._running = self._waiting.popleft()
         self._changed()
         self.job_started.emit(self._running.id)
-        self._run.emit(self._running.id, self._running.request, self._running.inputs)
+        job = self._running
+        self._run.emit(job.id, job.request, job.inputs, job.recorded_device)
 
     @Slot(int, list)
     def _on_finished(self, job_id: int, paths: list) -> None:

@@ -56,6 +56,8 @@ class GalleryPanel(QWidget):
     """Re-run this entry exactly (same seed)."""
     rerun_new_seed_requested = Signal(object)
     """Run this entry's settings again with a new seed."""
+    vary_requested = Signal(object)
+    """Make a batch of variations of this entry (its seed with variation seeds)."""
     load_settings_requested = Signal(object)
     """Put this entry's settings into the prompt panel."""
     use_as_init_requested = Signal(object)
@@ -152,6 +154,8 @@ class GalleryPanel(QWidget):
         self.rerun_new_seed_action = action(
             "Re-run with a new seed", lambda: self._emit(self.rerun_new_seed_requested)
         )
+        self.vary_action = action("Vary", lambda: self._emit(self.vary_requested))
+        self.vary_action.setToolTip("Four variations of this image (variation strength 0.25)")
         self.load_settings_action = action(
             "Load settings", lambda: self._emit(self.load_settings_requested)
         )
@@ -176,6 +180,7 @@ class GalleryPanel(QWidget):
             self.compare_action,
             self.rerun_action,
             self.rerun_new_seed_action,
+            self.vary_action,
             self.load_settings_action,
             self.use_as_init_action,
             self.control_action,

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QMenu
 
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.history import HistoryEntry
@@ -26,6 +28,14 @@ class HistoryActions:
         window.controller.image_saved.connect(lambda _job, entry: gallery.add_entry(entry))
         gallery.rerun_requested.connect(lambda entry: self.rerun(entry))
         gallery.rerun_new_seed_requested.connect(lambda entry: self.rerun(entry, new_seed=True))
+        gallery.vary_requested.connect(lambda entry: self.vary(entry))
+        self.vary_action = QAction("Vary the selected image", window)
+        self.vary_action.setStatusTip("Four variations of the gallery's selected image")
+        self.vary_action.triggered.connect(self._vary_current)
+        for item in window.menuBar().actions():  # the Generate menu, made before
+            menu = item.menu()
+            if item.text() == "&Generate" and isinstance(menu, QMenu):
+                menu.addAction(self.vary_action)
         gallery.load_settings_requested.connect(window.load_entry)
         gallery.use_as_init_requested.connect(lambda entry: window.use_as_source(Path(entry.path)))
         gallery.open_requested.connect(window.show_entry)
@@ -33,15 +43,38 @@ class HistoryActions:
         gallery.message.connect(lambda text: window.statusBar().showMessage(text, 5_000))
 
     def rerun(self, entry: HistoryEntry, *, new_seed: bool = False) -> int | None:
-        """Queue a history entry again: exactly, or with a new random seed."""
+        """Queue a history entry again: exactly (in the precision it was made in), or
+        with a new random seed."""
+        from sdstudio.engine.metadata.record import ImageRecord
+
         try:
             request = entry.request
             if new_seed:
-                request = request.replace(seed=RANDOM_SEED)
+                return self.window.controller.submit(request.replace(seed=RANDOM_SEED))
+            device = ImageRecord.from_json(entry.record_json).device
+        except SdStudioError as error:
+            self.window.show_error(str(error))
+            return None
+        return self.window.controller.submit(request, recorded_device=device)
+
+    def vary(self, entry: HistoryEntry) -> int | None:
+        """Queue four variations of an entry: its request (seed and all) with a random
+        variation seed at strength 0.25 (see :func:`.variation_noise.vary_request`)."""
+        from sdstudio.engine.variation_noise import vary_request
+
+        try:
+            request = vary_request(entry.request)
         except SdStudioError as error:
             self.window.show_error(str(error))
             return None
         return self.window.controller.submit(request)
+
+    def _vary_current(self) -> None:
+        entry = self.window.gallery.current_entry()
+        if entry is None:
+            self.window.statusBar().showMessage("Select an image in the gallery to vary.", 5_000)
+            return
+        self.vary(entry)
 
     def load_entry(self, entry: HistoryEntry) -> None:
         """Load an entry's settings, and its source image and mask, for editing.

@@ -33,8 +33,10 @@ from sdstudio.engine.metadata import (
     ImageSettings,
     read_image_settings,
     refiner_names,
+    wildcard_names,
 )
 from sdstudio.engine.metadata.a1111 import format_parameters
+from sdstudio.engine.prompting.per_image import resolved_of
 from sdstudio.engine.refine.detailer_settings import detailed_text
 from sdstudio.engine.request import RANDOM_SEED, GenerationRequest, InpaintArea, Mode
 from sdstudio.ui.control_lines import control_lines
@@ -156,9 +158,7 @@ class ShownImage:
         if request.mode is Mode.UPSCALE:
             extra = self.record.extra if self.record is not None else {}
             return [*upscale_lines(request, extra), self._origin_line()]
-        lines: list[Line] = [[("Prompt", request.prompt or "(empty)")]]
-        if request.negative_prompt:
-            lines.append([("Negative prompt", request.negative_prompt)])
+        lines = self._prompt_lines(request)
         lines.append(self._model_line(request))
         lines.append(_sampling_line(request, self._distilled()))
         lines.append(_mode_line(request))
@@ -181,10 +181,38 @@ class ShownImage:
             used = _networks(extra.get(key))
             if used:
                 lines.append([(label, used)])
+        shown = {*shown, *wildcard_names.WRITTEN}
         also = ", ".join(f"{k}: {v}" for k, v in self.extras.items() if k not in shown)
         if also:
             lines.append([("Also in the image, not applied", also)])
         lines.append(self._origin_line())
+        return lines
+
+    def _prompt_lines(self, request: GenerationRequest) -> list[Line]:
+        """The prompts; for an image made from wildcard templates, the prompts it was made
+        with and the templates."""
+        extra = self.record.extra if self.record is not None else {}
+        resolved = resolved_of(extra)
+        templates = self.extras
+        if resolved is None and wildcard_names.TEMPLATE in templates:
+            # Read from another tool's text: the prompts made the image; the templates show.
+            resolved = (request.prompt, request.negative_prompt)
+            request = request.replace(
+                prompt=templates[wildcard_names.TEMPLATE],
+                negative_prompt=templates.get(
+                    wildcard_names.NEGATIVE_TEMPLATE, request.negative_prompt
+                ),
+            )
+        if resolved is None:
+            lines: list[Line] = [[("Prompt", request.prompt or "(empty)")]]
+            if request.negative_prompt:
+                lines.append([("Negative prompt", request.negative_prompt)])
+            return lines
+        lines = [[("Prompt", resolved[0] or "(empty)")], [("Template", request.prompt)]]
+        if resolved[1]:
+            lines.append([("Negative prompt", resolved[1])])
+        if request.negative_prompt and request.negative_prompt != resolved[1]:
+            lines.append([("Negative template", request.negative_prompt)])
         return lines
 
     def _distilled(self) -> bool:

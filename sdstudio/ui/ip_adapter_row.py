@@ -58,7 +58,7 @@ class IpAdapterRow(QWidget):
         """Tells the user why something was refused; replace it to collect the messages."""
         self.setAcceptDrops(True)
         self.list = QListWidget()
-        self.list.setMaximumHeight(64)
+        self.list.setFixedHeight(64)  # never squeezed when the panel scrolls
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.setToolTip(
@@ -198,7 +198,10 @@ class IpAdapterRow(QWidget):
         """The prompt under ``point`` (in the row's coordinates), if the drop hit one."""
         if not self.list.isVisible():
             return None
-        item = self.list.itemAt(self.list.viewport().mapFrom(self, point))
+        inside = self.list.viewport().mapFrom(self, point)
+        if not self.list.viewport().rect().contains(inside):
+            return None  # beside the list (an item scrolled out of view lies there too)
+        item = self.list.itemAt(inside)
         return self.list.row(item) if item is not None else None
 
     def _current(self) -> int | None:

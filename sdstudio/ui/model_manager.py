@@ -26,7 +26,12 @@ from PySide6.QtWidgets import (
 from sdstudio.engine.control.annotators import FOLDER_NAME as ANNOTATOR_FOLDER
 from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.models.catalog import Catalog
-from sdstudio.engine.models.download import ANNOTATOR_DOWNLOADS, annotator_snapshot
+from sdstudio.engine.models.download import (
+    ANNOTATOR_DOWNLOADS,
+    TINY_VAE_DOWNLOADS,
+    annotator_snapshot,
+    tiny_vae_folder,
+)
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings, save_settings
 from sdstudio.ui.model_list import ModelListLoader
@@ -42,7 +47,7 @@ MEMORY_COLUMN = COLUMNS.index("Memory")
 KINDS = {"checkpoint": "Model", "lora": "LoRA", "embedding": "Embedding", "vae": "VAE"}
 KINDS |= {"text_encoder": "Text encoder", "upscaler": "Upscaler"}
 KINDS |= {"controlnet": "ControlNet", "ipadapter": "IP-Adapter", "clip_vision": "CLIP vision"}
-KINDS |= {"annotator": "Annotator"}
+KINDS |= {"annotator": "Annotator", "tiny_vae": "Tiny VAE"}
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -144,7 +149,8 @@ class ModelManager(QDialog):
         self.repo.lineEdit().setPlaceholderText("Hugging Face repo id, e.g. stabilityai/sd-turbo")
         for repo_id, description, size_gb in SUGGESTED:
             self.repo.addItem(f"{repo_id}  ({description}, about {size_gb:g} GB)", repo_id)
-        for repo_id, (description, size_gb) in ANNOTATOR_DOWNLOADS.items():
+        offered = {**ANNOTATOR_DOWNLOADS, **TINY_VAE_DOWNLOADS}
+        for repo_id, (description, size_gb) in offered.items():
             self.repo.addItem(f"{repo_id}  ({description}, about {size_gb:g} GB)", repo_id)
         self.repo.setCurrentIndex(-1)
         self.download_button = QPushButton("Download")
@@ -300,6 +306,8 @@ class ModelManager(QDialog):
         annotators = None
         if repo_id in ANNOTATOR_DOWNLOADS:  # into models/annotators, where preprocessors look
             annotators = self.paths.models_dir / ANNOTATOR_FOLDER
+        elif repo_id in TINY_VAE_DOWNLOADS:  # into models/vae_approx, where previews look
+            annotators = tiny_vae_folder(self.paths.models_dir, repo_id)
         self._pool.start(_Download(repo_id, self._cancel, self, annotators))
 
     def cancel_download(self) -> None:
@@ -330,7 +338,7 @@ class ModelManager(QDialog):
 
             downloaded = (*self.settings.downloaded_models, repo_id)
             self._change(lambda: dataclasses.replace(self.settings, downloaded_models=downloaded))
-        if repo_id in ANNOTATOR_DOWNLOADS:  # not a model to generate with
+        if repo_id in ANNOTATOR_DOWNLOADS or repo_id in TINY_VAE_DOWNLOADS:  # not models
             self._download_ended(f"Downloaded {repo_id} into {path}.")
         else:
             self._download_ended(f"Downloaded {repo_id}.")
@@ -375,6 +383,8 @@ class ModelManager(QDialog):
             cache = (
                 self.paths.models_dir / ANNOTATOR_FOLDER if repo in ANNOTATOR_DOWNLOADS else None
             )
+            if repo in TINY_VAE_DOWNLOADS:
+                cache = tiny_vae_folder(self.paths.models_dir, repo)
             self._change(lambda: remove_downloaded(self.settings, repo, cache))
 
     def _change(self, make: Callable[[], Settings]) -> None:

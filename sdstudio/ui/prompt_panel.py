@@ -34,8 +34,9 @@ from sdstudio.ui.model_picker import ModelPicker
 from sdstudio.ui.network_picker import NetworkPicker
 from sdstudio.ui.recommended_settings import FIELDS, RecommendationBar, TouchedFields
 from sdstudio.ui.setting_rows import SamplerRow, SeedRow, SizeRow, StepsRow
+from sdstudio.ui.styles_menu import StylesButton
 from sdstudio.ui.text_encoder_picker import TextEncoderPicker
-from sdstudio.ui.vae_picker import VaePicker
+from sdstudio.ui.vae_picker import VaePicker, vae_row
 
 NO_MODEL = (
     "No model was given: choose one in the Model box, or a .safetensors file or a "
@@ -94,12 +95,14 @@ class PromptPanel(QWidget):
         self.hypernets = hypernet_picker(self.prompt, self.model_family)
         prompt_header = QHBoxLayout()
         prompt_header.addWidget(QLabel("Prompt"), 1)
-        for picker in (self.loras, self.embeddings, self.hypernets):
+        self.styles = StylesButton(lambda: (self.prompt.toPlainText(), self.negative.toPlainText()))
+        for picker in (self.styles, self.loras, self.embeddings, self.hypernets):
             prompt_header.addWidget(picker)
 
         self.vae = VaePicker()
         self.vae.activated.connect(lambda _index: self.vae.remember(self.model_path()))
         self.vae.chosen.connect(self.vae_chosen)
+        self.vae_row, self.draft_decode = vae_row(self.vae)
 
         self.sampler_row = SamplerRow()
         self.sampler, self.schedule = self.sampler_row.sampler, self.sampler_row.schedule
@@ -128,7 +131,7 @@ class PromptPanel(QWidget):
 
         form = QFormLayout()
         form.addRow("Model", self.picker)
-        form.addRow("VAE", self.vae)
+        form.addRow("VAE", self.vae_row)
         self.text_encoders = TextEncoderPicker()
         form.addRow("Text encoders", self.text_encoders)
         form.addRow("Sampler", self.sampler_row)
@@ -199,7 +202,7 @@ class PromptPanel(QWidget):
         model = self.model_path()
         if not model:
             raise InvalidRequest(NO_MODEL)
-        return GenerationRequest(
+        request = GenerationRequest(
             model=model,
             prompt=self.prompt.toPlainText(),
             negative_prompt=self.negative.toPlainText(),
@@ -212,10 +215,12 @@ class PromptPanel(QWidget):
             width=self.size_row.size()[0],
             height=self.size_row.size()[1],
             vae=self.vae.value(),
+            draft_decode=self.draft_decode.isChecked(),
             text_encoders=self.text_encoders.value(),
             hires=self.hires.values(),
             **self.advanced.values(),
         )
+        return self.styles.apply(request)  # the checked styles, applied to the prompts
 
     def load(self, request: GenerationRequest) -> None:
         """Fill the panel from a request (settings it cannot show are left as they are);
@@ -223,6 +228,7 @@ class PromptPanel(QWidget):
         if request.model != UNKNOWN_MODEL:  # settings that name no model keep the chosen one
             self.set_model(request.model)
         self.prompt.setPlainText(request.prompt)
+        self.styles.set_checked([])  # the prompts hold the styles' text already
         self.negative.setPlainText(request.negative_prompt)
         self.sampler_row.choose(request.sampler, request.schedule)
         self.steps.setValue(request.steps)
@@ -234,6 +240,7 @@ class PromptPanel(QWidget):
         self.advanced.load(request)
         self.hires.load(request.hires)
         self.vae.select(request.vae)
+        self.draft_decode.setChecked(request.draft_decode)
         self.text_encoders.select(request.text_encoders)
         self.touched.mark(*FIELDS)
         self.recommendation.withdraw()

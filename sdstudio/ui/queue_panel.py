@@ -112,6 +112,8 @@ class QueueModel(QAbstractListModel):
     def _state(self, row: int) -> str:
         job = self._jobs[row]
         if not self.is_running(row):
+            if self.controller.hold_reason:  # a training run has the device
+                return self.controller.hold_reason
             return "Next" if row == 1 and self.controller.running else "Waiting"
         if self.controller.is_cancelling(job.id):
             return "Cancelling…"

@@ -1,5 +1,5 @@
-"""Models ▸ Train a LoRA or embedding…: one training window for the app's life, its run
-stopped (with a state saved) when the app quits."""
+"""Models ▸ Train…: one training window for the app's life, taking turns on the device
+with the generation queue, its run stopped (with a state saved) when the app quits."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QMenu
 from sdstudio.engine.paths import AppPaths
 
 if TYPE_CHECKING:
+    from sdstudio.ui.controller import GenerationController
     from sdstudio.ui.main_window import MainWindow
     from sdstudio.ui.training_dialog import TrainingDialog
 
@@ -21,8 +22,10 @@ class TrainingActions(QObject):
     """The menu action that opens (or brings back) the training window, added to the
     window's Models menu (or to ``menu``).
 
-    ``rescan`` looks for models again, so that a finished LoRA or embedding appears in
-    the pickers.
+    ``rescan`` looks for models again, so that a finished LoRA, embedding, hypernetwork
+    or model appears in the pickers. With ``controller`` a run waits for the generations
+    queued before it, and holds the queue while it runs (see
+    :mod:`sdstudio.ui.device_share`).
     """
 
     def __init__(
@@ -31,14 +34,19 @@ class TrainingActions(QObject):
         paths: AppPaths,
         rescan: Callable[[], None],
         menu: QMenu | None = None,
+        controller: GenerationController | None = None,
     ) -> None:
         super().__init__(window)
+        self.controller = controller
         self.window = window
         self.paths = paths
         self.rescan = rescan
         self.dialog: TrainingDialog | None = None
-        self.action = QAction("Train a LoRA or embedding…", window)
-        self.action.setStatusTip("Train a LoRA or an embedding on a folder of captioned images")
+        self.action = QAction("Train a LoRA, embedding or model…", window)
+        self.action.setStatusTip(
+            "Train a LoRA, an embedding, a hypernetwork or a DreamBooth model on a folder of "
+            "captioned images"
+        )
         self.action.triggered.connect(self.open)
         menu = menu or models_menu(window)
         menu.addSeparator()
@@ -50,9 +58,13 @@ class TrainingActions(QObject):
     def open(self) -> TrainingDialog:
         """Show the training window, made on first use (the training modules load then)."""
         if self.dialog is None:
+            from sdstudio.ui.device_share import DeviceShare
             from sdstudio.ui.training_dialog import TrainingDialog
 
-            self.dialog = TrainingDialog(self.paths, self.window.panel, self.rescan, self.window)
+            share = DeviceShare(self.controller, self)
+            self.dialog = TrainingDialog(
+                self.paths, self.window.panel, self.rescan, self.window, share
+            )
         self.dialog.show()
         self.dialog.raise_()
         self.dialog.activateWindow()

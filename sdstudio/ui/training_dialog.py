@@ -1,27 +1,25 @@
-"""Models ▸ Train a LoRA or embedding…: the run's settings, its progress, loss and
-samples, and the finished LoRA or embedding tried in the prompt.
+"""Models ▸ Train…: the run's settings, its progress, loss and samples, and the
+finished LoRA, embedding, hypernetwork or DreamBooth model tried in the prompt.
 
-The window is not modal: people keep generating while a run goes on, and closing it
-only hides it (the run goes on in its child process; the menu brings it back).
+The window is not modal: people keep working while a run goes on, and closing it only
+hides it (the run goes on in its child process; the menu brings it back). Training and
+generating take turns on the device (see :mod:`sdstudio.ui.device_share`): a run waits
+for the generations queued before it, and the queue waits for the run.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QCloseEvent, QIcon, QPixmap
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QListView,
-    QListWidget,
-    QListWidgetItem,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -34,41 +32,23 @@ from sdstudio.engine.errors import SdStudioError
 from sdstudio.engine.paths import AppPaths
 from sdstudio.ui.caption_editor import CaptionEditor
 from sdstudio.ui.dataset_scan import DatasetScanner, DatasetSummary
+from sdstudio.ui.device_share import DeviceShare
 from sdstudio.ui.loss_plot import LossPlot
-from sdstudio.ui.model_picker import FAMILY_ROLE
 from sdstudio.ui.prompt_panel import PromptPanel
 from sdstudio.ui.training_form import TrainingForm, load_form_values, save_form_values
+from sdstudio.ui.training_kinds import STATE_FOLDERS, panel_models
+from sdstudio.ui.training_memory import SKIP_FLAG, ask_short_memory, dreambooth_verdict
 from sdstudio.ui.training_process import TrainingProcess, state_saved
+from sdstudio.ui.training_samples import SampleStrip
 from sdstudio.ui.training_try import try_tooltip, try_trained
+from sdstudio.ui.training_words import start_text, step_text, waiting_text
 
-TRAINABLE = {"", "sd1", "sd2", "sdxl", "unknown"}
-"""Families a LoRA or embedding can be trained for (an unread family is offered: the
-CLI says)."""
-SAMPLE_ICON = 112
-TITLE = "Train a LoRA or embedding"
-
-
-def duration(seconds: float) -> str:
-    """``1:02:03`` or ``2:03``, as a time left."""
-    total = max(0, round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def panel_models(panel: PromptPanel) -> list[tuple[str, str]]:
-    """(name, path) of the prompt panel's models that can be trained for."""
-    box = panel.model
-    found = []
-    for index in range(box.count()):
-        path = str(box.itemData(index) or "")
-        if path and str(box.itemData(index, FAMILY_ROLE) or "") in TRAINABLE:
-            found.append((box.itemText(index), path))
-    return found
+TITLE = "Train a LoRA, embedding, hypernetwork or model"
 
 
 class TrainingDialog(QDialog):
-    """Train a LoRA or an embedding on a folder of captioned images, in a child process."""
+    """Train on a folder of captioned images, in a child process, taking turns with
+    generation through ``share`` (without one, runs start at once)."""
 
     def __init__(
         self,
@@ -76,6 +56,7 @@ class TrainingDialog(QDialog):
         panel: PromptPanel,
         rescan: Callable[[], None],
         parent: QWidget | None = None,
+        share: DeviceShare | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle(TITLE)
@@ -91,9 +72,18 @@ class TrainingDialog(QDialog):
         self.summary: DatasetSummary | None = None
         self.run_text = ""
         """The running job's summary line (images, steps, device)."""
+        self.memory_text = ""
+        """DreamBooth's memory verdict, shown as the run starts."""
         self.replace_box: QMessageBox | None = None
-        self.sample_viewer: QDialog | None = None
+        self.memory_box: QMessageBox | None = None
         self.process = TrainingProcess(self)
+        self.share = share or DeviceShare(None, self)
+        self.share.waiting.connect(self._on_waiting)
+        self.share.ready.connect(self._on_ready)
+        self.share.launched.connect(self._on_launched)
+        self._resuming = False
+        self._arguments: list[str] = []
+        """The arguments of the run waiting for the device."""
         self.scanner = DatasetScanner(self)
         self.caption_editor: CaptionEditor | None = None
 
@@ -120,13 +110,7 @@ class TrainingDialog(QDialog):
         self.bar.setFormat("step %v of %m")
         self.figures = QLabel()
         self.plot = LossPlot()
-        self.samples = QListWidget()
-        self.samples.setViewMode(QListView.ViewMode.IconMode)
-        self.samples.setFlow(QListView.Flow.LeftToRight)
-        self.samples.setWrapping(False)
-        self.samples.setIconSize(QSize(SAMPLE_ICON, SAMPLE_ICON))
-        self.samples.setFixedHeight(SAMPLE_ICON + 48)
-        self.samples.itemClicked.connect(self._open_sample)
+        self.samples = SampleStrip()
         self._build_layout()
 
         self.form.data_changed.connect(self._scan_dataset)
@@ -136,7 +120,7 @@ class TrainingDialog(QDialog):
         process = self.process
         process.started.connect(self._on_started)
         process.step.connect(self._on_step)
-        process.sample.connect(self.add_sample)
+        process.sample.connect(self.samples.add_sample)
         process.checkpoint.connect(lambda path: self._detail(f"State saved: {Path(path).name}"))
         process.notice.connect(self._detail)
         process.done.connect(self._on_done)
@@ -152,8 +136,11 @@ class TrainingDialog(QDialog):
         scroll.setMinimumWidth(400)
         left = QVBoxLayout()
         left.addWidget(scroll, 1)
+        # The dataset summary wraps on its own full-width row (a wrapped label beside a
+        # button is given one line's height and cut off).
+        left.addWidget(self.dataset_info)
         data_row = QHBoxLayout()
-        data_row.addWidget(self.dataset_info, 1)
+        data_row.addStretch(1)
         data_row.addWidget(self.captions_button)
         left.addLayout(data_row)
         buttons = QHBoxLayout()
@@ -175,22 +162,24 @@ class TrainingDialog(QDialog):
         layout.addWidget(progress, 3)
 
     def state_dir(self) -> Path:
-        """Where the CLI keeps this name's states and samples by default (an embedding's
-        under ``embeddings/``, apart from a LoRA's of the same name)."""
-        root = self.paths.data_dir / "training"
-        return (root / "embeddings" if self.form.is_embedding() else root) / self.form.run_name()
+        """Where the CLI keeps this name's states and samples (an embedding's under
+        ``embeddings/``, apart from a LoRA's of the same name; see ``STATE_FOLDERS``)."""
+        folder = STATE_FOLDERS.get(self.form.run_kind(), "")
+        return self.paths.data_dir / "training" / folder / self.form.run_name()
 
     def can_resume(self) -> bool:
         """Whether a saved state exists for the name in the form."""
         return bool(self.form.run_name()) and state_saved(self.state_dir())
 
     def start(self, resume: bool = False, *, replace: bool = False) -> bool:
-        """Start (or resume) the run the form describes; a missing setting is shown.
+        """Start (or resume) the run the form describes once the device is free (see
+        ``share``); a missing setting is shown. Returns whether the run was asked for.
 
         Starting afresh over a saved state of the same name asks first (the new run's
-        states replace it), unless ``replace``.
+        states replace it), unless ``replace``. A DreamBooth run's memory verdict is
+        shown as it starts (the generations' memory freed), and asked about when short.
         """
-        if self.process.running:
+        if self.process.running or self.share.busy:
             return False
         try:
             arguments = self.form.arguments(self.state_dir() if resume else None)
@@ -211,42 +200,34 @@ class TrainingDialog(QDialog):
         self.bar.setRange(0, self.form.steps.value())
         self.bar.setValue(0)
         self.figures.clear()
-        self._say("Resuming…" if resume else "Starting: loading the model and the images…")
-        self.process.start_cli(arguments)
+        self._resuming = resume
+        self._arguments = arguments
+        self.memory_text = ""
+        self.share.request()
         self._update_buttons()
         return True
 
     def cancel(self) -> None:
-        """Stop the run; it saves a state to resume from."""
-        if self.process.running:
+        """Stop the run (it saves a state to resume from), or give up waiting for one."""
+        if self.share.give_up():
+            if self.memory_box is not None and self.memory_box.isVisible():
+                self.memory_box.close()
+            self._say("Not started.")
+            self._update_buttons()
+        elif self.process.running:
             self._say("Stopping: saving a state to resume from…")
             self.process.cancel()
             self.cancel_button.setEnabled(False)
 
     def try_it(self) -> None:
-        """Put the result into the prompt (once): ``<lora:NAME:1>``, the embedding's word,
-        or DreamArtist's ``NAME`` and ``NAME-neg``; and look for the new files, so the
-        pickers list them."""
+        """Try the result (once): ``<lora:NAME:1>`` or ``<hypernet:NAME:1>`` in the
+        prompt, the embedding's word, DreamArtist's ``NAME`` and ``NAME-neg``, or the
+        DreamBooth model chosen; and look for the new files, so the pickers list them."""
         name = Path(self.finished_path).stem if self.finished_path else self.form.run_name()
         if not name:
             return
-        said = try_trained(self.panel, self.finished_kind, name)
         self.rescan()
-        self._say(said)
-
-    def add_sample(self, path: str) -> None:
-        """Show a sample image in the strip."""
-        pixmap = QPixmap(path)
-        found = re.search(r"step0*(\d+)$", Path(path).stem)
-        item = QListWidgetItem(f"step {found.group(1)}" if found else Path(path).stem)
-        item.setData(Qt.ItemDataRole.UserRole, path)
-        item.setToolTip(path)
-        if not pixmap.isNull():
-            item.setIcon(
-                QIcon(pixmap.scaled(SAMPLE_ICON, SAMPLE_ICON, Qt.AspectRatioMode.KeepAspectRatio))
-            )
-        self.samples.addItem(item)
-        self.samples.scrollToItem(item)
+        self._say(try_trained(self.panel, self.finished_kind, name, self.finished_path))
 
     def edit_captions(self) -> None:
         """Open the caption editor over the dataset's images."""
@@ -259,7 +240,8 @@ class TrainingDialog(QDialog):
         self.caption_editor.show()
 
     def shutdown(self) -> None:
-        """Stop a running child and a dataset scan (the app is closing)."""
+        """Stop a running child, a wait and a dataset scan (the app is closing)."""
+        self.share.give_up()
         self.process.shutdown()
         self.scanner.wait()
 
@@ -313,22 +295,50 @@ class TrainingDialog(QDialog):
         self.dataset_info.setToolTip("\n".join(summary.skipped))
         self.captions_button.setEnabled(bool(summary.images))
 
+    def _on_waiting(self, count: int) -> None:
+        self._say(waiting_text(count))
+
+    def _on_ready(self) -> None:
+        """The device is the run's: check DreamBooth's memory (asking when short), and
+        launch."""
+        if self.finished_kind != "dreambooth":
+            self.share.launch(self.process, self._arguments)
+            return
+        try:
+            verdict = dreambooth_verdict(self.form)
+        except SdStudioError as error:
+            self.share.give_up()
+            self._show_problem(str(error))
+            self._update_buttons()
+            return
+        self.memory_text = verdict.message if verdict is not None else ""
+        if verdict is None or verdict.enough:
+            self.share.launch(self.process, self._arguments)
+            return
+        self._show_problem(verdict.message)
+        anyway = [*self._arguments[:-1], SKIP_FLAG, self._arguments[-1]]  # before --json
+        box = ask_short_memory(self, TITLE, verdict, lambda: self._launch_anyway(anyway))
+        box.rejected.connect(self.cancel)
+        self.memory_box = box
+
+    def _launch_anyway(self, arguments: list[str]) -> None:
+        if self.share.pending:
+            self.share.launch(self.process, arguments)
+
+    def _on_launched(self) -> None:
+        starting = "Resuming…" if self._resuming else "Starting: loading the model and images…"
+        self._say(f"{self.memory_text}\n{starting}" if self.memory_text else starting)
+        self._update_buttons()
+
     def _on_started(self, event: dict[str, Any]) -> None:
         steps, start = int(event.get("steps", 0)), int(event.get("start_step", 0))
         self.bar.setRange(0, max(steps, 1))
         self.bar.setValue(start)
         self.plot.total_steps = steps
-        resumed = f", from step {start}" if start else ""
-        text = (
-            f"Training on {event.get('images', '?')} images, {steps} steps "
-            f"({event.get('epochs', '?')} epochs) on {event.get('device', '?')}{resumed}."
-        )
-        skipped = event.get("skipped") or []
+        self.run_text, skipped = start_text(event)
         if skipped:
-            text += f" {len(skipped)} {'file' if len(skipped) == 1 else 'files'} left out."
-            self.status.setToolTip("\n".join(str(line) for line in skipped))
-        self.run_text = text
-        self._say(text)
+            self.status.setToolTip(skipped)
+        self._say(self.run_text)
 
     def _on_step(self, event: dict[str, Any]) -> None:
         step, steps = int(event.get("step", 0)), int(event.get("steps", 0))
@@ -337,10 +347,7 @@ class TrainingDialog(QDialog):
             self.bar.setMaximum(steps)
         self.bar.setValue(step)
         self.plot.add_point(step, loss)
-        self.figures.setText(
-            f"Step {step}/{steps} · loss {loss:.4f} · {float(event.get('it_s', 0)):.2f} it/s"
-            f" · {duration(float(event.get('eta_s', 0)))} left"
-        )
+        self.figures.setText(step_text(event))
 
     def _on_done(self, path: str) -> None:
         self.finished_path = path
@@ -359,7 +366,7 @@ class TrainingDialog(QDialog):
         self._show_problem(message)
 
     def _update_buttons(self) -> None:
-        running = self.process.running
+        running = self.process.running or self.share.pending
         self.start_button.setEnabled(not running)
         self.resume_button.setEnabled(not running and self.can_resume())
         self.cancel_button.setEnabled(running)
@@ -367,21 +374,6 @@ class TrainingDialog(QDialog):
         kind = self.finished_kind if self.finished_path else self.form.run_kind()
         self.try_button.setToolTip(try_tooltip(kind))
         self.form.setEnabled(not running)
-
-    def _open_sample(self, item: QListWidgetItem) -> None:
-        path = str(item.data(Qt.ItemDataRole.UserRole) or "")
-        viewer = QDialog(self)
-        viewer.setWindowTitle(Path(path).name)
-        viewer.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        label = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
-        pixmap = QPixmap(path)
-        if pixmap.isNull():
-            label.setText(f"{path} could not be read.")
-        else:
-            label.setPixmap(pixmap if pixmap.width() >= 512 else pixmap.scaledToWidth(512))
-        QVBoxLayout(viewer).addWidget(label)
-        viewer.show()
-        self.sample_viewer = viewer
 
 
 def _escape(text: str) -> str:

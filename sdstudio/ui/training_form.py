@@ -1,7 +1,8 @@
-"""The settings of a training run as a form, turned into ``sdstudio-cli train lora``'s
-or ``train embedding``'s arguments (kohya's option names), and remembered between
-openings. The kind of run decides which fields show: a LoRA's rank, alpha and text
-encoder, or an embedding's vectors, initial text, templates and DreamArtist guidance."""
+"""The settings of a training run as a form, turned into ``sdstudio-cli train KIND``'s
+arguments (kohya's option names), and remembered between openings. The kind of run
+decides which fields show: a LoRA's rank, alpha and text encoder, an embedding's
+vectors, initial text, templates and DreamArtist guidance, a hypernetwork's or
+DreamBooth's own (see :mod:`sdstudio.ui.training_kinds`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLayout,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -26,28 +28,33 @@ from PySide6.QtWidgets import (
 
 from sdstudio.engine.errors import InvalidRequest, SdStudioError
 from sdstudio.engine.fileio import write_atomically
-from sdstudio.engine.training.embedding_options import MAX_VECTORS, NAME_PATTERN, TEMPLATE_KINDS
+from sdstudio.engine.training.embedding_options import MAX_VECTORS, TEMPLATE_KINDS
+from sdstudio.ui.training_kinds import (
+    COMMANDS,
+    EMBEDDINGS,
+    KINDS,
+    LEARNING_RATES,
+    DreamBoothFields,
+    HypernetworkFields,
+    check_name,
+)
+from sdstudio.ui.training_memory import MemoryFields
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "training.json"
 """The form's last values, in the config folder."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
-_BAD_NAME = set('/\\:*?"<>|')
-KINDS = {"lora": "LoRA", "embedding": "Embedding", "dreamartist": "DreamArtist embedding pair"}
-"""The kinds of run (their values, and their names in the form)."""
-LEARNING_RATES = {"lora": 1e-4, "embedding": 5e-3, "dreamartist": 5e-3}
-"""The CLI's default learning rate of each kind (an embedding's is A1111's)."""
 
 
 class TrainingForm(QWidget):
-    """Kind, model, dataset, name and the common options of a LoRA or embedding run."""
+    """Kind, model, dataset, name and the common options of a training run."""
 
     data_changed = Signal(str)
     """The dataset folder changed (its text)."""
     name_changed = Signal(str)
     kind_changed = Signal(str)
-    """The kind of run changed (``lora``, ``embedding`` or ``dreamartist``)."""
+    """The kind of run changed (a key of :data:`KINDS`)."""
 
     def __init__(self, models: list[tuple[str, str]], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -55,8 +62,9 @@ class TrainingForm(QWidget):
         for value, text in KINDS.items():
             self.kind.addItem(text, value)
         self.kind.setToolTip(
-            "A LoRA (<lora:NAME:1>), a textual-inversion embedding (the word NAME), or "
-            "DreamArtist's pair: NAME for the prompt and NAME-neg for the negative prompt"
+            "A LoRA (<lora:NAME:1>), a textual-inversion embedding (the word NAME), "
+            "DreamArtist's pair (NAME for the prompt and NAME-neg for the negative prompt), "
+            "a hypernetwork (<hypernet:NAME:1>), or DreamBooth: a new model, NAME"
         )
         self._kind = "lora"
         self.model = QComboBox(editable=True)
@@ -110,6 +118,9 @@ class TrainingForm(QWidget):
         self.save_every.setToolTip("Save a state to resume from this often")
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
+        self.memory = MemoryFields()
+        self.hypernetwork = HypernetworkFields(self)
+        self.dreambooth = DreamBoothFields(self)
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
@@ -129,21 +140,24 @@ class TrainingForm(QWidget):
         form.addRow("Initial text", self.init_text)
         form.addRow("Templates", self.template_kind)
         form.addRow("DreamArtist CFG", self.dreamartist_cfg)
+        self.hypernetwork.add_rows(form)
+        self.dreambooth.add_rows(form)
         form.addRow("", self.overwrite)
         form.addRow("Sample every", self.sample_every)
         form.addRow("Sample prompt", self.sample_prompt)
         form.addRow("Save every", self.save_every)
         form.addRow("Device", self.device)
+        self.memory.add_rows(form)
         self.kind.currentIndexChanged.connect(lambda _index: self._on_kind())
         self._show_kind()
 
     def run_kind(self) -> str:
-        """``lora``, ``embedding`` or ``dreamartist``."""
+        """A key of :data:`KINDS`: ``lora``, ``embedding``, ``dreamartist`` …"""
         return str(self.kind.currentData())
 
     def is_embedding(self) -> bool:
         """Whether the run trains an embedding (alone or DreamArtist's pair)."""
-        return self.run_kind() != "lora"
+        return self.run_kind() in EMBEDDINGS
 
     def set_kind(self, kind: str) -> None:
         """Choose the kind of run (an unknown one is passed over)."""
@@ -162,20 +176,28 @@ class TrainingForm(QWidget):
         self.kind_changed.emit(kind)
 
     def _show_kind(self) -> None:
-        embedding = self.is_embedding()
-        lora_fields: tuple[QWidget, ...] = (self.dim, self.alpha, self.text_encoder)
-        embedding_fields = (self.vectors, self.init_text, self.template_kind, self.overwrite)
-        for widget in lora_fields:
-            self._layout.setRowVisible(widget, not embedding)
-        for widget in embedding_fields:
-            self._layout.setRowVisible(widget, embedding)
-        self._layout.setRowVisible(self.dreamartist_cfg, self.run_kind() == "dreamartist")
-        if embedding:
-            self.name.setPlaceholderText("my-embedding")
-            self.name.setToolTip("The embedding's file name, and the word a prompt uses it by")
-        else:
-            self.name.setPlaceholderText("my-lora")
-            self.name.setToolTip("The LoRA's file name, and its name in <lora:NAME:1>")
+        kind, embedding = self.run_kind(), self.is_embedding()
+        shown: dict[QWidget | QLayout, bool] = {
+            self.dim: kind == "lora",
+            self.alpha: kind == "lora",
+        }
+        shown[self.text_encoder] = kind in ("lora", "dreambooth")
+        shown.update(dict.fromkeys((self.vectors, self.init_text, self.template_kind), embedding))
+        shown[self.dreamartist_cfg] = kind == "dreamartist"
+        shown[self.overwrite] = kind != "lora"
+        shown.update(dict.fromkeys(self.hypernetwork.rows, kind == "hypernetwork"))
+        shown.update(dict.fromkeys(self.dreambooth.rows, kind == "dreambooth"))
+        for row, visible in shown.items():
+            self._layout.setRowVisible(row, visible)
+        noun = {"hypernetwork": "hypernetwork", "dreambooth": "model"}.get(kind, "embedding")
+        self.overwrite.setText(f"Replace a {noun} of the same name")
+        placeholder, tip = {
+            "lora": ("my-lora", "The LoRA's file name, and its name in <lora:NAME:1>"),
+            "hypernetwork": ("my-hypernetwork", "The file name, and <hypernet:NAME:1>'s name"),
+            "dreambooth": ("my-model", "The new model's file name: NAME.safetensors"),
+        }.get(kind, ("my-embedding", "The embedding's file name, and the word a prompt uses"))
+        self.name.setPlaceholderText(placeholder)
+        self.name.setToolTip(tip)
 
     def model_path(self) -> str:
         """The chosen model's path: a listed model's, or the text typed."""
@@ -217,12 +239,15 @@ class TrainingForm(QWidget):
         if not Path(data).expanduser().is_dir():
             raise InvalidRequest(f"The dataset folder {data} does not exist.")
         check_name(name, kind)
-        command = "lora" if kind == "lora" else "embedding"
-        args = ["train", command, "--model", model, "--data", data, "--name", name]
+        args = ["train", COMMANDS[kind], "--model", model, "--data", data, "--name", name]
         args += ["--max-train-steps", str(self.steps.value())]
         if kind == "lora":
             args += ["--network-dim", str(self.dim.value())]
             args += ["--network-alpha", f"{self.alpha.value():g}"]
+        elif kind == "hypernetwork":
+            args += self.hypernetwork.arguments()
+        elif kind == "dreambooth":
+            args += self.dreambooth.arguments(self.text_encoder.isChecked())
         else:
             args += ["--num-vectors", str(self.vectors.value())]
             args += ["--init-text", self.init_text.text().strip()]
@@ -245,13 +270,14 @@ class TrainingForm(QWidget):
         if self.save_every.value():
             args += ["--save-every-n-steps", str(self.save_every.value())]
         args += ["--device", self.device.currentText()]
+        args += self.memory.arguments()
         if resume is not None:
             args += ["--resume", str(resume)]
         args.append("--json")
         return args
 
     def run_name(self) -> str:
-        """The LoRA's or embedding's name as typed, trimmed."""
+        """The run's name as typed, trimmed."""
         return self.name.text().strip()
 
     def values(self) -> dict[str, Any]:
@@ -276,6 +302,10 @@ class TrainingForm(QWidget):
             "sample_prompt": self.sample_prompt.text(),
             "save_every": self.save_every.value(),
             "device": self.device.currentText(),
+            "overwrite": self.overwrite.isChecked(),
+            **self.memory.values(),
+            "hypernetwork": self.hypernetwork.values(),
+            "dreambooth": self.dreambooth.values(),
         }
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -317,24 +347,11 @@ class TrainingForm(QWidget):
             self.device.setCurrentText(values["device"])
         if values.get("template_kind") in TEMPLATE_KINDS:
             self.template_kind.setCurrentText(values["template_kind"])
-
-
-def check_name(name: str, kind: str = "lora") -> None:
-    """Refuse a name the trainer would refuse: a LoRA's must be a file name, an
-    embedding's a word a prompt can say."""
-    if kind != "lora":
-        if not name:
-            raise InvalidRequest("Give the embedding a name: the word a prompt uses it by.")
-        if not NAME_PATTERN.fullmatch(name):
-            raise InvalidRequest(
-                f"The name {name!r} is the word a prompt uses the embedding by: use letters, "
-                "digits, '_', '-' or '.', starting with a letter or digit."
-            )
-        return
-    if not name:
-        raise InvalidRequest("Give the LoRA a name: it becomes NAME.safetensors.")
-    if _BAD_NAME & set(name) or name in (".", ".."):
-        raise InvalidRequest(f"The name {name!r} must be a plain file name (no slashes).")
+        self.overwrite.setChecked(values.get("overwrite") is True)
+        self.memory.set_values(values)
+        for key, fields in (("hypernetwork", self.hypernetwork), ("dreambooth", self.dreambooth)):
+            if isinstance(values.get(key), dict):
+                fields.set_values(values[key])
 
 
 def load_form_values(config_dir: Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-""" "Try it" in the training window: the trained LoRA or embedding put into the prompt
-the way a click on its card in the networks panel would, but never taken out again (a
-second click leaves the prompt as it is)."""
+""" "Try it" in the training window: the trained LoRA, embedding or hypernetwork put
+into the prompt the way a click on its card or picker would, but never taken out again
+(a second click leaves the prompt as it is); a DreamBooth model chosen as the model."""
 
 from __future__ import annotations
 
@@ -12,17 +12,26 @@ from sdstudio.engine.training.embedding_options import NEGATIVE_SUFFIX
 from sdstudio.ui.prompt_panel import PromptPanel
 
 
-def try_trained(panel: PromptPanel, kind: str, name: str) -> str:
+def try_trained(panel: PromptPanel, kind: str, name: str, path: str = "") -> str:
     """Put the run's result into ``panel``'s prompts, once, and say what to do next.
 
-    A LoRA goes in as ``<lora:NAME:1>``; an embedding as the word ``NAME``; DreamArtist's
-    pair as ``NAME`` in the prompt and ``NAME-neg`` in the negative prompt.
+    A LoRA goes in as ``<lora:NAME:1>``, a hypernetwork as ``<hypernet:NAME:1>``; an
+    embedding as the word ``NAME``; DreamArtist's pair as ``NAME`` in the prompt and
+    ``NAME-neg`` in the negative prompt. A DreamBooth model (``path``, the file the run
+    wrote) becomes the panel's model.
     """
+    prompt = panel.prompt.toPlainText()
     if kind == "lora":
-        prompt = panel.prompt.toPlainText()
         if name.lower() not in {tag.lower() for tag, _weight in parse_prompt(prompt).loras}:
             panel.prompt.setPlainText(toggle_lora_tag(prompt, name))
         return f"<lora:{name}:1> is in the prompt: generate to try it."
+    if kind == "hypernetwork":
+        if name.lower() not in {tag.lower() for tag, _weight in parse_prompt(prompt).hypernets}:
+            panel.prompt.setPlainText(toggle_lora_tag(prompt, name, kind="hypernet"))
+        return f"<hypernet:{name}:1> is in the prompt: generate to try it."
+    if kind == "dreambooth":
+        panel.pick_model(path or name)
+        return f"{name} is the model now: generate to try it."
     add_word(panel.prompt, name)
     if kind != "dreamartist":
         return f"{name} is in the prompt: generate to try it."
@@ -38,6 +47,10 @@ def try_tooltip(kind: str) -> str:
     """What "Try it" does for a run of ``kind``."""
     if kind == "lora":
         return "Put <lora:NAME:1> into the prompt"
+    if kind == "hypernetwork":
+        return "Put <hypernet:NAME:1> into the prompt"
+    if kind == "dreambooth":
+        return "Choose the new model to generate with"
     if kind == "dreamartist":
         return "Put NAME into the prompt and NAME-neg into the negative prompt"
     return "Put NAME into the prompt"

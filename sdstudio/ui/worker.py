@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class GenerationWorker(QObject):
     failed = Signal(int, str)
     warmed_up = Signal()
     """torch and diffusers are imported; the first job will not pause to load them."""
+    memory_freed = Signal()
+    """:meth:`free_memory` is done."""
 
     def __init__(self, library: ImageLibrary, paths: AppPaths, device: str = "auto") -> None:
         super().__init__()
@@ -69,14 +72,16 @@ class GenerationWorker(QObject):
 
         self._tokens.setdefault(job_id, CancelToken()).cancel()
 
-    @Slot(int, object, object)
+    @Slot(int, object, object, object)
     def run(
         self,
         job_id: int,
         request: GenerationRequest,
         inputs: tuple[tuple[Path, Image.Image], ...] = (),
+        recorded_device: str | None = None,
     ) -> None:
-        """Run a job (in the worker thread), first writing the input images it names."""
+        """Run a job (in the worker thread), first writing the input images it names;
+        an exact re-run (``recorded_device``) in the precision its image was made in."""
         written: list[str] = []
         try:
             token = self._token(job_id)
@@ -85,6 +90,10 @@ class GenerationWorker(QObject):
                 if store_input(image, path.parent) != path:
                     raise StorageError(f"The input image {path.name} changed before it was saved.")
             engine = self._ensure_engine()
+            engine.pipelines.use_device(self._job_device(recorded_device))
+            from sdstudio.engine.settings import load_settings
+
+            engine.tiny_vaes.mode = load_settings(self._paths).previews
             for result in engine.generate(
                 request,
                 on_progress=lambda p: self.progress.emit(
@@ -127,6 +136,23 @@ class GenerationWorker(QObject):
         self.warmed_up.emit()
 
     @Slot()
+    def free_memory(self) -> None:
+        """Let go of every model the engine holds (the pipelines, refiner, ControlNets,
+        upscaler) and empty the device's cache, so that another process, a training run,
+        gets the memory; the next job loads its model again."""
+        try:
+            engine, self._engine = self._engine, None
+            if engine is not None:
+                engine.refiner.unload()
+                engine.pipelines.unload()
+                del engine
+                gc.collect()
+                empty_device_caches()
+        except Exception:  # the memory is freed as far as it could be; the run may start
+            log.exception("Freeing the models' memory failed")
+        self.memory_freed.emit()
+
+    @Slot()
     def shutdown(self) -> None:
         """Free the model and end the worker thread's event loop."""
         try:
@@ -135,6 +161,14 @@ class GenerationWorker(QObject):
                 self._engine = None
         finally:
             self.thread().quit()
+
+    def _job_device(self, recorded_device: str | None) -> Any:
+        """The device config of a job: the app's, or a re-run's recorded precision."""
+        from sdstudio.engine.devices import choose_device
+        from sdstudio.engine.precision import rerun_device
+
+        config = choose_device(self._device)
+        return config if recorded_device is None else rerun_device(config, recorded_device)
 
     def _token(self, job_id: int) -> Any:
         from sdstudio.engine.generation import CancelToken
@@ -166,6 +200,7 @@ class GenerationWorker(QObject):
             from sdstudio.engine.models.catalog import network_folders
             from sdstudio.engine.models.lookup import ModelFinder
             from sdstudio.engine.pipelines import PipelineManager
+            from sdstudio.engine.prompting.wildcards import wildcard_folders
             from sdstudio.engine.refine.face_detection import open_detector
             from sdstudio.engine.settings import load_settings
 
@@ -194,5 +229,20 @@ class GenerationWorker(QObject):
                 detectors=lambda name: open_detector(
                     name, network_folders(paths, load_settings(paths), "detector")
                 ),
+                wildcard_dirs=lambda: wildcard_folders(paths, load_settings(paths)),
+                tiny_vae_dirs=lambda: network_folders(paths, load_settings(paths), "tiny_vae"),
             )
         return self._engine
+
+
+def empty_device_caches() -> None:
+    """Return the memory torch keeps cached on CUDA or MPS to the system (nothing when
+    torch was never imported: no model was loaded then)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and torch.backends.mps.is_available():
+        mps.empty_cache()

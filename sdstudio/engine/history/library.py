@@ -278,10 +278,19 @@ def _image_files(folder: Path) -> Iterable[Path]:
     if folder.is_file():
         yield folder
         return
-    for root, _dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        # Grids (sdstudio's X/Y/Z plots, A1111's txt2img-grids) show images that are
+        # recorded on their own; a grid is not a generation.
+        dirs[:] = [d for d in dirs if not _is_grid_folder(d)]
         for name in files:
             if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
                 yield Path(root) / name
+
+
+def _is_grid_folder(name: str) -> bool:
+    """``grids`` or A1111's ``txt2img-grids`` / ``img2img-grids``."""
+    lowered = name.lower()
+    return lowered == "grids" or lowered.endswith("-grids")
 
 
 def _file_created(path: Path) -> str:

@@ -299,16 +299,21 @@ _UPSERT = (
 
 
 def _row_values(path: Path, record: ImageRecord, source: str) -> dict[str, Any]:
+    from sdstudio.engine.prompting.per_image import resolved_of
+
     request = record.request
     created = record.created or _file_time(path)
+    # A wildcard template is searched and shown as the prompt it resolved to (what the
+    # picture shows); the request (the template) stays in request_json.
+    prompt, negative = resolved_of(record.extra) or (request.prompt, request.negative_prompt)
     return {
         # The path itself, links not followed: deleting the entry removes this
         # file (a link), never what a link points to.
         "path": os.path.abspath(path),
         "created": created,
         "created_ts": _timestamp(created, path),
-        "prompt": request.prompt,
-        "negative_prompt": request.negative_prompt,
+        "prompt": prompt,
+        "negative_prompt": negative,
         "model_name": _model_name(record),
         "model_hash": record.model_hash,
         "seed": seed_to_column(request.seed),

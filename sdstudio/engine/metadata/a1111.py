@@ -23,6 +23,8 @@ from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import (
     control_names,
     detailer_names,
+    draft_names,
+    fast_names,
     hires_names,
     hypernet_names,
     inpaint_names,
@@ -30,6 +32,8 @@ from sdstudio.engine.metadata import (
     names,
     refiner_names,
     upscale_names,
+    variation_names,
+    wildcard_names,
 )
 from sdstudio.engine.metadata.values import (
     Parsed,
@@ -127,6 +131,8 @@ def format_parameters(
     modules = (extra or {}).get("modules")
     if isinstance(modules, list):  # Forge's names for the part files of a split model
         settings += [(f"Module {i}", str(name)) for i, name in enumerate(modules, 1)]
+    settings += variation_names.settings_written(request)
+    settings += draft_names.settings_written(request, extra)
     if request.mode is not Mode.TXT2IMG:
         settings.append(("Denoising strength", f"{request.strength:g}"))
     else:
@@ -140,16 +146,20 @@ def format_parameters(
     settings += refiner_names.settings_written(request, extra)
     settings += control_names.settings_written(request, extra)
     settings += ip_adapter_names.settings_written(request, extra)
+    settings += fast_names.settings_written(request)
     settings += [
         ("Lora hashes", _hashes((extra or {}).get("loras"))),
         ("TI hashes", _hashes((extra or {}).get("embeddings"))),
         (hypernet_names.HASHES, _hashes((extra or {}).get("hypernets"))),
-        ("Version", version),
     ]
+    prompt, negative, templates = wildcard_names.prompts_written(
+        request.prompt, request.negative_prompt, extra
+    )
+    settings += [*templates, ("Version", version)]
     line = ", ".join(f"{key}: {_quote(str(value))}" for key, value in settings if value != "")
-    lines = [request.prompt]
-    if request.negative_prompt:
-        lines.append(f"{_NEGATIVE} {request.negative_prompt}")
+    lines = [prompt]
+    if negative:
+        lines.append(f"{_NEGATIVE} {negative}")
     lines.append(line)
     return "\n".join(lines)
 
@@ -223,6 +233,10 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     used = set(_APPLIED) | set(hires.used) | set(detail.used)
     refiner = refiner_names.read(s, hires=hires.on)
     used |= refiner.used
+    variation = variation_names.read(s)
+    used |= variation.used | draft_names.KEYS
+    fast = fast_names.read(s)
+    used |= fast.used
     if any(key.startswith("hires ") for key in s) and not hires.on:
         used.discard("denoising strength")  # kept with the hires settings it belongs to
     strength_read = "denoising strength" in used and not hires.on
@@ -230,9 +244,13 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
     used |= {f"module {i}" for i in range(1, len(modules) + 1)}
     prompt, hypernet_keys = hypernet_names.prompt_read(parts.prompt, s)  # A1111 before 1.0
     used |= hypernet_keys
+    prompt, negative, written, template_notes = wildcard_names.read(
+        prompt, parts.negative_prompt, s
+    )
+    used |= wildcard_names.KEYS
     values: dict[str, object] = {
         "prompt": prompt,
-        "negative_prompt": parts.negative_prompt,
+        "negative_prompt": negative,
         "steps": s.get("steps"),
         "seed": s.get("seed"),
         "guidance_scale": s.get("cfg scale"),
@@ -266,11 +284,12 @@ def read_parameters(text: str, *, model: str = "") -> Parsed:
         model=recorded or model,
         model_name=recorded,
         model_hash=s.get("model hash", ""),
-        extras=_extras(parts.settings, used),
+        extras={**_extras(parts.settings, used), **written},
     )
-    parsed = dataclasses.replace(parsed, notes=notes + parsed.notes)
+    parsed = dataclasses.replace(parsed, notes=notes + template_notes + parsed.notes)
     parsed = detail.apply(hires.apply(inpaint.apply(parsed)))
-    parsed = refiner.apply(parsed)
+    parsed = fast.apply(variation.apply(refiner.apply(parsed)))
+    parsed = draft_names.read(s, parsed)
     # Kept in the extras: the text never carries a unit's control image nor an image
     # prompt's reference images.
     control_notes = control_names.notes(parts.settings) + ip_adapter_names.notes(parts.settings)

@@ -104,7 +104,7 @@ def _request(data: object) -> GenerationRequest:
         if name in _PATHS and value is not None and not isinstance(value, str):
             raise InvalidRequest(f"The sdstudio record's {name.replace('_', ' ')} is not a path.")
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        largest = MAX_SEED if name == "seed" else _LARGEST
+        largest = MAX_SEED if name in ("seed", "variation_seed") else _LARGEST
         if number and (not math.isfinite(value) or abs(value) > largest):
             raise InvalidRequest(f"The sdstudio record's {name.replace('_', ' ')} is out of range.")
     try:

@@ -251,6 +251,9 @@ def _scan_tree(folder: Path, kind: str, source: str, seen: set[Path]) -> Catalog
             elif (sub / "model_index.json").is_file():
                 dirnames.remove(name)
                 catalog.entries.append(_entry(name, kind, "diffusers", sub, source))
+            elif layouts.kind_from_path(sub / "x", folder, kind) == "tiny_vae":
+                dirnames.remove(name)  # a tiny VAE folder or download, or nothing to list
+                catalog.entries += _tiny_vae_folder(sub, source)
             elif (sub / "config.json").is_file() and _controlnet_folder(sub, folder, kind):
                 dirnames.remove(name)  # a diffusers ControlNet: its config and weights
                 family = _controlnet_folder_family(sub)
@@ -277,6 +280,9 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
     plain = source in ("app", "folder")
     if plain:
         kind = layouts.kind_from_path(path, root, kind)
+    if kind == "tiny_vae":
+        _add_tiny_vae(catalog, path, source)
+        return
     formats = layouts.UPSCALER_FORMATS if kind == "upscaler" else layouts.FORMATS
     formats = layouts.DETECTOR_FORMATS if kind == "detector" else formats
     image_prompt_kinds = ("controlnet", "ipadapter", "clip_vision")
@@ -312,6 +318,31 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
     if part is not None:
         entry = replace(entry, flags=(*entry.flags, *part_flags), variant=variant)
     catalog.entries.append(entry)
+
+
+def _tiny_vae_folder(sub: Path, source: str) -> list[ModelEntry]:
+    """A tiny VAE's diffusers folder (or its download) as an entry."""
+    from sdstudio.engine.tiny_vae_files import catalog_family, diffusers_folder
+
+    family = catalog_family(sub.name)
+    found = diffusers_folder(sub) if family is not None else None
+    if found is None or family is None:
+        return []
+    return [_entry(sub.name, "tiny_vae", "diffusers", found, source, family=family)]
+
+
+def _add_tiny_vae(catalog: Catalog, path: Path, source: str) -> None:
+    """A tiny VAE decoder file (its encoder, and A1111's own approximation, are not listed)."""
+    from sdstudio.engine.tiny_vae_files import SUFFIXES, catalog_family
+
+    family = catalog_family(path.name)
+    if family is None or path.suffix.lower() not in SUFFIXES:
+        return
+    file_format = path.suffix.lower().lstrip(".")
+    size = path.stat().st_size
+    catalog.entries.append(
+        _entry(path.stem, "tiny_vae", file_format, path, source, size=size, family=family)
+    )
 
 
 def _controlnet_folder(sub: Path, root: Path, kind: str) -> bool:

@@ -92,6 +92,47 @@ ANNOTATOR_DOWNLOADS = {
 into sdstudio's ``models/annotators`` folder (see :func:`download_annotator`)."""
 
 
+TINY_VAE_DOWNLOADS = {
+    "madebyollin/taesd": ("TAESD: tiny VAE for SD 1.x/2.x previews and draft decodes", 0.01),
+    "madebyollin/taesdxl": ("TAESDXL: tiny VAE for SDXL previews and draft decodes", 0.01),
+    "madebyollin/taesd3": ("TAESD3: tiny VAE for SD 3 previews and draft decodes", 0.01),
+    "madebyollin/taef1": ("TAEF1: tiny VAE for Flux.1 previews and draft decodes", 0.01),
+}
+"""Tiny VAEs offered for download (repo id: description, size in GB), fetched as diffusers
+folders into sdstudio's ``models/vae_approx/<name>`` (see :func:`download_tiny_vae`)."""
+
+
+def tiny_vae_folder(models_dir: Path, repo_id: str) -> Path:
+    """Where the tiny VAE ``repo_id`` is downloaded: ``models/vae_approx/<repo name>``, a
+    name that tells its family (see :mod:`sdstudio.engine.tiny_vae_files`)."""
+    from sdstudio.engine.tiny_vae_files import FOLDER_NAME
+
+    return models_dir / FOLDER_NAME / repo_id.rsplit("/", 1)[-1]
+
+
+def download_tiny_vae(
+    repo_id: str,
+    folder: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """Download the diffusers tiny VAE ``repo_id`` (its ``config.json`` and safetensors
+    weights) into ``folder`` (see :func:`tiny_vae_folder`), in the Hub's cache layout; its
+    snapshot folder. Errors as :func:`download_model`."""
+    return download_model(
+        repo_id,
+        cache_dir=folder,
+        progress=progress,
+        cancel=cancel,
+        token=token,
+        endpoint=endpoint,
+        choose=choose_transformers_files,
+    )
+
+
 def choose_transformers_files(sizes: dict[str, int]) -> list[str]:
     """The files a transformers model needs from a repo's listing: its configs and one
     set of safetensors weights at the top level, ``config.json`` last (a folder with it is

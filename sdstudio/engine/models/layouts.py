@@ -58,6 +58,7 @@ A1111_FOLDERS = (
     ("embeddings", "embedding"),
     ("models/embeddings", "embedding"),
     ("models/VAE", "vae"),
+    ("models/VAE-approx", "tiny_vae"),
     ("models/text_encoder", "text_encoder"),
     ("models/ESRGAN", "upscaler"),
     ("models/RealESRGAN", "upscaler"),
@@ -85,6 +86,7 @@ COMFYUI_FOLDERS = (
     ("models/hypernetworks", "hypernetwork"),
     ("models/embeddings", "embedding"),
     ("models/vae", "vae"),
+    ("models/vae_approx", "tiny_vae"),
     ("models/diffusion_models", "checkpoint"),
     ("models/unet", "checkpoint"),
     ("models/text_encoders", "text_encoder"),
@@ -178,6 +180,8 @@ def kind_from_path(path: Path, root: Path, default: str) -> str:
         return "hypernetwork"
     if parts & {"embedding", "embeddings", "textual_inversion"}:
         return "embedding"
+    if parts & {"vae_approx", "vae-approx"}:
+        return "tiny_vae"
     if parts & {"vae", "vaes"}:
         return "vae"
     if parts & {"text_encoders", "text_encoder", "clip"}:

@@ -21,11 +21,18 @@ A missing ``alpha`` means a scale of 1, as AUTOMATIC1111 reads these files.
 (IA)^3 (``on_input``), DoRA (``dora_scale``), OFT/BOFT and GLoRA change a module
 in other ways and are refused by name. Plain LoRA files are not LyCORIS files:
 :func:`file_kind` says ``lora`` for them and diffusers loads them.
+
+Old kohya and LyCORIS saves are pickles (``.pt``, ``.ckpt``) holding the same tensors:
+:func:`read_tensors` opens them only through the restricted loader
+(:func:`sdstudio.engine.models.loading.load_pickle_state_dict`), which refuses a pickle
+that holds code with a :class:`ModelError`, and they are then applied as the
+safetensors files are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,10 +112,16 @@ def labelled_family(header: dict[str, Any]) -> tuple[str, str]:
 
 
 def file_kind(path: Path) -> str:
-    """:func:`header_kind` of a safetensors file, read from its header only; other
-    files (pickles) and unreadable headers are ``lora`` (diffusers' loader decides)."""
+    """:func:`header_kind` of a network file: a safetensors file's from its header only
+    (an unreadable header is ``lora``: diffusers' loader decides), a pickle's from its
+    tensors, read through the restricted loader (a pickle holding code raises
+    :class:`ModelError`)."""
     if path.suffix.lower() != ".safetensors":
-        return "lora"
+        try:
+            stat = path.stat()
+        except OSError:
+            return "lora"
+        return _pickle_kind(str(path), stat.st_mtime_ns, stat.st_size)
     try:
         header = layouts.read_safetensors_header(path)
     except (OSError, ValueError):
@@ -117,6 +130,93 @@ def file_kind(path: Path) -> str:
         return header_kind(header)
     except ModelError as error:
         raise ModelError(f"Could not load the network {path.name}: {error}.") from None
+
+
+@functools.lru_cache(maxsize=32)
+def _pickle_kind(path: str, _mtime: int, _size: int) -> str:
+    """A pickle's kind, read once per version of the file (a LoRA is read at each
+    request's check, and a pickle cannot be read by its header alone)."""
+    file = Path(path)
+    try:
+        return header_kind(read_tensors(file))
+    except ModelError as error:
+        if str(error).startswith(file.name):  # the loader's own sentence names the file
+            raise
+        raise ModelError(f"Could not load the network {file.name}: {error}.") from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A LoRA or LyCORIS file's tensors on the CPU: a safetensors file, or a pickle
+    (``.pt``, ``.ckpt``, ``.bin``) through the restricted loader; raises
+    :class:`ModelError` for a pickle that holds code, or one without tensors."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    from sdstudio.engine.models.loading import load_pickle_state_dict
+
+    tensors = load_pickle_state_dict(path)
+    if not tensors:
+        raise ModelError(f"{path.name} holds no tensors: it is not a LoRA or LyCORIS file.")
+    return tensors
+
+
+def pointwise_mismatches(
+    shapes: Mapping[str, Sequence[int]], layer_of: Callable[[str], Any]
+) -> list[str]:
+    """The ``lora_down``/``lora_up`` weights stored in the other form than their layer's:
+    2-D for a 1 x 1 convolution, or 1 x 1 4-D for a linear layer. SD 1.x's ``proj_in`` and
+    ``proj_out`` are 1 x 1 convolutions, SD 2.x's and SDXL's linear layers, and files
+    made with one form are used with the other (AUTOMATIC1111 takes either)."""
+    import torch
+
+    found = []
+    for key, shape in shapes.items():
+        if not key.endswith((".lora_down.weight", ".lora_up.weight")):
+            continue
+        layer = layer_of(key.split(".", 1)[0])
+        pointwise = isinstance(layer, torch.nn.Conv2d) and tuple(layer.kernel_size) == (1, 1)
+        if (pointwise and len(shape) == 2) or (
+            isinstance(layer, torch.nn.Linear) and len(shape) == 4 and list(shape[2:]) == [1, 1]
+        ):
+            found.append(key)
+    return found
+
+
+def refit_pointwise(
+    tensors: dict[str, torch.Tensor], keys: Iterable[str]
+) -> dict[str, torch.Tensor]:
+    """``tensors`` with the weights :func:`pointwise_mismatches` found in their layer's form."""
+    fitted = dict(tensors)
+    for key in keys:
+        tensor = fitted[key]
+        fitted[key] = tensor.flatten(1) if tensor.dim() == 4 else tensor[:, :, None, None]
+    return fitted
+
+
+def lora_source(pipe: Any, path: Path) -> str | dict[str, torch.Tensor]:
+    """What diffusers' ``load_lora_weights`` is given for a plain LoRA: the file's path,
+    or its tensors when it is a pickle (read only through the restricted loader, never
+    diffusers' own) or when its 1 x 1 layers are stored in the other form than the
+    model's (:func:`pointwise_mismatches`)."""
+    from sdstudio.engine.prompting.lycoris_patch import layer_finder
+
+    pickle = path.suffix.lower() != ".safetensors"
+    tensors = read_tensors(path) if pickle else None
+    if getattr(pipe, "unet", None) is None:
+        return tensors if tensors is not None else str(path)
+    if tensors is not None:
+        shapes: dict[str, Sequence[int]] = {k: list(t.shape) for k, t in tensors.items()}
+    else:
+        try:
+            header = layouts.read_safetensors_header(path)
+        except (OSError, ValueError):
+            return str(path)  # diffusers' loader says what is wrong with it
+        shapes = {k: _shape(entry) for k, entry in header.items() if k != "__metadata__"}
+    wrong = pointwise_mismatches(shapes, layer_finder(pipe))
+    if not wrong:
+        return tensors if tensors is not None else str(path)
+    return refit_pointwise(tensors if tensors is not None else read_tensors(path), wrong)
 
 
 def network_family(header: dict[str, Any]) -> tuple[str, str]:

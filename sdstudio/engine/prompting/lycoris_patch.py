@@ -197,10 +197,8 @@ class LycorisPatcher:
         if key in self._files:
             self._files[key] = self._files.pop(key)
             return self._files[key]
-        from safetensors.torch import load_file
-
         try:
-            modules = lycoris.group_modules(load_file(str(path), device="cpu"))
+            modules = lycoris.group_modules(lycoris.read_tensors(path))
         except ModelError as error:
             raise ModelError(f"Could not load the network {path.name}: {error}.") from None
         except Exception as error:  # safetensors raises several types for a bad file
@@ -231,6 +229,15 @@ def _targets(pipe: Any) -> dict[str, torch.nn.Module]:
         if encoder is not None:
             targets.update(_layers(encoder, prefix))
     return targets
+
+
+def layer_finder(pipe: Any) -> Callable[[str], Any]:
+    """Kohya module name -> the layer of ``pipe``'s UNet or text encoders it changes (a
+    diffusers name or the original UNet's), or ``None`` when the model has no such layer."""
+    targets = _targets(pipe)
+    per_block = getattr(pipe.unet.config, "layers_per_block", None)
+    per_block = per_block if isinstance(per_block, int) else None
+    return lambda name: _find(targets, name, per_block)
 
 
 def _find(targets: dict[str, torch.nn.Module], name: str, per_block: int | None) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,6 +24,7 @@ from sdstudio.engine.training.datasets import (
     Dataset,
     Fitted,
     choose_bucket,
+    color_augment,
     epoch_batches,
     load_fitted,
     make_buckets,
@@ -63,7 +65,11 @@ class TrainingData:
             for index, image in enumerate(dataset.images)
         }
         self._epoch: tuple[int, list[Batch]] | None = None
-        self._latents: dict[int, tuple[torch.Tensor, Fitted]] = {}
+        self._latents: dict[tuple[int, bool], tuple[torch.Tensor, Fitted]] = {}
+        self.flip_aug = False
+        """Mirror each image at half the steps, drawn per step (kohya's ``flip_aug``)."""
+        self.color_aug = False
+        """Vary each image's hue or gamma per step (kohya's ``color_aug``; never cached)."""
 
     @property
     def batches_per_epoch(self) -> int:
@@ -94,16 +100,27 @@ class TrainingData:
             for index in batch.indices
         ]
 
+    def flipped(self, step: int, batch: Batch) -> list[bool]:
+        """Which of the batch's images are shown mirrored at ``step``: none without
+        :attr:`flip_aug`, else each with a chance of one half from the step's own draw."""
+        if not self.flip_aug:
+            return [False] * len(batch.indices)
+        rng = random.Random(f"{self.seed}:flip:{step}")
+        return [rng.random() < 0.5 for _ in batch.indices]
+
     def cache_latents(
         self, model: TrainingModel, on_progress: Callable[[int, int], None] | None = None
     ) -> None:
-        """Encode every image once (kohya's ``--cache-latents``): steps then skip the VAE."""
+        """Encode every image once (kohya's ``--cache-latents``): steps then skip the VAE.
+        With :attr:`flip_aug` the mirrored image is encoded too, as kohya caches both."""
         total = len(self.dataset.images)
         for index in range(total):
-            fitted = load_fitted(self.dataset.images[index], self.buckets[index])
-            generator = step_generator(self.seed, index, stream=101)
-            latents = model.encode_images(fitted.pixels[None], generator)[0]
-            self._latents[index] = (latents, _without_pixels(fitted))
+            for flip in (False, True) if self.flip_aug else (False,):
+                image = self.dataset.images[index]
+                fitted = load_fitted(image, self.buckets[index], flip=flip)
+                generator = step_generator(self.seed, index, stream=201 if flip else 101)
+                latents = model.encode_images(fitted.pixels[None], generator)[0]
+                self._latents[(index, flip)] = (latents, _without_pixels(fitted))
             if on_progress:
                 on_progress(index + 1, total)
 
@@ -112,10 +129,17 @@ class TrainingData:
     ) -> tuple[torch.Tensor, list[Fitted]]:
         """The batch's latents (cached, or encoded now with the step's generator) and
         what each image was fitted from."""
+        flips = self.flipped(step, batch)
         if self._latents:
-            pairs = [self._latents[index] for index in batch.indices]
+            pairs = [self._latents[key] for key in zip(batch.indices, flips, strict=True)]
             return torch.stack([latents for latents, _ in pairs]), [f for _, f in pairs]
-        fitted = [load_fitted(self.dataset.images[i], batch.bucket) for i in batch.indices]
+        fitted = [
+            load_fitted(self.dataset.images[i], batch.bucket, flip=flip)
+            for i, flip in zip(batch.indices, flips, strict=True)
+        ]
+        if self.color_aug:
+            rng = random.Random(f"{self.seed}:color:{step}")
+            fitted = [replace(f, pixels=color_augment(f.pixels, rng)) for f in fitted]
         pixels = torch.stack([f.pixels for f in fitted])
         latents = model.encode_images(pixels, step_generator(self.seed, step, stream=1))
         return latents, fitted

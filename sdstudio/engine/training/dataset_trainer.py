@@ -66,15 +66,19 @@ class DatasetTrainer:
                 "models that predict the noise (epsilon) or v."
             )
 
-    def noised(self, step: int) -> NoisedBatch:
-        """The step's batch, its noise (with the offset) and timesteps, drawn from the
-        step's own generator, and its latents noised with them."""
+    def noised(
+        self, step: int, data: TrainingData | None = None, seed: int | None = None
+    ) -> NoisedBatch:
+        """The step's batch of ``data`` (the run's dataset by default), its noise (with the
+        offset) and timesteps, drawn from the generator of ``seed`` (the run's) and the
+        step, and its latents noised with them."""
         import torch
 
         model, base = self.model, self.options
-        batch = self.data.batch_at(step)
-        latents, fitted = self.data.latents_at(step, batch, model)
-        generator = step_generator(base.seed, step, stream=2)
+        data = self.data if data is None else data
+        batch = data.batch_at(step)
+        latents, fitted = data.latents_at(step, batch, model)
+        generator = step_generator(base.seed if seed is None else seed, step, stream=2)
         noise = torch.randn(latents.shape, generator=generator)
         if base.noise_offset:
             shape = (latents.shape[0], latents.shape[1], 1, 1)
@@ -86,6 +90,52 @@ class DatasetTrainer:
         timesteps = timesteps.to(model.device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         return NoisedBatch(batch, latents, fitted, noise, timesteps, noisy)
+
+    def denoising_loss(
+        self,
+        step: int,
+        *,
+        data: TrainingData | None = None,
+        seed: int | None = None,
+        train_text: bool = False,
+        clip_skip: int = 1,
+        hidden_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """The UNet's loss predicting the noise (or v) of :meth:`noised`'s batch, with
+        Min-SNR-γ weights when asked; gradients reach the text encoders when
+        ``train_text``."""
+        import torch
+
+        model = self.model
+        noised = self.noised(step, data, seed)
+        latents, noise, timesteps = noised.latents, noised.noise, noised.timesteps
+        captions = (self.data if data is None else data).captions_at(step, noised.batch)
+        with torch.set_grad_enabled(train_text):
+            hidden, added = model.condition(
+                captions, noised.fitted, noised.batch.bucket, clip_skip=clip_skip
+            )
+        if hidden_dtype is not None:
+            hidden = hidden.to(hidden_dtype)
+        prediction = model.pipe.unet(
+            noised.noisy, timesteps, hidden, added_cond_kwargs=added
+        ).sample
+        scheduler = model.noise_scheduler
+        target = scheduler.get_velocity(latents, noise, timesteps) if model.v_prediction else noise
+        loss = torch.nn.functional.mse_loss(prediction.float(), target.float(), reduction="none")
+        loss = loss.mean(dim=[1, 2, 3])
+        if self.options.min_snr_gamma is not None:
+            loss = loss * self._snr_weights(timesteps)
+        return loss.mean()
+
+    def _snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-γ weights (Hang et al. 2023, as kohya applies them)."""
+        import torch
+
+        alphas = self.model.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+        snr = alphas / (1 - alphas)
+        gamma = torch.full_like(snr, float(self.options.min_snr_gamma or 0))
+        clipped = torch.minimum(snr, gamma)
+        return (clipped / (snr + 1) if self.model.v_prediction else clipped / snr).float()
 
     @property
     def device(self) -> torch.device:

@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -245,8 +245,10 @@ class Fitted:
     crop_top_left: tuple[int, int]
 
 
-def fit_to_bucket(image: Image.Image, bucket: tuple[int, int]) -> Fitted:
-    """Scale ``image`` to cover ``bucket`` (width, height) and centre-crop it, as kohya does."""
+def fit_to_bucket(image: Image.Image, bucket: tuple[int, int], *, flip: bool = False) -> Fitted:
+    """Scale ``image`` to cover ``bucket`` (width, height) and centre-crop it, as kohya does;
+    ``flip`` mirrors the crop left to right (kohya's ``flip_aug``), and SDXL's crop
+    position is then measured from the mirrored image's left edge, as kohya measures it."""
     import numpy as np
     import torch
 
@@ -260,19 +262,47 @@ def fit_to_bucket(image: Image.Image, bucket: tuple[int, int]) -> Fitted:
     top = (resized[1] - target_h) // 2
     image = image.crop((left, top, left + target_w, top + target_h))
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    if flip:
+        array = array[:, ::-1]
+        left = resized[0] - target_w - left
     pixels = torch.from_numpy(array.copy()).permute(2, 0, 1)
     return Fitted(pixels, (height, width), (top, left))
 
 
-def load_fitted(image: TrainingImage, bucket: tuple[int, int]) -> Fitted:
-    """Open ``image`` (upright, RGB) and fit it to ``bucket``."""
+def load_fitted(image: TrainingImage, bucket: tuple[int, int], *, flip: bool = False) -> Fitted:
+    """Open ``image`` (upright, RGB) and fit it to ``bucket`` (mirrored with ``flip``)."""
     from sdstudio.engine.images import open_image
 
     opened = open_image(image.path, what="training image")
     try:
-        return fit_to_bucket(opened, bucket)
+        return fit_to_bucket(opened, bucket, flip=flip)
     finally:
         opened.close()
+
+
+def color_augment(pixels: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """kohya's ``color_aug`` on a 3 x H x W image in [-1, 1]: a third of the time, either
+    the hue shifted by up to 8 of OpenCV's 180 degrees or a gamma of 0.95 to 1.05 applied
+    to the 0-255 values (clipped, as kohya does); otherwise the image as it is."""
+    import numpy as np
+    import torch
+
+    if rng.random() > 0.33:
+        return pixels
+    rgb: Any = ((pixels.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255)
+    rgb = rgb.astype(np.uint8)
+    if rng.random() > 0.5:
+        import cv2
+
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+        shift = rng.uniform(-8, 8) % 180
+        hsv[:, :, 0] = ((hsv[:, :, 0].astype(np.float32) + shift) % 180).astype(np.uint8)
+        rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    else:
+        gamma = rng.uniform(0.95, 1.05)
+        rgb = np.clip(rgb.astype(np.float32) ** gamma, 0, 255).astype(np.uint8)
+    array = rgb.astype(np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 @dataclass(frozen=True, slots=True)

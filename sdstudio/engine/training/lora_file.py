@@ -80,7 +80,7 @@ def lora_metadata(
         "ss_full_fp16": False,
         "ss_v2": facts.base_model_version == "sd_v2",
         "ss_base_model_version": facts.base_model_version,
-        "ss_clip_skip": None,
+        "ss_clip_skip": options.clip_skip if options.clip_skip > 1 else None,
         "ss_max_token_length": None,
         "ss_cache_latents": base.cache_latents,
         "ss_seed": base.seed,
@@ -91,8 +91,8 @@ def lora_metadata(
         "ss_caption_dropout_rate": base.captions.caption_dropout_rate,
         "ss_prior_loss_weight": 1.0,
         "ss_resolution": tuple(base.buckets.resolution),
-        "ss_color_aug": False,
-        "ss_flip_aug": False,
+        "ss_color_aug": options.color_aug,
+        "ss_flip_aug": options.flip_aug,
         "ss_random_crop": False,
         "ss_shuffle_caption": base.captions.shuffle_caption,
         "ss_enable_bucket": base.buckets.enable_bucket,
@@ -105,6 +105,11 @@ def lora_metadata(
         "ss_epoch": epoch,
     }
     metadata = {key: str(value) for key, value in values.items()}
+    if options.conv_dim is not None:
+        # kohya records --network_args as given: each value a string
+        metadata["ss_network_args"] = json.dumps(
+            {"conv_dim": str(options.conv_dim), "conv_alpha": f"{options.conv_alpha:g}"}
+        )
     metadata["ss_dataset_dirs"] = json.dumps(
         {
             folder: {"n_repeats": repeats, "img_count": count}

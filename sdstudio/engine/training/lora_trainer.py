@@ -1,12 +1,14 @@
 """LoRA training for SD 1.x, SD 2.x and SDXL: the trainer :func:`train_lora` runs.
 
-The model's weights stay frozen; peft LoRA layers on the UNet's attention (and, with
-``--train-text-encoder``, the text encoders' attention) learn to predict the noise,
-or v for a v-prediction model, added to the dataset's latents at a random timestep of
-the model's own noise schedule. Optional kohya refinements: Min-SNR weighting
-(``--min-snr-gamma``) and a noise offset (``--noise-offset``).
+The model's weights stay frozen; peft LoRA layers where kohya's ``networks.lora`` puts
+them (the UNet's transformer blocks; with ``conv_dim`` its resnets; with
+``--train-text-encoder`` the text encoders' attention and MLP, see
+:mod:`.lora_network`) learn to predict the noise, or v for a v-prediction model, added
+to the dataset's latents at a random timestep of the model's own noise schedule.
+Optional kohya refinements: Min-SNR weighting (``--min-snr-gamma``), a noise offset
+(``--noise-offset``), clip skip, and flip and colour augmentation.
 
-Every random draw of a step (batch order, caption variation, VAE sample, noise,
+Every random draw of a step (batch order, caption variation, flips, VAE sample, noise,
 timesteps) comes from a generator seeded by the run's seed and the step, so on the
 CPU a run is reproducible, and a run resumed from a saved state ends with the weights
 of the uninterrupted run.
@@ -22,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sdstudio.engine.errors import ModelError
+from sdstudio.engine.errors import InvalidRequest, ModelError
 from sdstudio.engine.fileio import write_atomically
 from sdstudio.engine.training.dataset_trainer import DatasetTrainer
 from sdstudio.engine.training.events import CancelFlag, EventSink, Notice
@@ -59,13 +61,22 @@ class LoraTrainer(DatasetTrainer):
         base = lora.base
         self._load(base, on_event, model)
         self._check_prediction("LoRA")
+        if lora.clip_skip > 1 and self.model.is_sdxl:
+            raise InvalidRequest(
+                "SDXL models have no clip skip (they always read the penultimate layer): "
+                "leave out --clip-skip."
+            )
         self.network: LoraNetwork = add_lora(
             self.model,
             rank=lora.network_dim,
             alpha=lora.network_alpha,
             train_text_encoder=lora.train_text_encoder,
             seed=base.seed,
+            conv_dim=lora.conv_dim,
+            conv_alpha=lora.conv_alpha,
         )
+        self.data.flip_aug = lora.flip_aug
+        self.data.color_aug = lora.color_aug
         if base.gradient_checkpointing:
             self.model.pipe.unet.enable_gradient_checkpointing()
         if lora.train_text_encoder:
@@ -101,31 +112,12 @@ class LoraTrainer(DatasetTrainer):
 
     def loss(self, step: int) -> torch.Tensor:
         """The denoising loss of the step's batch."""
-        model, base = self.model, self.options
-        noised = self.noised(step)
-        batch, latents, fitted = noised.batch, noised.latents, noised.fitted
-        noise, timesteps, noisy = noised.noise, noised.timesteps, noised.noisy
-        captions = self.data.captions_at(step, batch)
-        scheduler = model.noise_scheduler
-        with torch.set_grad_enabled(self.lora.train_text_encoder):
-            hidden, added = model.condition(captions, fitted, batch.bucket)
-        prediction = model.pipe.unet(
-            noisy, timesteps, hidden.to(model.weight_dtype), added_cond_kwargs=added
-        ).sample
-        target = scheduler.get_velocity(latents, noise, timesteps) if model.v_prediction else noise
-        loss = torch.nn.functional.mse_loss(prediction.float(), target.float(), reduction="none")
-        loss = loss.mean(dim=[1, 2, 3])
-        if base.min_snr_gamma is not None:
-            loss = loss * self._snr_weights(timesteps)
-        return loss.mean()
-
-    def _snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
-        """Min-SNR-γ weights (Hang et al. 2023, as kohya applies them)."""
-        alphas = self.model.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-        snr = alphas / (1 - alphas)
-        gamma = torch.full_like(snr, float(self.options.min_snr_gamma or 0))
-        clipped = torch.minimum(snr, gamma)
-        return (clipped / (snr + 1) if self.model.v_prediction else clipped / snr).float()
+        return self.denoising_loss(
+            step,
+            train_text=self.lora.train_text_encoder,
+            clip_skip=self.lora.clip_skip,
+            hidden_dtype=self.model.weight_dtype,
+        )
 
     def record(self) -> dict[str, Any]:
         """The options as plain values, kept with a state."""

@@ -74,10 +74,18 @@ class TrainingModel:
         return (latents * vae.config.scaling_factor).to(self.weight_dtype)
 
     def condition(
-        self, captions: Sequence[str], fitted: Sequence[Fitted], bucket: tuple[int, int]
+        self,
+        captions: Sequence[str],
+        fitted: Sequence[Fitted],
+        bucket: tuple[int, int],
+        *,
+        clip_skip: int = 1,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """The UNet's text conditioning for ``captions``; for SDXL also its pooled text and
-        size conditioning. Gradients flow into text encoders that are being trained."""
+        size conditioning. Gradients flow into text encoders that are being trained.
+
+        ``clip_skip`` N > 1 (SD 1.x/2.x) takes the N-th last layer's output through the
+        final layer norm, as generation's clip skip and kohya's ``--clip_skip`` do."""
         states = []
         pooled = None
         for _prefix, tokenizer, encoder in self.text_encoders():
@@ -88,6 +96,12 @@ class TrainingModel:
                 truncation=True,
                 return_tensors="pt",
             ).input_ids.to(self.device)
+            if not self.is_sdxl and clip_skip > 1:
+                hidden_states = encoder(ids, output_hidden_states=True).hidden_states
+                skipped = hidden_states[-min(clip_skip, len(hidden_states))]
+                # transformers 5's CLIPTextModel has no ``text_model`` wrapper; older ones do
+                states.append(getattr(encoder, "text_model", encoder).final_layer_norm(skipped))
+                continue
             if not self.is_sdxl:
                 states.append(encoder(ids)[0])
                 continue

@@ -116,10 +116,31 @@ class LoraOptions:
     text_encoder_lr: float | None = None
     """The text encoders' learning rate (default: ``learning_rate``)."""
     train_text_encoder: bool = False
+    conv_dim: int | None = None
+    """kohya's ``network_args conv_dim``: also adapt the resnets' 3 x 3 convolutions
+    (LoCon) at this rank."""
+    conv_alpha: float = 1.0
+    clip_skip: int = 1
+    """Condition on the text encoder's N-th last layer (SD 1.x/2.x), as generation does."""
+    flip_aug: bool = False
+    """Show each image mirrored at random steps (kohya's ``--flip_aug``)."""
+    color_aug: bool = False
+    """Shift hue or gamma at random steps (kohya's ``--color_aug``; not with cached latents)."""
 
     def check(self) -> None:
         """Raise :class:`InvalidRequest` for a setting that cannot be trained with."""
         self.base.check()
+        if self.conv_dim is not None and not 1 <= self.conv_dim <= 1024:
+            raise InvalidRequest("--network-args conv_dim must be between 1 and 1024.")
+        if self.conv_alpha <= 0:
+            raise InvalidRequest("--network-args conv_alpha must be above 0 (kohya: 1).")
+        if not 1 <= self.clip_skip <= 12:
+            raise InvalidRequest("--clip-skip must be between 1 (the last layer) and 12.")
+        if self.color_aug and self.base.cache_latents:
+            raise InvalidRequest(
+                "--color-aug changes the pixels at every step, so their latents cannot be "
+                "cached: leave out --cache-latents or --color-aug."
+            )
         if not 1 <= self.network_dim <= 1024:
             raise InvalidRequest("--network-dim (the LoRA rank) must be between 1 and 1024.")
         if self.network_alpha <= 0:
@@ -142,6 +163,11 @@ RESUME_MUST_MATCH = (
     "network_dim",
     "network_alpha",
     "train_text_encoder",
+    "conv_dim",
+    "conv_alpha",
+    "clip_skip",
+    "flip_aug",
+    "color_aug",
     "base.model",
     "base.data",
     "base.seed",
@@ -166,6 +192,10 @@ RESUME_MUST_MATCH = (
     "dropout",
     "weight_init",
     "sizes",
+    "class_prompt",
+    "class_data_dir",
+    "num_class_images",
+    "prior_loss_weight",
 )
 """What a resumed run must share with the run it continues to give the same result."""
 
@@ -173,15 +203,29 @@ RESUME_MUST_MATCH = (
 def resume_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The options (dotted names) whose values differ between a saved run and this one."""
     found = []
+    missing = object()
     for name in RESUME_MUST_MATCH:
         a: Any = saved
         b: Any = current
         for part in name.split("."):
-            a = a.get(part) if isinstance(a, dict) else None
+            a = a.get(part, missing) if isinstance(a, dict) else missing
             b = b.get(part) if isinstance(b, dict) else None
-        if a != b:
+        if a is missing and (b is None or (name in _LATER_OPTIONS and _LATER_OPTIONS[name] == b)):
+            continue  # not an option of this kind, or one added since, at its default
+        if a is missing or a != b:
             found.append(name.rsplit(".", 1)[-1])
     return found
+
+
+_LATER_OPTIONS: dict[str, Any] = {
+    "conv_dim": None,
+    "conv_alpha": 1.0,
+    "clip_skip": 1,
+    "flip_aug": False,
+    "color_aug": False,
+}
+"""Options added after states were first saved, with their defaults: a state saved
+before them resumes when they are left at these values."""
 
 
 def _positive(flag: str, value: int | None) -> None:
