@@ -11,13 +11,13 @@ the record says where the prompt's text came from. A1111 shows the key as an unk
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from sdstudio.engine.metadata.values import Parsed, as_float, as_int
+from sdstudio.engine.metadata.inpaint_names import InpaintSettings
+from sdstudio.engine.metadata.values import as_float, as_int
 from sdstudio.engine.request import MAX_SEED, MAX_SIZE, MIN_SIZE, GenerationRequest
 
 STYLES = "Styles array"
@@ -43,29 +43,14 @@ def settings_written(request: GenerationRequest) -> list[tuple[str, object]]:
 
 
 @dataclass(frozen=True, slots=True)
-class VariationSettings:
-    """What a ``parameters`` text says of these settings."""
-
-    values: dict[str, object] = field(default_factory=dict)
-    unusable: frozenset[str] = frozenset()
-    """Keys (case-folded) whose values could not be used: kept as extras."""
-    notes: tuple[str, ...] = ()
+class VariationSettings(InpaintSettings):
+    """What a ``parameters`` text says of these settings (read and applied as the
+    inpainting settings are)."""
 
     @property
     def used(self) -> frozenset[str]:
         """The keys whose values go into the request."""
         return KEYS - self.unusable
-
-    def apply(self, parsed: Parsed) -> Parsed:
-        """``parsed`` with these settings in its request and in its ``read`` fields."""
-        if not self.values and not self.notes:
-            return parsed
-        return dataclasses.replace(
-            parsed,
-            request=parsed.request.replace(**self.values),
-            read=parsed.read | set(self.values),
-            notes=(*parsed.notes, *self.notes),
-        )
 
 
 def read(settings: Mapping[str, str]) -> VariationSettings:
