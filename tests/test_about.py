@@ -142,7 +142,15 @@ def expected_device() -> str:
     import torch
 
     if torch.cuda.is_available():
-        return f"CUDA: {torch.cuda.get_device_name()} (float16)"
+        from sdstudio.engine.cuda_path import current_gpu, describe_fast_path, sd_gpu_precision
+
+        sd, why = sd_gpu_precision(current_gpu())
+        from sdstudio.engine.devices import choose_device
+
+        flow = "bfloat16" if torch.cuda.is_bf16_supported(False) else "float16"
+        precision = f"{sd}: {why} (flow-matching models: {flow})"
+        fast_path = describe_fast_path(choose_device("cuda"))
+        return f"CUDA: {torch.cuda.get_device_name()} ({precision}); {fast_path}"
     mps = getattr(torch.backends, "mps", None)
     return "MPS (float16)" if mps is not None and mps.is_available() else cpu_description()
 

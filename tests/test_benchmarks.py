@@ -72,3 +72,14 @@ def test_cpu_speed_benchmark_compares_float32_with_auto(capsys, monkeypatch) -> 
         entry = summary["results"]["32"][what]
         assert entry["float32"]["min_s"] > 0 and entry["speedup_median"] > 0
         assert 0 < entry["relative_error"] < 0.1  # bfloat16 computed, close to float32
+
+
+def test_gpu_benchmark_compares_the_fast_path_with_float32(capsys) -> None:
+    benchmark = load("gpu_speed")
+    argv = ["--device", "cpu", "--tiny", "--size", "64", "--rounds", "1", "--no-compile"]
+    assert benchmark.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sd1"]
+    assert summary["cfg_step/float32"]["speedup"] == 1.0
+    for name in ("cfg_step/float32_tf32", "cfg_step/fast_path", "vae_decode/fast_path"):
+        assert summary[name]["median_s"] > 0
+    assert 0 < summary["cfg_step/fast_path"]["relative_error"] < 0.05  # bfloat16 on the CPU

@@ -162,6 +162,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--precision", default="auto", choices=["auto", "float32", "float16", "bfloat16"]
     )
     parser.add_argument(
+        "--compile",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="compile the denoiser with torch.compile (default: the compile setting; faster "
+        "on CUDA GPUs after a slow first image of each size)",
+    )
+    parser.add_argument(
         "--config", default=None, help="diffusers folder of the family of a .safetensors model"
     )
     parser.add_argument("--out", default=None, help="folder for the images (default: outputs)")
@@ -399,7 +406,9 @@ def open_engine(
     from sdstudio.engine.refine.face_detection import open_detector
 
     paths = context.paths
-    device = choose_device(args.device or context.settings.device, args.precision)
+    compiled = getattr(args, "compile", None)
+    compiled = context.settings.compile_denoiser if compiled is None else compiled
+    device = choose_device(args.device or context.settings.device, args.precision, compile=compiled)
     recorded = getattr(args, "recorded_device", None)  # a re-run: in the recorded precision
     if recorded is not None:
         device = rerun_device(device, recorded)
@@ -409,6 +418,7 @@ def open_engine(
         hash_cache=HashCache(paths.cache_dir / "model-hashes.json"),
         memory_mode=context.settings.memory,
         find_model=finder,
+        compile_cache=paths.cache_dir / "torch-compile",
     )
     networks = Networks(
         lambda: network_folders(paths, context.settings, "lora"),

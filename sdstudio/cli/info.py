@@ -148,17 +148,26 @@ def _device_info(args: argparse.Namespace, reporter: Reporter) -> int:
     runs Stable Diffusion models in there, with the reason (``bfloat16: the CPU has
     AMX``); a re-run uses the precision its image records instead."""
     import sdstudio
+    from sdstudio.engine.cuda_path import describe_fast_path
     from sdstudio.engine.devices import choose_device
     from sdstudio.engine.precision import auto_precision
 
     config = choose_device()
     precision = auto_precision(config.device)
+    fast_path = describe_fast_path(config)
     if args.json:
         reporter.data(
-            {"version": sdstudio.__version__, "device": config.device, "precision": precision}
+            {
+                "version": sdstudio.__version__,
+                "device": config.device,
+                "precision": precision,
+                "fast_path": fast_path,
+            }
         )
         return 0
     reporter.result(f"sdstudio {sdstudio.__version__}")
     reporter.result(f"Device: {config.device}")
     reporter.result(f"Precision (auto): {precision}")
+    if fast_path:
+        reporter.result(f"Fast path: {fast_path}")
     return 0

@@ -35,6 +35,9 @@ class DeviceConfig:
     """Whether ``auto`` may pick bfloat16 for a Stable Diffusion (UNet) model on a CPU
     that has it. False re-runs an image whose record names no precision as sdstudio
     made such images before it knew the CPU's bfloat16: in float32."""
+    compile: bool = False
+    """Whether the denoiser is compiled with ``torch.compile`` (see
+    :mod:`sdstudio.engine.compiled`)."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -45,8 +48,10 @@ class DeviceConfig:
         return dtype
 
     def describe(self) -> str:
-        """A short human-readable form, such as ``cuda (float16)``."""
-        return f"{self.device} ({self.precision})"
+        """A short human-readable form, such as ``cuda (float16)`` or ``cuda (float16,
+        compiled)``: what an image's record names as its device."""
+        compiled = ", compiled" if self.compile else ""
+        return f"{self.device} ({self.precision}{compiled})"
 
 
 def default_precision(device: str) -> str:
@@ -56,7 +61,9 @@ def default_precision(device: str) -> str:
     return "float32" if device == "cpu" else "float16"
 
 
-def choose_device(device: str = "auto", precision: str = "auto") -> DeviceConfig:
+def choose_device(
+    device: str = "auto", precision: str = "auto", *, compile: bool = False
+) -> DeviceConfig:
     """Pick the device and precision, honouring explicit choices.
 
     Raises :class:`DeviceError` when an explicitly requested device is not
@@ -83,6 +90,7 @@ def choose_device(device: str = "auto", precision: str = "auto") -> DeviceConfig
         precision=default_precision(device) if precision == "auto" else precision,
         attention_slicing=device == "mps",
         chosen_precision=precision,
+        compile=compile,
     )
 
 

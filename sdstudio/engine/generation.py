@@ -202,6 +202,7 @@ class Engine(LaterPasses):
         check_family_settings(family, request, on_status)
         speed.check(request.fast, pipe, family.label)
         self._fast = request.fast
+        self._on_status = on_status
         if variation_noise.is_used(request):
             variation_noise.check_pipeline(pipe, family.label)
         hires = self._hires(request, pipe, vae, split, on_status)
@@ -245,7 +246,7 @@ class Engine(LaterPasses):
                 ),
                 model_name=model.name,
                 model_hash=self.pipelines.model_hash(),
-                device=self.pipelines.device.describe(),
+                device=self.pipelines.device_in_use().describe(),
                 duration_s=time.perf_counter() - started,
                 created=datetime.now().astimezone().isoformat(timespec="milliseconds"),
                 app_version=sdstudio.__version__,

@@ -1,4 +1,4 @@
-"""Fitting a model into memory: full speed, slicing and tiling, or offloading to main memory.
+"""Fitting a model into memory: full speed, VAE tiling, or offloading to main memory.
 
 The plan is chosen before the model loads, from the memory its files say it needs
 (:mod:`sdstudio.engine.memory_estimate`) and the memory free here, so a model larger
@@ -98,9 +98,11 @@ def plan_memory(
         reason = f"{mode} (chosen in settings)"
     if mode == "fast":
         return MemoryPlan(reason=reason)
+    # No attention slicing on CUDA: PyTorch's fused attention (SDPA) never holds the whole
+    # attention matrix, and slicing would replace it with a slower loop.
     if mode == "balanced":
-        return MemoryPlan(attention_slicing=True, vae_tiling=True, reason=reason)
-    return MemoryPlan(OFFLOADS[mode], attention_slicing=True, vae_tiling=True, reason=reason)
+        return MemoryPlan(vae_tiling=True, reason=reason)
+    return MemoryPlan(OFFLOADS[mode], vae_tiling=True, reason=reason)
 
 
 class Fit(enum.StrEnum):
@@ -163,7 +165,7 @@ def describe(name: str, estimate: MemoryEstimate, machine: Machine, plan: Memory
         "sequential": "each layer moves to the GPU when used (slow)",
     }[plan.offload]
     if plan.vae_tiling and not plan.offload:
-        how += ", with attention slicing and VAE tiling"
+        how += ", with VAE tiling"
     return f"Loading {name}: needs about {format_gb(estimate.total)}, {have}; {how}."
 
 

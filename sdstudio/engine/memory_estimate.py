@@ -67,7 +67,7 @@ class MemoryEstimate:
     activations: int
     """Beyond the weights, at :attr:`size` pixels square with nothing sliced or tiled."""
     tiled_activations: int
-    """The same with attention slicing and VAE tiling."""
+    """The same with VAE tiling (attention is fused, never sliced, on CUDA)."""
     precision: str
     size: int
     unknown: tuple[str, ...] = ()

@@ -10,6 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from sdstudio.engine import prompt_embeds, speed
+from sdstudio.engine.compiled import (
+    denoiser,
+    generator_states,
+    is_compile_failure,
+    is_compiled,
+    restore,
+)
 from sdstudio.engine.errors import GenerationCancelled, OutOfMemory, SdStudioError
 from sdstudio.engine.families import Prompting
 from sdstudio.engine.family_settings import plain_arguments
@@ -37,6 +44,8 @@ class PipelineCalls:
     """The last scheduled prompt pair, with the text encoder that encoded it."""
     _timeline: scheduled_embeds.PromptTimeline | None = None
     """The switches of the pass whose prompt arguments were made last."""
+    _on_status: Callable[[str], None] | None = None
+    """The status line of the generation running (where a compiling denoiser says so)."""
 
     def _apply_networks(
         self,
@@ -63,8 +72,7 @@ class PipelineCalls:
         if timeline is not None and timeline.started(kwargs):  # prompt editing
             kwargs = {**kwargs, CALLBACK: timeline.wrap(kwargs.get(CALLBACK))}
         try:
-            with speed.applied(pipe, self._fast, self._family_label()):
-                return pipe(**kwargs)
+            return self._compiled_call(pipe, kwargs, width, height)
         except (GenerationCancelled, SdStudioError):
             raise
         except torch.OutOfMemoryError:
@@ -78,6 +86,24 @@ class PipelineCalls:
                 self._recover_memory()
                 raise OutOfMemory(f"Out of memory: {error}.") from None
             raise
+
+    def _compiled_call(self, pipe: Any, kwargs: dict[str, Any], width: int, height: int) -> Any:
+        """Run a pipeline with the request's fast mode; where the denoiser is compiled and
+        compiling fails, run it again eager from the same random state."""
+        compiler = self.pipelines.compiler
+        batch = int(kwargs.get("num_images_per_prompt") or 1)
+        compiler.before(pipe, width, height, batch, self._on_status)
+        states = generator_states(kwargs)
+        try:
+            with speed.applied(pipe, self._fast, self._family_label()):
+                return pipe(**kwargs)
+        except Exception as error:
+            if not is_compiled(denoiser(pipe)) or not is_compile_failure(error):
+                raise
+            compiler.give_up(pipe, error, self._on_status)
+        restore(states)
+        with speed.applied(pipe, self._fast, self._family_label()):
+            return pipe(**kwargs)
 
     def _family_label(self) -> str:
         model = self.pipelines.model

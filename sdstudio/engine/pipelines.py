@@ -12,10 +12,12 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sdstudio.engine.compiled import DenoiserCompiler, denoiser, is_compiled
+from sdstudio.engine.cuda_path import cuda_layout
 from sdstudio.engine.devices import DeviceConfig
 from sdstudio.engine.errors import ModelError, first_line
 from sdstudio.engine.families import ModelFamily, family_of_pipeline, prepared
@@ -62,10 +64,13 @@ class PipelineManager:
         hash_cache: HashCache | None = None,
         memory_mode: str = "auto",
         find_model: Callable[[str], Path] | None = None,
+        compile_cache: Path | None = None,
     ) -> None:
         """``find_model`` turns a request's model (a path or a name) into a path;
-        without it only absolute paths are found (see :class:`ModelFinder`)."""
+        without it only absolute paths are found (see :class:`ModelFinder`).
+        ``compile_cache`` keeps a compiled denoiser's kernels between starts."""
         self.device = device
+        self.compiler = DenoiserCompiler(compile_cache)
         self.single_file_config = single_file_config
         self.memory_mode = memory_mode
         self.memory_plan = MemoryPlan()
@@ -161,9 +166,21 @@ class PipelineManager:
             config.chosen_precision,
             config.cpu_bf16_unet,
         ):
+            if now.compile != config.compile:  # the loaded model compiles (or not) in place
+                self.device = replace(now, compile=config.compile)
+                if self._pipes:
+                    self.compiler.apply(next(iter(self._pipes.values())), config.compile)
             return
         self.unload()
         self.device = config
+
+    def device_in_use(self) -> DeviceConfig:
+        """The device config the loaded model runs under, as an image records it: not
+        compiled where compiling failed."""
+        pipe = next(iter(self._pipes.values()), None)
+        if not self.device.compile or (pipe is not None and is_compiled(denoiser(pipe))):
+            return self.device
+        return replace(self.device, compile=False)
 
     def _switch_vae(self, vae: Path | None, on_status: Callable[[str], None] | None) -> None:
         """Put ``vae`` (or the model's own) into every pipeline of the model."""
@@ -182,6 +199,7 @@ class PipelineManager:
         elif self.memory_plan.vae_tiling:
             replacement.enable_tiling()
         cpu_layout(base, self.device, vae=replacement)
+        cuda_layout(base, self.device, vae=replacement)
         self._own_vae = None if vae is None else own
         self._vae = vae
         log.info("VAE: %s", vae or "the model's own")
@@ -212,6 +230,7 @@ class PipelineManager:
         self._own_vae = None
         self._vae = None
         self._scheduler_config = {}
+        self.compiler.forget()
         gc.collect()
         _empty_device_cache(self.device.device)
 
@@ -250,6 +269,8 @@ class PipelineManager:
             self.memory_plan = plan
             place(pipe, self.device.device, self.memory_plan)
             cpu_layout(pipe, self.device)
+            cuda_layout(pipe, self.device)
+            self.compiler.apply(pipe, self.device.compile)
         except ModelError:
             raise
         except MemoryError:

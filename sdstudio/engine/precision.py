@@ -105,6 +105,11 @@ def auto_precision(device: str) -> str:
             return f"float32: {why}; flow-matching models in bfloat16"
         return f"{precision}: {why}"
     flow = "bfloat16" if bf16_native(device) else default_precision(device)
+    if device == "cuda":
+        from sdstudio.engine.cuda_path import current_gpu, sd_gpu_precision
+
+        sd, why = sd_gpu_precision(current_gpu())
+        return f"{sd}: {why} (flow-matching models: {flow})"
     return f"{default_precision(device)} (flow-matching models: {flow})"
 
 
@@ -134,6 +139,10 @@ def family_precision(config: DeviceConfig, family_id: str) -> DeviceConfig:
         precision = "bfloat16"
     elif not flow and config.device == "cpu" and config.cpu_bf16_unet:
         precision = sd_cpu_precision()[0]
+    elif not flow and config.device == "cuda":
+        from sdstudio.engine.cuda_path import current_gpu, sd_gpu_precision
+
+        precision = sd_gpu_precision(current_gpu())[0]
     else:
         precision = default_precision(config.device)
     return config if precision == config.precision else replace(config, precision=precision)
@@ -151,7 +160,8 @@ def recorded_precision(device: str) -> tuple[str, str] | None:
 def rerun_device(config: DeviceConfig, recorded: str) -> DeviceConfig:
     """``config`` for re-running an image whose record names ``recorded`` as its device,
     so that it comes out the same on the same machine: a precision the user chose wins;
-    else the recorded precision where it ran on this kind of device; a record without a
+    else the recorded precision, compiled or not as recorded, where it ran on this kind
+    of device; a record without a
     precision (another tool's image) keeps Stable Diffusion models in float32 on the CPU,
     as before the CPU's bfloat16 was used."""
     if config.chosen_precision != "auto":
@@ -162,7 +172,8 @@ def rerun_device(config: DeviceConfig, recorded: str) -> DeviceConfig:
     device, precision = found
     if device != config.device:
         return config
-    return replace(config, precision=precision, chosen_precision=precision)
+    compiled = ", compiled)" in recorded  # compiled kernels round differently
+    return replace(config, precision=precision, chosen_precision=precision, compile=compiled)
 
 
 def model_family_id(path: Path, split: SplitModel | None = None) -> str:

@@ -36,6 +36,9 @@ class Settings:
     """How step previews are drawn: auto (the tiny VAE of the model's family where one is
     found, else the fast approximation), tiny (the same, saying when none is found) or
     linear (always the fast approximation). See :mod:`sdstudio.engine.tiny_vae`."""
+    compile: str = "off"
+    """Whether the denoiser is compiled with ``torch.compile``: off or on (faster on CUDA
+    GPUs after a slow first image of each size; see :mod:`sdstudio.engine.compiled`)."""
     model_folders: tuple[str, ...] = ()
     """Folders the user added whose models are listed where they are (never copied)."""
     downloaded_models: tuple[str, ...] = ()
@@ -43,6 +46,11 @@ class Settings:
     model_vaes: dict[str, str] = field(default_factory=dict)
     """Model path → the VAE file chosen for it (models not listed use their own)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def compile_denoiser(self) -> bool:
+        """Whether the denoiser is compiled (the ``compile`` setting is on)."""
+        return self.compile == "on"
 
     def vae_for(self, model: str) -> str:
         """The VAE chosen for ``model``; empty for the model's own."""
@@ -57,6 +65,8 @@ MEMORY_MODES = ("auto", "fast", "balanced", "low", "group", "sequential")
 """The values of ``memory`` (:data:`sdstudio.engine.memory.MEMORY_MODES`)."""
 PREVIEW_MODES = ("auto", "tiny", "linear")
 """The values of ``previews`` (:data:`sdstudio.engine.tiny_vae.PREVIEW_MODES`)."""
+COMPILE_MODES = ("off", "on")
+"""The values of ``compile``."""
 LIST_KEYS = ("model_folders", "downloaded_models")
 """Settings that hold a list of text; changed by their own commands, not by ``change_setting``."""
 MAP_KEYS = ("model_vaes",)
@@ -127,6 +137,8 @@ def change_setting(settings: Settings, key: str, value: str) -> Settings:
         raise InvalidRequest(f"memory must be one of: {', '.join(MEMORY_MODES)}.")
     if key == "previews" and value not in PREVIEW_MODES:
         raise InvalidRequest(f"previews must be one of: {', '.join(PREVIEW_MODES)}.")
+    if key == "compile" and value not in COMPILE_MODES:
+        raise InvalidRequest(f"compile must be one of: {', '.join(COMPILE_MODES)}.")
     if key == "outputs_dir" and value:
         value = str(Path(value).expanduser().resolve())
     changes: dict[str, Any] = {key: value}

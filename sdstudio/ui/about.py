@@ -34,7 +34,7 @@ def describe_device(choice: str) -> str:
     """The device the engine runs on for the Device setting ``choice`` ("auto", "cpu",
     "cuda" or "mps"), resolved as the engine resolves it: "CPU (bfloat16: the CPU has
     AMX)" (the precision ``auto`` picks and why), "CUDA: NVIDIA GeForce RTX 4090
-    (float16)", "MPS (float16)".
+    (float16: …); FlashAttention (PyTorch SDPA), …" (with the fast path), "MPS (float16)".
 
     Imports torch (no model is loaded): call it once the worker has imported it.
     """
@@ -45,7 +45,11 @@ def describe_device(choice: str) -> str:
         if config.device == "cuda":
             import torch
 
-            return f"CUDA: {torch.cuda.get_device_name()} ({config.precision})"
+            from sdstudio.engine.cuda_path import describe_fast_path
+            from sdstudio.engine.precision import auto_precision
+
+            name = torch.cuda.get_device_name()
+            return f"CUDA: {name} ({auto_precision('cuda')}); {describe_fast_path(config)}"
     except SdStudioError as error:
         return f"{choice}: {error}"
     except Exception as error:  # a broken torch install must not break the dialog

@@ -166,8 +166,10 @@ class GenerationWorker(QObject):
         """The device config of a job: the app's, or a re-run's recorded precision."""
         from sdstudio.engine.devices import choose_device
         from sdstudio.engine.precision import rerun_device
+        from sdstudio.engine.settings import load_settings
 
-        config = choose_device(self._device)
+        compiled = load_settings(self._paths).compile_denoiser
+        config = choose_device(self._device, compile=compiled)
         return config if recorded_device is None else rerun_device(config, recorded_device)
 
     def _token(self, job_id: int) -> Any:
@@ -210,6 +212,7 @@ class GenerationWorker(QObject):
                 hash_cache=HashCache(paths.cache_dir / "model-hashes.json"),
                 memory_mode=load_settings(paths).memory,
                 find_model=ModelFinder.for_catalog(paths, lambda: load_settings(paths)),
+                compile_cache=paths.cache_dir / "torch-compile",
             )
             self._engine = Engine(
                 manager,
