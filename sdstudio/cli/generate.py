@@ -25,6 +25,7 @@ from sdstudio.cli.control_options import (
     recorded_control,
 )
 from sdstudio.cli.detail_options import add_detail_options, detail_options, recorded_detailer
+from sdstudio.cli.engine_setup import add_run_options, open_engine, progress_reporters
 from sdstudio.cli.fast_options import add_fast_options, fast_options
 from sdstudio.cli.hires_options import add_hires_options, hires_options
 from sdstudio.cli.ip_adapter_options import (
@@ -48,12 +49,8 @@ from sdstudio.engine.request import GenerationRequest, Mode, round_to_multiple_o
 from sdstudio.logs import quiet_third_party
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from sdstudio.cli import Context
-    from sdstudio.engine.generation import Engine, Progress
     from sdstudio.engine.history import HistoryEntry
-    from sdstudio.engine.history.library import ImageLibrary
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -124,7 +121,7 @@ def add_generate_options(generate: argparse.ArgumentParser) -> None:
         help="a text encoder file (or its name in the text-encoder folders) for a model kept "
         "as a transformer file alone; repeat for each (default: the fitting files found)",
     )
-    _add_run_options(generate)
+    add_run_options(generate)
 
 
 def _add_info_and_rerun(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -153,26 +150,7 @@ def _add_info_and_rerun(commands: argparse._SubParsersAction) -> None:  # type: 
         help="use these text encoders instead of the recorded ones (repeat for each)",
     )
     add_refiner_options(rerun, rerun=True)
-    _add_run_options(rerun)
-
-
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument(
-        "--precision", default="auto", choices=["auto", "float32", "float16", "bfloat16"]
-    )
-    parser.add_argument(
-        "--compile",
-        default=None,
-        action=argparse.BooleanOptionalAction,
-        help="compile the denoiser with torch.compile (default: the compile setting; faster "
-        "on CUDA GPUs after a slow first image of each size)",
-    )
-    parser.add_argument(
-        "--config", default=None, help="diffusers folder of the family of a .safetensors model"
-    )
-    parser.add_argument("--out", default=None, help="folder for the images (default: outputs)")
-    parser.add_argument("--json", action="store_true", help="print one JSON event per line")
+    add_run_options(rerun)
 
 
 def run_generation(args: argparse.Namespace, context: Context) -> int:
@@ -386,89 +364,3 @@ def _run(
         reporter.result(entry.path)
     reporter.event("done")
     return 0
-
-
-def open_engine(
-    args: argparse.Namespace, context: Context, finder: ModelFinder
-) -> tuple[Engine, ImageLibrary]:
-    """The engine and the image library ``generate`` runs with (``xyz`` too)."""
-    from sdstudio.engine.control.annotators import annotator_folders
-    from sdstudio.engine.devices import choose_device
-    from sdstudio.engine.generation import Engine
-    from sdstudio.engine.hashing import HashCache
-    from sdstudio.engine.history.library import ImageLibrary
-    from sdstudio.engine.models.catalog import network_folders
-    from sdstudio.engine.networks import Networks
-    from sdstudio.engine.outputs import OutputWriter
-    from sdstudio.engine.pipelines import PipelineManager
-    from sdstudio.engine.precision import rerun_device
-    from sdstudio.engine.prompting.wildcards import wildcard_folders
-    from sdstudio.engine.refine.face_detection import open_detector
-
-    paths = context.paths
-    compiled = getattr(args, "compile", None)
-    compiled = context.settings.compile_denoiser if compiled is None else compiled
-    device = choose_device(args.device or context.settings.device, args.precision, compile=compiled)
-    recorded = getattr(args, "recorded_device", None)  # a re-run: in the recorded precision
-    if recorded is not None:
-        device = rerun_device(device, recorded)
-    manager = PipelineManager(
-        device,
-        single_file_config=Path(args.config) if args.config else None,
-        hash_cache=HashCache(paths.cache_dir / "model-hashes.json"),
-        memory_mode=context.settings.memory,
-        find_model=finder,
-        compile_cache=paths.cache_dir / "torch-compile",
-    )
-    networks = Networks(
-        lambda: network_folders(paths, context.settings, "lora"),
-        lambda: network_folders(paths, context.settings, "embedding"),
-        manager.hash_cache,
-    )
-    engine = Engine(
-        manager,
-        paths.inputs_dir,
-        networks=networks,
-        vae_dirs=lambda: network_folders(paths, context.settings, "vae"),
-        text_encoder_dirs=lambda: network_folders(paths, context.settings, "text_encoder"),
-        upscaler_dirs=lambda: network_folders(paths, context.settings, "upscaler"),
-        control_dirs=lambda: network_folders(paths, context.settings, "controlnet"),
-        ip_adapter_dirs=lambda: network_folders(paths, context.settings, "ipadapter"),
-        clip_vision_dirs=lambda: network_folders(paths, context.settings, "clip_vision"),
-        annotator_dirs=lambda: annotator_folders(paths, context.settings),
-        detectors=lambda name: open_detector(
-            name, network_folders(paths, context.settings, "detector")
-        ),
-        wildcard_dirs=lambda: wildcard_folders(paths, context.settings),
-        tiny_vae_dirs=lambda: network_folders(paths, context.settings, "tiny_vae"),
-    )
-    library = context.library
-    if args.out:
-        # Images still go into the history, from the folder the user chose.
-        library = ImageLibrary(library.store, OutputWriter(Path(args.out), by_date=False))
-    return engine, library
-
-
-def progress_reporters(
-    reporter: Reporter, mode: Mode
-) -> tuple[Callable[[Progress], None], Callable[[str], None]]:
-    """How ``generate`` reports steps and notices."""
-
-    def on_progress(progress: Progress) -> None:
-        text = None
-        if not reporter.as_json:
-            prefix = (
-                f"image {progress.image_index + 1}/{progress.batch_size} "
-                if progress.batch_size > 1
-                else ""
-            )
-            unit = "tile" if mode is Mode.UPSCALE else "step"
-            text = f"{prefix}{unit} {progress.step}/{progress.total}"
-        reporter.event(
-            "step", text, step=progress.step, total=progress.total, index=progress.image_index
-        )
-
-    def on_status(message: str) -> None:
-        reporter.event("notice", message, message=message)
-
-    return on_progress, on_status

@@ -14,12 +14,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdstudio.cli.generate import (
-    add_generate_options,
-    generate_request,
-    open_engine,
-    progress_reporters,
-)
+from sdstudio.cli.engine_setup import open_engine, progress_reporters
+from sdstudio.cli.generate import add_generate_options, generate_request
 from sdstudio.engine.errors import GenerationCancelled, InvalidRequest
 from sdstudio.engine.xyz.axes import AXIS_NAMES, Axis, Resolve, parse_axis_option
 from sdstudio.engine.xyz.plan import MAX_IMAGES, plan_plot
