@@ -103,6 +103,22 @@ def test_compiling_is_switched_in_place_and_errors_are_told_apart(
     assert not is_compile_failure(RuntimeError("shapes do not match"))
 
 
+def test_the_app_compiles_when_the_setting_is_on(
+    qtbot, window, paths, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sdstudio.engine.metadata.record import ImageRecord
+    from sdstudio.engine.settings import load_settings, save_settings
+
+    monkeypatch.setattr(compiled, "BACKEND", "eager")
+    save_settings(paths, change_setting(load_settings(paths), "compile", "on"))
+    window.panel.load(_request(tiny_model))
+    entries: list = []
+    window.controller.image_saved.connect(lambda job, entry: entries.append(entry))
+    with qtbot.waitSignal(window.controller.finished, timeout=120_000):
+        assert window.generate() is not None
+    assert ImageRecord.from_json(entries[-1].record_json).device == "cpu (float32, compiled)"
+
+
 def test_the_compile_setting_takes_on_or_off() -> None:
     assert not Settings().compile_denoiser
     assert change_setting(Settings(), "compile", "on").compile_denoiser

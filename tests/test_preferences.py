@@ -27,6 +27,7 @@ def test_shows_the_settings_in_effect(dialog: PreferencesDialog, paths: AppPaths
     assert dialog.outputs.text() == str(paths.outputs_dir)
     assert (dialog.theme.currentData(), dialog.device.currentData()) == ("system", "auto")
     assert dialog.memory.currentData() == "auto"
+    assert dialog.compile.currentData() == "off"
 
 
 def test_saving_writes_the_settings_file(
@@ -36,11 +37,13 @@ def test_saving_writes_the_settings_file(
     dialog.outputs.setText(str(folder))
     dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
     dialog.memory.setCurrentIndex(dialog.memory.findData("low"))
+    dialog.compile.setCurrentIndex(dialog.compile.findData("on"))
     with qtbot.waitSignal(dialog.saved) as saved:
         assert dialog.save()
     settings = load_settings(paths)
     assert saved.args[0] == settings
     assert (settings.outputs_dir, settings.theme, settings.memory) == (str(folder), "dark", "low")
+    assert settings.compile_denoiser  # the next generation compiles its denoiser
     assert folder.is_dir()  # created when checked
     assert not dialog.isVisible()
 
