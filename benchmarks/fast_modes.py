@@ -3,8 +3,11 @@
     python benchmarks/fast_modes.py                        # SD 1.5's architecture, 512², 6 steps
     python benchmarks/fast_modes.py --size 256 --rounds 2
     python benchmarks/fast_modes.py --modes deep-cache,interval=2 token-merging,ratio=0.5
+    python benchmarks/fast_modes.py --modes deep-cache,interval=3,layer=0  # inside the top block
+    python benchmarks/fast_modes.py --modes deep-cache,interval=3,layer=block  # whole blocks
     python benchmarks/fast_modes.py --tiny --size 64       # the tests' tiny model (a smoke run)
     python benchmarks/fast_modes.py --flux-small 0.05 0.2  # the first-block cache, reduced Flux.1
+    python benchmarks/fast_modes.py --flux-small --flux-modes taylorseer-cache,interval=3,warmup=3
 
 The model is SD 1.5's architecture (the shipped configs in resources/model_configs/sd1)
 with random weights in float32 on the CPU. Each mode denoises the same starting noise
@@ -20,8 +23,9 @@ image against the full computation's; with the load average before and after.
 
 ``--flux-small`` times a reduced Flux.1 transformer (:data:`FLUX_SMALL`) alone, with
 random text embeddings, through flow-matching Euler steps: the full computation against
-the first-block cache at each threshold, with the difference of the final latents
-relative to their mean size (no VAE decode).
+the first-block cache at each threshold and each of ``--flux-modes`` (short forms, such
+as ``taylorseer-cache,interval=3``), with the difference of the final latents relative
+to their mean size (no VAE decode).
 
 Random weights make the features change from step to step differently from a trained
 model's, so the differences say how the mode behaves, not how a real picture looks.
@@ -42,7 +46,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODES = ("deep-cache,interval=2", "deep-cache,interval=3", "token-merging,ratio=0.5")
+DEFAULT_MODES = (
+    "deep-cache,interval=2,layer=block",
+    "deep-cache,interval=2,layer=0",
+    "deep-cache,interval=3,layer=block",
+    "deep-cache,interval=3,layer=0",
+    "token-merging,ratio=0.5",
+)
+"""DeepCache over whole blocks (``layer=block``) and inside the top block (``layer=0``,
+the paper's setting), each at intervals 2 and 3, and token merging."""
 CFG = 7.0
 
 
@@ -120,9 +132,11 @@ def measure(
         for name, fast in chosen.items():
             run = generate(unet, vae, width, size, steps, fast)
             runs[name].append(run)
+            difference = np.abs(run["pixels"] - runs["full"][0]["pixels"]).mean()
             print(
                 f"round {round_index + 1} {name:28} denoise {run['denoise_s']:.2f} s, "
-                f"image {run['image_s']:.2f} s, reused {run['reused']}",
+                f"image {run['image_s']:.2f} s, reused {run['reused']}, "
+                f"mean difference {difference:.3f}",
                 flush=True,
             )
     full = runs["full"][0]["pixels"]
@@ -199,12 +213,15 @@ def flux_denoise(model: Any, size: int, steps: int, fast: Any) -> dict[str, Any]
     }
 
 
-def measure_flux(size: int, steps: int, rounds: int, thresholds: list[float]) -> dict[str, Any]:
-    """The first-block cache at each threshold against the full computation, alternating."""
+def measure_flux(
+    size: int, steps: int, rounds: int, thresholds: list[float], modes: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The first-block cache at each threshold and the other ``modes`` (short forms)
+    against the full computation, alternating."""
     import torch
     from diffusers import FluxTransformer2DModel
 
-    from sdstudio.engine.speed import FastMode
+    from sdstudio.engine.speed import FastMode, parse_fast_mode
 
     torch.manual_seed(0)
     model = FluxTransformer2DModel(**FLUX_SMALL).eval()
@@ -213,6 +230,7 @@ def measure_flux(size: int, steps: int, rounds: int, thresholds: list[float]) ->
         chosen[f"first-block-cache,threshold={threshold:g}"] = FastMode(
             "first-block-cache", threshold
         )
+    chosen.update({text: parse_fast_mode(text) for text in modes})
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
     load_before = os.getloadavg()
     flux_denoise(model, size, 1, None)  # warm-up
@@ -265,10 +283,21 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: the first-block cache at these thresholds on a reduced Flux.1 "
         "transformer (default 0.05 0.2 0.5)",
     )
+    parser.add_argument(
+        "--flux-modes",
+        nargs="+",
+        default=[],
+        metavar="MODE",
+        help="with --flux-small: these fast modes too (short forms, such as "
+        "taylorseer-cache,interval=3); alone, without thresholds, only these",
+    )
     args = parser.parse_args(argv)
     if args.flux_small is not None:
         thresholds = args.flux_small or [0.05, 0.2, 0.5]
-        summary = measure_flux(args.size, args.steps, args.rounds, thresholds)
+        modes = tuple(args.flux_modes)
+        if args.flux_modes and not args.flux_small:
+            thresholds = []
+        summary = measure_flux(args.size, args.steps, args.rounds, thresholds, modes)
     else:
         summary = measure(build(args.tiny), args.size, args.steps, args.rounds, args.modes)
     print(json.dumps(summary))

@@ -22,11 +22,10 @@ from sdstudio.engine.control.openpose_draw import (
     draw_bodies,
     find_bodies,
 )
+from sdstudio.engine.control.preprocessor_modules import AVAILABLE, module_name
 from sdstudio.engine.control.preprocessors import (
-    AVAILABLE,
     check_preprocessor,
     control_map,
-    module_name,
     preprocess,
 )
 from sdstudio.engine.control.units import ControlUnit

@@ -21,10 +21,10 @@ from sdstudio.engine.control.depth_estimation import (
     load_depth_model,
     network_size,
 )
+from sdstudio.engine.control.preprocessor_modules import module_name
 from sdstudio.engine.control.preprocessors import (
     check_preprocessor,
     control_map,
-    module_name,
     preprocess,
 )
 from sdstudio.engine.control.units import ControlUnit

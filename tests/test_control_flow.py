@@ -167,7 +167,7 @@ def test_flux_union_mode_start_end_and_two_units(engine: Engine, files: dict[str
 
     canny = run(engine, request(files, "flux", union("canny")))
     depth = run(engine, request(files, "flux", union("depth")))
-    assert differs(canny.image, depth.image, by=0.2)  # one mode token among the prompt's
+    assert differs(canny.image, depth.image, by=0.005)  # one mode token among the prompt's
     folder = run(
         engine, request(files, "flux", unit(files, model="tiny_flux_union", control_type="canny"))
     )

@@ -16,7 +16,7 @@ from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata.a1111 import format_parameters, read_parameters
 from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.speed import check
-from sdstudio.engine.speed.fast_mode import FastMode, parse_fast_mode
+from sdstudio.engine.speed.fast_mode import DEFAULT_LAYER, FastMode, parse_fast_mode
 
 STEPS = 4
 
@@ -62,7 +62,7 @@ def test_bad_settings_are_refused_with_what_is_allowed(values, message) -> None:
 
 def test_the_short_form_gives_the_mode_and_refuses_other_parameters() -> None:
     assert parse_fast_mode("deep-cache,interval=2, branch=1") == FastMode(
-        "deep-cache", interval=2, branch=1
+        "deep-cache", interval=2, branch=1, layer=DEFAULT_LAYER
     )
     assert parse_fast_mode("Token-Merging,ratio=0.4") == FastMode("token-merging", ratio=0.4)
     assert parse_fast_mode("first-block-cache") == FastMode("first-block-cache", threshold=0.05)
@@ -79,7 +79,7 @@ def test_the_cli_option_gives_the_request_part() -> None:
     parser = argparse.ArgumentParser()
     add_fast_options(parser)
     assert fast_options(parser.parse_args(["--fast", "deep-cache,interval=3"])) == {
-        "fast": FastMode("deep-cache", interval=3)
+        "fast": FastMode("deep-cache", interval=3, layer=DEFAULT_LAYER)
     }
     assert fast_options(parser.parse_args([])) == {"fast": None}
 

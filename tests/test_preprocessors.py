@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sdstudio.engine.control.preprocessor_modules import BUILT_IN
 from sdstudio.engine.control.preprocessors import (
-    BUILT_IN,
     check_preprocessor,
     control_map,
     inpaint_control,

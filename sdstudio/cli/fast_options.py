@@ -16,8 +16,14 @@ def add_fast_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MODE[,NAME=VALUE]",
         help="skip part of the work on some steps, moving the image a little: "
-        "'deep-cache,interval=3[,branch=0]' or 'token-merging,ratio=0.5' (SD 1.x, 2.x, XL), "
-        "'first-block-cache,threshold=0.05' (Flux.1, Qwen-Image); default: off",
+        "'deep-cache,interval=3[,branch=0][,layer=block|0]' (layer=block, the default: "
+        "whole blocks; layer=0: cache inside the branch's blocks, faster, further from the "
+        "full image) or "
+        "'token-merging,ratio=0.5' (SD 1.x, 2.x, XL), "
+        "'first-block-cache,threshold=0.05' (Flux.1, Qwen-Image), "
+        "'taylorseer-cache,interval=3[,warmup=3][,order=1]' (Flux.1, Flux.2 Klein, SD 3.x, "
+        "Qwen-Image, Z-Image, Chroma: after warmup full steps, one step in interval runs "
+        "the whole transformer and the others forecast its output); default: off",
     )
 
 

@@ -30,7 +30,7 @@ class ChosenModel:
 
 def choose_model(argument: str, finder: ModelFinder) -> ChosenModel:
     """The model ``--model`` names: a path (relative ones too) or a name the catalog lists."""
-    from sdstudio.engine.models.catalog import family_of
+    from sdstudio.engine.models.identification import family_of
 
     if os.path.exists(os.path.expanduser(argument)):
         path = Path(argument).expanduser().resolve()

@@ -21,7 +21,7 @@ MAP_MODEL = "(none)"
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``preprocess``."""
-    from sdstudio.engine.control.preprocessors import AVAILABLE
+    from sdstudio.engine.control.preprocessor_modules import AVAILABLE
 
     parser = commands.add_parser(
         "preprocess", help="make a ControlNet control map from an image (canny, depth...)"

@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 import sdstudio
-from sdstudio.engine import samplers, speed, variation_noise
+from sdstudio.engine import flow_variation, samplers, speed, variation_noise
 from sdstudio.engine.control.annotators import Annotators
 from sdstudio.engine.control.guidance import ControlStage
 from sdstudio.engine.control.ip_adapters import ImagePromptStage
@@ -204,7 +204,7 @@ class Engine(LaterPasses):
         self._fast = request.fast
         self._on_status = on_status
         if variation_noise.is_used(request):
-            variation_noise.check_pipeline(pipe, family.label)
+            variation_noise.check_pipeline(pipe, family.label, request)
         hires = self._hires(request, pipe, vae, split, on_status)
         detail = self._detail_pass(request, pipe, detector, vae, split, on_status)
         extra = self._active.record_extra()
@@ -324,10 +324,13 @@ class Engine(LaterPasses):
             "output_type": "latent" if latent else "pil",
         }
         kwargs.update(mode_arguments(pipe, inputs, inpainting=model.inpainting, seed=seed))
+        own_noise = None  # the variation of the noise a pipeline draws in text to image
         if request.mode is Mode.TXT2IMG and not model.inpainting:
             noise = initial_noise(pipe, request.width, request.height, generator, variation)
             if noise is not None:
                 kwargs["latents"] = noise
+            else:
+                own_noise = variation
         else:
             variation_noise.vary_call(pipe, kwargs, variation)
         if request.upscale is not None:  # SD upscale: the pass runs once per tile
@@ -342,7 +345,8 @@ class Engine(LaterPasses):
         if self.image_prompts.active is not None:
             size = (request.width, request.height)
             kwargs.update(self.image_prompts.active.arguments(called, kwargs, size))
-        result = self._call(called, kwargs, request.width, request.height)
+        with flow_variation.varied_start(called, own_noise):  # a flow model's text to image
+            result = self._call(called, kwargs, request.width, request.height)
         output = result.images
         if switch is not None and refining is not None:  # the refiner finishes the latents
             steps.raise_if_cancelled()

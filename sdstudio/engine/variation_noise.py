@@ -22,15 +22,19 @@ noise added to the start latents), A1111 also takes it from the same seeds and v
 seeds; :func:`vary_scheduler` makes the scheduler add the varied noise instead. The
 "latent noise" masked content is drawn from the seed alone, as A1111 draws it
 (``create_random_tensors(..., all_seeds)`` without variation seeds).
+
+The flow-matching families' pipelines draw and pack their noise themselves; how it is
+varied there is in :mod:`sdstudio.engine.flow_variation`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.request import MAX_SEED, GenerationRequest
+from sdstudio.engine.request import MAX_SEED, GenerationRequest, Mode
 
 # A1111's slerp falls back to a straight mix when the two noises are this close.
 _ALMOST_PARALLEL = 0.9995
@@ -66,16 +70,24 @@ def check_request(request: GenerationRequest) -> None:
         )
 
 
-def check_pipeline(pipe: Any, family_name: str) -> None:
-    """Refuse a pipeline whose noise cannot be varied (a transformer family's, which
-    draws and packs its own noise)."""
+def check_pipeline(pipe: Any, family_name: str, request: GenerationRequest) -> None:
+    """Refuse a pipeline whose noise cannot be varied: one that neither has a UNet nor
+    draws its latents through ``prepare_latents`` (see :mod:`.flow_variation`), and the
+    calls of a flow-matching pipeline that never mix their noise in (see
+    :func:`.flow_variation.check_flow_call`)."""
     factor = getattr(pipe, "vae_scale_factor", None)
-    if getattr(pipe, "unet", None) is None or not isinstance(factor, int):
+    if not isinstance(factor, int) or not (
+        getattr(pipe, "unet", None) is not None or hasattr(pipe, "prepare_latents")
+    ):
         raise InvalidRequest(
-            f"Variation seeds and Seed resize from work with UNet models (Stable Diffusion "
-            f"1.x, 2.x and SDXL); {family_name} draws its own noise. Set the variation "
-            "strength to 0 and Seed resize from to off."
+            f"Variation seeds and Seed resize from cannot reach the noise of {family_name} "
+            "models. Set the variation strength to 0 and Seed resize from to off."
         )
+    if getattr(pipe, "unet", None) is None and request.mode is not Mode.TXT2IMG:
+        from sdstudio.engine.flow_variation import check_flow_call
+
+        masked = {"mask_image": True} if request.mode is Mode.INPAINT else {}
+        check_flow_call(pipe, {**masked, "strength": request.strength})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +109,14 @@ class NoiseVariation:
             return None
         return cls(seed, variation_seed, request.variation_strength, request.seed_resize_from)
 
-    def apply(self, noise: Any, factor: int) -> Any:
+    def apply(self, noise: Any, factor: int, draw: Callable[..., Any] | None = None) -> Any:
         """The seed's noise ``noise`` (``(1, C, H, W)`` or ``(C, H, W)``, drawn from the
-        seed) varied; ``factor`` is the pipeline's pixels per latent."""
+        seed) varied; ``factor`` is the pipeline's pixels per latent. ``draw`` draws the
+        noise of a seed at a shape ``(C, H, W)`` and dtype (:func:`draw_noise` by default;
+        a pipeline that draws its noise in another layout gives its own)."""
         import torch
+
+        draw = draw or draw_noise
 
         batched = noise.dim() == 4
         full = noise[0] if batched else noise
@@ -108,9 +124,9 @@ class NoiseVariation:
         width, height = self.resize_from
         resized = width > 0 and height > 0
         small = (shape[0], height // factor, width // factor) if resized else shape
-        own = _draw(self.seed, small, full.dtype) if resized else full.to("cpu")
+        own = draw(self.seed, small, full.dtype) if resized else full.to("cpu")
         if self.strength > 0:
-            other = _draw(self.variation_seed, small, full.dtype)
+            other = draw(self.variation_seed, small, full.dtype)
             own = slerp(self.strength, own.float(), other.float()).to(full.dtype)
         if resized:
             own = place_centred(own, full.to("cpu").clone())
@@ -118,7 +134,7 @@ class NoiseVariation:
         return own.unsqueeze(0) if batched else torch.as_tensor(own)
 
 
-def _draw(seed: int, shape: tuple[int, ...], dtype: Any) -> Any:
+def draw_noise(seed: int, shape: tuple[int, ...], dtype: Any) -> Any:
     """Noise drawn as sdstudio draws it: on the CPU from a generator seeded with ``seed``."""
     import torch
 
@@ -202,8 +218,14 @@ def full_strength_latents(
 def vary_call(pipe: Any, kwargs: dict[str, Any], variation: NoiseVariation | None) -> None:
     """Vary the noise of a pipeline call that draws its own (image-to-image, inpainting,
     the hires pass): as ``latents`` at full inpainting strength, else where the scheduler
-    adds it (the call's scheduler must be this image's own, made for it)."""
+    adds it (the call's scheduler must be this image's own, made for it). A flow-matching
+    pipeline's is varied where its scheduler mixes it in (see :mod:`.flow_variation`)."""
     if variation is None:
+        return
+    if getattr(pipe, "unet", None) is None:
+        from sdstudio.engine.flow_variation import vary_flow_call
+
+        vary_flow_call(pipe, kwargs, variation)
         return
     latents = full_strength_latents(pipe, kwargs, variation, kwargs["generator"])
     if latents is not None:
@@ -223,7 +245,7 @@ def vary_request(request: GenerationRequest, rng: Any = None) -> GenerationReque
     from a random variation seed at strength :data:`VARY_STRENGTH`."""
     import random
 
-    from sdstudio.engine.request import MAX_RANDOM_SEED, Mode
+    from sdstudio.engine.request import MAX_RANDOM_SEED
 
     if request.mode is Mode.UPSCALE or request.upscale is not None:
         raise InvalidRequest(

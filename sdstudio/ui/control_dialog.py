@@ -47,9 +47,9 @@ PREPROCESSORS = ("none", "canny", "invert", "lineart_standard", "scribble_xdog",
 def preprocessor_names() -> list[str]:
     """The preprocessors sdstudio runs, by A1111's module names."""
     try:
-        from sdstudio.engine.control import preprocessors
+        from sdstudio.engine.control import preprocessor_modules
 
-        names = getattr(preprocessors, "AVAILABLE", None)
+        names = getattr(preprocessor_modules, "AVAILABLE", None)
         return list(names) if names else list(PREPROCESSORS)
     except ImportError:
         return list(PREPROCESSORS)

@@ -1,6 +1,6 @@
 """The Advanced section's "Fast mode" row: an opt-in step cache or token merging and its
-one parameter (see :mod:`sdstudio.engine.speed`). The mode is recorded with each image,
-so a re-run computes the same pixels."""
+one parameter, and for DeepCache where it caches (see :mod:`sdstudio.engine.speed`). The
+mode is recorded with each image, so a re-run computes the same pixels."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ from sdstudio.engine.speed.fast_mode import (
     DEEP_CACHE,
     DEFAULT_BRANCH,
     DEFAULT_INTERVAL,
+    DEFAULT_LAYER,
+    DEFAULT_ORDER,
     DEFAULT_RATIO,
     DEFAULT_THRESHOLD,
+    DEFAULT_WARMUP,
     FIRST_BLOCK_CACHE,
     MAX_INTERVAL,
     MAX_RATIO,
     MAX_THRESHOLD,
+    TAYLORSEER_CACHE,
     TOKEN_MERGING,
     FastMode,
 )
@@ -28,7 +32,14 @@ CHOICES = (
     ("DeepCache (SD, SDXL)", DEEP_CACHE),
     ("Token merging (SD, SDXL)", TOKEN_MERGING),
     ("First-block cache (Flux.1, Qwen-Image)", FIRST_BLOCK_CACHE),
+    ("TaylorSeer (Flux, SD 3.x, Qwen-Image, Z-Image, Chroma)", TAYLORSEER_CACHE),
 )
+INSIDE, WHOLE = "inside", "block"
+CACHE_CHOICES = (
+    ("Whole blocks", WHOLE),
+    ("Cache inside the top block (faster)", INSIDE),
+)
+"""DeepCache's choices: the paper's caching inside the branch's blocks, or whole blocks."""
 _PARAMETER: dict[str, tuple[str, float, float, float, int, float, str]] = {
     DEEP_CACHE: (
         "interval",
@@ -59,6 +70,16 @@ _PARAMETER: dict[str, tuple[str, float, float, float, int, float, str]] = {
         "Reuse the other blocks' work while the first block's output changed less than "
         "this (higher: faster, further from the full image)",
     ),
+    TAYLORSEER_CACHE: (
+        "interval",
+        2,
+        MAX_INTERVAL,
+        1,
+        0,
+        DEFAULT_INTERVAL,
+        "After the first full steps, one step in this many runs the whole transformer; "
+        "the others forecast its output (more: faster, further from the full image)",
+    ),
 }
 
 
@@ -78,17 +99,31 @@ class FastModeRow(QWidget):
         )
         self.parameter = QDoubleSpinBox()
         self._branch = DEFAULT_BRANCH
+        self._warmup, self._order = DEFAULT_WARMUP, DEFAULT_ORDER
+        self.cache = QComboBox()
+        for label, where in CACHE_CHOICES:
+            self.cache.addItem(label, where)
+        self.cache.setToolTip(
+            "Whole blocks: the steps between full ones run the whole top level. Inside the "
+            "top block: they run only its first and last layers (the DeepCache paper's "
+            "setting: faster, and the image moves further from the full computation)."
+        )
+        self.cache.setCurrentIndex(self.cache.findData(WHOLE if DEFAULT_LAYER is None else INSIDE))
+        self._layer = DEFAULT_LAYER if DEFAULT_LAYER is not None else 0
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.mode, 1)
         layout.addWidget(self.parameter)
+        layout.addWidget(self.cache)
         self.mode.currentIndexChanged.connect(self._on_mode)
         self.parameter.valueChanged.connect(self.changed)
+        self.cache.currentIndexChanged.connect(self.changed)
         self._on_mode()
 
     def _on_mode(self) -> None:
         method = self.mode.currentData()
         self.parameter.setVisible(method is not None)
+        self.cache.setVisible(method == DEEP_CACHE)
         if method is not None:
             name, low, high, step, decimals, default, tip = _PARAMETER[method]
             self.parameter.blockSignals(True)
@@ -109,7 +144,11 @@ class FastModeRow(QWidget):
         name = _PARAMETER[method][0]
         value: float | int = self.parameter.value()
         if method == DEEP_CACHE:
-            return {"fast": FastMode(method, interval=int(value), branch=self._branch)}
+            layer = self._layer if self.cache.currentData() == INSIDE else None
+            return {"fast": FastMode(method, interval=int(value), branch=self._branch, layer=layer)}
+        if method == TAYLORSEER_CACHE:
+            fast = FastMode(method, interval=int(value), warmup=self._warmup, order=self._order)
+            return {"fast": fast}
         return {"fast": FastMode(method, **{name: round(value, 3)})}
 
     def load(self, fast: FastMode | None) -> None:
@@ -117,6 +156,11 @@ class FastModeRow(QWidget):
         index = self.mode.findData(fast.method if fast is not None else None)
         self.mode.setCurrentIndex(max(0, index))
         self._branch = fast.branch if fast is not None else DEFAULT_BRANCH
+        self._warmup = fast.warmup if fast is not None else DEFAULT_WARMUP
+        self._order = fast.order if fast is not None else DEFAULT_ORDER
+        layer = fast.layer if fast is not None else DEFAULT_LAYER
+        self._layer = layer if layer is not None else 0
+        self.cache.setCurrentIndex(self.cache.findData(WHOLE if layer is None else INSIDE))
         if fast is not None:
             self.parameter.setValue(float(getattr(fast, _PARAMETER[fast.method][0])))
 

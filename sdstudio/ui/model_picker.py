@@ -184,7 +184,7 @@ class ModelPicker(QWidget):
         index = self.box.findData(model)
         if index < 0 or self.box.itemData(index, FAMILY_ROLE):
             return
-        from sdstudio.engine.models.catalog import family_of
+        from sdstudio.engine.models.identification import family_of
 
         family, label = family_of(Path(model))
         self.box.setItemData(index, family, FAMILY_ROLE)

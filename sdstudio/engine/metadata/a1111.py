@@ -35,14 +35,8 @@ from sdstudio.engine.metadata import (
     variation_names,
     wildcard_names,
 )
-from sdstudio.engine.metadata.values import (
-    Parsed,
-    as_float,
-    as_int,
-    build_request,
-    clean_text,
-    load_json,
-)
+from sdstudio.engine.metadata.safe_text import clean_text, load_json
+from sdstudio.engine.metadata.values import Parsed, as_float, as_int, build_request
 from sdstudio.engine.request import (
     MAX_CLIP_SKIP,
     MAX_DISTILLED_GUIDANCE,
@@ -169,7 +163,7 @@ def split_parameters(text: str) -> A1111Parameters:
 
     Never raises on odd input: text that is not in this format is read as a
     prompt with no settings. Characters that cannot be stored are replaced
-    (see :func:`~sdstudio.engine.metadata.values.clean_text`).
+    (see :func:`~sdstudio.engine.metadata.safe_text.clean_text`).
     """
     lines = clean_text(text).strip().split("\n")
     settings: dict[str, str] = {}

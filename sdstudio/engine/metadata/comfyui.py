@@ -67,7 +67,8 @@ from sdstudio.engine.metadata.comfyui_sampling import (
     sampler_inputs,
 )
 from sdstudio.engine.metadata.comfyui_workflow import WORKFLOW_KEY, workflow_graph
-from sdstudio.engine.metadata.values import Parsed, as_float, build_request, guarded, text
+from sdstudio.engine.metadata.safe_text import text
+from sdstudio.engine.metadata.values import Parsed, as_float, build_request, guarded
 from sdstudio.engine.request import MAX_CLIP_SKIP, MAX_DISTILLED_GUIDANCE
 
 PROMPT_KEY = "prompt"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata.values import load_json
+from sdstudio.engine.metadata.safe_text import load_json
 
 MAX_DEPTH = 64
 MAX_VISITS = 4000

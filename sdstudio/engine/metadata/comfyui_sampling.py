@@ -22,7 +22,8 @@ from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata.comfyui_graph import LATENT_KEYS, MAX_DEPTH, Walker, is_sampler
 from sdstudio.engine.metadata.hires_names import comfyui_upscaler
 from sdstudio.engine.metadata.names import model_name, sampler_and_schedule
-from sdstudio.engine.metadata.values import MAX_GUIDANCE, as_float, as_int, text
+from sdstudio.engine.metadata.safe_text import text
+from sdstudio.engine.metadata.values import MAX_GUIDANCE, as_float, as_int
 from sdstudio.engine.refine.hires_settings import MAX_HIRES_SCALE, HiresFix
 from sdstudio.engine.request import MAX_STEPS
 

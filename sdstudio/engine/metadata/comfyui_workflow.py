@@ -15,7 +15,7 @@ from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata.comfyui_graph import Graph
-from sdstudio.engine.metadata.values import load_json
+from sdstudio.engine.metadata.safe_text import load_json
 
 WORKFLOW_KEY = "workflow"
 _MAX_NODES = 20_000

@@ -109,7 +109,7 @@ def unit_text(unit: ControlUnit, recorded: object = None) -> str:
 def _thresholds(unit: ControlUnit) -> tuple[float | None, float | None]:
     """The unit's two settings as the extension writes them: the module's defaults where
     the unit leaves them unset (a module without such a setting writes none)."""
-    from sdstudio.engine.control.preprocessors import MODULES, module_name
+    from sdstudio.engine.control.preprocessor_modules import MODULES, module_name
 
     module = MODULES.get(module_name(unit.preprocessor))
     values: list[float | None] = []

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from sdstudio.engine.metadata.values import load_json
+from sdstudio.engine.metadata.safe_text import load_json
 
 EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286

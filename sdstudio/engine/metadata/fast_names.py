@@ -3,11 +3,14 @@
 A1111 and Forge write nothing standard for step caches or token merging, so sdstudio
 writes ``Fast mode`` with the method and one key for each of its parameters::
 
-    Fast mode: deep-cache, Fast interval: 3, Fast branch: 0
+    Fast mode: deep-cache, Fast interval: 3, Fast branch: 0, Fast layer: 0
     Fast mode: first-block-cache, Fast threshold: 0.05
     Fast mode: token-merging, Fast ratio: 0.5
+    Fast mode: taylorseer-cache, Fast interval: 3, Fast warmup: 3, Fast order: 1
 
 Read back, they give the request's ``fast`` part, so a re-run computes the same pixels.
+DeepCache without ``Fast layer`` (written before layers could be chosen) caches whole
+blocks, as it did then.
 Other tools show them as unknown keys.
 """
 
@@ -23,7 +26,7 @@ from sdstudio.engine.request import GenerationRequest
 from sdstudio.engine.speed.fast_mode import FastMode
 
 MODE = "Fast mode"
-_PARAMETERS = ("threshold", "interval", "branch", "ratio")
+_PARAMETERS = ("threshold", "interval", "branch", "layer", "ratio", "warmup", "order")
 KEYS = frozenset({MODE.casefold(), *(f"fast {name}" for name in _PARAMETERS)})
 """The keys read (case-folded)."""
 
@@ -75,7 +78,8 @@ def read(settings: Mapping[str, str]) -> FastSettings:
         written = settings.get(f"fast {name}")
         if written is None:
             continue
-        value = as_int(written) if name in ("interval", "branch") else as_float(written)
+        whole = name in ("interval", "branch", "layer", "warmup", "order")
+        value = as_int(written) if whole else as_float(written)
         if value is None:
             return FastSettings(
                 note=f"Fast {name} {written!r} is unusable; the image's fast "

@@ -14,7 +14,7 @@
 Only the texts asked for are read. A text larger than :data:`MAX_TEXT_BYTES`
 is left out, and so is any text after :data:`MAX_TOTAL_BYTES` have been read;
 the returned notes say which. Every text is cleaned by
-:func:`~sdstudio.engine.metadata.values.clean_text`.
+:func:`~sdstudio.engine.metadata.safe_text.clean_text`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import BinaryIO
 from sdstudio.engine.errors import ImageInputError
 from sdstudio.engine.images import open_checked
 from sdstudio.engine.metadata.exif import exif_bytes_texts
-from sdstudio.engine.metadata.values import clean_text
+from sdstudio.engine.metadata.safe_text import clean_text
 
 MAX_TEXT_BYTES = 1 << 20
 """The largest text read (1 MB, as Pillow's ``PngImagePlugin.MAX_TEXT_CHUNK``);

@@ -31,15 +31,8 @@ from collections.abc import Mapping
 
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import a1111, names
-from sdstudio.engine.metadata.values import (
-    Parsed,
-    as_float,
-    as_int,
-    build_request,
-    guarded,
-    load_json,
-    text,
-)
+from sdstudio.engine.metadata.safe_text import load_json, text
+from sdstudio.engine.metadata.values import Parsed, as_float, as_int, build_request, guarded
 
 SCHEME_KEY = "fooocus_scheme"
 # Steps of Fooocus's performance presets, for metadata that records no steps.

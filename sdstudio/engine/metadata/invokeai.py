@@ -14,15 +14,8 @@ from collections.abc import Mapping
 
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import names
-from sdstudio.engine.metadata.values import (
-    Parsed,
-    as_float,
-    as_int,
-    build_request,
-    guarded,
-    load_json,
-    text,
-)
+from sdstudio.engine.metadata.safe_text import load_json, text
+from sdstudio.engine.metadata.values import Parsed, as_float, as_int, build_request, guarded
 
 METADATA_KEY = "invokeai_metadata"
 

@@ -17,14 +17,8 @@ from collections.abc import Mapping
 
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import names
-from sdstudio.engine.metadata.values import (
-    Parsed,
-    as_float,
-    build_request,
-    guarded,
-    load_json,
-    text,
-)
+from sdstudio.engine.metadata.safe_text import load_json, text
+from sdstudio.engine.metadata.values import Parsed, as_float, build_request, guarded
 
 SD_METADATA_KEY = "sd-metadata"
 DREAM_KEY = "Dream"

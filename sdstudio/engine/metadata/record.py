@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdstudio.engine.errors import InvalidRequest
-from sdstudio.engine.metadata.values import as_float, parse_json
-from sdstudio.engine.metadata.values import text as text_of
+from sdstudio.engine.metadata.safe_text import parse_json
+from sdstudio.engine.metadata.safe_text import text as text_of
+from sdstudio.engine.metadata.values import as_float
 from sdstudio.engine.request import MAX_SEED, REQUEST_SCHEMA_VERSION, GenerationRequest
 
 RECORD_KEY = "sdstudio"
@@ -60,7 +61,7 @@ class ImageRecord:
         """Parse the ``sdstudio`` chunk, or raise :class:`InvalidRequest`.
 
         Its strings are cleaned like every text read from an image (see
-        :func:`~sdstudio.engine.metadata.values.clean_text`).
+        :func:`~sdstudio.engine.metadata.safe_text.clean_text`).
         """
         data = parse_json(text, "The sdstudio record")
         if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:

@@ -24,14 +24,8 @@ from collections.abc import Mapping
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import names
 from sdstudio.engine.metadata.a1111 import PARAMETERS_KEY
-from sdstudio.engine.metadata.values import (
-    Parsed,
-    as_float,
-    build_request,
-    guarded,
-    load_json,
-    text,
-)
+from sdstudio.engine.metadata.safe_text import load_json, text
+from sdstudio.engine.metadata.values import Parsed, as_float, build_request, guarded
 
 PARAMETERS_JSON_KEY = "parameters-json"
 PROJECT_KEY = "smproj"

@@ -34,7 +34,7 @@ from sdstudio.engine.images import MAX_PIXELS, open_checked
 from sdstudio.engine.metadata.a1111 import PARAMETERS_KEY
 from sdstudio.engine.metadata.files import MAX_CHUNKS, MAX_TEXT_BYTES, PNG_SIGNATURE, decode_bytes
 from sdstudio.engine.metadata.novelai import novelai_texts
-from sdstudio.engine.metadata.values import clean_text
+from sdstudio.engine.metadata.safe_text import clean_text
 
 ALPHA_SIGNATURES = {b"stealth_pnginfo": False, b"stealth_pngcomp": True}
 RGB_SIGNATURES = {b"stealth_rgbinfo": False, b"stealth_rgbcomp": True}

@@ -24,14 +24,8 @@ from collections.abc import Mapping
 from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import names
 from sdstudio.engine.metadata.comfyui import read_comfyui
-from sdstudio.engine.metadata.values import (
-    Parsed,
-    as_int,
-    build_request,
-    guarded,
-    load_json,
-    text,
-)
+from sdstudio.engine.metadata.safe_text import load_json, text
+from sdstudio.engine.metadata.values import Parsed, as_int, build_request, guarded
 from sdstudio.engine.request import MAX_CLIP_SKIP
 
 GENERATION_DATA_KEY = "generation_data"

@@ -18,24 +18,23 @@ raw values and :func:`build_request` keeps what is usable:
 
 Every change is described in the returned notes.
 
-Text read from an image passes :func:`clean_text` (chunk texts) or
-:func:`load_json` / :func:`parse_json` (JSON, whose ``\\ud800`` escapes give
-lone surrogates), so every string a reader returns can be encoded as UTF-8
-(SQLite, PNG text, the terminal) and holds no control characters.
+Numbers are read by :func:`as_int` and :func:`as_float`; text and JSON by
+:mod:`~sdstudio.engine.metadata.safe_text`, so every string a reader returns can be
+stored and shown.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from sdstudio.engine import samplers
 from sdstudio.engine.errors import InvalidRequest
+from sdstudio.engine.metadata.safe_text import clean_text
 from sdstudio.engine.request import (
     MAX_SEED,
     MAX_SIZE,
@@ -53,21 +52,12 @@ N = TypeVar("N", int, float)
 
 MAX_GUIDANCE = 50.0
 UNKNOWN_MODEL = "unknown"
-MAX_JSON_DEPTH = 64
-"""Metadata JSON nests a few levels; deeper input is refused, not walked."""
 _TEXT_FIELDS = ("prompt", "negative_prompt", "sampler", "schedule", "vae")
 _NUMBER_FIELDS = ("steps", "seed", "width", "height", "guidance_scale", "strength")
 # Fields whose readable but out-of-range values already get a note of their own.
 _NOTED_WHEN_DROPPED = ("steps", "seed", "guidance_scale")
-# Lone UTF-16 surrogates (UTF-8 cannot encode them) and control characters other
-# than tab, line feed and carriage return (NUL ends C strings and paths; ESC starts
-# terminal escape sequences).
-_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-REPLACEMENT = "\ufffd"
 # Extras that describe how an image was made rather than set anything.
 _INFORMATIONAL = re.compile(r"(?i)version|.*\bhash(es)?")
-# Longer JSON integers are no real setting; Python refuses to read over 4300 digits.
-_MAX_DIGITS = 30
 # A floating-point seed above 2**53 has lost digits: it is not the seed the image used.
 _EXACT_FLOAT = 2**53
 
@@ -334,80 +324,6 @@ def as_float(value: object) -> float | None:
             return None
         return number if math.isfinite(number) else None
     return None
-
-
-def clean_text(value: str) -> str:
-    """``value`` with what cannot be stored or shown replaced by U+FFFD.
-
-    That is lone UTF-16 surrogates and control characters other than tab and
-    line breaks.
-    """
-    return _UNSTORABLE.sub(REPLACEMENT, value)
-
-
-def parse_json(value: str, what: str = "The metadata") -> object:
-    """The JSON value in ``value`` with every string and key cleaned by :func:`clean_text`.
-
-    Numbers too long or too large for a setting become infinite, so they read
-    as unusable values. Raises :class:`InvalidRequest` (its message starting
-    with ``what``) when the text is not JSON or nests deeper than :data:`MAX_JSON_DEPTH`.
-    """
-    try:
-        data = json.loads(value, parse_int=_parse_int)
-    except RecursionError:
-        raise InvalidRequest(f"{what} is nested too deeply.") from None
-    except (ValueError, TypeError) as error:
-        raise InvalidRequest(f"{what} is not valid JSON ({error}).") from None
-    return _clean_json(data, what)
-
-
-def load_json(value: str | None) -> object:
-    """Like :func:`parse_json`, but ``None`` for missing, invalid or too deeply nested text."""
-    if not value:
-        return None
-    try:
-        return parse_json(value)
-    except InvalidRequest:
-        return None
-
-
-def _parse_int(digits: str) -> int | float:
-    if len(digits.lstrip("-")) > _MAX_DIGITS:
-        return -math.inf if digits.startswith("-") else math.inf
-    return int(digits)
-
-
-def _clean_json(data: object, what: str) -> object:
-    """A copy of decoded JSON with cleaned strings, built without recursion."""
-    if isinstance(data, str):
-        return clean_text(data)
-    if not isinstance(data, dict | list):
-        return data
-    result: dict[str, object] | list[object] = {} if isinstance(data, dict) else []
-    pending: list[tuple[dict[Any, object] | list[object], dict[str, object] | list[object], int]]
-    pending = [(data, result, 1)]
-    while pending:
-        source, target, depth = pending.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise InvalidRequest(f"{what} is nested too deeply.")
-        items = source.items() if isinstance(source, dict) else enumerate(source)
-        for key, value in items:
-            if isinstance(value, str):
-                value = clean_text(value)
-            elif isinstance(value, dict | list):
-                child: dict[str, object] | list[object] = {} if isinstance(value, dict) else []
-                pending.append((value, child, depth + 1))
-                value = child
-            if isinstance(target, dict):
-                target[clean_text(str(key))] = value
-            else:
-                target.append(value)
-    return result
-
-
-def text(value: object) -> str:
-    """``value`` when it is text, else ``""``."""
-    return value if isinstance(value, str) else ""
 
 
 def _clamped(notes: list[str], label: str, value: N, low: N, high: N) -> N:

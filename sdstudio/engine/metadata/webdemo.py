@@ -26,13 +26,8 @@ from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.metadata import names
 from sdstudio.engine.metadata.a1111 import PARAMETERS_KEY
 from sdstudio.engine.metadata.fooocus import SCHEME_KEY
-from sdstudio.engine.metadata.values import (
-    Parsed,
-    build_request,
-    guarded,
-    load_json,
-    text,
-)
+from sdstudio.engine.metadata.safe_text import load_json, text
+from sdstudio.engine.metadata.values import Parsed, build_request, guarded
 
 COMMENT_KEY = "Comment"
 DESCRIPTION_KEY = "Description"

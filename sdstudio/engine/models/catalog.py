@@ -5,6 +5,8 @@ checkpoints or the roots of AUTOMATIC1111/Forge/SD.Next, ComfyUI and InvokeAI),
 and the Hugging Face cache. Listing reads file headers at most, never tensors,
 each file's header once per scan and only up to the limits in :mod:`layouts`,
 and never fails on an unreadable file or folder: it is skipped and reported.
+What each file or folder is (its kind, family and variant) is told by
+:mod:`~sdstudio.engine.models.identification`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.engine.models import layouts
-from sdstudio.engine.parts import Part, Role, identify_header, identify_part_quietly
+from sdstudio.engine.models.identification import (
+    controlnet_folder_family,
+    family_of,
+    file_family,
+    folder_variant,
+    image_prompt_folder,
+    ip_adapter_kind,
+    is_controlnet_folder,
+    part_identity,
+)
+from sdstudio.engine.parts import identify_header, identify_part_quietly
 from sdstudio.engine.paths import AppPaths
 from sdstudio.engine.settings import Settings
 
@@ -213,25 +225,6 @@ def remove_model_folder(settings: Settings, folder: str | Path) -> Settings:
     return replace(settings, model_folders=kept)
 
 
-def family_of(path: Path) -> tuple[str, str]:
-    """The model's family and its label, or ``("unknown", "Unknown")`` when it cannot be told."""
-    try:
-        from sdstudio.engine.models.families import detect_family
-
-        found = detect_family(path)
-        family, label = str(found.family), str(found.label)
-    except Exception as error:  # the detector is another module's; never let it break listing
-        log.info("Family detection failed for %s: %s", path, error)
-        family, label = "unknown", "Unknown"
-    if family == "unknown" and path.is_dir():
-        return layouts.diffusers_family(path)
-    if family == "unknown" and path.suffix.lower() in (".safetensors", ".gguf"):
-        part = _part_entry(path, identify_part_quietly(path))
-        if part is not None:
-            return part[1]
-    return family, label
-
-
 def _scan_tree(folder: Path, kind: str, source: str, seen: set[Path]) -> Catalog:
     """Model files and diffusers folders under ``folder``, skipping what cannot be read."""
     catalog = Catalog()
@@ -254,11 +247,11 @@ def _scan_tree(folder: Path, kind: str, source: str, seen: set[Path]) -> Catalog
             elif layouts.kind_from_path(sub / "x", folder, kind) == "tiny_vae":
                 dirnames.remove(name)  # a tiny VAE folder or download, or nothing to list
                 catalog.entries += _tiny_vae_folder(sub, source)
-            elif (sub / "config.json").is_file() and _controlnet_folder(sub, folder, kind):
+            elif (sub / "config.json").is_file() and is_controlnet_folder(sub, folder, kind):
                 dirnames.remove(name)  # a diffusers ControlNet: its config and weights
-                family = _controlnet_folder_family(sub)
+                family = controlnet_folder_family(sub)
                 catalog.entries.append(_entry(name, kind, "diffusers", sub, source, family=family))
-            elif (found := _image_prompt_folder(sub, folder, kind, source)) is not None:
+            elif (found := image_prompt_folder(sub, folder, kind, source)) is not None:
                 dirnames.remove(name)  # an InvokeAI IP-Adapter or a CLIP vision encoder
                 found_kind, family = found
                 catalog.entries.append(
@@ -298,15 +291,15 @@ def _add_file(catalog: Catalog, path: Path, root: Path, kind: str, source: str) 
             header, data_size = layouts.read_safetensors_layout(path)
             if plain and kind == "checkpoint":
                 kind = layouts.kind_from_header(header, kind)
-            kind = _ip_adapter_kind(path, kind, header)
-            family = _file_family(path, kind, header, data_size)
+            kind = ip_adapter_kind(path, kind, header)
+            family = file_family(path, kind, header, data_size)
         else:
-            kind = _ip_adapter_kind(path, kind, None)
+            kind = ip_adapter_kind(path, kind, None)
         unknown = family[0] == "unknown" and kind not in ("upscaler", *image_prompt_kinds)
         if file_format == "safetensors" and unknown:
-            part = _part_entry(path, identify_header(header, data_size))
+            part = part_identity(path, identify_header(header, data_size))
         elif file_format == "gguf":
-            part = _part_entry(path, identify_part_quietly(path))
+            part = part_identity(path, identify_part_quietly(path))
         if part is not None:
             kind, family, part_flags, variant = part
     except (OSError, ValueError) as error:
@@ -345,91 +338,6 @@ def _add_tiny_vae(catalog: Catalog, path: Path, source: str) -> None:
     )
 
 
-def _controlnet_folder(sub: Path, root: Path, kind: str) -> bool:
-    """Whether a folder with a ``config.json`` is where ControlNets are kept."""
-    return layouts.kind_from_path(sub / "config.json", root, kind) == "controlnet"
-
-
-def _image_prompt_folder(sub: Path, root: Path, kind: str, source: str) -> Any:
-    """``(kind, family)`` of an InvokeAI IP-Adapter folder or a CLIP vision encoder folder
-    where such models are kept, else ``None``."""
-    from sdstudio.engine.control.ip_adapter_files import folder_entry
-
-    if source in ("app", "folder"):
-        kind = layouts.kind_from_path(sub / "x", root, kind)
-    return folder_entry(sub, kind)
-
-
-def _ip_adapter_kind(path: Path, kind: str, header: dict[str, Any] | None) -> str:
-    """``ipadapter`` for an IP-Adapter among ControlNets (A1111 keeps them together)."""
-    if kind != "controlnet":
-        return kind
-    from sdstudio.engine.control.ip_adapter_files import catalog_kind
-
-    return catalog_kind(path, header)
-
-
-def _controlnet_folder_family(folder: Path) -> tuple[str, str]:
-    from sdstudio.engine.control.control_files import KIND_LABELS, folder_family, folder_kind
-    from sdstudio.engine.errors import ModelError
-
-    try:
-        family, label = folder_family(folder)
-        return family, label + KIND_LABELS[folder_kind(folder)]
-    except ModelError as error:
-        return "unknown", str(error)
-
-
-def _part_entry(
-    path: Path, part: Part | None
-) -> tuple[str, tuple[str, str], tuple[str, ...], str] | None:
-    """A part file's kind, family, flags and variant: a transformer kept alone is a model
-    (``checkpoint``) of its family; a text encoder or VAE of the flow families is a part."""
-    if part is None:
-        return None
-    flags = tuple(f for f in (part.quantization.split(" ")[0].lower(),) if f)
-    if part.role is Role.TRANSFORMER:
-        from sdstudio.engine.families import family
-        from sdstudio.engine.models.split_layout import embedded_parts
-
-        label = family(part.kind).label + (f" {part.variant}" if part.variant else "")
-        whole = "all-in-one" if embedded_parts(path)[0] else "transformer"
-        return "checkpoint", (part.kind, label), (whole, *flags), part.variant
-    return part.role.value, (part.kind, part.label), flags, ""
-
-
-def _file_family(path: Path, kind: str, header: dict[str, Any], data_size: int) -> tuple[str, str]:
-    """A safetensors file's family from its parsed header (never reading the file again)."""
-    if kind == "lora":  # LoHa, LoKr… are named in the label
-        from sdstudio.engine.prompting.lycoris import labelled_family
-
-        return labelled_family(header)
-    if kind == "embedding":
-        return layouts.network_family(header)
-    if kind == "controlnet":
-        from sdstudio.engine.control.control_files import safetensors_family
-
-        return safetensors_family(header)
-    if kind == "ipadapter":
-        from sdstudio.engine.control.ip_adapter_files import header_family
-
-        return header_family(header)
-    if kind in ("vae", "upscaler", "clip_vision"):
-        return "unknown", "Unknown"
-    try:
-        from sdstudio.engine.models.families import (
-            detect_family_from_header,
-            with_sidecar_prediction,
-        )
-
-        shapes = layouts.header_shapes(header, data_size)
-        found = with_sidecar_prediction(detect_family_from_header(shapes), path)
-        return str(found.family), str(found.label)
-    except Exception as error:  # the detector is another module's; never let it break listing
-        log.info("Family detection failed for %s: %s", path, error)
-        return "unknown", "Unknown"
-
-
 def _entry(
     name: str,
     kind: str,
@@ -444,7 +352,7 @@ def _entry(
     if family is None:
         family = family_of(path) if kind != "vae" else ("unknown", "Unknown")
     flags = ("few-step",) if _few_step(name) else ()
-    variant = _folder_variant(path) if file_format == "diffusers" else ""
+    variant = folder_variant(path) if file_format == "diffusers" else ""
     return ModelEntry(
         name=name,
         kind=kind,
@@ -457,17 +365,6 @@ def _entry(
         flags=flags,
         variant=variant,
     )
-
-
-def _folder_variant(path: Path) -> str:
-    """The variant a diffusers folder's transformer config tells (``dev``, ``Large``)."""
-    try:
-        from sdstudio.engine.models.families import detect_folder_family
-
-        return detect_folder_family(path).variant
-    except Exception as error:  # the detector is another module's; never let it break listing
-        log.info("Variant detection failed for %s: %s", path, error)
-        return ""
 
 
 def _few_step(name: str) -> bool:

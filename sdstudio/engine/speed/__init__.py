@@ -17,6 +17,7 @@ from sdstudio.engine.errors import InvalidRequest
 from sdstudio.engine.speed.fast_mode import (
     DEEP_CACHE,
     FIRST_BLOCK_CACHE,
+    TAYLORSEER_CACHE,
     TOKEN_MERGING,
     FastMode,
     parse_fast_mode,
@@ -35,18 +36,25 @@ def check(fast: FastMode | None, pipe: Any, label: str) -> None:
         if unet is None:
             raise InvalidRequest(
                 f"The {fast.method} fast mode runs on UNet models (SD 1.x, 2.x, XL); "
-                f"{label} models are transformers: use {FIRST_BLOCK_CACHE}."
+                f"{label} models are transformers: use {FIRST_BLOCK_CACHE} or "
+                f"{TAYLORSEER_CACHE}."
             )
         if fast.method == DEEP_CACHE:
             from sdstudio.engine.speed.deep_cache import check_unet
 
-            check_unet(unet, fast.branch)
+            check_unet(unet, fast.branch, fast.layer)
         return
     if transformer is None:
         raise InvalidRequest(
-            f"The {fast.method} fast mode runs on transformer models (Flux.1, Qwen-Image); "
-            f"{label} models have a UNet: use {DEEP_CACHE} or {TOKEN_MERGING}."
+            f"The {fast.method} fast mode runs on transformer models (Flux, SD 3.x, "
+            f"Qwen-Image, Z-Image, Chroma); {label} models have a UNet: use {DEEP_CACHE} or "
+            f"{TOKEN_MERGING}."
         )
+    if fast.method == TAYLORSEER_CACHE:
+        from sdstudio.engine.speed import taylorseer
+
+        taylorseer.check_transformer(transformer, label)
+        return
     from sdstudio.engine.speed.block_cache import check_transformer
 
     check_transformer(transformer, label)
@@ -63,12 +71,18 @@ def applied(pipe: Any, fast: FastMode | None, label: str) -> Iterator[Any]:
     if fast.method == DEEP_CACHE:
         from sdstudio.engine.speed.deep_cache import deep_cache
 
-        with deep_cache(pipe.unet, fast.interval, fast.branch) as state:
+        with deep_cache(pipe.unet, fast.interval, fast.branch, fast.layer) as state:
             yield state
     elif fast.method == TOKEN_MERGING:
         from sdstudio.engine.speed.token_merging import token_merging
 
         with token_merging(pipe.unet, fast.ratio) as state:
+            yield state
+    elif fast.method == TAYLORSEER_CACHE:
+        from sdstudio.engine.speed.taylorseer import taylorseer_cache
+
+        transformer = pipe.transformer
+        with taylorseer_cache(transformer, fast.interval, fast.warmup, fast.order, label) as state:
             yield state
     else:
         from sdstudio.engine.speed.block_cache import first_block_cache

@@ -47,10 +47,13 @@ def _cache_blocks(transformer: Any) -> list[Any]:
 
 SUPPORTED = frozenset({"FluxTransformer2DModel", "QwenImageTransformer2DModel"})
 """The transformers diffusers' first-block cache runs on. SD3's last block returns no
-text stream (the cache subtracts from it) and Z-Image's blocks name their input ``x``
-(the cache looks for ``hidden_states``), and the cache mistakes what Flux.2's single
-blocks return for a pair, so none of them runs; nor does Chroma, whose blocks diffusers'
-cache does not know."""
+text stream (the cache subtracts the first block's from it); Z-Image's blocks are not in
+a list the cache looks for, and name their input ``x``, not ``hidden_states``; on
+Flux.2 and Chroma the last block is a single-stream one, returning one joint tensor,
+which the cache subtracts the first (two-stream) block's output pair from; Chroma's
+blocks are also unknown to the cache. None of these can be mended from outside the
+cache's hooks (for SD 3.x, Z-Image, Flux.2 Klein and Chroma use the TaylorSeer cache,
+:mod:`sdstudio.engine.speed.taylorseer`)."""
 
 
 def check_transformer(transformer: Any, label: str) -> None:
@@ -58,7 +61,7 @@ def check_transformer(transformer: Any, label: str) -> None:
     if type(transformer).__name__ not in SUPPORTED or len(_cache_blocks(transformer)) < 2:
         raise InvalidRequest(
             f"The first-block cache does not run on {label} models (it runs on Flux.1 "
-            "and Qwen-Image); generate without a fast mode."
+            "and Qwen-Image); use taylorseer-cache or generate without a fast mode."
         )
 
 

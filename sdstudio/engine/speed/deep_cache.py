@@ -12,8 +12,11 @@ Here a branch is a whole block level: branch ``b`` keeps down blocks ``0..b`` an
 last ``b + 1`` up blocks. The hooks replace the forward of the skipped blocks with one
 that returns :data:`SKIPPED` (which every later use in the UNet's own forward passes
 through, ControlNet and T2I-Adapter residuals included), and the first kept up block
-takes the cached features instead of its input. The model itself is not changed: the
-hooks are added for one pipeline call and removed after it.
+takes the cached features instead of its input. With a ``layer`` (the paper's
+caching), the branch's down and up blocks are cut inside as well, keeping only their
+layers that give and take the skips of down layers ``0..layer``
+(:mod:`~sdstudio.engine.speed.deep_cache_layers`). The model itself is not changed:
+the hooks are added for one pipeline call and removed after it.
 """
 
 from __future__ import annotations
@@ -29,11 +32,15 @@ HOOK = "sdstudio_deep_cache"
 
 class _Skipped:
     """What a skipped block returns: adding anything to it, or it to anything, gives itself,
-    so the UNet's residual sums and tuples need no change."""
+    and so does indexing it (an attention's output tuple), so the UNet's residual sums and
+    tuples need no change."""
 
     shape: tuple[int, ...] = ()
 
     def __add__(self, other: object) -> _Skipped:
+        return self
+
+    def __getitem__(self, index: object) -> _Skipped:
         return self
 
     __radd__ = __iadd__ = __add__
@@ -114,16 +121,28 @@ def _resume_hook_class() -> type:
 
         def pre_forward(self, module: Any, *args: Any, **kwargs: Any) -> Any:
             if self.state.full:
-                self.state.cached = kwargs["hidden_states"]
+                self.state.cached = kept(module, kwargs["hidden_states"])
             else:
-                kwargs = {**kwargs, "hidden_states": self.state.cached}
+                kwargs = {**kwargs, "hidden_states": kept(module, self.state.cached)}
             return args, kwargs
 
     return ResumeHook
 
 
-def check_unet(unet: Any, branch: int) -> None:
-    """Raise :class:`InvalidRequest` when ``branch`` is not a skip branch of this UNet."""
+def freeu_on(block: Any) -> bool:
+    """Whether FreeU is enabled on an up block (diffusers' own test)."""
+    return all(getattr(block, name, None) for name in ("s1", "s2", "b1", "b2"))
+
+
+def kept(block: Any, features: Any) -> Any:
+    """``features`` as they may enter ``block``: a copy where its FreeU, which scales its
+    input in place, would otherwise change the cache."""
+    return features.clone() if freeu_on(block) else features
+
+
+def check_unet(unet: Any, branch: int, layer: int | None = None) -> None:
+    """Raise :class:`InvalidRequest` when ``branch`` is not a skip branch of this UNet, or
+    ``layer`` (None: the whole block) not a layer of its block there."""
     levels = len(getattr(unet, "down_blocks", ()))
     if levels < 2 or len(getattr(unet, "up_blocks", ())) != levels:
         raise InvalidRequest("DeepCache needs a UNet with matching down and up blocks.")
@@ -132,6 +151,10 @@ def check_unet(unet: Any, branch: int) -> None:
             f"DeepCache branch {branch} is too deep for this UNet: its branches are 0 "
             f"to {levels - 2}."
         )
+    if layer is not None:
+        from sdstudio.engine.speed.deep_cache_layers import check_layer
+
+        check_layer(unet, branch, layer)
 
 
 def _down_outputs(block: Any) -> int:
@@ -141,12 +164,15 @@ def _down_outputs(block: Any) -> int:
 
 
 @contextmanager
-def deep_cache(unet: Any, interval: int, branch: int) -> Iterator[DeepCacheState]:
-    """DeepCache on ``unet`` for the calls made inside the block; the hooks are removed
-    after it (the state tells how many calls reused the cache)."""
+def deep_cache(
+    unet: Any, interval: int, branch: int, layer: int | None = None
+) -> Iterator[DeepCacheState]:
+    """DeepCache on ``unet`` for the calls made inside the block, caching inside the
+    branch's blocks from ``layer`` on (None: whole blocks); the hooks are removed after it
+    (the state tells how many calls reused the cache)."""
     from diffusers.hooks import HookRegistry
 
-    check_unet(unet, branch)
+    check_unet(unet, branch, layer)
     state = DeepCacheState(interval)
     levels = len(unet.down_blocks)
     skip_hook, resume_hook = _skip_hook_class(), _resume_hook_class()
@@ -163,9 +189,15 @@ def deep_cache(unet: Any, interval: int, branch: int) -> Iterator[DeepCacheState
             registry = HookRegistry.check_if_exists_or_initialize(block)
             registry.register_hook(skip_hook(state, outputs), HOOK)
             hooked.append(block)
-        resume = unet.up_blocks[levels - 1 - branch]
-        HookRegistry.check_if_exists_or_initialize(resume).register_hook(resume_hook(state), HOOK)
-        hooked.append(resume)
+        if layer is None:
+            resume = unet.up_blocks[levels - 1 - branch]
+            registry = HookRegistry.check_if_exists_or_initialize(resume)
+            registry.register_hook(resume_hook(state), HOOK)
+            hooked.append(resume)
+        else:
+            from sdstudio.engine.speed.deep_cache_layers import add_layer_hooks
+
+            add_layer_hooks(unet, state, branch, layer, skip_hook, hooked)
         yield state
     finally:
         for module in hooked:

@@ -11,9 +11,15 @@ see :mod:`~sdstudio.engine.metadata.fast_names`) and a re-run uses them again.
 - ``deep-cache`` (UNet families): every ``interval``-th step runs the whole UNet and
   keeps the features coming up the decoder at skip branch ``branch``; the steps in
   between run only the shallow blocks above that branch and reuse them (DeepCache).
+  With ``layer`` L they run less still: only down layers 0..L of the branch's block and
+  the up layers that take their skips (the paper's caching, ``layer=0``); without it,
+  whole blocks (how images made before ``layer`` existed were computed).
 - ``token-merging`` (UNet families): in the highest-resolution transformer blocks,
   ``ratio`` of the tokens are merged into similar ones before self-attention and
   copied back after it (ToMe for Stable Diffusion).
+- ``taylorseer-cache`` (transformer families): the first ``warmup`` steps and then one
+  step in ``interval`` run the whole transformer; the steps between skip its blocks and
+  forecast its output from a Taylor expansion (to ``order``) of the last full ones.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from sdstudio.engine.errors import InvalidRequest
 FIRST_BLOCK_CACHE = "first-block-cache"
 DEEP_CACHE = "deep-cache"
 TOKEN_MERGING = "token-merging"
-METHODS = (FIRST_BLOCK_CACHE, DEEP_CACHE, TOKEN_MERGING)
-TRANSFORMER_METHODS = frozenset({FIRST_BLOCK_CACHE})
+TAYLORSEER_CACHE = "taylorseer-cache"
+METHODS = (FIRST_BLOCK_CACHE, DEEP_CACHE, TOKEN_MERGING, TAYLORSEER_CACHE)
+TRANSFORMER_METHODS = frozenset({FIRST_BLOCK_CACHE, TAYLORSEER_CACHE})
 UNET_METHODS = frozenset({DEEP_CACHE, TOKEN_MERGING})
 
 DEFAULT_THRESHOLD = 0.05
@@ -39,14 +46,36 @@ DEFAULT_BRANCH = 0
 MAX_BRANCH = 3
 """Skip branches run from 0 (shallowest: the least work per cached step) to the UNet's
 number of down blocks minus 2 (3 blocks below the top for SD 1.x; SDXL has 3 levels)."""
+WHOLE_BLOCK = "block"
+"""The short form's ``layer`` value for DeepCache over whole blocks (``layer=block``)."""
+DEFAULT_LAYER: int | None = None
+"""The ``layer`` of new DeepCache requests (the CLI's and the app's): whole blocks, which
+is also what a request or record that names none (made before layers could be chosen)
+reads as. Measured (``benchmarks/fast_modes.py``, SD 1.5's architecture, random weights,
+float32, 6 steps, a shared 2-core CPU at load 4-7, one round): at 512 px, interval 3,
+inside the top block (``layer=0``) denoised in 126 s, moving the image by 1.41 (mean
+absolute difference, 0-255) against whole blocks' 120 s and 0.80; interval 2, 125 s and
+1.20 against 189 s and 0.73; at 256 px, interval 3, 40.7 s and 1.39 against 45.9 s and
+0.79 (full: 355 s at 512, 114 s at 256). By the work a cached step keeps (about 25 % of
+SD 1.5's at 512 px against 41 %), ``layer=0`` saves a fifth more at interval 3; on this
+machine the gain was inconsistent and within the noise, while the image moved 1.6 to 1.75
+times as far, so new requests cache whole blocks and ``layer=0`` is offered as the
+faster choice."""
+MAX_LAYER = 3
 DEFAULT_RATIO = 0.5
 MAX_RATIO = 0.75
 """ToMe for SD merges at most three tokens of four (each 2x2 patch keeps one)."""
+DEFAULT_WARMUP = 3
+MAX_WARMUP = 50
+DEFAULT_ORDER = 1
+MAX_ORDER = 2
+"""TaylorSeer's expansion: 1 extrapolates the last change, 2 also its curvature."""
 
 PARAMETERS: dict[str, tuple[str, ...]] = {
     FIRST_BLOCK_CACHE: ("threshold",),
-    DEEP_CACHE: ("interval", "branch"),
+    DEEP_CACHE: ("interval", "branch", "layer"),
     TOKEN_MERGING: ("ratio",),
+    TAYLORSEER_CACHE: ("interval", "warmup", "order"),
 }
 """The parameters each method takes (the others keep their defaults)."""
 
@@ -62,15 +91,22 @@ class FastMode:
     """deep-cache: every how many steps the whole UNet runs (2: every other step)."""
     branch: int = DEFAULT_BRANCH
     """deep-cache: the skip branch whose features are cached (0: the shallowest)."""
+    layer: int | None = None
+    """deep-cache: cache inside the branch's blocks, keeping down layers 0..layer and the
+    up layers that take their skips (the DeepCache paper); None: whole blocks."""
     ratio: float = DEFAULT_RATIO
     """token-merging: the share of tokens merged before self-attention."""
+    warmup: int = DEFAULT_WARMUP
+    """taylorseer-cache: how many first steps run in full before any forecast."""
+    order: int = DEFAULT_ORDER
+    """taylorseer-cache: the order of the Taylor expansion that forecasts the output."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or self.method not in METHODS:
             raise InvalidRequest(
                 f"Fast mode {_shown(self.method)} is unknown; valid: {', '.join(METHODS)}."
             )
-        for name in ("interval", "branch"):
+        for name in ("interval", "branch", "warmup", "order"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InvalidRequest(f"Fast {name} must be a whole number, not {_shown(value)}.")
@@ -87,10 +123,24 @@ class FastMode:
             raise InvalidRequest(
                 f"Fast interval must be between 2 and {MAX_INTERVAL} steps, not {self.interval}."
             )
+        if self.layer is not None and (
+            not isinstance(self.layer, int) or isinstance(self.layer, bool)
+        ):
+            raise InvalidRequest(
+                f"Fast layer must be a whole number (or {WHOLE_BLOCK}), not {_shown(self.layer)}."
+            )
+        if self.layer is not None and not 0 <= self.layer <= MAX_LAYER:
+            raise InvalidRequest(f"Fast layer must be between 0 and {MAX_LAYER}, not {self.layer}.")
         if not 0 <= self.branch <= MAX_BRANCH:
             raise InvalidRequest(
                 f"Fast branch must be between 0 and {MAX_BRANCH}, not {self.branch}."
             )
+        if not 1 <= self.warmup <= MAX_WARMUP:
+            raise InvalidRequest(
+                f"Fast warmup must be between 1 and {MAX_WARMUP} steps, not {self.warmup}."
+            )
+        if not 1 <= self.order <= MAX_ORDER:
+            raise InvalidRequest(f"Fast order must be 1 or {MAX_ORDER}, not {self.order}.")
         if not 0.0 < self.ratio <= MAX_RATIO:
             raise InvalidRequest(
                 f"Fast ratio must be above 0 and at most {MAX_RATIO:g}, not {self.ratio:g}."
@@ -102,8 +152,9 @@ class FastMode:
         return self.method in UNET_METHODS
 
     def values(self) -> dict[str, Any]:
-        """The method's own parameters, by name."""
-        return {name: getattr(self, name) for name in PARAMETERS[self.method]}
+        """The method's own parameters that are set, by name."""
+        named = {name: getattr(self, name) for name in PARAMETERS[self.method]}
+        return {name: value for name, value in named.items() if value is not None}
 
     def describe(self) -> str:
         """The mode in words: ``deep-cache, interval 3, branch 0``."""
@@ -129,12 +180,15 @@ class FastMode:
 def parse_fast_mode(text: str) -> FastMode | None:
     """A fast mode from its short form, ``method[,name=value...]``:
     ``deep-cache,interval=3``, ``first-block-cache,threshold=0.1``,
-    ``token-merging,ratio=0.4``; ``""`` or ``off`` gives ``None``."""
+    ``token-merging,ratio=0.4``, ``taylorseer-cache,interval=3,warmup=3,order=1``;
+    ``""`` or ``off`` gives ``None``. DeepCache takes
+    ``layer=0`` (cache inside the blocks) or ``layer=block`` (whole blocks); without it,
+    :data:`DEFAULT_LAYER`."""
     parts = [part.strip() for part in text.split(",")]
     method = parts[0].lower() if parts else ""
     if method in ("", "off", "none"):
         return None
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"layer": DEFAULT_LAYER} if method == DEEP_CACHE else {}
     for part in parts[1:]:
         name, equals, value = part.partition("=")
         name = name.strip().lower()
@@ -144,8 +198,12 @@ def parse_fast_mode(text: str) -> FastMode | None:
                 f"Fast mode parameter {_shown(part)} is not one of {method}'s ({known}); "
                 "write them as name=value."
             )
+        if name == "layer" and value.strip().lower() == WHOLE_BLOCK:
+            values[name] = None
+            continue
         try:
-            values[name] = int(value) if name in ("interval", "branch") else float(value)
+            whole = name in ("interval", "branch", "layer", "warmup", "order")
+            values[name] = int(value) if whole else float(value)
         except ValueError:
             raise InvalidRequest(f"Fast {name} {_shown(value.strip())} is not a number.") from None
     return FastMode(method, **values)
