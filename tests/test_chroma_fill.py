@@ -101,6 +101,7 @@ def assert_only_the_masked_area_changed(result: GeneratedImage) -> None:
 # --- Chroma ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_chroma_folder_runs_with_real_cfg_and_its_negative_prompt(
     engine: Engine, tiny_chroma: Path
 ) -> None:
@@ -144,6 +145,7 @@ def test_chroma_folder_img2img_and_inpaint(
     assert np.array_equal(pixels(painted.image), pixels(repainted.image))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_chroma_from_a_comfyui_tree(
     engine: Engine, comfy: Path, init_image: Path, mask_image: Path
 ) -> None:
@@ -210,6 +212,7 @@ def test_fill_takes_text_to_image_as_inpainting_of_the_whole_canvas(
     assert next(engine.generate(img2img)).image.size == (64, 64)
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_fill_transformer_file_from_a_comfyui_tree(
     engine: Engine, comfy: Path, init_image: Path, mask_image: Path
 ) -> None:

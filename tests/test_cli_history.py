@@ -198,6 +198,7 @@ def test_show_in_words_gives_every_setting_of_the_request(capsys, tmp_path) -> N
     assert "ink (weight 0.8, hash aa11bb22)" in shown["LoRAs"]
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path) -> None:
     request = GenerationRequest(model="dreamy", prompt="a quiet harbour " * 20, seed=1)
     with HistoryStore(AppPaths.default().history_db) as store:

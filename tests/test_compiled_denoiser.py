@@ -45,6 +45,7 @@ def _engine(tmp_path: Path, *, compile: bool, backend: object = "eager") -> Engi
     return Engine(manager, tmp_path / "inputs")
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_compiled_denoiser_is_recorded_and_compiles_once_per_size(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -65,6 +66,7 @@ def test_a_compiled_denoiser_is_recorded_and_compiles_once_per_size(
     assert not rerun_device(choose_device("cpu", compile=True), "cpu (float32)").compile
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_compile_failure_runs_eager_from_the_same_random_state(
     tiny_model: Path, tmp_path: Path
 ) -> None:

@@ -192,6 +192,7 @@ def test_image_to_image_and_inpainting_are_guided(engine: Engine, files: dict[st
             assert not np.array_equal(pixels(guided.image)[16:48], source[16:48])
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_control_modes_change_the_guidance(engine: Engine, files: dict[str, Path]) -> None:
     balanced = pixels(run(engine, request(files, unit(files))).image)
     prompt = pixels(run(engine, request(files, unit(files, mode="prompt"))).image)
@@ -275,6 +276,7 @@ def test_refusals_come_before_anything_loads(files: dict[str, Path], tmp_path: P
     assert manager.model is None
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_an_sdxl_controlnet_guides_an_sdxl_model(tmp_path: Path) -> None:
     from sdstudio.testing.tiny_refiner import save_tiny_sdxl
 
@@ -328,6 +330,7 @@ def test_control_modes_scale_the_residuals_as_a1111_and_diffusers() -> None:
     assert _control_mode(net, (), (down, torch.ones(2))) is None
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_an_inpainting_model_is_guided_in_every_mode(
     files: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -353,6 +353,7 @@ def union(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     engine.pipelines.unload()
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_union_controlnet_reads_its_control_type(union: dict[str, Any]) -> None:
     engine, base = union["engine"], union["base"]
     found = inspect_controlnet(union["folder"])

@@ -385,6 +385,7 @@ def test_the_dialog_has_pixel_perfect_and_the_depth_preprocessors(
 # --- A generation guided by a depth map ------------------------------------------------
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_generation_runs_a_depth_unit_and_refuses_a_missing_annotator_before_loading(
     tmp_path: Path, weights: dict[str, Path], small_network: None
 ) -> None:

@@ -57,6 +57,7 @@ def generate(capsys, model: Path, out: Path, *extra: str) -> tuple[int, list[dic
     )  # fmt: skip
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_controlnet_from_an_a1111_folder_guides_records_and_reruns(
     capsys, webui: Path, tiny_model: Path, drawing: Path, tmp_path: Path
 ) -> None:
@@ -106,6 +107,7 @@ def test_two_units_guide_one_image(
     assert "Module: invert" in settings["ControlNet 1"]
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_every_image_of_a_batch_uses_its_own_sampler(
     capsys, webui: Path, tiny_model: Path, drawing: Path, tmp_path: Path
 ) -> None:
@@ -123,6 +125,7 @@ def test_every_image_of_a_batch_uses_its_own_sampler(
         assert np.array_equal(pixels(a), pixels(b))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_two_units_and_an_image_prompt_guide_one_image_and_rerun(
     capsys, webui: Path, tiny_model: Path, drawing: Path, tmp_path: Path
 ) -> None:

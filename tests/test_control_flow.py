@@ -180,6 +180,7 @@ def test_flux_union_mode_start_end_and_two_units(engine: Engine, files: dict[str
         run(engine, request(files, "flux", union("segmentation")))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_flux_dev_takes_its_distilled_guidance_and_real_cfg_with_a_controlnet(
     engine: Engine, files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -234,6 +235,7 @@ def test_sd3_controlnets_guide_text_to_image(engine: Engine, files: dict[str, Pa
     assert differs(stability.image, plain.image)
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_qwen_image_controlnet_guides_text_to_image(
     engine: Engine, files: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -132,6 +132,7 @@ def test_a_detailed_image_is_made_again_exactly(manager, tmp_path: Path, tiny_mo
     assert np.array_equal(pixels(first.image), pixels(again.image))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_the_detailer_prompt_and_confidence_are_used(
     manager, tmp_path: Path, tiny_model: Path
 ) -> None:

@@ -78,6 +78,7 @@ def images(engine: Engine, model: Path, detailer: Detailer | None) -> list:
     return list(engine.generate(request))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_detailer_lora_repaints_only_the_faces(lora_engine: Engine, tiny_model: Path) -> None:
     plain = images(lora_engine, tiny_model, None)
     with_lora = images(lora_engine, tiny_model, Detailer(prompt="a face <lora:tiny:1>"))

@@ -207,6 +207,7 @@ def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_flux(tmp_path_factory.mktemp("models") / "tiny-flux")
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_first_block_cache_on_flux_is_recorded_and_reruns_exactly(engine, tiny_flux: Path) -> None:
     values = {"guidance_scale": 1.0, "steps": 6}
     full, _ = _pixels(engine, _request(tiny_flux, **values))

@@ -140,6 +140,7 @@ def test_img2img_and_inpaint_keep_the_source_outside_the_mask(
         next(engine.generate(inpaint.replace(height=72)))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_flux_dev_records_its_distilled_guidance_and_schnell_does_not(
     engine: Engine, tiny_flux: Path, tiny_schnell: Path
 ) -> None:
@@ -200,6 +201,7 @@ def tiny_klein(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_flux2_klein(tmp_path_factory.mktemp("models") / "tiny-flux2-klein")
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_flux2_klein_makes_and_inpaints_but_has_no_img2img(
     engine: Engine, tiny_klein: Path, init_image: Path, mask_image: Path
 ) -> None:

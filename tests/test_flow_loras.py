@@ -189,6 +189,7 @@ def test_flux_weights_removal_and_several_loras(
     assert settings["Lora hashes"] == f"flux_kohya: {lora_hash}"
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_zimage_lora_layouts(engine: Engine, models: dict[str, Path]) -> None:
     zimage = models["zimage"]
     plain = request(zimage, "a house", guidance_scale=0.0)
@@ -235,6 +236,7 @@ def test_unreadable_layouts_get_a_clear_error(
     assert np.array_equal(pixels(engine, request(flux, "a cat")), flux_images["bare"])
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_parts_not_applied_are_said(
     engine: Engine, models: dict[str, Path], flux_images: dict[str, np.ndarray]
 ) -> None:

@@ -210,6 +210,7 @@ def _families(*names: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("family", _families("flux", "chroma", "sd3", "zimage", "qwen", "klein"))
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_txt2img_variation(engine: Engine, models: Any, family: str) -> None:
     model = models(family)
     plain = pixels(engine, job(model))

@@ -127,6 +127,7 @@ def test_mask_of_another_size_is_resized_with_a_notice(
     assert size_of(result.record.request.mask) == (64, 64)
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_inpainting_model_serves_every_mode(
     engine: Engine, tiny_inpainting_model: Path, init_image: Path, mask_image: Path
 ) -> None:
@@ -246,6 +247,7 @@ def test_truncated_model_weights_give_a_clear_error(tiny_model: Path, tmp_path: 
         list(engine.generate(request_for(broken)))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_switching_models_frees_the_old_weights(
     tiny_model: Path, tiny_inpainting_model: Path, tmp_path: Path
 ) -> None:

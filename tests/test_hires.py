@@ -166,6 +166,7 @@ def test_cancelling_in_the_hires_pass_stops_it(engine: Engine, tiny_model: Path)
 
 
 @pytest.mark.parametrize("name", ["flux", "zimage"])
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_flow_family_runs_a_latent_hires_pass(
     engine: Engine, tmp_path_factory: pytest.TempPathFactory, name: str
 ) -> None:
@@ -188,6 +189,7 @@ def test_a_flow_family_runs_a_latent_hires_pass(
     assert lanczos.image.size == (128, 128)
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_what_cannot_run_is_refused_with_a_message(
     engine: Engine, tiny_model: Path, init_image: Path, tmp_path: Path
 ) -> None:
@@ -442,6 +444,7 @@ def esrgan_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "models" / "ESRGAN"
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_an_upscaler_file_upscales_the_first_pass_and_is_recorded_by_its_stem(
     manager, tiny_model: Path, esrgan_folder: Path, tmp_path: Path
 ) -> None:

@@ -153,6 +153,7 @@ def test_adapters_of_other_families_and_masks_are_refused(
         run(ip_engine, base(flux, ip_adapters=(prompt(library, mask=str(mask)),)))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_weight_zero_is_the_plain_image_and_weight_one_is_not(
     manager, ip_engine: Engine, flux: Path, library: Path, tmp_path: Path
 ) -> None:

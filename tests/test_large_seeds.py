@@ -71,6 +71,7 @@ def comfyui_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("seed", COMFY_SEEDS)
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_comfyui_seed_survives_read_generate_png_history_and_reread(
     engine: Engine, tiny_model: Path, tmp_path: Path, seed: int
 ) -> None:

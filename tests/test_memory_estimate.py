@@ -387,6 +387,7 @@ def test_precision_per_family_and_the_users_choice_wins() -> None:
     assert family_precision(gpu, "flux1").precision == ("bfloat16" if cuda_bf16 else "float16")
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_flow_folder_loads_and_records_its_family_precision(
     tmp_path: Path, tiny_model: Path
 ) -> None:

@@ -102,6 +102,7 @@ def read_all(texts: dict[str, str]) -> None:
 
 @FUZZ
 @given(st.sampled_from(sorted(READERS)), json_values, st.booleans())
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_fuzz_json_chunks(key: str, value: object, nest: bool) -> None:
     # InvokeAI 2.x keeps its settings one level down, under "image".
     text = json.dumps({"image": value, "model_weights": value} if nest else value)

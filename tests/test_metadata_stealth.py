@@ -82,6 +82,7 @@ def test_alpha_without_signature_is_not_this_format(tmp_path: Path) -> None:
         read_image_settings(path)
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_large_image_reads_only_the_leading_columns(tmp_path: Path) -> None:
     size = (4096, 4096)  # 16.8 megapixels
     hidden = write_stealth_png(tmp_path / "big.png", A1111_TEXT, compressed=True, size=size)

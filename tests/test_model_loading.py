@@ -75,6 +75,7 @@ def test_tiny_single_files_are_detected_from_their_header(
 
 
 @pytest.mark.parametrize(("folder", "family"), FAMILY_FOLDERS.items())
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_full_size_families_are_detected_from_names_and_shapes(folder: str, family) -> None:
     shapes = meta_shapes(folder)
     assert detect_family_from_header(shapes) == ModelInfo(family)
@@ -209,6 +210,7 @@ def test_a_pickle_with_code_is_refused_and_never_runs(tmp_path: Path, writer: st
     assert not marker.exists()
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_clean_ckpt_loads_like_the_safetensors(
     tiny_model: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -343,6 +345,7 @@ def write_tiny_sdxl_folder(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_tiny_sdxl_single_file_is_detected_and_runs_every_mode(
     tmp_path: Path, init_image: Path, mask_image: Path
 ) -> None:

@@ -105,6 +105,7 @@ def sha12(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_lora_changes_the_image_and_leaves_nothing_behind(
     net_engine: Engine, tiny_model: Path, network_dirs: tuple[Path, Path]
 ) -> None:
@@ -199,6 +200,7 @@ def test_names_are_found_case_insensitively(network_dirs: tuple[Path, Path]) -> 
     assert not named_in("mystyle", ["a mystyles boat", "no-mystyle-here"])
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_lora_works_in_img2img_and_after_the_model_was_unloaded(
     net_engine: Engine, tiny_model: Path, init_image: Path
 ) -> None:

@@ -121,6 +121,7 @@ def run(engine: Engine, req: GenerationRequest, events: list[Progress] | None = 
     return next(engine.generate(req, on_progress=on_progress))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_refiner_changes_the_image_and_reruns_to_the_same_pixels(
     engine: Engine, models: dict[str, Path]
 ) -> None:
@@ -176,6 +177,7 @@ def test_progress_totals_hold_for_other_samplers(
     assert {e.total for e in events} == {total}
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_image_to_image_refines_and_low_strength_runs_on_the_refiner(
     engine: Engine, models: dict[str, Path], init_image: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,6 +236,7 @@ def test_cancel_stops_within_the_refiner(
         assert calls.take(engine) == ran
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_single_file_refiner_loads_and_makes_the_folders_pixels(
     engine: Engine, models: dict[str, Path]
 ) -> None:
@@ -248,6 +251,7 @@ def test_a_single_file_refiner_loads_and_makes_the_folders_pixels(
     assert from_file.record.extra["refiner"] == {"name": "tiny-refiner", "hash": short_hash}
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_another_sdxl_model_refines_and_the_model_itself_changes_nothing(
     engine: Engine, models: dict[str, Path]
 ) -> None:
@@ -341,6 +345,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict]
     return code, events, captured.err
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_cli_generates_with_a_refiner_and_reruns_it(
     capsys: pytest.CaptureFixture[str], models: dict[str, Path], tmp_path: Path
 ) -> None:

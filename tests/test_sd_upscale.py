@@ -42,6 +42,7 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_the_upscaled_source_is_repainted_in_tiles_and_reruns(
     engine: Engine, tiny_model: Path, init_image: Path, tmp_path: Path
 ) -> None:

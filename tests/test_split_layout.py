@@ -58,6 +58,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_each_family_runs_from_its_parts_and_reruns_exactly(
     engine: Engine, comfy: Path, family: str
 ) -> None:
@@ -82,6 +83,7 @@ def test_each_family_runs_from_its_parts_and_reruns_exactly(
     assert np.array_equal(pixels(first.image), pixels(third.image))
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_gguf_flux_dev_runs_with_distilled_guidance(engine: Engine, comfy: Path) -> None:
     model = comfy / "models" / "diffusion_models" / "tiny-flux1-dev-Q8_0.gguf"
     part = transformer_part(model)
@@ -209,6 +211,7 @@ def test_cli_generates_from_a_split_layout_and_lists_it(
 
 
 @pytest.mark.parametrize("family", ["flux1", "sd3"])
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_all_in_one_checkpoints_use_their_own_parts(
     engine: Engine, tmp_path: Path, family: str
 ) -> None:

@@ -267,6 +267,7 @@ def test_t5_loads_with_its_embedding_shared(files: dict[str, Path]) -> None:
     assert model.shared.weight.data_ptr() == model.encoder.embed_tokens.weight.data_ptr()
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_qwen3_loads_with_every_layer_flux2_klein_reads(files: dict[str, Path]) -> None:
     reference = tiny.tiny_qwen3(layers=36)
     mask = torch.ones_like(QWEN_IDS)

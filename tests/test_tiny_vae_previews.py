@@ -36,6 +36,7 @@ def tiny_engine(engine: Engine, approx: Path) -> Engine:
     return engine
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_previews_come_from_the_tiny_vae_and_never_change_the_image(
     tiny_engine: Engine, tiny_model: Path
 ) -> None:

@@ -182,6 +182,7 @@ def test_dreamartist_trains_a_pair_and_the_negative_steers_the_image(
     assert np.abs(steered - plain).max() > 0
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_resume_equals_a_straight_run(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
     changes = {
         "dreamartist": True,

@@ -132,6 +132,7 @@ def test_only_the_networks_learn_and_the_file_is_a1111s(
         assert torch.equal(weight, trained[f"64.v.{name}"]), name
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_weights_start_as_a1111_initializes_them(
     tiny_model: Path, dataset: Path, tmp_path: Path
 ) -> None:
@@ -177,6 +178,7 @@ def train_args(model: Path, data: Path, name: str, *extra: str) -> list[str]:
     return [*args, "--max-train-steps", "2", "--learning-rate", "0.01", "--device", "cpu", *extra]
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_cli_trains_a_hypernetwork_that_generate_applies_by_tag(
     tiny_model: Path, dataset: Path, sdstudio_home: Path, tmp_path: Path, capsys: Any
 ) -> None:
@@ -208,6 +210,7 @@ def test_cli_trains_a_hypernetwork_that_generate_applies_by_tag(
     assert code == 1 and "--dropout '0,a' must be numbers" in events[-1]["message"]
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_resume_equals_a_straight_run(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
     changes = {"dropout": (0.0, 0.2, 0.0), "lr_scheduler": "cosine", "max_train_steps": 4}
     straight = train_hypernetwork(

@@ -115,6 +115,7 @@ def test_training_steps_report_finite_loss_and_write_a_kohya_file(
     assert json.loads(metadata["ss_dataset_dirs"]) == {"shapes": {"n_repeats": 2, "img_count": 3}}
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_same_seed_same_weights_and_resume_equals_a_straight_run(
     tiny_model: Path, dataset: Path, tmp_path: Path
 ) -> None:
@@ -156,6 +157,7 @@ def test_same_seed_same_weights_and_resume_equals_a_straight_run(
         train_lora(other_seed, on_event=lambda e: None, resume=state)
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_cli_trains_and_generate_applies_the_lora(
     tiny_model: Path, dataset: Path, sdstudio_home: Path, tmp_path: Path, capsys: Any
 ) -> None:
@@ -195,6 +197,7 @@ def test_cli_trains_and_generate_applies_the_lora(
     assert np.array_equal(generate("a shape <lora:shapes:0>"), plain)
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_sdxl_names_match_what_diffusers_loads(tmp_path: Path, dataset: Path) -> None:
     from diffusers import StableDiffusionXLPipeline
     from peft.tuners.lora import LoraLayer

@@ -188,6 +188,7 @@ def test_linear_proj_weights_load_into_sd1s_pointwise_convolutions(
     networks.apply(pipe, "a shape", "")
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_kohyas_module_count_for_sd15_and_sdxl_names_map_back() -> None:
     from diffusers import UNet2DConditionModel
 

@@ -107,6 +107,7 @@ def test_the_mode_is_written_read_back_and_kept_in_json() -> None:
 
 
 @pytest.mark.parametrize("family", list(SAVERS))
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_each_family_changes_records_and_reruns_exactly(engine, models, family: str) -> None:
     model = models[family]
     full, _ = _pixels(engine, _request(model, None, family))

@@ -191,6 +191,7 @@ def _run_job(qtbot, window):
     return entries[-1]
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_dropped_file_becomes_the_source_for_img2img(qtbot, window, tiny_model, init_image) -> None:
     fill(window, tiny_model, steps=8)
     assert not window.panel.strength.isVisible()

@@ -4,6 +4,7 @@ plain generation afterwards is back in the app's choice)."""
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from sdstudio.engine.metadata.record import ImageRecord
@@ -22,6 +23,7 @@ def _device(entry) -> str:
     return ImageRecord.from_json(entry.record_json).device
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_a_gallery_rerun_uses_the_recorded_precision(
     qtbot, window, tiny_model, monkeypatch
 ) -> None:

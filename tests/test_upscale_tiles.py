@@ -210,6 +210,7 @@ def test_memory_holds_a_band_of_rows_not_the_whole_image_in_floats(files: Path) 
     assert peak < output + accumulator / 2
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_running_out_of_memory_says_to_choose_a_smaller_tile() -> None:
     import torch
     from spandrel import MAIN_REGISTRY, ImageModelDescriptor

@@ -141,6 +141,7 @@ def test_original_files_are_in_the_layout_diffusers_converts() -> None:
     assert flux2["encoder.mid.attn_1.q.weight"].dim() == 4
 
 
+@pytest.mark.slow  # one of the heaviest end-to-end runs
 def test_tiny_vaes_are_the_tiny_pipelines_vaes() -> None:
     """The split-layout tests pair these files with the tiny transformers: same configs,
     same weights for the same seed."""

@@ -52,15 +52,11 @@ DEFAULT_LAYER: int | None = None
 """The ``layer`` of new DeepCache requests (the CLI's and the app's): whole blocks, which
 is also what a request or record that names none (made before layers could be chosen)
 reads as. Measured (``benchmarks/fast_modes.py``, SD 1.5's architecture, random weights,
-float32, 6 steps, a shared 2-core CPU at load 4-7, one round): at 512 px, interval 3,
-inside the top block (``layer=0``) denoised in 126 s, moving the image by 1.41 (mean
-absolute difference, 0-255) against whole blocks' 120 s and 0.80; interval 2, 125 s and
-1.20 against 189 s and 0.73; at 256 px, interval 3, 40.7 s and 1.39 against 45.9 s and
-0.79 (full: 355 s at 512, 114 s at 256). By the work a cached step keeps (about 25 % of
-SD 1.5's at 512 px against 41 %), ``layer=0`` saves a fifth more at interval 3; on this
-machine the gain was inconsistent and within the noise, while the image moved 1.6 to 1.75
-times as far, so new requests cache whole blocks and ``layer=0`` is offered as the
-faster choice."""
+float32, 6 steps, a quiet 2-core CPU): at 512 px, interval 3, the full UNet denoised in
+73.5 s, whole blocks in 48.9 s (1.5x, mean absolute pixel difference 0.80 of 255) and
+inside the top block (``layer=0``) in 37.0 s (2.0x, 1.41). ``layer=0`` is a third
+faster but moves the image 1.75 times as far, so new requests cache whole blocks and
+``layer=0`` is offered as the faster choice."""
 MAX_LAYER = 3
 DEFAULT_RATIO = 0.5
 MAX_RATIO = 0.75
