@@ -18,6 +18,7 @@ from sdstudio.engine.flow_variation import from_latent, to_latent, vary, vary_fl
 from sdstudio.engine.generation import Engine
 from sdstudio.engine.request import GenerationRequest, Mode
 from sdstudio.engine.variation_noise import NoiseVariation, check_pipeline, draw_noise
+from tests.test_flow_families import flow_request
 
 SAVERS = {
     "flux": "save_tiny_flux",
@@ -49,24 +50,25 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def job(model: Path, **changes: Any) -> GenerationRequest:
-    values: dict[str, Any] = {
-        "prompt": "a red boat",
-        "steps": 3,
-        "width": 64,
-        "height": 64,
-        "seed": 7,
-        "sampler": "Euler",
-        "schedule": "Simple",
-        "guidance_scale": 1.0,
-        "variation_seed": 99,
-    }
-    values.update(changes)
-    return GenerationRequest(model=str(model), **values)
+    """The flow families' tests' request, with a variation seed to vary towards."""
+    return flow_request(model, **{"variation_seed": 99, **changes})
 
 
 def pixels(engine: Engine, request: GenerationRequest) -> np.ndarray:
     [result] = engine.generate(request)
     return np.asarray(result.image.convert("RGB")).astype(int)
+
+
+def assert_varies_its_drawn_noise(engine: Engine, start: GenerationRequest) -> None:
+    """A pass whose pipeline draws its noise after encoding the image (so the seed's noise
+    is drawn again): a tiny strength barely moves it, a middle one varies it, exactly again
+    on a re-run."""
+    plain = pixels(engine, start)
+    assert np.abs(pixels(engine, start.replace(variation_strength=1e-3)) - plain).max() <= 2
+    [middle] = engine.generate(start.replace(variation_strength=0.5))
+    varied = np.asarray(middle.image.convert("RGB")).astype(int)
+    assert not np.array_equal(varied, plain)
+    assert np.array_equal(pixels(engine, middle.record.request), varied)
 
 
 # The layouts, on the pipelines' own packing functions.
@@ -275,13 +277,7 @@ def test_the_hires_pass_adds_the_varied_noise_too(
 def test_img2img_variation(engine: Engine, models: Any, family: str, init_image: Path) -> None:
     model = models(family)
     start = job(model, mode=Mode.IMG2IMG, init_image=str(init_image), strength=0.7)
-    plain = pixels(engine, start)
-    # The noise the pipeline drew (after its encoding drew from the generator), barely moved.
-    assert np.abs(pixels(engine, start.replace(variation_strength=1e-3)) - plain).max() <= 2
-    [middle] = engine.generate(start.replace(variation_strength=0.5))
-    varied = np.asarray(middle.image.convert("RGB")).astype(int)
-    assert not np.array_equal(varied, plain)
-    assert np.array_equal(pixels(engine, middle.record.request), varied)
+    assert_varies_its_drawn_noise(engine, start)
 
 
 @pytest.mark.parametrize("family", _families("flux", "qwen", "zimage", "klein", "sd3"))
@@ -296,24 +292,13 @@ def test_inpainting_variation(
         mask=str(mask_image),
         strength=0.8,
     )
-    plain = pixels(engine, start)
-    # The noise the pipeline drew (after its encoding drew from the generator), barely moved.
-    assert np.abs(pixels(engine, start.replace(variation_strength=1e-3)) - plain).max() <= 2
-    [middle] = engine.generate(start.replace(variation_strength=0.5))
-    varied = np.asarray(middle.image.convert("RGB")).astype(int)
-    assert not np.array_equal(varied, plain)
-    assert np.array_equal(pixels(engine, middle.record.request), varied)
+    assert_varies_its_drawn_noise(engine, start)
 
 
 @pytest.mark.slow
 def test_flux_fill_varies_text_to_image_through_its_inpainting(engine: Engine, models: Any) -> None:
     start = job(models("fill"), distilled_guidance=30.0)
-    plain = pixels(engine, start)
-    assert np.abs(pixels(engine, start.replace(variation_strength=1e-3)) - plain).max() <= 2
-    [middle] = engine.generate(start.replace(variation_strength=0.5))
-    varied = np.asarray(middle.image.convert("RGB")).astype(int)
-    assert not np.array_equal(varied, plain)
-    assert np.array_equal(pixels(engine, middle.record.request), varied)
+    assert_varies_its_drawn_noise(engine, start)
 
 
 @pytest.mark.slow
