@@ -90,6 +90,9 @@ class PipelineCalls:
     def _compiled_call(self, pipe: Any, kwargs: dict[str, Any], width: int, height: int) -> Any:
         """Run a pipeline with the request's fast mode; where the denoiser is compiled and
         compiling fails, run it again eager from the same random state."""
+        if not is_compiled(denoiser(pipe)):  # eager: nothing to fall back from
+            with speed.applied(pipe, self._fast, self._family_label()):
+                return pipe(**kwargs)
         compiler = self.pipelines.compiler
         batch = int(kwargs.get("num_images_per_prompt") or 1)
         compiler.before(pipe, width, height, batch, self._on_status)
@@ -98,7 +101,7 @@ class PipelineCalls:
             with speed.applied(pipe, self._fast, self._family_label()):
                 return pipe(**kwargs)
         except Exception as error:
-            if not is_compiled(denoiser(pipe)) or not is_compile_failure(error):
+            if not is_compile_failure(error):
                 raise
             compiler.give_up(pipe, error, self._on_status)
         restore(states)
