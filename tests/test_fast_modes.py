@@ -95,6 +95,31 @@ def test_the_mode_is_written_read_back_and_kept_in_json(tiny_model: Path) -> Non
     assert "Fast" not in format_parameters(request.replace(fast=None))
 
 
+def test_the_info_panel_and_cli_info_show_the_mode(
+    tiny_model: Path, tmp_path: Path, capsys
+) -> None:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from sdstudio.cli import main
+    from sdstudio.ui.info_panel import ShownImage
+
+    request = _request(tiny_model, FastMode("deep-cache", interval=3, layer=0))
+    said = "deep-cache, interval 3, branch 0, layer 0"
+    assert [("Fast mode", said)] in ShownImage("a.png", request).lines()
+    assert not any(
+        label == "Fast mode"
+        for line in ShownImage("a.png", request.replace(fast=None)).lines()
+        for label, _value in line
+    )
+    image = tmp_path / "fast.png"
+    text = PngInfo()
+    text.add_text("parameters", format_parameters(request, model_name="tiny"))
+    Image.new("RGB", (8, 8)).save(image, pnginfo=text)
+    assert main(["info", str(image)]) == 0
+    assert f"Fast mode: {said}" in capsys.readouterr().out
+
+
 def test_an_unusable_recorded_mode_is_kept_as_written_with_a_note(tiny_model: Path) -> None:
     text = format_parameters(_request(tiny_model, FastMode("deep-cache")), model_name="tiny")
     parsed = read_parameters(text.replace("Fast interval: 3", "Fast interval: 99"))

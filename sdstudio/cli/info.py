@@ -78,6 +78,8 @@ def run_info(args: argparse.Namespace, reporter: Reporter) -> int:
         rows.append(("Mask", request.mask, ("mask",)))
     if request.hires is not None:
         rows.append(("Hires fix", request.hires.describe(), ("hires",)))
+    if request.fast is not None:
+        rows.append(("Fast mode", request.fast.describe(), ("fast",)))
     if request.refiner is not None:
         rows.append(("Refiner", request.refiner.describe(), ("refiner",)))
     if request.detailer is not None:

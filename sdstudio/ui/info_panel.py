@@ -167,6 +167,8 @@ class ShownImage:
         lines += upscale_lines(request, {})
         if request.hires is not None:
             lines.append([("Hires fix", request.hires.describe())])
+        if request.fast is not None:
+            lines.append([("Fast mode", request.fast.describe())])
         extra = self.record.extra if self.record is not None else {}
         if request.refiner is not None:
             refiner = refiner_names.title(request.refiner, extra)
